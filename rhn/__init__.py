@@ -1,0 +1,24 @@
+"""rhn: Highway Networks and Recurrent Highway Networks for PyTorch."""
+
+from rhn.nn import (
+    RHN,
+    Highway,
+    HighwayConv1d,
+    HighwayConv2d,
+    HighwayLayer,
+    RHNCell,
+    VariationalDropout,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RHN",
+    "Highway",
+    "HighwayConv1d",
+    "HighwayConv2d",
+    "HighwayLayer",
+    "RHNCell",
+    "VariationalDropout",
+    "__version__",
+]
