@@ -1,7 +1,7 @@
 """Convolutional highway layers (Srivastava et al. 2015, arXiv 1505.00387 / 1507.06228).
 
 The dense rule ``y = H(x)·T(x) + x·(1 − T(x))`` with H and T computed by convolutions
-with "same" padding and stride 1, so that ``y`` has ``x``'s shape and the carry is exact.
+with an odd kernel, centred zero ("same") padding and stride 1, so that ``y`` has ``x``'s shape and the carry is exact.
 
 Parameter layout (C channels, kernel k): ``weight`` ``(2C, C, k, k)`` for 2-D
 (``(2C, C, k)`` for 1-D) and ``bias`` ``(2C,)``; rows ``[:C]`` are H's filters, rows
@@ -31,7 +31,10 @@ class _HighwayConvNd(GatedHighwayBase):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        self.kernel_size = check_positive_int("kernel_size", kernel_size)
+        if check_positive_int("kernel_size", kernel_size) % 2 == 0:
+            # An even kernel can't be centred: "same" padding would be lopsided.
+            raise ValueError(f"kernel_size must be odd (centred 'same' padding), got {kernel_size}")
+        self.kernel_size = kernel_size
         super().__init__(
             channels,
             (kernel_size,) * self._spatial_dims,
