@@ -1,7 +1,8 @@
 """Convolutional highway layers (Srivastava et al. 2015, arXiv 1505.00387 / 1507.06228).
 
 The dense rule ``y = H(x)·T(x) + x·(1 − T(x))`` with H and T computed by convolutions
-with an odd kernel, centred zero ("same") padding and stride 1, so that ``y`` has ``x``'s shape and the carry is exact.
+with an odd kernel, centred zero ("same") padding and stride 1, so that ``y`` has ``x``'s
+shape and the carry is exact.
 
 Parameter layout (C channels, kernel k): ``weight`` ``(2C, C, k, k)`` for 2-D
 (``(2C, C, k)`` for 1-D) and ``bias`` ``(2C,)``; rows ``[:C]`` are H's filters, rows

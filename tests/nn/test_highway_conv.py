@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import rhn
-from rhn.nn.activation import get_activation
 
 
 def naive_conv_same(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -89,5 +88,5 @@ def test_bad_input_names_the_expected_layout() -> None:
         rhn.HighwayConv2d(4)(torch.randn(4, 5))
     with pytest.raises(ValueError, match="kernel_size must be an integer >= 1, got 0"):
         rhn.HighwayConv1d(4, kernel_size=0)
-    with pytest.raises(ValueError, match="kernel_size must be odd .* got 4"):
+    with pytest.raises(ValueError, match=r"kernel_size must be odd .* got 4"):
         rhn.HighwayConv2d(4, kernel_size=4)
