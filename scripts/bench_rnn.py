@@ -1,0 +1,181 @@
+"""Forward+backward speed of ``rhn.RHN`` against ``torch.nn.LSTM`` at equal parameter count.
+
+Both models are timed in the same run on the same inputs, and each RHN row is reported as
+a ratio to the LSTM's time, so the numbers compare across machines. ``naive`` is an RHN
+written the straightforward way (the input projected step by step, stacked weights indexed
+inside the loop), kept as the "before" of the design in ``rhn.nn.functional``.
+
+Cases:
+    a    batch 32, seq 35, input 256, RHN hidden 256, depth 4
+    ptb  batch 20, seq 35, input 830, RHN hidden 830, depth 10 (the PTB recipe's cell)
+
+Usage: python scripts/bench_rnn.py [--cases a ptb] [--repeats 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+import rhn
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    batch: int
+    seq: int
+    input_size: int
+    hidden: int
+    depth: int
+
+
+CASES = {
+    "a": Case("a", batch=32, seq=35, input_size=256, hidden=256, depth=4),
+    "ptb": Case("ptb", batch=20, seq=35, input_size=830, hidden=830, depth=10),
+}
+
+
+class NaiveRHN(nn.Module):
+    """What a direct port of the equations does: per-step projections, indexing in the loop."""
+
+    def __init__(self, model: rhn.RHN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.model
+        w_ih, w_hh, b_hh = m.layer_parameters(0)
+        hidden = m.hidden_size
+        s = x.new_zeros(x.shape[1], hidden)
+        outputs = []
+        for x_t in x:
+            for layer in range(m.depth):
+                a = s @ w_hh[layer].T + b_hh[layer]
+                if layer == 0:
+                    a = a + x_t @ w_ih.T
+                t = torch.sigmoid(a[:, hidden:])
+                s = torch.tanh(a[:, :hidden]) * t + s * (1 - t)
+            outputs.append(s)
+        return torch.stack(outputs), s[None]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def lstm_hidden_for(params: int, input_size: int) -> int:
+    """The hidden size whose 1-layer nn.LSTM has closest to ``params`` parameters.
+
+    nn.LSTM has 4h(I + h) weights and two bias vectors of 4h: solve 4h² + (4I + 8)h = P.
+    """
+    b = 4 * input_size + 8
+    return round((-b + math.sqrt(b * b + 16 * params)) / 8)
+
+
+def time_fwd_bwd(
+    model: nn.Module, x: torch.Tensor, repeats: int, warmup: int
+) -> tuple[float, float, float | None]:
+    """(first call seconds, median seconds per fwd+bwd, peak CUDA memory in MiB or None)."""
+    cuda = x.device.type == "cuda"
+
+    def step() -> None:
+        output, _ = model(x)
+        output.sum().backward()
+        model.zero_grad(set_to_none=True)
+
+    def timed(fn: Callable[[], None]) -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    first = timed(step)
+    for _ in range(warmup):
+        step()
+    times = [timed(step) for _ in range(repeats)]
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    return first, statistics.median(times), peak
+
+
+def run_case(case: Case, device: torch.device, repeats: int, warmup: int) -> list[dict]:
+    torch.manual_seed(0)
+    model = rhn.RHN(case.input_size, case.hidden, depth=case.depth, device=device)
+    params = count_parameters(model)
+    lstm_hidden = lstm_hidden_for(params, case.input_size)
+    lstm = nn.LSTM(case.input_size, lstm_hidden, device=device)
+    x = torch.randn(case.seq, case.batch, case.input_size, device=device)
+    models = {"lstm": lstm, "rhn": model, "rhn-naive": NaiveRHN(model)}
+    rows = []
+    for name, m in models.items():
+        first, seconds, peak = time_fwd_bwd(m, x, repeats, warmup)
+        rows.append(
+            {
+                **asdict(case),
+                "model": name,
+                "hidden_size": lstm_hidden if name == "lstm" else case.hidden,
+                "params": count_parameters(m),
+                "first_call_s": first,
+                "ms_per_batch": seconds * 1e3,
+                "tokens_per_s": case.batch * case.seq / seconds,
+                "peak_mem_mib": peak,
+                "device": str(device),
+                "threads": torch.get_num_threads(),
+            }
+        )
+    lstm_ms = rows[0]["ms_per_batch"]
+    for row in rows:
+        row["ratio_to_lstm"] = row["ms_per_batch"] / lstm_ms
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    header = ["case", "model", "hidden", "depth", "params", "ms/batch fwd+bwd", "tokens/s"]
+    header += ["×LSTM", "first call s"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        depth = "-" if r["model"] == "lstm" else r["depth"]
+        print(
+            f"| {r['name']} | {r['model']} | {r['hidden_size']} | {depth} | {r['params']:,} | "
+            f"{r['ms_per_batch']:.1f} | {r['tokens_per_s']:,.0f} | {r['ratio_to_lstm']:.2f} | "
+            f"{r['first_call_s']:.2f} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["a", "ptb"])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    rows = [
+        row
+        for name in args.cases
+        for row in run_case(CASES[name], device, args.repeats, args.warmup)
+    ]
+    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads")
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
