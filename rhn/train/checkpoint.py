@@ -1,0 +1,123 @@
+"""Checkpoints: plain dicts of tensors and primitives, written atomically, loaded safely.
+
+Format (``FORMAT_VERSION``): ``model``, ``optimizer``, ``schedule`` and ``scaler`` state
+dicts; ``step``, ``epoch``, ``batch_index`` (the next batch of the epoch); ``hidden`` (the
+carried TBPTT state, or None); ``rng`` (python, numpy, torch, CUDA); ``best_metric``;
+``bad_steps``; ``config`` (the resolved run config as a dict). Loading uses
+``torch.load(weights_only=True)``: nothing in a checkpoint can run code.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model", "step", "config")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that can't be used: unreadable, wrong format, or another model's."""
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it.
+
+    A crash at any moment leaves either the old file or the new one, never a torn file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DistributedDataParallel and ``torch.compile`` wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def all_finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read and sanity-check a checkpoint; any problem is one CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated and can't be read ({reason}); "
+            f"delete it to start over, or resume from another checkpoint"
+        ) from None
+    if not isinstance(data, dict) or any(key not in data for key in REQUIRED_KEYS):
+        raise CheckpointError(f"checkpoint {path} is not an rhn training checkpoint")
+    if data["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {data['format_version']}; this rhn reads "
+            f"version {FORMAT_VERSION}"
+        )
+    return data
+
+
+def check_same_model(path: str | Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose task or model section differs from the current config's."""
+    if saved.get("task") != current.get("task"):
+        raise CheckpointError(
+            f"checkpoint {path} is from task {saved.get('task')!r}, not {current.get('task')!r}"
+        )
+    old, new = saved.get("model", {}), current.get("model", {})
+    diffs = [f"model.{k}: {old.get(k)!r} → {new.get(k)!r}" for k in new if old.get(k) != new.get(k)]
+    if diffs:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with another model config ({'; '.join(diffs)}); "
+            f"use a fresh run directory or the config it was trained with"
+        )
+
+
+def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0:3]
+        raise CheckpointError(
+            f"checkpoint {path} does not fit this model: {' '.join(first)}"
+        ) from None
+
+
+def export_safetensors(model: nn.Module, path: str | Path) -> None:
+    """Write the model's weights as safetensors; tied (shared) weights are stored once."""
+    from safetensors.torch import save_model
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(unwrap(model), str(path))

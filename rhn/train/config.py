@@ -1,0 +1,226 @@
+"""Run configuration: dataclasses loaded from YAML, overridden with ``--set``, validated.
+
+A config file names its ``task`` and holds only what differs from the defaults, in four
+sections: ``model`` and ``data`` (defined by the task), ``optim`` and ``train`` (shared):
+
+    task: char_lm
+    model: {hidden_size: 128, depth: 3}
+    optim: {lr: 0.5, clip_norm: 10.0}
+    train: {max_steps: 300}
+
+The resolved config (every value, defaults included) is saved with each run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rhn.train.schema import ConfigError, check, coerce, from_dict, to_dict
+from rhn.train.task import Task, get_task
+
+SECTIONS = ("model", "data", "optim", "train")
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule, applied on top of ``optim.lr``.
+
+    ``constant``; ``decay_after``: divide by ``decay`` each epoch after ``start_epoch``
+    (the RHN recipe: 1.02 after 20); ``step``: × ``gamma`` every ``step_size`` epochs;
+    ``multistep``: × ``gamma`` at each of ``milestones`` (epochs); ``cosine``: to ``min_lr``
+    over the run's steps; ``plateau``: × ``gamma`` after an evaluation whose metric improved
+    by less than ``threshold`` (Kim et al.: halve when valid ppl improves by < 1).
+    ``warmup_steps`` ramps any of them linearly from 0.
+    """
+
+    name: Literal["constant", "decay_after", "step", "multistep", "cosine", "plateau"] = "constant"
+    decay: float = 1.0
+    start_epoch: int = 0
+    gamma: float = 0.1
+    step_size: int = 1
+    milestones: list[int] = field(default_factory=list)
+    min_lr: float = 0.0
+    threshold: float = 0.0
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.decay >= 1.0, "optim.schedule.decay", self.decay, "a divisor >= 1")
+        check(self.start_epoch >= 0, "optim.schedule.start_epoch", self.start_epoch, ">= 0")
+        check(0.0 < self.gamma <= 1.0, "optim.schedule.gamma", self.gamma, "a factor in (0, 1]")
+        check(self.step_size >= 1, "optim.schedule.step_size", self.step_size, ">= 1")
+        check(self.min_lr >= 0.0, "optim.schedule.min_lr", self.min_lr, ">= 0")
+        check(self.threshold >= 0.0, "optim.schedule.threshold", self.threshold, ">= 0")
+        check(self.warmup_steps >= 0, "optim.schedule.warmup_steps", self.warmup_steps, ">= 0")
+        check(
+            self.milestones == sorted(self.milestones),
+            "optim.schedule.milestones",
+            self.milestones,
+            "epochs in increasing order",
+        )
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser, gradient clipping and accumulation."""
+
+    name: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+    grad_accum: int = 1
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    def __post_init__(self) -> None:
+        check(self.lr > 0 and math.isfinite(self.lr), "optim.lr", self.lr, "a number > 0")
+        check(0.0 <= self.momentum < 1.0, "optim.momentum", self.momentum, "a number in [0, 1)")
+        check(
+            not self.nesterov or (self.name == "sgd" and self.momentum > 0),
+            "optim.nesterov",
+            self.nesterov,
+            "true only with optim.name 'sgd' and optim.momentum > 0",
+        )
+        check(
+            all(0.0 <= b < 1.0 for b in self.betas),
+            "optim.betas",
+            self.betas,
+            "two numbers in [0, 1)",
+        )
+        check(self.eps > 0, "optim.eps", self.eps, "a number > 0")
+        check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
+        check(
+            self.clip_norm is None or self.clip_norm > 0,
+            "optim.clip_norm",
+            self.clip_norm,
+            "null (no clipping) or a number > 0",
+        )
+        check(self.grad_accum >= 1, "optim.grad_accum", self.grad_accum, "an integer >= 1")
+
+
+@dataclass
+class TrainConfig:
+    """How long to train, when to evaluate and checkpoint, and on what."""
+
+    max_steps: int | None = None
+    max_epochs: int | None = 1
+    seed: int = 0
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    log_every: int = 10
+    device: str = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
+    deterministic: bool = False
+    max_bad_steps: int = 5
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check(
+            self.max_steps is not None or self.max_epochs is not None,
+            "train.max_steps",
+            self.max_steps,
+            "a step limit, or a train.max_epochs limit (both can't be null)",
+        )
+        for key in ("max_steps", "max_epochs"):
+            value = getattr(self, key)
+            check(value is None or value >= 1, f"train.{key}", value, "null or an integer >= 1")
+        for key in ("eval_every", "checkpoint_every"):
+            value = getattr(self, key)
+            check(value >= 0, f"train.{key}", value, "steps >= 1, or 0 for once per epoch")
+        check(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
+        check(
+            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
+            "train.device",
+            self.device,
+            "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",
+        )
+        check(self.max_bad_steps >= 1, "train.max_bad_steps", self.max_bad_steps, ">= 1")
+
+
+@dataclass
+class RunConfig:
+    """A whole run: the task, its model and data sections, and the shared ones."""
+
+    task: str
+    model: Any
+    data: Any
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def task_class(self) -> type[Task]:
+        return get_task(self.task)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` → (path, value); the value is parsed as YAML (1e-3, true, [1, 2])."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    key, _, raw = text.partition("=")
+    path = key.strip().split(".")
+    if len(path) < 2 or not all(path):
+        raise ConfigError(f"--set {text!r}: the key must be section.key, e.g. optim.lr")
+    return path, yaml.safe_load(raw) if raw.strip() else ""
+
+
+def build_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
+    """A validated RunConfig from a parsed YAML mapping plus ``--set`` overrides."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {data!r}")
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is not a section")
+        node[path[-1]] = value
+    unknown = sorted(set(data) - {"task", *SECTIONS})
+    if unknown:
+        raise ConfigError(
+            f"unknown top-level key {unknown[0]!r}; allowed: task, {', '.join(SECTIONS)}"
+        )
+    if "task" not in data:
+        raise ConfigError("the config must name its task (e.g. task: char_lm)")
+    task = get_task(coerce(data["task"], str, "task"))
+    sections = {name: data.get(name) or {} for name in SECTIONS}
+    return RunConfig(
+        task=task.name,
+        model=from_dict(task.model_config, sections["model"], prefix="model"),
+        data=from_dict(task.data_config, sections["data"], prefix="data"),
+        optim=from_dict(OptimConfig, sections["optim"], prefix="optim"),
+        train=from_dict(TrainConfig, sections["train"], prefix="train"),
+    )
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config file and apply ``--set`` overrides (``section.key=value``)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    try:
+        return build_config(data, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

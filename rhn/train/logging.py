@@ -1,0 +1,69 @@
+"""Run monitoring: TensorBoard scalars and histograms, ``metrics.jsonl``, console lines.
+
+Only rank 0 writes. Steps are optimiser steps; on resume, events and metrics recorded
+after the checkpoint's step are dropped (TensorBoard's ``purge_step``), so every curve
+stays monotonic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+
+class RunLogger:
+    def __init__(self, run_dir: str | Path, *, resume_step: int = 0, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.run_dir = Path(run_dir)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.writer: SummaryWriter | None = None
+        if not enabled:
+            return
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=resume_step or None)
+        if self.metrics_path.exists():
+            kept = [
+                line
+                for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_step
+            ]
+            self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            if value is not None and math.isfinite(value):
+                self.writer.add_scalar(key, value, step)
+
+    def histograms(self, values: dict[str, torch.Tensor], step: int) -> None:
+        if self.writer is None:
+            return
+        for key, tensor in values.items():
+            self.writer.add_histogram(key, tensor.detach().float().cpu(), step)
+
+    def evaluation(self, record: dict[str, Any]) -> None:
+        """Append one evaluation to metrics.jsonl and print its one-line summary."""
+        if not self.enabled:
+            return
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        parts = [f"step {record['step']}", f"epoch {record['epoch']}"]
+        for key, value in record.items():
+            if key not in ("step", "epoch") and isinstance(value, float):
+                parts.append(f"{key} {value:.4g}")
+        print(" | ".join(parts), file=sys.stderr, flush=True)
+
+    def message(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+            self.writer.close()

@@ -1,0 +1,395 @@
+"""The training loop shared by every task.
+
+    for each optimiser step:
+        lr ← schedule(step, epoch)
+        for each of grad_accum batches: loss, state ← task.train_step(model, batch, state)
+                                         backward(loss / grad_accum); state ← detach(state)
+        clip; skip the step if the loss or gradient is not finite; optimiser step
+        log; evaluate; checkpoint; stop on SIGTERM/SIGINT
+
+Everything a run needs to continue exactly — weights, optimiser, schedule, data position,
+carried state, RNG states — is in its checkpoint, so a run killed at any moment and
+restarted on the same directory ends where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from rhn.train.checkpoint import (
+    FORMAT_VERSION,
+    all_finite,
+    atomic_torch_save,
+    check_same_model,
+    load_checkpoint,
+    load_model_state,
+)
+from rhn.train.config import RunConfig, save_config
+from rhn.train.distributed import (
+    DistInfo,
+    all_ranks_agree,
+    barrier,
+    broadcast_object,
+    gather_objects,
+    init_distributed,
+    shutdown,
+)
+from rhn.train.logging import RunLogger
+from rhn.train.optim import LRSchedule, build_optimizer, set_lr
+from rhn.train.seeding import rng_state, seed_everything, set_rng_state
+from rhn.train.task import State, Task
+
+
+class RunDirError(RuntimeError):
+    """A run directory that can't be used as asked (e.g. ``--fresh`` on an existing run)."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """Too many consecutive steps with a non-finite loss or gradient."""
+
+
+@dataclass
+class Position:
+    """Where the run stands; saved in every checkpoint."""
+
+    step: int = 0  # optimiser steps done
+    epoch: int = 0
+    batch_index: int = 0  # next batch of the epoch
+    best_metric: float | None = None
+    bad_steps: int = 0  # consecutive non-finite steps
+    skipped_steps: int = 0  # all non-finite steps
+
+
+@dataclass
+class TrainResult:
+    status: str  # "finished" or "interrupted"
+    position: Position
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        name = f"cuda:{local_rank}"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RunDirError(f"train.device is {name!r} but CUDA is not available here")
+    return device
+
+
+def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State) -> State:
+    """Apply ``fn`` to a carried state: None, a tensor, or a tuple of tensors."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(fn(s) for s in state)
+    return fn(state)
+
+
+def _join_states(states: list[State]) -> State:
+    """Concatenate per-rank carried states along the batch dimension (1)."""
+    if states[0] is None:
+        return None
+    if isinstance(states[0], tuple):
+        return tuple(torch.cat(parts, dim=1) for parts in zip(*states, strict=True))
+    return torch.cat(states, dim=1)
+
+
+class Trainer:
+    """One run of ``config`` in ``run_dir``: fresh, or resumed from its last checkpoint."""
+
+    def __init__(self, config: RunConfig, run_dir: str | Path, *, fresh: bool = False) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.last_path = self.run_dir / "checkpoints" / "last.pt"
+        self.best_path = self.run_dir / "checkpoints" / "best.pt"
+        if fresh and self.last_path.exists():
+            raise RunDirError(
+                f"{self.run_dir} already holds a run ({self.last_path}); --fresh refuses to "
+                f"touch it. Choose another --run-dir, or drop --fresh to resume it."
+            )
+        train = config.train
+        device_type = "cuda" if train.device.startswith("cuda") else train.device
+        if device_type == "auto":
+            device_type = "cuda" if torch.cuda.is_available() else "cpu"
+        self.dist: DistInfo = init_distributed(device_type)
+        self.device = resolve_device(train.device, self.dist.local_rank)
+        seed_everything(train.seed + self.dist.rank, deterministic=train.deterministic)
+
+        self.task: Task = config.task_class(
+            config, rank=self.dist.rank, world_size=self.dist.world_size
+        )
+        self.model: nn.Module = self.task.build_model().to(self.device)
+        self.optimizer = build_optimizer(self.model, config.optim)
+        accum = config.optim.grad_accum
+        self.steps_per_epoch = self.task.batches_per_epoch() // accum
+        if self.steps_per_epoch < 1:
+            raise RunDirError(
+                f"the training data gives {self.task.batches_per_epoch()} batches per epoch "
+                f"per rank, fewer than optim.grad_accum = {accum}; use more data or "
+                f"smaller batches"
+            )
+        limits = [train.max_steps] if train.max_steps else []
+        if train.max_epochs:
+            limits.append(train.max_epochs * self.steps_per_epoch)
+        self.total_steps = min(limits)
+        self.schedule = LRSchedule(config.optim.schedule, config.optim.lr, self.total_steps)
+        self.position = Position()
+        self.state: State = None
+        if self.last_path.exists():
+            self._restore(self.last_path)
+
+        self.train_model: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if train.compile:
+            self.train_model = torch.compile(self.train_model)
+        self._stop_signal: int | None = None
+
+    # -- checkpoints -------------------------------------------------------------------
+
+    def _restore(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        check_same_model(path, ckpt["config"], self.config.to_dict())
+        load_model_state(self.model, ckpt["model"], path)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        self.position = Position(**ckpt["position"])
+        rngs = ckpt["rng"]
+        if len(rngs) == self.dist.world_size:
+            set_rng_state(rngs[self.dist.rank])
+        hidden = ckpt.get("hidden")
+        if hidden is not None:
+            # The saved state holds every rank's columns; take this rank's contiguous share.
+            def shard(s: torch.Tensor) -> torch.Tensor:
+                return s.chunk(self.dist.world_size, dim=1)[self.dist.rank].to(self.device)
+
+            self.state = map_state(shard, hidden)
+
+    def _checkpoint(self, *, best: bool) -> None:
+        """Write last.pt (and best.pt); every rank joins the gathers, rank 0 writes."""
+        rngs = gather_objects(rng_state(), self.dist)
+        local = map_state(lambda s: s.detach().cpu(), self.state)
+        hidden = _join_states(gather_objects(local, self.dist))
+        if self.dist.is_main:
+            if not all_finite(self.model):
+                self.log.message(
+                    f"step {self.position.step}: weights are not finite; keeping the previous "
+                    f"checkpoint instead of overwriting it"
+                )
+                return
+            ckpt = {
+                "format_version": FORMAT_VERSION,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "scaler": None,  # bf16 needs no loss scaling
+                "position": vars(self.position).copy(),
+                "step": self.position.step,
+                "hidden": hidden,
+                "rng": rngs,
+                "config": self.config.to_dict(),
+            }
+            atomic_torch_save(ckpt, self.last_path)
+            if best:
+                atomic_torch_save(ckpt, self.best_path)
+        barrier(self.dist)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.config.train.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _batches(self) -> Iterator[tuple[int, Any]]:
+        pos = self.position
+        for micro in range(self.config.optim.grad_accum):
+            yield micro, self.task.batch(pos.epoch, pos.batch_index + micro, self.device)
+
+    def _train_step(self) -> tuple[float, float, int, bool]:
+        """One optimiser step. Returns (loss, grad norm, count, whether it was applied)."""
+        accum = self.config.optim.grad_accum
+        self.train_model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        total, count = torch.zeros((), device=self.device), 0
+        for _, batch in self._batches():
+            with self._autocast():
+                result = self.task.train_step(self.train_model, batch, self.state)
+            (result.loss / accum).backward()
+            self.state = map_state(torch.Tensor.detach, result.state)
+            total += result.loss.detach().float()
+            count += result.count
+        clip = self.config.optim.clip_norm or math.inf
+        grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        loss = float(total) / accum
+        finite = all_ranks_agree(
+            math.isfinite(loss) and bool(torch.isfinite(grad_norm)), self.dist, self.device
+        )
+        if finite:
+            self.optimizer.step()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            # A non-finite state would poison every later batch of the stream.
+            self.state = self.task.initial_state(self.model, self.device)
+        return loss, float(grad_norm), count, finite
+
+    def _evaluate(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.dist.is_main:
+            self.model.eval()
+            with torch.no_grad(), self._autocast():
+                metrics = self.task.evaluate(self.model, "valid", self.device)
+            self.log.histograms(self.task.summaries(self.model), self.position.step)
+            for name, p in self.model.named_parameters():
+                self.log.histograms({f"params/{name}": p}, self.position.step)
+        return broadcast_object(metrics, self.dist)
+
+    def _improved(self, metric: float) -> bool:
+        best = self.position.best_metric
+        if best is None:
+            return True
+        return metric > best if self.task.higher_is_better else metric < best
+
+    def _handle_signal(self, signum: int, _frame: object) -> None:
+        self._stop_signal = signum
+
+    def run(self) -> TrainResult:
+        train = self.config.train
+        pos = self.position
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = RunLogger(self.run_dir, resume_step=pos.step, enabled=self.dist.is_main)
+        if self.dist.is_main:
+            save_config(self.config, self.run_dir / "config.yaml")
+            self.task.save_artifacts(str(self.run_dir))
+            if pos.step:
+                self.log.message(f"resuming {self.run_dir} at step {pos.step}, epoch {pos.epoch}")
+        previous = {
+            s: signal.signal(s, self._handle_signal) for s in (signal.SIGTERM, signal.SIGINT)
+        }
+        bar = tqdm(
+            total=self.total_steps,
+            initial=pos.step,
+            desc="train",
+            unit="step",
+            disable=not (self.dist.is_main and train.progress and sys.stderr.isatty()),
+            dynamic_ncols=True,
+        )
+        metrics: dict[str, float] = {}
+        status = "finished"
+        window_loss, window_count, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
+        try:
+            while pos.step < self.total_steps:
+                if pos.batch_index == 0:
+                    self.state = self.task.initial_state(self.model, self.device)
+                lr = self.schedule.lr(pos.step, pos.epoch)
+                set_lr(self.optimizer, lr)
+                loss, grad_norm, count, applied = self._train_step()
+                pos.step += 1
+                pos.batch_index += self.config.optim.grad_accum
+                bar.update(1)
+                if applied:
+                    pos.bad_steps = 0
+                    window_loss += loss
+                    window_steps += 1
+                else:
+                    pos.bad_steps += 1
+                    pos.skipped_steps += 1
+                    self.log.message(
+                        f"step {pos.step}: non-finite loss or gradient (loss {loss}, grad norm "
+                        f"{grad_norm}); step skipped ({pos.bad_steps} in a row)"
+                    )
+                    self.log.scalars({"train/skipped_steps": pos.skipped_steps}, pos.step)
+                    if pos.bad_steps >= train.max_bad_steps:
+                        raise TrainingDivergedError(
+                            f"{pos.bad_steps} consecutive steps had a non-finite loss or "
+                            f"gradient (train.max_bad_steps = {train.max_bad_steps}); stopping "
+                            f"at step {pos.step}. The last good checkpoint is {self.last_path}; "
+                            f"lower optim.lr or set optim.clip_norm."
+                        )
+                window_count += count
+                if pos.step % train.log_every == 0 and window_steps:
+                    elapsed = time.perf_counter() - window_start
+                    rate = window_count * self.dist.world_size / max(elapsed, 1e-9)
+                    self.log.scalars(
+                        {
+                            "train/loss": window_loss / window_steps,
+                            "lr": lr,
+                            "grad_norm": grad_norm,
+                            f"throughput/{self.task.unit}_per_s": rate,
+                        },
+                        pos.step,
+                    )
+                    bar.set_postfix(loss=f"{window_loss / window_steps:.3f}", lr=f"{lr:.3g}")
+                    window_loss, window_count, window_steps = 0.0, 0, 0
+                    window_start = time.perf_counter()
+
+                epoch_done = pos.batch_index >= self.steps_per_epoch * self.config.optim.grad_accum
+                finished = pos.step >= self.total_steps
+                eval_due = (
+                    (train.eval_every and pos.step % train.eval_every == 0)
+                    or (not train.eval_every and epoch_done)
+                    or finished
+                )
+                if epoch_done:
+                    pos.epoch += 1
+                    pos.batch_index = 0
+                improved = False
+                if eval_due:
+                    metrics = self._evaluate()
+                    metric = metrics[self.task.metric]
+                    self.schedule.observe(metric, self.task.higher_is_better)
+                    improved = math.isfinite(metric) and self._improved(metric)
+                    if improved:
+                        pos.best_metric = metric
+                    record = {"step": pos.step, "epoch": pos.epoch, "lr": lr, **metrics}
+                    self.log.evaluation(record)
+                    self.log.scalars({f"val/{k}": v for k, v in metrics.items()}, pos.step)
+                checkpoint_due = (
+                    (train.checkpoint_every and pos.step % train.checkpoint_every == 0)
+                    or (not train.checkpoint_every and eval_due)
+                    or finished
+                    or improved
+                )
+                stop = self._stop_signal is not None
+                if checkpoint_due or stop:
+                    self._checkpoint(best=improved)
+                if stop:
+                    status = "interrupted"
+                    self.log.message(
+                        f"stopped by {signal.Signals(self._stop_signal).name} at step {pos.step};"
+                        f" checkpoint saved to {self.last_path}"
+                    )
+                    break
+        finally:
+            bar.close()
+            self.log.close()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return TrainResult(status=status, position=pos, metrics=metrics)
+
+    def close(self) -> None:
+        shutdown(self.dist)
+
+
+def train(config: RunConfig, run_dir: str | Path, *, fresh: bool = False) -> TrainResult:
+    """Train ``config`` in ``run_dir`` (resuming it if it holds a checkpoint)."""
+    trainer = Trainer(config, run_dir, fresh=fresh)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()

@@ -1,0 +1,85 @@
+"""Optimisers and learning-rate schedules built from :class:`OptimConfig`."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from rhn.train.config import OptimConfig, ScheduleConfig
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            weight_decay=cfg.weight_decay,
+        )
+    cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+class LRSchedule:
+    """The learning rate as a function of (optimiser step, epoch), plus plateau memory.
+
+    A pure function of its inputs except for the plateau rule, whose state
+    (``state_dict``) is saved with checkpoints, so a resumed run sets the same rates.
+    """
+
+    def __init__(self, cfg: ScheduleConfig, base_lr: float, total_steps: int | None) -> None:
+        if cfg.name == "cosine" and total_steps is None:
+            raise ValueError("optim.schedule.name 'cosine' needs a known run length")
+        self.cfg = cfg
+        self.base_lr = base_lr
+        self.total_steps = total_steps
+        self.plateau_scale = 1.0
+        self.plateau_last: float | None = None
+
+    def lr(self, step: int, epoch: int) -> float:
+        """The rate for optimiser step ``step`` (0-based) in ``epoch`` (0-based)."""
+        cfg = self.cfg
+        if cfg.name == "decay_after":
+            factor = cfg.decay ** -max(0, epoch - cfg.start_epoch)
+        elif cfg.name == "step":
+            factor = cfg.gamma ** (epoch // cfg.step_size)
+        elif cfg.name == "multistep":
+            factor = cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+        elif cfg.name == "cosine":
+            progress = min(1.0, step / max(1, self.total_steps))
+            low = cfg.min_lr / self.base_lr
+            factor = low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
+        elif cfg.name == "plateau":
+            factor = self.plateau_scale
+        else:
+            factor = 1.0
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            factor *= (step + 1) / cfg.warmup_steps
+        return self.base_lr * factor
+
+    def observe(self, metric: float, higher_is_better: bool) -> None:
+        """Feed an evaluation's metric to the plateau rule (a no-op for other schedules)."""
+        if self.cfg.name != "plateau":
+            return
+        # As Kim et al.'s code: compare with the previous evaluation, not the best one.
+        score = metric if higher_is_better else -metric
+        if self.plateau_last is not None and score - self.plateau_last < self.cfg.threshold:
+            self.plateau_scale *= self.cfg.gamma
+        self.plateau_last = score
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"plateau_scale": self.plateau_scale, "plateau_last": self.plateau_last}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.plateau_scale = state["plateau_scale"]
+        self.plateau_last = state["plateau_last"]
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

@@ -1,0 +1,105 @@
+"""What the training loop needs from a task, and the registry that names tasks.
+
+A task owns its data and its model; the loop (``rhn.train.loop``) owns everything else.
+Batches are addressed by ``(epoch, index)`` — random access, so that a run resumed from a
+checkpoint continues from exactly the batch it stopped at.
+
+Two kinds of task share the interface:
+  * a stateful truncated-BPTT stream (language models): ``initial_state`` returns a state
+    that the loop carries from batch to batch (detached) and saves in checkpoints;
+  * epochs over a shuffled data set (classification): the state is ``None``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from rhn.train.schema import ConfigError
+
+State = Any  # None, a tensor, or a tuple of tensors, batch in dimension 1
+
+
+@dataclass
+class StepResult:
+    """One batch's training loss (what backward sees), next state and size."""
+
+    loss: torch.Tensor
+    state: State
+    count: int  # tokens or samples, for throughput
+
+
+class Task:
+    """Base class of a task: subclass, set the class variables, register with ``@register``.
+
+    Class variables:
+        name: the ``task:`` value in configs.
+        model_config, data_config: dataclasses for the ``model`` and ``data`` sections.
+        metric: the validation metric's name (``ppl``, ``bpc``, ``acc``).
+        higher_is_better: whether a larger metric is better.
+        unit: what ``StepResult.count`` counts (``tokens`` or ``samples``).
+    """
+
+    name: ClassVar[str]
+    model_config: ClassVar[type]
+    data_config: ClassVar[type]
+    metric: ClassVar[str]
+    higher_is_better: ClassVar[bool] = False
+    unit: ClassVar[str] = "tokens"
+
+    def __init__(self, config: Any, *, rank: int = 0, world_size: int = 1) -> None:
+        self.config = config
+        self.rank = rank
+        self.world_size = world_size
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def batches_per_epoch(self) -> int:
+        """Batches this rank sees per epoch."""
+        raise NotImplementedError
+
+    def batch(self, epoch: int, index: int, device: torch.device) -> Any:
+        """Batch ``index`` of ``epoch`` for this rank, on ``device``."""
+        raise NotImplementedError
+
+    def initial_state(self, model: nn.Module, device: torch.device) -> State:
+        """The carried state at the start of each epoch (None for stateless tasks)."""
+        return None
+
+    def train_step(self, model: nn.Module, batch: Any, state: State) -> StepResult:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        """Metrics on ``split`` (``valid`` or ``test``): at least ``loss`` and ``metric``."""
+        raise NotImplementedError
+
+    def save_artifacts(self, run_dir: str) -> None:
+        """Write what a run needs besides weights (a tokenizer, say) into ``run_dir``."""
+
+    def summaries(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Extra tensors to log as histograms at evaluation time (e.g. gate activity)."""
+        return {}
+
+
+_TASKS: dict[str, type[Task]] = {}
+
+
+def register(cls: type[Task]) -> type[Task]:
+    """Class decorator that makes a task available to configs under ``cls.name``."""
+    _TASKS[cls.name] = cls
+    return cls
+
+
+def get_task(name: str) -> type[Task]:
+    if name not in _TASKS:
+        # Tasks live in the ``tasks`` package, imported by the command line before configs
+        # are read; a library user registers their own.
+        close = difflib.get_close_matches(name, list(_TASKS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"task: unknown task {name!r}{hint} (known: {', '.join(sorted(_TASKS))})")
+    return _TASKS[name]
