@@ -115,10 +115,8 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         kwargs[key] = coerce(value, hints[key], dotted)
     try:
         return cls(**kwargs)
-    except ConfigError as err:
-        if prefix and not str(err).startswith(prefix):
-            raise ConfigError(f"{prefix}.{err}") from None
-        raise
+    except ValueError as err:  # includes ConfigError; dataclasses outside rhn.train raise this
+        raise ConfigError(str(err)) from None
 
 
 def to_dict(obj: Any) -> Any:

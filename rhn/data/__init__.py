@@ -1,0 +1,1 @@
+"""Data: corpora, vocabularies and batching."""

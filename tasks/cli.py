@@ -1,0 +1,85 @@
+"""Command-line entry points: ``rhn-train``, ``rhn-eval`` and ``rhn-export``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import tasks  # noqa: F401  (registers every task)
+from rhn.train.checkpoint import CheckpointError
+from rhn.train.config import load_config
+from rhn.train.evaluate import evaluate_checkpoint, export_checkpoint, resolve_checkpoint
+from rhn.train.loop import RunDirError, TrainingDivergedError, train
+from rhn.train.schema import ConfigError
+
+EXPECTED_ERRORS = (
+    ConfigError,
+    CheckpointError,
+    RunDirError,
+    TrainingDivergedError,
+    FileNotFoundError,
+)
+
+
+def _fail(err: Exception) -> int:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rhn-train", description="Train (or resume) a run from a YAML config."
+    )
+    parser.add_argument("config", help="YAML config file (see configs/)")
+    parser.add_argument("--run-dir", required=True, help="directory for checkpoints and logs")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set optim.lr=0.5",
+    )
+    parser.add_argument(
+        "--fresh", action="store_true", help="refuse to run if --run-dir already holds a run"
+    )
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        result = train(config, args.run_dir, fresh=args.fresh)
+    except EXPECTED_ERRORS as err:
+        return _fail(err)
+    print(json.dumps({"status": result.status, "step": result.position.step, **result.metrics}))
+    return 0
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rhn-eval", description="Evaluate a run's checkpoint; prints one JSON line."
+    )
+    parser.add_argument("path", help="a run directory (its best.pt, else last.pt) or a .pt file")
+    parser.add_argument("--split", choices=["valid", "test"], default="valid")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    try:
+        metrics = evaluate_checkpoint(resolve_checkpoint(Path(args.path)), args.split, args.device)
+    except EXPECTED_ERRORS as err:
+        return _fail(err)
+    print(json.dumps(metrics))
+    return 0
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rhn-export", description="Write a checkpoint's weights as safetensors."
+    )
+    parser.add_argument("path", help="a run directory or a .pt checkpoint")
+    parser.add_argument("output", help="the .safetensors file to write")
+    args = parser.parse_args(argv)
+    try:
+        export_checkpoint(resolve_checkpoint(Path(args.path)), Path(args.output))
+    except EXPECTED_ERRORS as err:
+        return _fail(err)
+    return 0
