@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,25 +32,33 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
-def load_trained(path: Path, device: str = "cpu") -> tuple[RunConfig, Task, nn.Module]:
-    """The config, task and model (weights loaded, eval mode) of a checkpoint."""
+@dataclass
+class Trained:
+    """A checkpoint brought back to life: its config, task and model (eval mode)."""
+
+    config: RunConfig
+    task: Task
+    model: nn.Module
+    step: int
+    device: torch.device
+
+
+def load_trained(path: Path, device: str = "cpu") -> Trained:
     ckpt = load_checkpoint(path)
     config = build_config(ckpt["config"])
     task = config.task_class(config)
     model = task.build_model()
     load_model_state(model, ckpt["model"], path)
-    return config, task, model.to(resolve_device(device)).eval()
+    dev = resolve_device(device)
+    return Trained(config, task, model.to(dev).eval(), ckpt["step"], dev)
 
 
 def evaluate_checkpoint(path: Path, split: str, device: str = "auto") -> dict[str, float]:
-    config, task, model = load_trained(path, device)
-    dev = next(model.parameters()).device
+    trained = load_trained(path, device)
     with torch.no_grad():
-        metrics = task.evaluate(model, split, dev)
-    ckpt_step = load_checkpoint(path)["step"]
-    return {"checkpoint": str(path), "split": split, "step": ckpt_step, **metrics}
+        metrics = trained.task.evaluate(trained.model, split, trained.device)
+    return {"checkpoint": str(path), "split": split, "step": trained.step, **metrics}
 
 
 def export_checkpoint(path: Path, output: Path) -> None:
-    _, _, model = load_trained(path)
-    export_safetensors(model, output)
+    export_safetensors(load_trained(path).model, output)
