@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
 
 T = TypeVar("T")
+
+_YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -38,8 +41,9 @@ def _describe(tp: Any) -> str:
 def coerce(value: Any, tp: Any, key: str) -> Any:
     """``value`` converted to type ``tp``, or a ConfigError naming ``key``.
 
-    Allowed conversions are the lossless ones: int → float, a whole float → int is not
-    (a typo like ``max_steps: 1.5`` is an error), strings are never parsed here.
+    Allowed conversions are the lossless ones: int → float, and exponent notation that
+    YAML 1.1 leaves as a string ("1e-3") → float. A float is never made an int (a typo
+    like ``max_steps: 1.5`` is an error).
     """
     origin = typing.get_origin(tp)
     bad = ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
@@ -90,6 +94,9 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         raise bad
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            # YAML 1.1 reads "1e-3" (no dot) as a string; it is meant as a number.
             return float(value)
         raise bad
     if tp is str:

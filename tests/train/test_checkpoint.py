@@ -1,0 +1,84 @@
+from pathlib import Path
+
+import pytest
+import torch
+
+from rhn.train.checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    atomic_torch_save,
+    check_same_model,
+    export_safetensors,
+    load_checkpoint,
+    unwrap,
+)
+
+
+def _ckpt() -> dict:
+    return {
+        "format_version": FORMAT_VERSION,
+        "model": {"w": torch.arange(4.0)},
+        "step": 3,
+        "config": {"task": "t", "model": {"depth": 2}},
+        "rng": [{"python": (3, tuple(range(5)), None)}],
+    }
+
+
+def test_round_trip_with_weights_only(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoints" / "last.pt"
+    atomic_torch_save(_ckpt(), path)
+    loaded = load_checkpoint(path)
+    assert torch.equal(loaded["model"]["w"], torch.arange(4.0)) and loaded["step"] == 3
+    assert torch.load(path, weights_only=True)["config"]["model"]["depth"] == 2
+    assert [p.name for p in path.parent.iterdir()] == ["last.pt"]  # no temporary left behind
+
+
+def test_a_failed_write_leaves_the_old_file_intact(tmp_path: Path) -> None:
+    path = tmp_path / "last.pt"
+    atomic_torch_save(_ckpt(), path)
+    before = path.read_bytes()
+
+    class Unsaveable:
+        def __reduce__(self) -> tuple:
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_torch_save({"x": Unsaveable()}, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.parametrize("keep", [0, 10, 200, -1])
+def test_truncated_or_corrupt_files_give_one_clear_error(tmp_path: Path, keep: int) -> None:
+    path = tmp_path / "last.pt"
+    atomic_torch_save(_ckpt(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[:keep] if keep >= 0 else b"garbage" * 50)
+    with pytest.raises(CheckpointError, match=r"last\.pt is corrupt or truncated"):
+        load_checkpoint(path)
+
+
+def test_missing_foreign_and_other_model_checkpoints(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=r"nope\.pt does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not an rhn training checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match=r"another model config \(model\.depth: 2 → 4\)"):
+        check_same_model("x.pt", _ckpt()["config"], {"task": "t", "model": {"depth": 4}})
+    old = _ckpt()
+    old["format_version"] = 99
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(tmp_path / "old.pt")
+
+
+def test_unwrap_and_safetensors_export_with_tied_weights(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5))
+    model[1].weight = model[0].weight  # tied
+    export_safetensors(torch.compile(model), tmp_path / "w.safetensors")
+    tensors = load_file(str(tmp_path / "w.safetensors"))
+    assert torch.equal(next(iter(t for k, t in tensors.items() if "weight" in k)), model[0].weight)
+    assert unwrap(torch.compile(model)) is model

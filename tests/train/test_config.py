@@ -1,0 +1,93 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+import tasks  # noqa: F401  (registers the tasks)
+from rhn.train.config import build_config, load_config, save_config
+from rhn.train.schema import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_yaml_holds_only_differences_and_defaults_fill_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("task: char_lm\nmodel: {depth: 5}\noptim: {lr: 2}\n")
+    config = load_config(path)
+    assert config.model.depth == 5
+    assert config.model.hidden_size == 128  # default
+    assert config.optim.lr == 2.0 and isinstance(config.optim.lr, float)
+    assert config.train.max_epochs == 1
+
+
+def test_overrides_are_parsed_and_type_checked() -> None:
+    config = build_config(
+        {"task": "char_lm"},
+        [
+            "optim.lr=1e-3",
+            "optim.name=adamw",
+            "train.max_steps=7",
+            "optim.schedule.milestones=[2, 4]",
+            "optim.betas=[0.8, 0.9]",
+            "train.max_epochs=null",
+        ],
+    )
+    assert config.optim.lr == 0.001 and config.optim.name == "adamw"
+    assert config.train.max_steps == 7 and config.train.max_epochs is None
+    assert config.optim.schedule.milestones == [2, 4]
+    assert config.optim.betas == (0.8, 0.9)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optim.lrr=0.1"], r"unknown key 'optim\.lrr'; did you mean 'lr'\?"),
+        (["trian.max_steps=3"], r"unknown top-level key 'trian'"),
+        (["optim.lr=fast"], r"optim\.lr: expected float, got 'fast'"),
+        (["train.max_steps=1.5"], r"train\.max_steps: expected int or null, got 1\.5"),
+        (["optim.lr=-1"], r"optim\.lr: -1\.0 is not allowed; expected a number > 0"),
+        (["optim.name=rmsprop"], r"optim\.name: expected one of 'sgd', 'adam', 'adamw'"),
+        (["optim.momentum=1.5"], r"optim\.momentum: 1\.5 is not allowed"),
+        (["optim.nesterov=true"], r"optim\.nesterov: True is not allowed; expected true only"),
+        (["train.precision=fp16"], r"train\.precision: expected one of 'fp32', 'bf16'"),
+        (["model.depth=0"], r"model\.depth must be >= 1, got 0"),
+        (["model.tie_weights=true", "model.embed_size=10"], r"tie_weights needs embed_size"),
+        (["train.max_steps=null", "train.max_epochs=null"], r"train\.max_steps: None"),
+        (["data.batch_size=0"], r"data\.batch_size must be >= 1, got 0"),
+        (["optim.betas=[0.9]"], r"optim\.betas: expected 2 values, got \[0\.9\]"),
+        (["optim"], r"expected section\.key=value"),
+    ],
+)
+def test_bad_values_are_refused_naming_key_value_and_allowed(
+    overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build_config({"task": "char_lm"}, overrides)
+
+
+def test_unknown_or_missing_task() -> None:
+    with pytest.raises(ConfigError, match=r"unknown task 'char_llm'; did you mean 'char_lm'"):
+        build_config({"task": "char_llm"})
+    with pytest.raises(ConfigError, match="must name its task"):
+        build_config({"model": {}})
+
+
+def test_file_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"cannot read config file .*missing\.yaml"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml is not valid YAML"):
+        load_config(bad)
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("task: char_lm\noptim: {lr: zero}\n")
+    with pytest.raises(ConfigError, match=r"wrong\.yaml: optim\.lr: expected float"):
+        load_config(wrong)
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path: Path) -> None:
+    config = load_config(CONFIGS / "char_lm_tiny.yaml", ["optim.schedule.milestones=[3]"])
+    save_config(config, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["model"]["hidden_size"] == 48 and saved["optim"]["schedule"]["milestones"] == [3]
+    assert build_config(saved) == config

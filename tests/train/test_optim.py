@@ -1,0 +1,54 @@
+import math
+
+import pytest
+import torch
+
+from rhn.train.config import OptimConfig, ScheduleConfig
+from rhn.train.optim import LRSchedule, build_optimizer
+
+
+def lr(cfg: ScheduleConfig, step: int = 0, epoch: int = 0, total: int = 100) -> float:
+    return LRSchedule(cfg, 0.2, total).lr(step, epoch)
+
+
+def test_rhn_recipe_divides_by_the_factor_each_epoch_after_the_start() -> None:
+    cfg = ScheduleConfig(name="decay_after", decay=1.02, start_epoch=20)
+    assert lr(cfg, epoch=0) == lr(cfg, epoch=20) == 0.2
+    assert lr(cfg, epoch=21) == pytest.approx(0.2 / 1.02)
+    assert lr(cfg, epoch=25) == pytest.approx(0.2 / 1.02**5)
+
+
+def test_step_multistep_cosine_and_warmup() -> None:
+    assert lr(ScheduleConfig(name="step", gamma=0.5, step_size=3), epoch=7) == pytest.approx(0.05)
+    multi = ScheduleConfig(name="multistep", gamma=0.1, milestones=[2, 5])
+    assert [lr(multi, epoch=e) for e in (1, 2, 5)] == pytest.approx([0.2, 0.02, 0.002])
+    cos = ScheduleConfig(name="cosine", min_lr=0.02)
+    assert lr(cos, step=0) == pytest.approx(0.2)
+    assert lr(cos, step=50) == pytest.approx(0.02 + 0.18 * 0.5)
+    assert lr(cos, step=100) == pytest.approx(0.02)
+    warm = ScheduleConfig(name="cosine", warmup_steps=10)
+    assert lr(warm, step=0) == pytest.approx(0.2 * 0.1 * 0.5 * (1 + math.cos(0)))
+    assert lr(warm, step=4) == pytest.approx(0.2 * 0.5 * 0.5 * (1 + math.cos(math.pi * 0.04)))
+
+
+def test_plateau_halves_when_the_metric_improves_by_less_than_the_threshold() -> None:
+    # Kim et al.: halve when valid perplexity improves by less than 1 over the previous epoch.
+    schedule = LRSchedule(ScheduleConfig(name="plateau", gamma=0.5, threshold=1.0), 1.0, None)
+    rates = []
+    for ppl in (200.0, 150.0, 149.5, 149.0, 140.0, 141.0):
+        schedule.observe(ppl, higher_is_better=False)
+        rates.append(schedule.lr(0, 0))
+    assert rates == [1.0, 1.0, 0.5, 0.25, 0.25, 0.125]
+    restored = LRSchedule(ScheduleConfig(name="plateau", gamma=0.5, threshold=1.0), 1.0, None)
+    restored.load_state_dict(schedule.state_dict())
+    restored.observe(140.5, higher_is_better=False)
+    assert restored.lr(0, 0) == 0.0625
+
+
+def test_optimisers_get_their_settings() -> None:
+    model = torch.nn.Linear(3, 2)
+    sgd = build_optimizer(model, OptimConfig(momentum=0.9, nesterov=True, weight_decay=1e-7))
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["nesterov"] and sgd.defaults["weight_decay"] == 1e-7
+    adamw = build_optimizer(model, OptimConfig(name="adamw", betas=(0.8, 0.95)))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.8, 0.95)
