@@ -1,0 +1,262 @@
+"""The shared training loop: exact resume after SIGKILL, SIGTERM, NaN steps, run layout."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from rhn.train.checkpoint import load_checkpoint
+from rhn.train.config import build_config
+from rhn.train.loop import RunDirError, TrainingDivergedError, train
+from rhn.train.task import StepResult, Task, register
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "configs" / "char_lm_tiny.yaml"
+# Dropout everywhere, so that a resumed run also needs the RNG states to match.
+RESUME_ARGS = [
+    "--set", "train.deterministic=true",
+    "--set", "train.max_steps=120",
+    "--set", "train.checkpoint_every=7",
+    "--set", "train.eval_every=40",
+    "--set", "model.state_dropout=0.2",
+    "--set", "model.input_dropout=0.2",
+    "--set", "model.embed_dropout=0.1",
+]  # fmt: skip
+
+
+def rhn_train(run_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tasks", str(TINY), "--run-dir", str(run_dir), *extra],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+def test_sigkill_at_an_arbitrary_moment_then_resume_equals_an_uninterrupted_run(
+    tmp_path: Path,
+) -> None:
+    reference = tmp_path / "reference"
+    proc = rhn_train(reference, *RESUME_ARGS)
+    assert proc.wait() == 0, proc.communicate()
+
+    killed = tmp_path / "killed"
+    proc = rhn_train(killed, *RESUME_ARGS)
+    wait_for(killed / "checkpoints" / "last.pt", proc)
+    time.sleep(random.Random().uniform(0.0, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    step_at_kill = load_checkpoint(killed / "checkpoints" / "last.pt")["step"]
+    assert step_at_kill < 120
+
+    resumed = rhn_train(killed, *RESUME_ARGS)
+    out, err = resumed.communicate()
+    assert resumed.returncode == 0, err
+    assert f"resuming {killed} at step {step_at_kill}" in err
+
+    expected, got = final_weights(reference), final_weights(killed)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), name
+    # Evaluations after the resumed checkpoint were replaced, not duplicated.
+    steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").open()]
+    assert steps == [40, 80, 120]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = rhn_train(run, "--set", "train.max_steps=100000", "--set", "train.checkpoint_every=10")
+    wait_for(run / "checkpoints" / "last.pt", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    status = json.loads(out.strip().splitlines()[-1])
+    assert status["status"] == "interrupted"
+    assert "stopped by SIGTERM" in err
+    # The checkpoint is from the very step the run stopped at, not the previous periodic one.
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == status["step"]
+
+
+def test_fresh_refuses_an_existing_run_and_the_run_dir_layout(tmp_path: Path) -> None:
+    import tasks  # noqa: F401
+
+    run = tmp_path / "run"
+    config = build_config(
+        {"task": "char_lm", **_yaml(TINY)},
+        ["train.max_steps=20", "train.eval_every=10", "train.log_every=5"],
+    )
+    result = train(config, run)
+    assert result.status == "finished" and result.position.step == 20
+    assert (run / "config.yaml").exists() and (run / "vocab.json").exists()
+    assert (run / "checkpoints" / "best.pt").exists()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    assert [r["step"] for r in records] == [10, 20]
+    assert {"loss", "bpc", "lr", "gate_mean/depth0", "gate_mean/depth1"} <= set(records[0])
+    tags = _tensorboard_tags(run)
+    assert {
+        "train/loss",
+        "val/loss",
+        "val/bpc",
+        "lr",
+        "grad_norm",
+        "throughput/tokens_per_s",
+        "val/gate_mean/depth0",
+    } <= tags["scalars"]
+    assert "params/rnn.weight_hh_l0" in tags["histograms"]
+    with pytest.raises(RunDirError, match="--fresh refuses to touch it"):
+        train(config, run, fresh=True)
+    # Resuming a finished run does nothing more; a longer max_steps continues it.
+    longer = build_config(config.to_dict(), ["train.max_steps=25"])
+    assert train(longer, run).position.step == 25
+
+
+def _yaml(path: Path) -> dict:
+    import yaml
+
+    data = yaml.safe_load(path.read_text())
+    data.pop("task")
+    return data
+
+
+def _tensorboard_tags(run: Path) -> dict[str, set[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run), size_guidance={"histograms": 0})
+    acc.Reload()
+    return {kind: set(values) for kind, values in acc.Tags().items() if isinstance(values, list)}
+
+
+# -- a stateless toy task (shuffled epochs) with injectable non-finite losses ----------------
+
+
+@dataclass
+class ToyModel:
+    features: int = 4
+
+
+@dataclass
+class ToyData:
+    samples: int = 64
+    batch_size: int = 8
+    nan_steps: list[int] | None = None  # batches (global index) whose loss is NaN
+
+
+@register
+class ToyRegression(Task):
+    name = "toy_regression"
+    model_config = ToyModel
+    data_config = ToyData
+    metric = "mse"
+    unit = "samples"
+
+    def __init__(self, config: Any, *, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(config, rank=rank, world_size=world_size)
+        g = torch.Generator().manual_seed(1)
+        self.x = torch.randn(config.data.samples, config.model.features, generator=g)
+        self.y = self.x @ torch.arange(1.0, config.model.features + 1)
+        self.calls = 0
+
+    def build_model(self) -> nn.Module:
+        return nn.Linear(self.config.model.features, 1)
+
+    def batches_per_epoch(self) -> int:
+        return self.config.data.samples // self.config.data.batch_size
+
+    def batch(self, epoch: int, index: int, device: torch.device) -> Any:
+        order = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(epoch))
+        take = order[index * self.config.data.batch_size :][: self.config.data.batch_size]
+        return self.x[take], self.y[take]
+
+    def train_step(self, model: nn.Module, batch: Any, state: Any) -> StepResult:
+        x, y = batch
+        loss = ((model(x).squeeze(-1) - y) ** 2).mean()
+        self.calls += 1
+        if self.calls in (self.config.data.nan_steps or []):
+            loss = loss * float("nan")
+        return StepResult(loss, None, len(x))
+
+    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        mse = ((model(self.x).squeeze(-1) - self.y) ** 2).mean().item()
+        return {"loss": mse, "mse": mse}
+
+
+def toy_config(*overrides: str) -> Any:
+    return build_config(
+        {"task": "toy_regression", "optim": {"lr": 0.05}},
+        ["train.max_epochs=null", "train.progress=false", *overrides],
+    )
+
+
+def test_isolated_nan_steps_are_skipped_and_counted(tmp_path: Path) -> None:
+    config = toy_config("train.max_steps=40", "data.nan_steps=[5, 6, 20]", "train.eval_every=40")
+    result = train(config, tmp_path / "run")
+    assert result.status == "finished"
+    assert result.position.skipped_steps == 3 and result.position.bad_steps == 0
+    weights = final_weights(tmp_path / "run")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert result.metrics["mse"] < 1.0  # it still learned y = x·[1, 2, 3, 4]
+
+
+def test_consecutive_nan_steps_stop_the_run_and_keep_the_good_checkpoint(tmp_path: Path) -> None:
+    config = toy_config(
+        "train.max_steps=40",
+        "train.checkpoint_every=5",
+        "train.max_bad_steps=3",
+        "data.nan_steps=[12, 13, 14]",
+    )
+    with pytest.raises(TrainingDivergedError, match=r"3 consecutive steps .* stopping at step 14"):
+        train(config, tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 10
+    assert all(torch.isfinite(w).all() for w in ckpt["model"].values())
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path: Path) -> None:
+    big = train(toy_config("train.max_steps=4", "data.batch_size=16"), tmp_path / "big")
+    small = train(
+        toy_config("train.max_steps=4", "data.batch_size=8", "optim.grad_accum=2"),
+        tmp_path / "accum",
+    )
+    assert big.position.step == small.position.step == 4
+    a, b = final_weights(tmp_path / "big"), final_weights(tmp_path / "accum")
+    for name in a:
+        torch.testing.assert_close(a[name], b[name])
+
+
+def test_shuffled_epochs_visit_every_sample_once_per_epoch() -> None:
+    task = ToyRegression(toy_config("train.max_steps=1"))
+    seen = torch.cat([task.batch(3, i, torch.device("cpu"))[1] for i in range(8)])
+    assert torch.equal(seen.sort().values, task.y.sort().values)
+    first = task.batch(0, 0, torch.device("cpu"))[1]
+    assert not torch.equal(first, task.batch(1, 0, torch.device("cpu"))[1])
+
+
+@pytest.fixture(autouse=True)
+def _no_tty_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHONUNBUFFERED", "1")
+    os.environ.pop("WORLD_SIZE", None)
