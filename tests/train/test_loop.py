@@ -75,7 +75,7 @@ def test_sigkill_at_an_arbitrary_moment_then_resume_equals_an_uninterrupted_run(
     assert step_at_kill < 120
 
     resumed = rhn_train(killed, *RESUME_ARGS)
-    out, err = resumed.communicate()
+    _, err = resumed.communicate()
     assert resumed.returncode == 0, err
     assert f"resuming {killed} at step {step_at_kill}" in err
 
