@@ -51,7 +51,8 @@ def train_main(argv: list[str] | None = None) -> int:
         result = train(config, args.run_dir, fresh=args.fresh)
     except EXPECTED_ERRORS as err:
         return _fail(err)
-    print(json.dumps({"status": result.status, "step": result.position.step, **result.metrics}))
+    if result.is_main:
+        print(json.dumps({"status": result.status, "step": result.position.step, **result.metrics}))
     return 0
 
 

@@ -77,6 +77,7 @@ class TrainResult:
     status: str  # "finished" or "interrupted"
     position: Position
     metrics: dict[str, float] = field(default_factory=dict)
+    is_main: bool = True  # rank 0 (the process that reports)
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -380,7 +381,7 @@ class Trainer:
             self.log.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        return TrainResult(status=status, position=pos, metrics=metrics)
+        return TrainResult(status, pos, metrics, is_main=self.dist.is_main)
 
     def close(self) -> None:
         shutdown(self.dist)
