@@ -1,7 +1,8 @@
 """Character-level language modelling with an RHN (or LSTM) on a text stream.
 
 The default corpus is the Python reference documentation bundled with CPython
-(``rhn.data.builtin_corpus``), so this task runs anywhere with no download. Metric:
+(``rhn.data.builtin_corpus``), so this task runs anywhere with no download; ``data.path``
+trains on any text file instead. Metric:
 bits per character on the validation split.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,13 +20,16 @@ from torch import nn
 from rhn.data.builtin_corpus import builtin_text, split_corpus
 from rhn.data.char_vocab import CharVocab
 from rhn.data.tbptt import TBPTTStream
+from rhn.data.text_file import read_text
 from rhn.models import LanguageModel, LanguageModelConfig
 from rhn.train.task import State, StepResult, Task, register
 
 
 @dataclass
 class CharDataConfig:
-    corpus: Literal["builtin"] = "builtin"
+    """``path``: a text file (plain, .gz, .xz, .bz2) instead of the built-in corpus."""
+
+    path: str | None = None
     max_chars: int | None = None  # use only the first characters of the corpus (smoke tests)
     valid_fraction: float = 0.05
     test_fraction: float = 0.05
@@ -52,7 +56,7 @@ class CharLMTask(Task):
     def __init__(self, config: Any, *, rank: int = 0, world_size: int = 1) -> None:
         super().__init__(config, rank=rank, world_size=world_size)
         data: CharDataConfig = config.data
-        text = builtin_text()
+        text = builtin_text() if data.path is None else read_text(data.path)
         if data.max_chars is not None:
             text = text[: data.max_chars]
         splits = split_corpus(text, data.valid_fraction, data.test_fraction)

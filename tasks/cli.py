@@ -8,18 +8,20 @@ import sys
 from pathlib import Path
 
 import tasks  # noqa: F401  (registers every task)
+from rhn.data.text_file import DataFileError
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import load_config
 from rhn.train.evaluate import evaluate_checkpoint, export_checkpoint, resolve_checkpoint
 from rhn.train.loop import RunDirError, TrainingDivergedError, train
 from rhn.train.schema import ConfigError
 
+# What a user can cause and fix: reported in one line, without a traceback.
 EXPECTED_ERRORS = (
     ConfigError,
     CheckpointError,
     RunDirError,
     TrainingDivergedError,
-    FileNotFoundError,
+    DataFileError,
 )
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch import nn
 
+from rhn.data.sampling import epoch_batch_indices
 from rhn.train.checkpoint import load_checkpoint
 from rhn.train.config import build_config
 from rhn.train.loop import RunDirError, TrainingDivergedError, train
@@ -188,8 +189,13 @@ class ToyRegression(Task):
         return self.config.data.samples // self.config.data.batch_size
 
     def batch(self, epoch: int, index: int, device: torch.device) -> Any:
-        order = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(epoch))
-        take = order[index * self.config.data.batch_size :][: self.config.data.batch_size]
+        take = epoch_batch_indices(
+            len(self.x),
+            self.config.data.batch_size,
+            epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+        )[index]
         return self.x[take], self.y[take]
 
     def train_step(self, model: nn.Module, batch: Any, state: Any) -> StepResult:

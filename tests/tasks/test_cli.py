@@ -1,0 +1,74 @@
+"""rhn-train / rhn-eval / rhn-export as a user calls them, errors included."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tasks.cli import eval_main, export_main, train_main
+
+TINY = str(Path(__file__).resolve().parents[2] / "configs" / "char_lm_tiny.yaml")
+SHORT = [
+    "--set",
+    "train.max_steps=12",
+    "--set",
+    "train.eval_every=6",
+    "--set",
+    "train.progress=false",
+]
+
+
+def test_train_eval_export_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert trained["status"] == "finished" and trained["step"] == 12
+
+    assert eval_main([str(run), "--split", "valid"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["split"] == "valid" and evaluated["checkpoint"].endswith("best.pt")
+    assert evaluated["bpc"] == pytest.approx(min(trained["bpc"], evaluated["bpc"]))
+    assert eval_main([str(run / "checkpoints" / "last.pt"), "--split", "test"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 12
+
+    out = tmp_path / "weights.safetensors"
+    assert export_main([str(run), str(out)]) == 0
+    from safetensors.torch import load_file
+
+    exported = load_file(str(out))
+    saved = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(exported[k], saved[k]) for k in exported)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "optim.lrr=1"], "did you mean 'lr'"),
+        (["--set", "data.path=/nonexistent/corpus.txt"], "/nonexistent/corpus.txt does not exist"),
+    ],
+)
+def test_user_errors_are_one_line_with_exit_code_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert train_main([TINY, "--run-dir", str(tmp_path / "r"), *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+def test_resume_with_another_model_config_or_a_corrupt_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
+    capsys.readouterr()
+    assert train_main([TINY, "--run-dir", str(run), *SHORT, "--set", "model.depth=3"]) == 2
+    assert "another model config (model.depth: 2 → 3)" in capsys.readouterr().err
+    last = run / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 2
+    assert "last.pt is corrupt or truncated" in capsys.readouterr().err
+    assert eval_main([str(tmp_path / "missing")]) == 2
+    assert "does not exist" in capsys.readouterr().err
