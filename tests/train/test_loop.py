@@ -20,6 +20,7 @@ from torch import nn
 from rhn.data.sampling import epoch_batch_indices
 from rhn.train.checkpoint import load_checkpoint
 from rhn.train.config import build_config
+from rhn.train.logging import RunLogger
 from rhn.train.loop import RunDirError, TrainingDivergedError, train
 from rhn.train.task import StepResult, Task, register
 
@@ -266,3 +267,18 @@ def test_shuffled_epochs_visit_every_sample_once_per_epoch() -> None:
 def _no_tty_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTHONUNBUFFERED", "1")
     os.environ.pop("WORLD_SIZE", None)
+
+
+def test_non_finite_weights_never_overwrite_a_good_checkpoint(tmp_path: Path) -> None:
+    from rhn.train.loop import Trainer
+
+    run = tmp_path / "run"
+    train(toy_config("train.max_steps=5"), run)
+    good = (run / "checkpoints" / "last.pt").read_bytes()
+    trainer = Trainer(toy_config("train.max_steps=10"), run)
+    trainer.log = RunLogger(run, resume_step=5)
+    with torch.no_grad():
+        trainer.model.weight[0, 0] = float("inf")
+    trainer._checkpoint(best=True)
+    trainer.log.close()
+    assert (run / "checkpoints" / "last.pt").read_bytes() == good
