@@ -1,0 +1,221 @@
+"""The corpora of the RHN and character-aware LM papers, from a local directory or online.
+
+Each corpus has two doors: local files in the canonical format (``RHN_DATA_DIR``, a config
+path, or the download cache), and the official download when the machine is online. Files
+may be plain or compressed (``.gz``, ``.xz``, ``.bz2``, ``.zip``). Text keeps its line
+breaks; byte-level corpora (enwik8) are read as bytes and mapped one byte to one character
+(Latin-1), so every vocabulary below works on ``str``.
+
+    name       level  files                                      split
+    ptb_word   word   ptb.{train,valid,test}.txt                 as given (Mikolov)
+    ptb_char   word*  ptb.char.{train,valid,test}.txt            as given; * tokens are the
+                                                                  space-separated characters
+    enwik8     byte   enwik8                                     first 90M / 5M / last 5M bytes
+    text8      char   text8                                      first 90M / 5M / last 5M chars
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from rhn.data.text_file import DataFileError, read_text
+
+SPLITS = ("train", "valid", "test")
+SUFFIXES = ("", ".xz", ".gz", ".bz2", ".zip")
+
+
+@dataclass(frozen=True)
+class CorpusSpec:
+    name: str
+    level: str  # how text becomes tokens: word (whitespace + <eos>), char, or byte
+    files: tuple[str, ...]  # one file per split, or one file cut 90M/5M/5M
+    subdir: str  # folder under RHN_DATA_DIR where it usually sits
+    url: str  # the official download
+    members: tuple[str, ...]  # the files' paths inside the downloaded archive
+
+    @property
+    def single_file(self) -> bool:
+        return len(self.files) == 1
+
+
+_PTB_URL = "http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz"
+CORPORA = {
+    "ptb_word": CorpusSpec(
+        "ptb_word",
+        "word",
+        tuple(f"ptb.{s}.txt" for s in SPLITS),
+        "ptb",
+        _PTB_URL,
+        tuple(f"./simple-examples/data/ptb.{s}.txt" for s in SPLITS),
+    ),
+    "ptb_char": CorpusSpec(
+        "ptb_char",
+        "word",
+        tuple(f"ptb.char.{s}.txt" for s in SPLITS),
+        "ptb",
+        _PTB_URL,
+        tuple(f"./simple-examples/data/ptb.char.{s}.txt" for s in SPLITS),
+    ),
+    "enwik8": CorpusSpec(
+        "enwik8", "byte", ("enwik8",), "enwik8", "http://mattmahoney.net/dc/enwik8.zip", ("enwik8",)
+    ),
+    "text8": CorpusSpec(
+        "text8", "char", ("text8",), "text8", "http://mattmahoney.net/dc/text8.zip", ("text8",)
+    ),
+}
+HUTTER_SPLIT = (90_000_000, 5_000_000, 5_000_000)
+
+
+def cache_dir() -> Path:
+    """Where downloads and tokenised corpora are kept (``RHN_CACHE_DIR``, else ~/.cache/rhn)."""
+    return Path(os.environ.get("RHN_CACHE_DIR", Path.home() / ".cache" / "rhn"))
+
+
+def search_dirs(spec: CorpusSpec, data_dir: str | Path | None) -> list[Path]:
+    """Directories searched for a corpus's files, in order."""
+    roots = [Path(data_dir).expanduser()] if data_dir else []
+    if os.environ.get("RHN_DATA_DIR"):
+        roots.append(Path(os.environ["RHN_DATA_DIR"]).expanduser())
+    dirs = []
+    for root in roots:
+        dirs += [root, root / spec.subdir]
+    dirs.append(cache_dir() / "downloads" / spec.name)
+    return dirs
+
+
+def find_file(name: str, dirs: list[Path]) -> Path | None:
+    for directory in dirs:
+        for suffix in SUFFIXES:
+            candidate = directory / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_corpus_file(path: Path, *, as_bytes: bool) -> str:
+    """A corpus file's text; ``as_bytes`` maps raw bytes 1:1 to characters (Latin-1)."""
+    if path.suffix == ".zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                data = archive.read(archive.namelist()[0])
+        except (zipfile.BadZipFile, IndexError, OSError) as err:
+            raise DataFileError(f"data file {path} is not a readable zip archive: {err}") from None
+        return data.decode("latin-1" if as_bytes else "utf-8")
+    if as_bytes:
+        import bz2
+        import gzip
+        import lzma
+
+        opener = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(path.suffix, open)
+        try:
+            with opener(path, "rb") as f:
+                return f.read().decode("latin-1")
+        except (OSError, EOFError, lzma.LZMAError) as err:
+            raise DataFileError(f"data file {path} can't be read: {err}") from None
+    return read_text(path)
+
+
+def download(spec: CorpusSpec) -> Path:
+    """Fetch the official archive and unpack the corpus files into the download cache."""
+    target = cache_dir() / "downloads" / spec.name
+    target.mkdir(parents=True, exist_ok=True)
+    with urllib.request.urlopen(spec.url, timeout=60) as response:
+        payload = response.read()
+    if spec.url.endswith(".zip"):
+        with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+            for member, name in zip(spec.members, spec.files, strict=True):
+                (target / name).write_bytes(archive.read(member))
+    else:
+        import tarfile
+
+        with tarfile.open(fileobj=io.BytesIO(payload)) as archive:
+            for member, name in zip(spec.members, spec.files, strict=True):
+                source = archive.extractfile(member)
+                if source is None:
+                    raise DataFileError(f"{spec.url} has no file {member}")
+                with source, (target / name).open("wb") as out:
+                    shutil.copyfileobj(source, out)
+    return target
+
+
+def locate(spec: CorpusSpec, data_dir: str | Path | None, *, allow_download: bool) -> list[Path]:
+    """The corpus's files (one per name in ``spec.files``), downloading them if allowed."""
+    dirs = search_dirs(spec, data_dir)
+    found = [find_file(name, dirs) for name in spec.files]
+    if all(found):
+        return found  # type: ignore[return-value]
+    download_error = ""
+    if allow_download:
+        try:
+            download(spec)
+            found = [find_file(name, dirs) for name in spec.files]
+            if all(found):
+                return found  # type: ignore[return-value]
+        except (OSError, DataFileError, zipfile.BadZipFile) as err:
+            download_error = f" Downloading {spec.url} failed: {err}."
+    missing = [name for name, path in zip(spec.files, found, strict=True) if path is None]
+    looked = ", ".join(str(d) for d in dirs)
+    raise DataFileError(
+        f"corpus {spec.name!r}: could not find {', '.join(missing)} (plain or "
+        f"{'/'.join(SUFFIXES[1:])}) in: {looked}.{download_error} Get it from {spec.url} and "
+        f"put the files in a folder named by RHN_DATA_DIR or data.data_dir."
+    )
+
+
+def load_corpus(
+    name: str, data_dir: str | Path | None = None, *, allow_download: bool = True
+) -> dict[str, str]:
+    """The train / valid / test text of a named corpus."""
+    if name not in CORPORA:
+        raise ValueError(f"corpus must be one of {sorted(CORPORA)}, got {name!r}")
+    spec = CORPORA[name]
+    paths = locate(spec, data_dir, allow_download=allow_download)
+    if not spec.single_file:
+        return {split: read_corpus_file(p, as_bytes=False) for split, p in zip(SPLITS, paths)}
+    text = read_corpus_file(paths[0], as_bytes=spec.level == "byte")
+    train, valid, test = HUTTER_SPLIT
+    if len(text) < train + valid + test:
+        raise DataFileError(
+            f"data file {paths[0]} holds {len(text):,} symbols; {spec.name} has "
+            f"{train + valid + test:,} (is it truncated?)"
+        )
+    return {
+        "train": text[:train],
+        "valid": text[train : train + valid],
+        "test": text[train + valid : train + valid + test],
+    }
+
+
+def load_text_corpus(path: str | Path, valid_fraction: float, test_fraction: float) -> dict[str, str]:
+    """A user's corpus: a folder with train/valid/test files, or one file cut in three.
+
+    A folder is searched for ``train.txt``, ``valid.txt`` and ``test.txt`` (plain or
+    compressed); a single file gives its first, middle and last parts.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        files = {split: find_file(f"{split}.txt", [path]) for split in SPLITS}
+        missing = [f"{split}.txt" for split, p in files.items() if p is None]
+        if missing:
+            raise DataFileError(f"folder {path} has no {', '.join(missing)} (plain or compressed)")
+        return {split: read_text(p) for split, p in files.items()}  # type: ignore[arg-type]
+    return split_text(read_text(path), valid_fraction, test_fraction)
+
+
+def split_text(text: str, valid_fraction: float, test_fraction: float) -> dict[str, str]:
+    """Train / valid / test as the first, next and last parts of ``text`` (no shuffling)."""
+    if not (0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
+        raise ValueError(
+            f"valid and test fractions must be in (0, 1) with a sum below 1, got "
+            f"{valid_fraction} and {test_fraction}"
+        )
+    n = len(text)
+    valid_start = int(n * (1 - valid_fraction - test_fraction))
+    test_start = int(n * (1 - test_fraction))
+    return {"train": text[:valid_start], "valid": text[valid_start:test_start], "test": text[test_start:]}

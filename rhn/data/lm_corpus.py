@@ -1,0 +1,114 @@
+"""A language-modelling corpus, tokenised: the vocabulary and each split's token ids.
+
+Tokenising a large corpus takes a while, so the result is cached (``cache_dir()/tokens``)
+under a key made of the source files' identity (path, size, mtime) and the tokenisation
+options: the second run starts in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rhn.data.builtin_corpus import builtin_text
+from rhn.data.corpora import CORPORA, cache_dir, load_corpus, load_text_corpus, search_dirs, split_text
+from rhn.data.vocab import CharVocab, SentencePieceVocab, Vocab, WordVocab, vocab_from_json
+
+LEVELS = ("auto", "word", "char", "bpe", "unigram")
+
+
+@dataclass(frozen=True)
+class CorpusSource:
+    """What to read and how to cut it into tokens.
+
+    corpus: ptb_word, ptb_char, enwik8, text8, builtin (CPython's reference docs) or file
+    path: for ``file``, a text file or a folder with train/valid/test.txt; otherwise an
+        extra directory to search before RHN_DATA_DIR
+    level: auto (the corpus's own), word, char, bpe or unigram (sentencepiece)
+    """
+
+    corpus: str = "builtin"
+    path: str | None = None
+    level: str = "auto"
+    vocab_size: int = 8000  # bpe / unigram only
+    max_chars: int | None = None  # keep only the start of the text (smoke tests)
+    valid_fraction: float = 0.05  # for a single file or the built-in corpus
+    test_fraction: float = 0.05
+
+    def resolved_level(self) -> str:
+        if self.level != "auto":
+            return self.level
+        if self.corpus in CORPORA:
+            return {"byte": "char"}.get(CORPORA[self.corpus].level, CORPORA[self.corpus].level)
+        return "char"
+
+
+def read_splits(source: CorpusSource, *, allow_download: bool = True) -> dict[str, str]:
+    if source.corpus == "builtin":
+        splits = split_text(builtin_text(), source.valid_fraction, source.test_fraction)
+    elif source.corpus == "file":
+        if source.path is None:
+            raise ValueError("data.path must name a text file or folder when data.corpus is 'file'")
+        splits = load_text_corpus(source.path, source.valid_fraction, source.test_fraction)
+    else:
+        splits = load_corpus(source.corpus, source.path, allow_download=allow_download)
+    if source.max_chars is not None:
+        splits = {k: v[: source.max_chars] for k, v in splits.items()}
+    return splits
+
+
+def build_vocab(source: CorpusSource, train_text: str) -> Vocab:
+    level = source.resolved_level()
+    if level == "word":
+        return WordVocab.from_text(train_text)
+    if level == "char":
+        return CharVocab.from_text(train_text)
+    return SentencePieceVocab.train(train_text, source.vocab_size, level)
+
+
+def _identity(source: CorpusSource) -> str:
+    """What the cache key rests on: the options and the source files' path, size and mtime."""
+    files: list[str] = []
+    if source.corpus in CORPORA:
+        for directory in search_dirs(CORPORA[source.corpus], source.path):
+            if directory.is_dir():
+                for f in sorted(directory.iterdir()):
+                    if f.is_file() and f.name.split(".")[0] in ("ptb", "enwik8", "text8"):
+                        stat = f.stat()
+                        files.append(f"{f.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+    elif source.corpus == "file" and source.path:
+        root = Path(source.path)
+        for f in sorted(root.rglob("*") if root.is_dir() else [root]):
+            if f.is_file():
+                stat = f.stat()
+                files.append(f"{f.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+    else:
+        files.append(f"python-{sys.version_info[:3]}")
+    return json.dumps({"source": vars(source), "level": source.resolved_level(), "files": files})
+
+
+def load_tokenized(source: CorpusSource, *, use_cache: bool = True) -> tuple[Vocab, dict[str, torch.Tensor]]:
+    """The vocabulary (built on the training split) and the ids of every split."""
+    key = hashlib.sha256(_identity(source).encode()).hexdigest()[:24]
+    path = cache_dir() / "tokens" / f"{source.corpus}-{key}.pt"
+    if use_cache and path.is_file():
+        try:
+            cached = torch.load(path, weights_only=True)
+            return vocab_from_json(cached["vocab"]), cached["ids"]
+        except Exception:  # a stale or torn cache file is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    splits = read_splits(source)
+    vocab = build_vocab(source, splits["train"])
+    ids = {name: vocab.encode(text) for name, text in splits.items()}
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save({"vocab": vocab.to_json(), "ids": ids}, tmp)
+        os.replace(tmp, path)
+    return vocab, ids

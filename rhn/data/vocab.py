@@ -1,0 +1,206 @@
+"""Vocabularies: text ⇄ token ids, at word, character/byte or subword level.
+
+    WordVocab          whitespace tokens with ``<eos>`` at each line end (PTB); a
+                       ``tokenizers`` WordLevel model, saved as ``tokenizer.json``
+    CharVocab          every character (a byte, for byte-level corpora read as Latin-1),
+                       line breaks included
+    SentencePieceVocab BPE or unigram subwords trained on the training text
+
+Symbols unseen in training map to ``<unk>``. ``digest()`` identifies a vocabulary, so a
+checkpoint can refuse data tokenised another way.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+UNK, EOS = "<unk>", "<eos>"
+CHAR_UNK = "\ufffd"  # stands for any character not seen in training
+
+
+class Vocab(Protocol):
+    kind: str
+
+    def __len__(self) -> int: ...
+    def encode(self, text: str) -> torch.Tensor: ...
+    def decode(self, ids: torch.Tensor | list[int]) -> str: ...
+    def to_json(self) -> str: ...
+    def save(self, run_dir: str | Path) -> None: ...
+
+
+def digest(vocab: Vocab) -> str:
+    """A short hash of a vocabulary's serialised form."""
+    return hashlib.sha256(vocab.to_json().encode()).hexdigest()[:16]
+
+
+class WordVocab:
+    """Whitespace-separated tokens; each line ends with ``<eos>`` (Mikolov's PTB convention)."""
+
+    kind = "word"
+
+    def __init__(self, tokenizer: object) -> None:
+        self.tokenizer = tokenizer
+        self._id_to_token = {i: t for t, i in tokenizer.get_vocab().items()}
+
+    @classmethod
+    def from_text(cls, text: str) -> WordVocab:
+        """Tokens ordered by frequency (ties alphabetically); ``<unk>`` and ``<eos>`` first."""
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        counts = Counter(text.split())
+        counts.pop(UNK, None)
+        counts.pop(EOS, None)
+        ordered = sorted(counts, key=lambda t: (-counts[t], t))
+        vocab = {tok: i for i, tok in enumerate([UNK, EOS, *ordered])}
+        tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        return cls(tokenizer)
+
+    def __len__(self) -> int:
+        return len(self._id_to_token)
+
+    def encode(self, text: str) -> torch.Tensor:
+        lines = text.split("\n")
+        if lines and lines[-1].strip() == "":
+            lines.pop()  # a final line break closes the last line; it doesn't open a new one
+        encoded = self.tokenizer.encode_batch([f"{line} {EOS}" for line in lines])
+        return torch.tensor([i for e in encoded for i in e.ids], dtype=torch.long)
+
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
+        words = [self._id_to_token[int(i)] for i in ids]
+        return " ".join(words).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+
+    def to_json(self) -> str:
+        return self.tokenizer.to_str()
+
+    @classmethod
+    def from_json(cls, text: str) -> WordVocab:
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_str(text))
+
+    def save(self, run_dir: str | Path) -> None:
+        self.tokenizer.save(str(Path(run_dir) / "tokenizer.json"))
+
+
+class CharVocab:
+    """Every character of the training text (sorted), plus an unknown-character symbol."""
+
+    kind = "char"
+
+    def __init__(self, symbols: list[str]) -> None:
+        if CHAR_UNK not in symbols:
+            symbols = [CHAR_UNK, *symbols]
+        self.symbols = symbols
+        self.unk = symbols.index(CHAR_UNK)
+        codes = np.array([ord(c) for c in symbols], dtype=np.int64)
+        self._order = np.argsort(codes)
+        self._sorted_codes = codes[self._order]
+
+    @classmethod
+    def from_text(cls, text: str) -> CharVocab:
+        return cls(sorted(set(text)))
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def encode(self, text: str) -> torch.Tensor:
+        # Vectorised: a 90M-character corpus encodes in seconds, not minutes.
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        pos = np.searchsorted(self._sorted_codes, codes).clip(max=len(self.symbols) - 1)
+        known = self._sorted_codes[pos] == codes
+        ids = np.where(known, self._order[pos], self.unk)
+        return torch.from_numpy(ids.astype(np.int64))
+
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
+        return "".join(self.symbols[int(i)] for i in ids)
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "char", "symbols": self.symbols}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> CharVocab:
+        return cls(json.loads(text)["symbols"])
+
+    def save(self, run_dir: str | Path) -> None:
+        (Path(run_dir) / "vocab.json").write_text(self.to_json(), encoding="utf-8")
+
+
+class SentencePieceVocab:
+    """Subword units (BPE or unigram) learnt by ``sentencepiece`` from the training text."""
+
+    kind = "sentencepiece"
+
+    def __init__(self, model_proto: bytes) -> None:
+        import sentencepiece as spm
+
+        self.model_proto = model_proto
+        self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
+
+    @classmethod
+    def train(cls, text: str, vocab_size: int, model_type: str) -> SentencePieceVocab:
+        import io
+
+        import sentencepiece as spm
+
+        buffer = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(line for line in text.split("\n") if line.strip()),
+            model_writer=buffer,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=1.0,
+            bos_id=-1,
+            eos_id=1,
+            unk_id=0,
+            pad_id=-1,
+            minloglevel=2,
+        )
+        return cls(buffer.getvalue())
+
+    def __len__(self) -> int:
+        return self.processor.get_piece_size()
+
+    def encode(self, text: str) -> torch.Tensor:
+        lines = [line for line in text.split("\n") if line.strip()]
+        eos = self.processor.eos_id()
+        ids = [i for pieces in self.processor.encode(lines) for i in [*pieces, eos]]
+        return torch.tensor(ids, dtype=torch.long)
+
+    def decode(self, ids: torch.Tensor | list[int]) -> str:
+        eos = self.processor.eos_id()
+        lines, current = [], []
+        for i in (int(i) for i in ids):
+            if i == eos:
+                lines.append(self.processor.decode(current))
+                current = []
+            else:
+                current.append(i)
+        return "\n".join([*lines, self.processor.decode(current)] if current else lines)
+
+    def to_json(self) -> str:
+        return json.dumps({"type": "sentencepiece", "model": base64.b64encode(self.model_proto).decode()})
+
+    @classmethod
+    def from_json(cls, text: str) -> SentencePieceVocab:
+        return cls(base64.b64decode(json.loads(text)["model"]))
+
+    def save(self, run_dir: str | Path) -> None:
+        (Path(run_dir) / "spm.model").write_bytes(self.model_proto)
+
+
+def vocab_from_json(text: str) -> Vocab:
+    """Any vocabulary from its ``to_json()`` form."""
+    if text.lstrip().startswith('{"type": "char"'):
+        return CharVocab.from_json(text)
+    if text.lstrip().startswith('{"type": "sentencepiece"'):
+        return SentencePieceVocab.from_json(text)
+    return WordVocab.from_json(text)
