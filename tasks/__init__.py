@@ -1,5 +1,5 @@
-"""Experiments: one module per family, each registering its task with ``rhn.train``."""
+"""Experiments: one module per family, each registering its tasks with ``rhn.train``."""
 
-from tasks import char_lm
+from tasks import language_model
 
-__all__ = ["char_lm"]
+__all__ = ["language_model"]

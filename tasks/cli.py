@@ -1,4 +1,4 @@
-"""Command-line entry points: ``rhn-train``, ``rhn-eval`` and ``rhn-export``."""
+"""Command-line entry points: ``rhn-train``, ``rhn-eval``, ``rhn-sample`` and ``rhn-export``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rhn.train.config import load_config
 from rhn.train.evaluate import evaluate_checkpoint, export_checkpoint, resolve_checkpoint
 from rhn.train.loop import RunDirError, TrainingDivergedError, train
 from rhn.train.schema import ConfigError
+from tasks.language_model import sample_text
 
 # What a user can cause and fix: reported in one line, without a traceback.
 EXPECTED_ERRORS = (
@@ -65,12 +66,43 @@ def eval_main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", help="a run directory (its best.pt, else last.pt) or a .pt file")
     parser.add_argument("--split", choices=["valid", "test"], default="valid")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--batch-size", type=int, help="evaluation columns (1 = the papers' full evaluation)"
+    )
+    parser.add_argument(
+        "--mc", type=int, default=0, metavar="K", help="MC dropout: average K dropout masks"
+    )
     args = parser.parse_args(argv)
+    options: dict[str, object] = {"progress": True}
+    if args.batch_size:
+        options["batch_size"] = args.batch_size
+    if args.mc:
+        options["mc_samples"] = args.mc
     try:
-        metrics = evaluate_checkpoint(resolve_checkpoint(Path(args.path)), args.split, args.device)
+        path = resolve_checkpoint(Path(args.path))
+        metrics = evaluate_checkpoint(path, args.split, args.device, **options)
     except EXPECTED_ERRORS as err:
         return _fail(err)
     print(json.dumps(metrics))
+    return 0
+
+
+def sample_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rhn-sample", description="Generate text with a trained language model."
+    )
+    parser.add_argument("path", help="a run directory or a .pt checkpoint")
+    parser.add_argument("--prompt", default="\n", help="text to continue")
+    parser.add_argument("--length", type=int, default=200, help="tokens to generate")
+    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        path = resolve_checkpoint(Path(args.path))
+        text = sample_text(path, args.prompt, args.length, args.temperature, args.seed)
+    except (*EXPECTED_ERRORS, ValueError) as err:
+        return _fail(err)
+    print(text)
     return 0
 
 

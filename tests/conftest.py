@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 import torch
+
+# Tokenised-corpus and download caches of the test session stay out of the user's home;
+# subprocesses started by tests inherit this.
+os.environ.setdefault("RHN_CACHE_DIR", tempfile.mkdtemp(prefix="rhn-test-cache-"))
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
 """The corpora of the RHN and character-aware LM papers, from a local directory or online.
 
 Each corpus has two doors: local files in the canonical format (``RHN_DATA_DIR``, a config
-path, or the download cache), and the official download when the machine is online. Files
+path, or the download cache), and the official download when the machine is online (not
+tried when ``RHN_OFFLINE=1``). Files
 may be plain or compressed (``.gz``, ``.xz``, ``.bz2``, ``.zip``). Text keeps its line
 breaks; byte-level corpora (enwik8) are read as bytes and mapped one byte to one character
 (Latin-1), so every vocabulary below works on ``str``.
@@ -151,7 +152,7 @@ def locate(spec: CorpusSpec, data_dir: str | Path | None, *, allow_download: boo
     if all(found):
         return found  # type: ignore[return-value]
     download_error = ""
-    if allow_download:
+    if allow_download and os.environ.get("RHN_OFFLINE", "") in ("", "0"):
         try:
             download(spec)
             found = [find_file(name, dirs) for name in spec.files]
@@ -177,7 +178,8 @@ def load_corpus(
     spec = CORPORA[name]
     paths = locate(spec, data_dir, allow_download=allow_download)
     if not spec.single_file:
-        return {split: read_corpus_file(p, as_bytes=False) for split, p in zip(SPLITS, paths)}
+        pairs = zip(SPLITS, paths, strict=True)
+        return {split: read_corpus_file(p, as_bytes=False) for split, p in pairs}
     text = read_corpus_file(paths[0], as_bytes=spec.level == "byte")
     train, valid, test = HUTTER_SPLIT
     if len(text) < train + valid + test:
@@ -192,7 +194,9 @@ def load_corpus(
     }
 
 
-def load_text_corpus(path: str | Path, valid_fraction: float, test_fraction: float) -> dict[str, str]:
+def load_text_corpus(
+    path: str | Path, valid_fraction: float, test_fraction: float
+) -> dict[str, str]:
     """A user's corpus: a folder with train/valid/test files, or one file cut in three.
 
     A folder is searched for ``train.txt``, ``valid.txt`` and ``test.txt`` (plain or
@@ -210,7 +214,9 @@ def load_text_corpus(path: str | Path, valid_fraction: float, test_fraction: flo
 
 def split_text(text: str, valid_fraction: float, test_fraction: float) -> dict[str, str]:
     """Train / valid / test as the first, next and last parts of ``text`` (no shuffling)."""
-    if not (0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
+    if not (
+        0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1
+    ):
         raise ValueError(
             f"valid and test fractions must be in (0, 1) with a sum below 1, got "
             f"{valid_fraction} and {test_fraction}"
@@ -218,4 +224,8 @@ def split_text(text: str, valid_fraction: float, test_fraction: float) -> dict[s
     n = len(text)
     valid_start = int(n * (1 - valid_fraction - test_fraction))
     test_start = int(n * (1 - test_fraction))
-    return {"train": text[:valid_start], "valid": text[valid_start:test_start], "test": text[test_start:]}
+    return {
+        "train": text[:valid_start],
+        "valid": text[valid_start:test_start],
+        "test": text[test_start:],
+    }

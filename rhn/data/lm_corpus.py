@@ -17,7 +17,14 @@ from pathlib import Path
 import torch
 
 from rhn.data.builtin_corpus import builtin_text
-from rhn.data.corpora import CORPORA, cache_dir, load_corpus, load_text_corpus, search_dirs, split_text
+from rhn.data.corpora import (
+    CORPORA,
+    cache_dir,
+    load_corpus,
+    load_text_corpus,
+    search_dirs,
+    split_text,
+)
 from rhn.data.vocab import CharVocab, SentencePieceVocab, Vocab, WordVocab, vocab_from_json
 
 LEVELS = ("auto", "word", "char", "bpe", "unigram")
@@ -93,7 +100,9 @@ def _identity(source: CorpusSource) -> str:
     return json.dumps({"source": vars(source), "level": source.resolved_level(), "files": files})
 
 
-def load_tokenized(source: CorpusSource, *, use_cache: bool = True) -> tuple[Vocab, dict[str, torch.Tensor]]:
+def load_tokenized(
+    source: CorpusSource, *, use_cache: bool = True
+) -> tuple[Vocab, dict[str, torch.Tensor]]:
     """The vocabulary (built on the training split) and the ids of every split."""
     key = hashlib.sha256(_identity(source).encode()).hexdigest()[:24]
     path = cache_dir() / "tokens" / f"{source.corpus}-{key}.pt"

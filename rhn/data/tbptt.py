@@ -33,6 +33,8 @@ class TBPTTStream:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
         self.columns = columns
         self.seq_len = seq_len
+        self._bounds_key: tuple[int, int] | None = None
+        self._bounds: list[int] = []
 
     @classmethod
     def for_rank(
@@ -57,6 +59,36 @@ class TBPTTStream:
         start = index * self.seq_len
         chunk = self.columns[start : start + self.seq_len + 1]
         return chunk[:-1], chunk[1:]
+
+    def variable_window(
+        self, epoch: int, index: int, *, seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window ``index`` of ``epoch`` with a random length (random-length BPTT).
+
+        As Merity et al. (AWD-LSTM): a base length of T (probability 0.95) or T/2, then a
+        length drawn around it (σ = 5, at least 2). The epoch's lengths are rescaled to
+        cover the stream in exactly ``len(self)`` windows, so epochs keep their size while
+        the cut points move from epoch to epoch. Every rank draws the same lengths.
+        """
+        bounds = self._variable_bounds(epoch, seed)
+        if not 0 <= index < len(bounds) - 1:
+            raise IndexError(f"window {index} out of range for {len(self)} windows")
+        chunk = self.columns[bounds[index] : bounds[index + 1] + 1]
+        return chunk[:-1], chunk[1:]
+
+    def _variable_bounds(self, epoch: int, seed: int) -> list[int]:
+        if self._bounds_key != (epoch, seed):
+            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            n, t = len(self), self.seq_len
+            base = torch.where(torch.rand(n, generator=g) < 0.95, float(t), t / 2)
+            lengths = (base + 5.0 * torch.randn(n, generator=g)).clamp(min=2.0)
+            ends = torch.cumsum(lengths, 0) * (n * t) / lengths.sum()
+            bounds = [0, *ends.round().long().tolist()]
+            # Keep every window non-empty after rounding.
+            for i in range(1, len(bounds)):
+                bounds[i] = max(bounds[i], bounds[i - 1] + 1)
+            self._bounds_key, self._bounds = (epoch, seed), bounds
+        return self._bounds
 
     def all_windows(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every window, the last one shorter if needed: each target token exactly once."""

@@ -187,7 +187,9 @@ class SentencePieceVocab:
         return "\n".join([*lines, self.processor.decode(current)] if current else lines)
 
     def to_json(self) -> str:
-        return json.dumps({"type": "sentencepiece", "model": base64.b64encode(self.model_proto).decode()})
+        return json.dumps(
+            {"type": "sentencepiece", "model": base64.b64encode(self.model_proto).decode()}
+        )
 
     @classmethod
     def from_json(cls, text: str) -> SentencePieceVocab:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rhn.nn import RHN
@@ -38,6 +39,10 @@ class LanguageModelConfig:
     state_dropout: float = 0.0
     output_dropout: float = 0.0
     tie_weights: bool = False
+    # "mean": per-token mean cross-entropy. "sum_over_time": summed over time, averaged over
+    # the batch — the RHN code's loss, under which its learning rates (SGD 0.2) and clip
+    # norm (10) are defined.
+    loss_reduction: Literal["mean", "sum_over_time"] = "mean"
     init_range: float | None = None  # None: ±1/√hidden_size; the RHN recipes use 0.04
 
     def __post_init__(self) -> None:
@@ -127,3 +132,36 @@ class LanguageModel(nn.Module):
             output, state = self.rnn(self.lstm_input_dropout(x), state)
         logits = self.decoder(self.output_dropout(output))
         return (logits, state, gates) if return_gates else (logits, state)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Training loss of logits (T, N, V) against targets (T, N), per ``loss_reduction``."""
+        total = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        if self.cfg.loss_reduction == "sum_over_time":
+            return total / targets.shape[1]
+        return total / targets.numel()
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        length: int,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue ``prompt`` (P,) token ids by ``length`` sampled tokens (0 = greedy)."""
+        if prompt.numel() == 0:
+            raise ValueError("the prompt must hold at least one token")
+        device = self.embedding.weight.device
+        logits, state = self(prompt.to(device).view(-1, 1), self.initial_state(1, device))
+        out = []
+        for _ in range(length):
+            last = logits[-1, 0].float()
+            if temperature <= 0:
+                token = last.argmax().view(1)
+            else:
+                probs = torch.softmax(last / temperature, dim=-1)
+                token = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)
+            out.append(token)
+            logits, state = self(token.view(1, 1), state)
+        return torch.cat(out).cpu()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,16 +48,20 @@ def load_trained(path: Path, device: str = "cpu") -> Trained:
     ckpt = load_checkpoint(path)
     config = build_config(ckpt["config"])
     task = config.task_class(config)
+    task.check_checkpoint_state(ckpt.get("task_state", {}), str(path))
     model = task.build_model()
     load_model_state(model, ckpt["model"], path)
     dev = resolve_device(device)
     return Trained(config, task, model.to(dev).eval(), ckpt["step"], dev)
 
 
-def evaluate_checkpoint(path: Path, split: str, device: str = "auto") -> dict[str, float]:
+def evaluate_checkpoint(
+    path: Path, split: str, device: str = "auto", **options: Any
+) -> dict[str, float]:
+    """``options`` go to the task's ``evaluate`` (e.g. ``batch_size``, ``mc_samples``)."""
     trained = load_trained(path, device)
     with torch.no_grad():
-        metrics = trained.task.evaluate(trained.model, split, trained.device)
+        metrics = trained.task.evaluate(trained.model, split, trained.device, **options)
     return {"checkpoint": str(path), "split": split, "step": trained.step, **metrics}
 
 

@@ -166,6 +166,7 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
         check_same_model(path, ckpt["config"], self.config.to_dict())
+        self.task.check_checkpoint_state(ckpt.get("task_state", {}), str(path))
         load_model_state(self.model, ckpt["model"], path)
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
@@ -204,6 +205,7 @@ class Trainer:
                 "hidden": hidden,
                 "rng": rngs,
                 "config": self.config.to_dict(),
+                "task_state": self.task.checkpoint_state(),
             }
             atomic_torch_save(ckpt, self.last_path)
             if best:

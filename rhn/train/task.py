@@ -74,12 +74,25 @@ class Task:
     def train_step(self, model: nn.Module, batch: Any, state: State) -> StepResult:
         raise NotImplementedError
 
-    def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
-        """Metrics on ``split`` (``valid`` or ``test``): at least ``loss`` and ``metric``."""
+    def evaluate(
+        self, model: nn.Module, split: str, device: torch.device, **options: Any
+    ) -> dict[str, float]:
+        """Metrics on ``split`` (``valid`` or ``test``): at least ``loss`` and ``metric``.
+
+        ``options`` are task-specific evaluation settings (e.g. a batch size) given by
+        ``rhn-eval``; training calls this with none.
+        """
         raise NotImplementedError
 
     def save_artifacts(self, run_dir: str) -> None:
         """Write what a run needs besides weights (a tokenizer, say) into ``run_dir``."""
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What checkpoints must record about the data (e.g. the vocabulary)."""
+        return {}
+
+    def check_checkpoint_state(self, state: dict[str, Any], path: str) -> None:
+        """Raise a CheckpointError if a checkpoint's ``checkpoint_state`` doesn't fit this data."""
 
     def summaries(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Extra tensors to log as histograms at evaluation time (e.g. gate activity)."""

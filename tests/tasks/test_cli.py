@@ -47,12 +47,26 @@ def test_train_eval_export_round_trip(tmp_path: Path, capsys: pytest.CaptureFixt
     ("args", "message"),
     [
         (["--set", "optim.lrr=1"], "did you mean 'lr'"),
-        (["--set", "data.path=/nonexistent/corpus.txt"], "/nonexistent/corpus.txt does not exist"),
+        (
+            ["--set", "data.corpus=file", "--set", "data.path=/nonexistent/corpus.txt"],
+            "/nonexistent/corpus.txt does not exist",
+        ),
+        (["--set", "data.path=x.txt"], "has no use with data.corpus 'builtin'"),
+        (
+            ["--set", "data.corpus=ptb_word", "--set", "data.path=/nowhere"],
+            "could not find ptb.train.txt",
+        ),
     ],
 )
 def test_user_errors_are_one_line_with_exit_code_2(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    message: str,
 ) -> None:
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    monkeypatch.setenv("RHN_OFFLINE", "1")
     assert train_main([TINY, "--run-dir", str(tmp_path / "r"), *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err

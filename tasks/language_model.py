@@ -1,0 +1,242 @@
+"""Language modelling on a token stream: word level (perplexity) and character level (bpc).
+
+Corpus → vocabulary → token ids (``rhn.data.lm_corpus``, cached) → truncated-BPTT windows
+(``rhn.data.tbptt``) → :class:`rhn.models.LanguageModel` (an RHN, or an LSTM baseline).
+Evaluation carries the state through the whole split; ``batch_size=1`` is the papers' full
+evaluation, ``mc_samples=k`` averages the predictions of k dropout masks (MC dropout).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from rhn.data.lm_corpus import CorpusSource, load_tokenized
+from rhn.data.tbptt import TBPTTStream
+from rhn.data.vocab import Vocab, digest, vocab_from_json
+from rhn.models import LanguageModel, LanguageModelConfig
+from rhn.train.checkpoint import CheckpointError, load_checkpoint, load_model_state, unwrap
+from rhn.train.config import build_config
+from rhn.train.task import State, StepResult, Task, register
+
+Corpus = Literal["builtin", "file", "ptb_word", "ptb_char", "enwik8", "text8"]
+
+
+@dataclass
+class LMDataConfig:
+    """The ``data`` section of language-modelling configs."""
+
+    corpus: Corpus = "builtin"
+    path: str | None = None  # corpus "file": a text file or a folder of {train,valid,test}.txt
+    level: Literal["auto", "word", "char", "bpe", "unigram"] = "auto"
+    vocab_size: int = 8000  # bpe / unigram
+    max_chars: int | None = None  # keep only the start of each split (smoke tests)
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.05
+    batch_size: int = 20
+    seq_len: int = 35
+    variable_length: bool = False  # random-length BPTT
+    eval_batch_size: int = 10
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "seq_len", "eval_batch_size", "vocab_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        if self.max_chars is not None and self.max_chars < 1000:
+            raise ValueError(f"data.max_chars must be null or >= 1000, got {self.max_chars}")
+        if self.corpus == "file" and not self.path:
+            raise ValueError("data.path must name a text file or folder when data.corpus is 'file'")
+        if self.corpus == "builtin" and self.path:
+            raise ValueError(
+                f"data.path ({self.path!r}) has no use with data.corpus 'builtin'; set "
+                f"data.corpus to 'file' to train on it"
+            )
+
+    def source(self) -> CorpusSource:
+        return CorpusSource(
+            corpus=self.corpus,
+            path=self.path,
+            level=self.level,
+            vocab_size=self.vocab_size,
+            max_chars=self.max_chars,
+            valid_fraction=self.valid_fraction,
+            test_fraction=self.test_fraction,
+        )
+
+
+def _lm(model: nn.Module) -> LanguageModel:
+    return unwrap(model)  # type: ignore[return-value]
+
+
+class LanguageModelTask(Task):
+    """Shared by the word- and character-level tasks; subclasses set name and metric."""
+
+    model_config = LanguageModelConfig
+    data_config = LMDataConfig
+    unit = "tokens"
+
+    def __init__(self, config: Any, *, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(config, rank=rank, world_size=world_size)
+        data: LMDataConfig = config.data
+        self.vocab: Vocab
+        self.vocab, self.ids = load_tokenized(data.source())
+        self.train_stream = TBPTTStream.for_rank(
+            self.ids["train"], data.batch_size, data.seq_len, rank, world_size
+        )
+
+    # -- training ------------------------------------------------------------------
+
+    def build_model(self) -> nn.Module:
+        return LanguageModel(len(self.vocab), self.config.model)
+
+    def batches_per_epoch(self) -> int:
+        return len(self.train_stream)
+
+    def batch(self, epoch: int, index: int, device: torch.device) -> Any:
+        if self.config.data.variable_length:
+            seed = self.config.train.seed
+            inputs, targets = self.train_stream.variable_window(epoch, index, seed=seed)
+        else:
+            inputs, targets = self.train_stream.window(index)
+        return inputs.to(device), targets.to(device)
+
+    def initial_state(self, model: nn.Module, device: torch.device) -> State:
+        return _lm(model).initial_state(self.train_stream.columns.shape[1], device)
+
+    def train_step(self, model: nn.Module, batch: Any, state: State) -> StepResult:
+        inputs, targets = batch
+        logits, state = model(inputs, state)
+        return StepResult(_lm(model).loss(logits, targets), state, targets.numel())
+
+    # -- evaluation ----------------------------------------------------------------
+
+    def metrics_from_loss(self, loss: float) -> dict[str, float]:
+        raise NotImplementedError
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        split: str,
+        device: torch.device,
+        *,
+        batch_size: int | None = None,
+        mc_samples: int = 0,
+        progress: bool = False,
+    ) -> dict[str, float]:
+        """Mean cross-entropy over every token of ``split``, with the state carried through.
+
+        ``batch_size`` (default ``data.eval_batch_size``; 1 = the papers' full evaluation)
+        sets how many columns the split is cut into. ``mc_samples`` > 0 averages the
+        predicted probabilities of that many dropout masks (MC dropout, RHN §5).
+        """
+        lm = _lm(model)
+        stream = TBPTTStream.for_rank(
+            self.ids[split], batch_size or self.config.data.eval_batch_size,
+            self.config.data.seq_len, 0, 1,
+        )  # fmt: skip
+        columns = stream.columns.shape[1]
+        samples = max(1, mc_samples)
+        lm.train(mc_samples > 0)
+        states = [lm.initial_state(columns, device) for _ in range(samples)]
+        total, count = 0.0, 0
+        gate_sum, gate_windows = None, 0
+        windows = stream.all_windows()
+        if progress:
+            n = math.ceil((stream.columns.shape[0] - 1) / stream.seq_len)
+            windows = tqdm(windows, total=n, desc=f"eval {split}", disable=not sys.stderr.isatty())
+        with torch.no_grad():
+            for inputs, targets in windows:
+                inputs, targets = inputs.to(device), targets.to(device)
+                log_probs = []
+                for k in range(samples):
+                    want_gates = k == 0 and lm.cfg.rnn == "rhn"
+                    out = lm(inputs, states[k], return_gates=want_gates)
+                    states[k] = out[1]
+                    log_probs.append(torch.log_softmax(out[0].float(), dim=-1))
+                    if want_gates:
+                        per_depth = out[2].float().mean(dim=(0, 1, 2, 4))
+                        gate_sum = per_depth if gate_sum is None else gate_sum + per_depth
+                        gate_windows += 1
+                mean_log_prob = torch.logsumexp(torch.stack(log_probs), 0) - math.log(samples)
+                total += F.nll_loss(
+                    mean_log_prob.flatten(0, 1), targets.flatten(), reduction="sum"
+                ).item()
+                count += targets.numel()
+        lm.eval()
+        metrics = self.metrics_from_loss(total / count)
+        if gate_sum is not None:
+            for depth, value in enumerate((gate_sum / gate_windows).tolist()):
+                metrics[f"gate_mean/depth{depth}"] = value
+        return metrics
+
+    # -- what a run keeps besides weights -------------------------------------------
+
+    def save_artifacts(self, run_dir: str) -> None:
+        self.vocab.save(run_dir)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"vocab": self.vocab.to_json(), "vocab_digest": digest(self.vocab)}
+
+    def check_checkpoint_state(self, state: dict[str, Any], path: str) -> None:
+        saved = state.get("vocab_digest")
+        if saved is not None and saved != digest(self.vocab):
+            raise CheckpointError(
+                f"checkpoint {path} was trained with another vocabulary (digest {saved}, the "
+                f"data gives {digest(self.vocab)}); use the corpus and data.level it was "
+                f"trained on"
+            )
+
+
+@register
+class WordLMTask(LanguageModelTask):
+    name = "word_lm"
+    metric = "ppl"
+
+    def metrics_from_loss(self, loss: float) -> dict[str, float]:
+        return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
+
+
+@register
+class CharLMTask(LanguageModelTask):
+    name = "char_lm"
+    metric = "bpc"
+
+    def metrics_from_loss(self, loss: float) -> dict[str, float]:
+        return {"loss": loss, "bpc": loss / math.log(2)}
+
+
+def load_for_sampling(path: Path, device: str = "cpu") -> tuple[LanguageModel, Vocab]:
+    """A checkpoint's model and vocabulary, without reading its corpus."""
+    ckpt = load_checkpoint(path)
+    config = build_config(ckpt["config"])
+    vocab_json = ckpt.get("task_state", {}).get("vocab")
+    if vocab_json is None or not issubclass(config.task_class, LanguageModelTask):
+        raise CheckpointError(f"checkpoint {path} is not a language model with a saved vocabulary")
+    vocab = vocab_from_json(vocab_json)
+    model = LanguageModel(len(vocab), config.model)
+    load_model_state(model, ckpt["model"], path)
+    return model.to(device).eval(), vocab
+
+
+def sample_text(
+    path: Path, prompt: str, length: int, temperature: float = 1.0, seed: int = 0
+) -> str:
+    """``prompt`` continued by ``length`` sampled tokens of the checkpoint's model."""
+    model, vocab = load_for_sampling(path)
+    ids = vocab.encode(prompt)
+    if vocab.kind == "word" and prompt and not prompt.endswith("\n"):
+        ids = ids[:-1]  # the encoder closes every line with <eos>; continue the open line
+    if ids.numel() == 0:
+        raise ValueError(f"the prompt {prompt!r} encodes to no tokens")
+    generator = torch.Generator().manual_seed(seed)
+    out = model.generate(ids, length, temperature=temperature, generator=generator)
+    sep = " " if vocab.kind == "word" else ""
+    return prompt + sep + vocab.decode(out)
