@@ -2,6 +2,7 @@
 
 from rhn.nn import (
     RHN,
+    CharCNN,
     Highway,
     HighwayConv1d,
     HighwayConv2d,
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "RHN",
+    "CharCNN",
     "Highway",
     "HighwayConv1d",
     "HighwayConv2d",

@@ -21,8 +21,10 @@ from tqdm import tqdm
 
 from rhn.data.lm_corpus import CorpusSource, load_tokenized
 from rhn.data.tbptt import TBPTTStream
-from rhn.data.vocab import Vocab, digest, vocab_from_json
-from rhn.models import LanguageModel, LanguageModelConfig
+from rhn.data.vocab import Vocab, WordVocab, digest, vocab_from_json
+from rhn.models import CharAwareConfig, CharAwareLM, LanguageModel, LanguageModelConfig
+from rhn.models.char_aware import word_char_table
+from rhn.models.recurrent_lm import RecurrentLM
 from rhn.train.checkpoint import CheckpointError, load_checkpoint, load_model_state, unwrap
 from rhn.train.config import build_config
 from rhn.train.task import State, StepResult, Task, register
@@ -72,7 +74,7 @@ class LMDataConfig:
         )
 
 
-def _lm(model: nn.Module) -> LanguageModel:
+def _lm(model: nn.Module) -> RecurrentLM:
     return unwrap(model)  # type: ignore[return-value]
 
 
@@ -213,7 +215,29 @@ class CharLMTask(LanguageModelTask):
         return {"loss": loss, "bpc": loss / math.log(2)}
 
 
-def load_for_sampling(path: Path, device: str = "cpu") -> tuple[LanguageModel, Vocab]:
+@register
+class CharAwareLMTask(WordLMTask):
+    """Kim et al.'s character-aware LM: words read by a char CNN, predicted as words."""
+
+    name = "char_aware_lm"
+    model_config = CharAwareConfig
+
+    def build_model(self) -> nn.Module:
+        return build_char_aware(self.vocab, self.config.model)
+
+
+# Kim et al. spell the two special tokens with one character each.
+KIM_SPELLING = {"<unk>": "|", "<eos>": "+"}
+
+
+def build_char_aware(vocab: Vocab, cfg: CharAwareConfig) -> CharAwareLM:
+    if not isinstance(vocab, WordVocab):
+        raise ValueError("the char-aware LM needs a word-level vocabulary (data.level: word)")
+    table, chars = word_char_table(vocab.tokens, cfg.max_word_length, replace=KIM_SPELLING)
+    return CharAwareLM(table, len(chars), cfg)
+
+
+def load_for_sampling(path: Path, device: str = "cpu") -> tuple[RecurrentLM, Vocab]:
     """A checkpoint's model and vocabulary, without reading its corpus."""
     ckpt = load_checkpoint(path)
     config = build_config(ckpt["config"])
@@ -221,7 +245,10 @@ def load_for_sampling(path: Path, device: str = "cpu") -> tuple[LanguageModel, V
     if vocab_json is None or not issubclass(config.task_class, LanguageModelTask):
         raise CheckpointError(f"checkpoint {path} is not a language model with a saved vocabulary")
     vocab = vocab_from_json(vocab_json)
-    model = LanguageModel(len(vocab), config.model)
+    if isinstance(config.model, CharAwareConfig):
+        model: RecurrentLM = build_char_aware(vocab, config.model)
+    else:
+        model = LanguageModel(len(vocab), config.model)
     load_model_state(model, ckpt["model"], path)
     return model.to(device).eval(), vocab
 

@@ -67,6 +67,11 @@ class WordVocab:
     def __len__(self) -> int:
         return len(self._id_to_token)
 
+    @property
+    def tokens(self) -> list[str]:
+        """Every token, in id order."""
+        return [self._id_to_token[i] for i in range(len(self))]
+
     def encode(self, text: str) -> torch.Tensor:
         lines = text.split("\n")
         if lines and lines[-1].strip() == "":

@@ -3,6 +3,7 @@
 ``rhn.nn`` imports nothing from the rest of ``rhn``.
 """
 
+from rhn.nn.charcnn import CharCNN
 from rhn.nn.dropout import VariationalDropout, variational_mask
 from rhn.nn.highway import Highway, HighwayLayer
 from rhn.nn.highway_conv import HighwayConv1d, HighwayConv2d
@@ -11,6 +12,7 @@ from rhn.nn.rhn_cell import RHNCell
 
 __all__ = [
     "RHN",
+    "CharCNN",
     "Highway",
     "HighwayConv1d",
     "HighwayConv2d",

@@ -111,6 +111,7 @@ class TrainConfig:
 
     max_steps: int | None = None
     max_epochs: int | None = 1
+    max_minutes: float | None = None  # wall-clock budget (training time, across resumes)
     seed: int = 0
     eval_every: int = 0
     checkpoint_every: int = 0
@@ -132,6 +133,12 @@ class TrainConfig:
         for key in ("max_steps", "max_epochs"):
             value = getattr(self, key)
             check(value is None or value >= 1, f"train.{key}", value, "null or an integer >= 1")
+        check(
+            self.max_minutes is None or self.max_minutes > 0,
+            "train.max_minutes",
+            self.max_minutes,
+            "null or a number of minutes > 0",
+        )
         for key in ("eval_every", "checkpoint_every"):
             value = getattr(self, key)
             check(value >= 0, f"train.{key}", value, "steps >= 1, or 0 for once per epoch")

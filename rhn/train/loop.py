@@ -40,6 +40,7 @@ from rhn.train.config import RunConfig, save_config
 from rhn.train.distributed import (
     DistInfo,
     all_ranks_agree,
+    any_rank,
     barrier,
     broadcast_object,
     gather_objects,
@@ -70,6 +71,7 @@ class Position:
     best_metric: float | None = None
     bad_steps: int = 0  # consecutive non-finite steps
     skipped_steps: int = 0  # all non-finite steps
+    elapsed_s: float = 0.0  # training wall time, summed over resumes
 
 
 @dataclass
@@ -301,7 +303,9 @@ class Trainer:
                     self.state = self.task.initial_state(self.model, self.device)
                 lr = self.schedule.lr(pos.step, pos.epoch)
                 set_lr(self.optimizer, lr)
+                step_start = time.perf_counter()
                 loss, grad_norm, count, applied = self._train_step()
+                pos.elapsed_s += time.perf_counter() - step_start
                 pos.step += 1
                 pos.batch_index += self.config.optim.grad_accum
                 bar.update(1)
@@ -342,7 +346,10 @@ class Trainer:
                     window_start = time.perf_counter()
 
                 epoch_done = pos.batch_index >= self.steps_per_epoch * self.config.optim.grad_accum
-                finished = pos.step >= self.total_steps
+                out_of_time = bool(train.max_minutes) and pos.elapsed_s >= 60 * train.max_minutes
+                if train.max_minutes:
+                    out_of_time = any_rank(out_of_time, self.dist, self.device)
+                finished = pos.step >= self.total_steps or out_of_time
                 eval_due = (
                     (train.eval_every and pos.step % train.eval_every == 0)
                     or (not train.eval_every and epoch_done)
@@ -359,7 +366,13 @@ class Trainer:
                     improved = math.isfinite(metric) and self._improved(metric)
                     if improved:
                         pos.best_metric = metric
-                    record = {"step": pos.step, "epoch": pos.epoch, "lr": lr, **metrics}
+                    record = {
+                        "step": pos.step,
+                        "epoch": pos.epoch,
+                        "elapsed_s": round(pos.elapsed_s, 3),
+                        "lr": lr,
+                        **metrics,
+                    }
                     self.log.evaluation(record)
                     self.log.scalars({f"val/{k}": v for k, v in metrics.items()}, pos.step)
                 checkpoint_due = (
@@ -368,14 +381,21 @@ class Trainer:
                     or finished
                     or improved
                 )
-                stop = self._stop_signal is not None
+                # Ranks may get the signal at different steps; all stop at the first.
+                stop = any_rank(self._stop_signal is not None, self.dist, self.device)
                 if checkpoint_due or stop:
                     self._checkpoint(best=improved)
+                if out_of_time:
+                    self.log.message(f"train.max_minutes reached at step {pos.step}")
+                    break
                 if stop:
                     status = "interrupted"
+                    name = (
+                        signal.Signals(self._stop_signal).name if self._stop_signal else "a signal"
+                    )
                     self.log.message(
-                        f"stopped by {signal.Signals(self._stop_signal).name} at step {pos.step};"
-                        f" checkpoint saved to {self.last_path}"
+                        f"stopped by {name} at step {pos.step}; checkpoint saved to "
+                        f"{self.last_path}"
                     )
                     break
         finally:

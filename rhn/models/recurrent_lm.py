@@ -1,0 +1,158 @@
+"""What every recurrent language model here shares: an RHN (or LSTM) stack, output
+dropout, a softmax decoder, the loss, state handling and sampling.
+
+    tokens (T, N) → encode (T, N, E) → RHN / LSTM (T, N, H) → output dropout
+    → decoder → logits (T, N, V)
+
+Subclasses say how token ids become vectors (``encode``): a word embedding
+(:class:`~rhn.models.language_model.LanguageModel`) or a character CNN with highway layers
+(:class:`~rhn.models.char_aware.CharAwareLM`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rhn.nn import RHN
+from rhn.nn.dropout import VariationalDropout
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
+
+
+@dataclass
+class RecurrentConfig:
+    """The recurrent part of a ``model`` section.
+
+    rnn: ``rhn`` or the ``lstm`` baseline (``torch.nn.LSTM``, cuDNN/oneDNN).
+    input_dropout, state_dropout, output_dropout: variational (one mask per sequence), as
+        the RHN paper; state dropout needs ``rnn: rhn``.
+    layer_dropout: ordinary dropout between stacked layers (``nn.LSTM``'s ``dropout``).
+    loss_reduction: ``mean`` per token, or ``sum_over_time`` (summed over time, averaged
+        over the batch): the RHN code's loss, for which its learning rate (SGD 0.2) and
+        clip norm (10) were tuned — with ``mean`` the same run needs both × seq_len.
+    """
+
+    rnn: Literal["rhn", "lstm"] = "rhn"
+    hidden_size: int = 128
+    num_layers: int = 1
+    depth: int = 3
+    gate_bias: float = -2.0
+    input_dropout: float = 0.0
+    state_dropout: float = 0.0
+    layer_dropout: float = 0.0
+    output_dropout: float = 0.0
+    loss_reduction: Literal["mean", "sum_over_time"] = "mean"
+    init_range: float | None = None  # uniform ±init_range; None: ±1/√hidden_size
+
+    def __post_init__(self) -> None:
+        for key in ("hidden_size", "num_layers", "depth"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("input_dropout", "state_dropout", "layer_dropout", "output_dropout"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise ValueError(f"model.{key} must be in [0, 1), got {getattr(self, key)}")
+        if self.rnn == "lstm" and self.state_dropout > 0:
+            raise ValueError(
+                "model.state_dropout needs rnn: rhn (torch.nn.LSTM's fused kernel can't drop "
+                "its state); use input/output/layer dropout for the LSTM baseline"
+            )
+        if self.init_range is not None and self.init_range <= 0:
+            raise ValueError(f"model.init_range must be > 0, got {self.init_range}")
+
+
+class RecurrentLM(nn.Module):
+    """Base class: ``forward(tokens (T, N), state) → (logits (T, N, V), state)``."""
+
+    def __init__(self, vocab_size: int, input_size: int, cfg: RecurrentConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        if cfg.rnn == "rhn":
+            self.rnn: nn.Module = RHN(
+                input_size,
+                cfg.hidden_size,
+                num_layers=cfg.num_layers,
+                depth=cfg.depth,
+                dropout=cfg.layer_dropout,
+                gate_bias=cfg.gate_bias,
+                input_dropout=cfg.input_dropout,
+                state_dropout=cfg.state_dropout,
+            )
+            self.lstm_input_dropout = None
+        else:
+            between = cfg.layer_dropout if cfg.num_layers > 1 else 0.0
+            self.rnn = nn.LSTM(
+                input_size, cfg.hidden_size, num_layers=cfg.num_layers, dropout=between
+            )
+            self.lstm_input_dropout = VariationalDropout(cfg.input_dropout)
+        self.output_dropout = VariationalDropout(cfg.output_dropout)
+        self.decoder = nn.Linear(cfg.hidden_size, vocab_size)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(T, N)`` token ids → ``(T, N, E)`` inputs of the recurrent stack."""
+        raise NotImplementedError
+
+    def reset_rnn_gate_biases(self) -> None:
+        """After a uniform initialisation of everything (as the RHN code): T biases to gate_bias."""
+        if isinstance(self.rnn, RHN):
+            hidden = self.cfg.hidden_size
+            with torch.no_grad():
+                for k in range(self.cfg.num_layers):
+                    self.rnn.layer_parameters(k)[2][:, hidden:].fill_(self.cfg.gate_bias)
+
+    def initial_state(self, batch: int, device: torch.device) -> State:
+        shape = (self.cfg.num_layers, batch, self.cfg.hidden_size)
+        zeros = torch.zeros(shape, device=device)
+        return zeros if self.cfg.rnn == "rhn" else (zeros, zeros.clone())
+
+    def forward(
+        self, tokens: torch.Tensor, state: State = None, *, return_gates: bool = False
+    ) -> tuple[torch.Tensor, State] | tuple[torch.Tensor, State, torch.Tensor]:
+        x = self.encode(tokens)
+        gates = None
+        if self.lstm_input_dropout is not None:
+            output, state = self.rnn(self.lstm_input_dropout(x), state)
+        elif return_gates:
+            output, state, gates = self.rnn(x, state, return_gates=True)
+        else:
+            output, state = self.rnn(x, state)
+        logits = self.decoder(self.output_dropout(output))
+        return (logits, state, gates) if return_gates else (logits, state)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Training loss of logits (T, N, V) against targets (T, N), per ``loss_reduction``."""
+        total = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="sum")
+        if self.cfg.loss_reduction == "sum_over_time":
+            return total / targets.shape[1]
+        return total / targets.numel()
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        length: int,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Continue ``prompt`` (P,) token ids by ``length`` sampled tokens (0 = greedy)."""
+        if prompt.numel() == 0:
+            raise ValueError("the prompt must hold at least one token")
+        device = self.decoder.weight.device
+        logits, state = self(prompt.to(device).view(-1, 1), self.initial_state(1, device))
+        out = []
+        for _ in range(length):
+            last = logits[-1, 0].float()
+            if temperature <= 0:
+                token = last.argmax().view(1)
+            else:
+                probs = torch.softmax(last / temperature, dim=-1)
+                token = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)
+            out.append(token)
+            logits, state = self(token.view(1, 1), state)
+        return torch.cat(out).cpu()

@@ -1,0 +1,66 @@
+"""Character CNN word encoder (Kim, Jernite, Sontag & Rush, AAAI 2016, arXiv 1508.06615).
+
+    chars (..., W) → embedding (..., W, C) → for each width w: conv1d with f_w filters
+    → tanh → max over the W − w + 1 positions → concatenate → (..., Σ f_w)
+
+Shapes: ``W`` characters per word (padded with ``padding_idx``), ``C`` the character
+embedding size. Kim et al.'s small model uses widths 1..6 with 25·w filters, the large one
+widths 1..7 with min(200, 50·w).
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from rhn.nn._validate import check_positive_int
+from rhn.nn.activation import check_activation, get_activation
+
+
+class CharCNN(nn.Module):
+    """``(..., W)`` character ids → ``(..., sum(filters))`` word vectors."""
+
+    def __init__(
+        self,
+        num_chars: int,
+        embed_size: int = 15,
+        widths: tuple[int, ...] | list[int] = (1, 2, 3, 4, 5, 6),
+        filters: tuple[int, ...] | list[int] = (25, 50, 75, 100, 125, 150),
+        *,
+        activation: str = "tanh",
+        padding_idx: int | None = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        check_positive_int("num_chars", num_chars)
+        check_positive_int("embed_size", embed_size)
+        if len(widths) != len(filters) or not widths:
+            raise ValueError(
+                f"widths and filters must be non-empty and of equal length, got {list(widths)} "
+                f"and {list(filters)}"
+            )
+        for w, f in zip(widths, filters, strict=True):
+            check_positive_int("widths[i]", w)
+            check_positive_int("filters[i]", f)
+        self.widths = tuple(widths)
+        self.activation = check_activation(activation)
+        self._act = get_activation(activation)
+        factory = {"device": device, "dtype": dtype}
+        self.embedding = nn.Embedding(num_chars, embed_size, padding_idx=padding_idx, **factory)
+        self.convs = nn.ModuleList(
+            nn.Conv1d(embed_size, f, w, **factory) for w, f in zip(widths, filters, strict=True)
+        )
+        self.output_size = sum(filters)
+
+    def forward(self, chars: torch.Tensor) -> torch.Tensor:
+        if chars.shape[-1] < max(self.widths):
+            raise ValueError(
+                f"CharCNN needs words of at least {max(self.widths)} characters (the widest "
+                f"filter; pad them), got {chars.shape[-1]}"
+            )
+        lead = chars.shape[:-1]
+        x = rearrange(self.embedding(chars.reshape(-1, chars.shape[-1])), "b w c -> b c w")
+        pooled = [self._act(conv(x)).amax(dim=-1) for conv in self.convs]
+        return torch.cat(pooled, dim=-1).reshape(*lead, self.output_size)

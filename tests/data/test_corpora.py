@@ -1,0 +1,114 @@
+import os
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from rhn.data import corpora
+from rhn.data.corpora import load_corpus
+from rhn.data.lm_corpus import CorpusSource, load_tokenized
+from rhn.data.text_file import DataFileError
+
+DATA = os.environ.get("RHN_DATA_DIR")
+needs_data = pytest.mark.skipif(
+    not DATA or not (Path(DATA) / "ptb").is_dir(),
+    reason="RHN_DATA_DIR is unset or has no ptb/ folder (the real PTB files)",
+)
+
+
+@needs_data
+def test_real_ptb_word_has_the_standard_sizes() -> None:
+    vocab, ids = load_tokenized(CorpusSource(corpus="ptb_word"), use_cache=False)
+    assert len(vocab) == 10000
+    assert {k: len(v) for k, v in ids.items()} == {"train": 929589, "valid": 73760, "test": 82430}
+    text = load_corpus("ptb_word", allow_download=False)["valid"]
+    assert text.startswith(" consumers may want to move their telephones")
+
+
+@needs_data
+def test_real_ptb_char_keeps_characters_as_tokens() -> None:
+    vocab, ids = load_tokenized(CorpusSource(corpus="ptb_char"), use_cache=False)
+    assert 45 <= len(vocab) <= 52  # ~48 characters, '_' for spaces, <unk>, <eos>
+    assert len(ids["train"]) == 5017482
+    assert vocab.decode(ids["valid"][:9]) == "c o n s u m e r s"
+
+
+def _hutter_file(tmp_path: Path, name: str, payload: bytes, *, zipped: bool) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    if zipped:
+        with zipfile.ZipFile(folder / f"{name}.zip", "w") as archive:
+            archive.writestr(name, payload)
+    else:
+        (folder / name).write_bytes(payload)
+    return tmp_path
+
+
+def test_enwik8_is_read_as_bytes_and_split_90_5_5(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(corpora, "HUTTER_SPLIT", (900, 50, 50))
+    payload = bytes(range(256)) * 3 + "naïve – ✓\n".encode() * 20
+    payload = payload[:1000]
+    root = _hutter_file(tmp_path, "enwik8", payload, zipped=True)
+    splits = load_corpus("enwik8", root, allow_download=False)
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [900, 50, 50]
+    assert "".join(splits.values()).encode("latin-1") == payload  # bytes, line breaks and all
+
+
+def test_text8_plain_file_and_truncation_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(corpora, "HUTTER_SPLIT", (90, 5, 5))
+    root = _hutter_file(tmp_path, "text8", b" anarchism originated as a term" * 4, zipped=False)
+    splits = load_corpus("text8", root, allow_download=False)
+    assert splits["train"].startswith(" anarchism") and len(splits["test"]) == 5
+    monkeypatch.setattr(corpora, "HUTTER_SPLIT", (900, 50, 50))
+    with pytest.raises(DataFileError, match=r"text8 holds 124 symbols; text8 has 1,000"):
+        load_corpus("text8", root, allow_download=False)
+
+
+def test_missing_corpus_says_what_was_looked_for_where_and_how_to_get_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    with pytest.raises(DataFileError) as err:
+        load_corpus("ptb_word", tmp_path, allow_download=False)
+    message = str(err.value)
+    assert "could not find ptb.train.txt, ptb.valid.txt, ptb.test.txt" in message
+    assert str(tmp_path / "ptb") in message
+    assert "simple-examples.tgz" in message
+    with pytest.raises(ValueError, match="corpus must be one of"):
+        load_corpus("wikitext")
+
+
+def test_user_folder_and_single_file(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    for split in ("train", "valid", "test"):
+        (folder / f"{split}.txt").write_text(f"{split} text\nsecond line\n")
+    vocab, ids = load_tokenized(CorpusSource(corpus="file", path=str(folder)), use_cache=False)
+    # Characters seen only outside training ('v' of "valid") become the unknown symbol.
+    assert vocab.decode(ids["valid"]) == "\ufffdalid text\nsecond line\n"
+    assert vocab.decode(ids["train"]) == "train text\nsecond line\n"
+    single = tmp_path / "one.txt"
+    single.write_text("abcdefghij" * 100)
+    _, ids = load_tokenized(
+        CorpusSource(corpus="file", path=str(single), valid_fraction=0.1, test_fraction=0.2),
+        use_cache=False,
+    )
+    assert [len(ids[s]) for s in ("train", "valid", "test")] == [700, 100, 200]
+
+
+def test_tokenised_corpora_are_cached_and_reloaded(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path))
+    source = CorpusSource(corpus="builtin", max_chars=5000)
+    vocab, ids = load_tokenized(source)
+    cached = list((tmp_path / "tokens").glob("builtin-*.pt"))
+    assert len(cached) == 1
+    vocab2, ids2 = load_tokenized(source)
+    assert vocab2.to_json() == vocab.to_json()
+    assert all((ids[k] == ids2[k]).all() for k in ids)
+    cached[0].write_bytes(b"torn")  # a broken cache is rebuilt, not trusted
+    _, ids3 = load_tokenized(source)
+    assert (ids3["train"] == ids["train"]).all()

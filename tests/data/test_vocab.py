@@ -1,0 +1,43 @@
+import pytest
+import torch
+
+from rhn.data.vocab import CharVocab, SentencePieceVocab, WordVocab, digest, vocab_from_json
+
+TEXT = "the cat sat on the mat\nthe dog sat\n"
+
+
+def test_word_vocab_orders_by_frequency_adds_eos_and_maps_unknown_words() -> None:
+    vocab = WordVocab.from_text(TEXT)
+    assert vocab.tokens[:4] == ["<unk>", "<eos>", "the", "sat"]
+    ids = vocab.encode(TEXT)
+    # ties in frequency are ordered alphabetically: cat 4, dog 5, mat 6, on 7
+    assert ids.tolist()[:7] == [2, 4, 3, 7, 2, 6, 1]  # the cat sat on the mat <eos>
+    assert vocab.decode(ids) == "the cat sat on the mat\nthe dog sat\n"
+    assert vocab.encode("the zebra sat").tolist() == [2, 0, 3, 1]
+
+
+def test_char_vocab_keeps_line_breaks_and_maps_unseen_characters() -> None:
+    vocab = CharVocab.from_text("ab\nba")
+    ids = vocab.encode("ab\nz")
+    assert vocab.decode(ids) == "ab\n\ufffd"
+    assert ids[-1].item() == vocab.unk
+
+
+def test_sentencepiece_round_trip() -> None:
+    text = "\n".join(["the quick brown fox jumps over the lazy dog"] * 50)
+    vocab = SentencePieceVocab.train(text, 40, "bpe")
+    assert len(vocab) == 40
+    assert vocab.decode(vocab.encode("the lazy fox\nover the dog")) == "the lazy fox\nover the dog"
+
+
+@pytest.mark.parametrize(
+    "vocab",
+    [WordVocab.from_text(TEXT), CharVocab.from_text(TEXT)],
+    ids=["word", "char"],
+)
+def test_serialisation_round_trip_and_digest(vocab) -> None:
+    restored = vocab_from_json(vocab.to_json())
+    assert torch.equal(restored.encode(TEXT), vocab.encode(TEXT))
+    assert digest(restored) == digest(vocab)
+    other = type(vocab).from_text(TEXT + " extra")
+    assert digest(other) != digest(vocab)

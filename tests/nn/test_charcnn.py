@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+import rhn
+
+
+def naive_charcnn(cnn: rhn.CharCNN, chars: torch.Tensor) -> torch.Tensor:
+    """One word at a time: every filter at every valid position, tanh, max."""
+    emb = cnn.embedding.weight[chars]  # (W, C)
+    outs = []
+    for conv, width in zip(cnn.convs, cnn.widths, strict=True):
+        for f in range(conv.out_channels):
+            values = [
+                (conv.weight[f] * emb[p : p + width].T).sum() + conv.bias[f]
+                for p in range(chars.shape[0] - width + 1)
+            ]
+            outs.append(torch.tanh(torch.stack(values)).max())
+    return torch.stack(outs)
+
+
+def test_matches_a_naive_reference_and_keeps_leading_dims() -> None:
+    cnn = rhn.CharCNN(20, embed_size=4, widths=[1, 2, 3], filters=[2, 3, 4]).double()
+    chars = torch.randint(0, 20, (2, 3, 7))
+    out = cnn(chars)
+    assert out.shape == (2, 3, 9) and cnn.output_size == 9
+    for i in range(2):
+        for j in range(3):
+            torch.testing.assert_close(out[i, j], naive_charcnn(cnn, chars[i, j]))
+
+
+def test_padding_character_embeds_to_zero() -> None:
+    cnn = rhn.CharCNN(10)
+    assert torch.all(cnn.embedding.weight[0] == 0)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="equal length"):
+        rhn.CharCNN(10, widths=[1, 2], filters=[5])
+    with pytest.raises(ValueError, match="at least 6 characters"):
+        rhn.CharCNN(10)(torch.zeros(2, 4, dtype=torch.long))
