@@ -80,8 +80,15 @@ class WordVocab:
         return torch.tensor([i for e in encoded for i in e.ids], dtype=torch.long)
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
-        words = [self._id_to_token[int(i)] for i in ids]
-        return " ".join(words).replace(f" {EOS} ", "\n").replace(EOS, "\n")
+        pieces: list[str] = []
+        for token in (self._id_to_token[int(i)] for i in ids):
+            if token == EOS:
+                pieces.append("\n")
+                continue
+            if pieces and pieces[-1] != "\n":
+                pieces.append(" ")
+            pieces.append(token)
+        return "".join(pieces)
 
     def to_json(self) -> str:
         return self.tokenizer.to_str()
