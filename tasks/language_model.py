@@ -62,11 +62,15 @@ class LMDataConfig:
                 f"data.corpus to 'file' to train on it"
             )
 
-    def source(self) -> CorpusSource:
+    def source(self, default_level: str) -> CorpusSource:
+        """``default_level`` replaces ``auto`` for text without a level of its own."""
+        level = self.level
+        if level == "auto" and self.corpus in ("builtin", "file"):
+            level = default_level
         return CorpusSource(
             corpus=self.corpus,
             path=self.path,
-            level=self.level,
+            level=level,
             vocab_size=self.vocab_size,
             max_chars=self.max_chars,
             valid_fraction=self.valid_fraction,
@@ -84,12 +88,13 @@ class LanguageModelTask(Task):
     model_config = LanguageModelConfig
     data_config = LMDataConfig
     unit = "tokens"
+    default_level = "char"  # for the built-in corpus and user files with data.level: auto
 
     def __init__(self, config: Any, *, rank: int = 0, world_size: int = 1) -> None:
         super().__init__(config, rank=rank, world_size=world_size)
         data: LMDataConfig = config.data
         self.vocab: Vocab
-        self.vocab, self.ids = load_tokenized(data.source())
+        self.vocab, self.ids = load_tokenized(data.source(self.default_level))
         self.train_stream = TBPTTStream.for_rank(
             self.ids["train"], data.batch_size, data.seq_len, rank, world_size
         )
@@ -201,6 +206,7 @@ class LanguageModelTask(Task):
 class WordLMTask(LanguageModelTask):
     name = "word_lm"
     metric = "ppl"
+    default_level = "word"
 
     def metrics_from_loss(self, loss: float) -> dict[str, float]:
         return {"loss": loss, "ppl": math.exp(min(loss, 700.0))}
