@@ -51,7 +51,8 @@ def train_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, args.overrides)
-        result = train(config, args.run_dir, fresh=args.fresh)
+        origin = {"config_file": args.config, "overrides": args.overrides}
+        result = train(config, args.run_dir, fresh=args.fresh, origin=origin)
     except EXPECTED_ERRORS as err:
         return _fail(err)
     if result.is_main:

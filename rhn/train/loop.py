@@ -15,6 +15,7 @@ restarted on the same directory ends where an uninterrupted run would.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import sys
@@ -114,8 +115,16 @@ def _join_states(states: list[State]) -> State:
 class Trainer:
     """One run of ``config`` in ``run_dir``: fresh, or resumed from its last checkpoint."""
 
-    def __init__(self, config: RunConfig, run_dir: str | Path, *, fresh: bool = False) -> None:
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: str | Path,
+        *,
+        fresh: bool = False,
+        origin: dict[str, Any] | None = None,
+    ) -> None:
         self.config = config
+        self.origin = origin or {}
         self.run_dir = Path(run_dir)
         self.last_path = self.run_dir / "checkpoints" / "last.pt"
         self.best_path = self.run_dir / "checkpoints" / "best.pt"
@@ -280,6 +289,8 @@ class Trainer:
         self.log = RunLogger(self.run_dir, resume_step=pos.step, enabled=self.dist.is_main)
         if self.dist.is_main:
             save_config(self.config, self.run_dir / "config.yaml")
+            if self.origin:
+                (self.run_dir / "origin.json").write_text(json.dumps(self.origin, indent=2))
             self.task.save_artifacts(str(self.run_dir))
             if pos.step:
                 self.log.message(f"resuming {self.run_dir} at step {pos.step}, epoch {pos.epoch}")
@@ -409,9 +420,19 @@ class Trainer:
         shutdown(self.dist)
 
 
-def train(config: RunConfig, run_dir: str | Path, *, fresh: bool = False) -> TrainResult:
-    """Train ``config`` in ``run_dir`` (resuming it if it holds a checkpoint)."""
-    trainer = Trainer(config, run_dir, fresh=fresh)
+def train(
+    config: RunConfig,
+    run_dir: str | Path,
+    *,
+    fresh: bool = False,
+    origin: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``config`` in ``run_dir`` (resuming it if it holds a checkpoint).
+
+    ``origin`` (e.g. the config file and overrides the command line was given) is written
+    to ``origin.json`` for reports such as ``scripts/reproduce.py``.
+    """
+    trainer = Trainer(config, run_dir, fresh=fresh, origin=origin)
     try:
         return trainer.run()
     finally:
