@@ -1,9 +1,10 @@
 """Forward+backward speed of ``rhn.RHN`` against ``torch.nn.LSTM`` at equal parameter count.
 
-Both models are timed in the same run on the same inputs, and each RHN row is reported as
-a ratio to the LSTM's time, so the numbers compare across machines. ``naive`` is an RHN
-written the straightforward way (the input projected step by step, stacked weights indexed
-inside the loop), kept as the "before" of the design in ``rhn.nn.functional``.
+All models are timed in the same run on the same inputs, and each RHN row is reported as
+a ratio to the LSTM's time, so the numbers compare across machines. Rows: ``rhn-fused``
+(the hand-written backward, ``rhn.nn.rhn_fused``), ``rhn-reference`` (autograd through the
+step loop, ``rhn.nn.functional``) and, with ``--naive``, an RHN written the straightforward
+way (the input projected step by step, stacked weights indexed inside the loop).
 
 Cases:
     a    batch 32, seq 35, input 256, RHN hidden 256, depth 4
@@ -111,14 +112,22 @@ def time_fwd_bwd(
     return first, statistics.median(times), peak
 
 
-def run_case(case: Case, device: torch.device, repeats: int, warmup: int) -> list[dict]:
+def run_case(
+    case: Case, device: torch.device, repeats: int, warmup: int, naive: bool
+) -> list[dict]:
     torch.manual_seed(0)
-    model = rhn.RHN(case.input_size, case.hidden, depth=case.depth, device=device)
-    params = count_parameters(model)
+    fused = rhn.RHN(case.input_size, case.hidden, depth=case.depth, backend="fused", device=device)
+    reference = rhn.RHN(
+        case.input_size, case.hidden, depth=case.depth, backend="reference", device=device
+    )
+    reference.load_state_dict(fused.state_dict())
+    params = count_parameters(fused)
     lstm_hidden = lstm_hidden_for(params, case.input_size)
     lstm = nn.LSTM(case.input_size, lstm_hidden, device=device)
     x = torch.randn(case.seq, case.batch, case.input_size, device=device)
-    models = {"lstm": lstm, "rhn": model, "rhn-naive": NaiveRHN(model)}
+    models = {"lstm": lstm, "rhn-fused": fused, "rhn-reference": reference}
+    if naive:
+        models["rhn-naive"] = NaiveRHN(reference)
     rows = []
     for name, m in models.items():
         first, seconds, peak = time_fwd_bwd(m, x, repeats, warmup)
@@ -163,12 +172,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", help="also write the rows to this JSON file")
+    parser.add_argument("--naive", action="store_true", help="also time the naive port (slow)")
     args = parser.parse_args()
     device = torch.device(args.device)
     rows = [
         row
         for name in args.cases
-        for row in run_case(CASES[name], device, args.repeats, args.warmup)
+        for row in run_case(CASES[name], device, args.repeats, args.warmup, args.naive)
     ]
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads")
     print_table(rows)

@@ -142,7 +142,9 @@ class LanguageModelTask(Task):
 
         ``batch_size`` (default ``data.eval_batch_size``; 1 = the papers' full evaluation)
         sets how many columns the split is cut into. ``mc_samples`` > 0 averages the
-        predicted probabilities of that many dropout masks (MC dropout, RHN §5).
+        predicted probabilities of that many dropout masks (MC dropout, RHN §5); each
+        window draws fresh masks (the RHN code keeps one mask per sample for the whole
+        pass).
         """
         lm = _lm(model)
         stream = TBPTTStream.for_rank(
@@ -162,17 +164,18 @@ class LanguageModelTask(Task):
         with torch.no_grad():
             for inputs, targets in windows:
                 inputs, targets = inputs.to(device), targets.to(device)
-                log_probs = []
+                summed = None  # log Σ_k p_k, accumulated so memory doesn't grow with k
                 for k in range(samples):
                     want_gates = k == 0 and lm.cfg.rnn == "rhn"
                     out = lm(inputs, states[k], return_gates=want_gates)
                     states[k] = out[1]
-                    log_probs.append(torch.log_softmax(out[0].float(), dim=-1))
+                    log_p = torch.log_softmax(out[0].float(), dim=-1)
+                    summed = log_p if summed is None else torch.logaddexp(summed, log_p)
                     if want_gates:
                         per_depth = out[2].float().mean(dim=(0, 1, 2, 4))
                         gate_sum = per_depth if gate_sum is None else gate_sum + per_depth
                         gate_windows += 1
-                mean_log_prob = torch.logsumexp(torch.stack(log_probs), 0) - math.log(samples)
+                mean_log_prob = summed - math.log(samples)
                 total += F.nll_loss(
                     mean_log_prob.flatten(0, 1), targets.flatten(), reduction="sum"
                 ).item()

@@ -24,6 +24,11 @@ from rhn.nn._validate import check_finite, check_positive_int, check_probability
 from rhn.nn.dropout import variational_mask
 from rhn.nn.functional import rhn_recurrence
 from rhn.nn.rhn_cell import check_tensor_like, gate_blocks, reset_rhn_parameters
+from rhn.nn.rhn_fused import fused_supports, rhn_recurrence_fused
+
+# "reference": autograd through the step loop (rhn.nn.functional); "fused": the hand-written
+# backward (rhn.nn.rhn_fused); "auto": fused wherever it applies, else the reference.
+BACKENDS = ("auto", "reference", "fused")
 
 
 class RHN(nn.Module):
@@ -39,6 +44,8 @@ class RHN(nn.Module):
         gate_bias: initial transform-gate bias (negative: carry).
         coupled: C = 1 − T (True) or a free carry gate.
         bias: learn ``bias_hh_l{k}``.
+        backend: ``auto`` (default), ``reference`` or ``fused`` — how the recurrence and
+            its gradient are computed; the numbers agree (tests check to 1e-12 in float64).
 
     Parameters of layer k: ``weight_ih_l{k}`` ``(G·H, I_k)``, ``weight_hh_l{k}``
     ``(L, G·H, H)``, ``bias_hh_l{k}`` ``(L, G·H)``, laid out as in :class:`RHNCell`.
@@ -67,10 +74,14 @@ class RHN(nn.Module):
         bias: bool = True,
         input_dropout: float = 0.0,
         state_dropout: float = 0.0,
+        backend: str = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.num_layers = check_positive_int("num_layers", num_layers)
@@ -144,6 +155,18 @@ class RHN(nn.Module):
                 hx = hx.unsqueeze(1)
         return input, hx, unbatched
 
+    def _use_fused(self, return_gates: bool, tensors: tuple[torch.Tensor, ...]) -> bool:
+        """Which recurrence to run: the hand-written backward where it applies."""
+        if self.backend == "reference":
+            return False
+        supported = not return_gates and fused_supports(tensors)
+        if self.backend == "fused" and not supported:
+            raise ValueError(
+                "backend='fused' runs float32/float64 outside autocast with "
+                "return_gates=False; use backend='auto' to fall back to the reference"
+            )
+        return supported
+
     def forward(
         self,
         input: torch.Tensor,
@@ -169,15 +192,26 @@ class RHN(nn.Module):
             biases = None if bias_hh is None else bias_hh.unbind(0)
             # One matmul projects every time step's input (bias of micro-layer 0 folded in).
             x_proj = F.linear(x, weight_ih, None if biases is None else biases[0])
-            x, s_n, layer_gates = rhn_recurrence(
-                x_proj,
-                hx[k],
-                weight_hh.transpose(1, 2).unbind(0),
-                biases,
-                coupled=self.coupled,
-                state_mask=state_mask,
-                return_gates=return_gates,
-            )
+            if self._use_fused(return_gates, (x_proj, hx, weight_hh)):
+                x, s_n = rhn_recurrence_fused(
+                    x_proj,
+                    hx[k],
+                    weight_hh,
+                    bias_hh,
+                    coupled=self.coupled,
+                    state_mask=state_mask,
+                )
+                layer_gates = None
+            else:
+                x, s_n, layer_gates = rhn_recurrence(
+                    x_proj,
+                    hx[k],
+                    weight_hh.transpose(1, 2).unbind(0),
+                    biases,
+                    coupled=self.coupled,
+                    state_mask=state_mask,
+                    return_gates=return_gates,
+                )
             finals.append(s_n)
             if layer_gates is not None:
                 gates.append(layer_gates)

@@ -83,6 +83,23 @@ class TrainResult:
     is_main: bool = True  # rank 0 (the process that reports)
 
 
+@dataclass
+class _LogWindow:
+    """Training statistics accumulated between two logging steps (step time only)."""
+
+    loss: float = 0.0
+    steps: int = 0  # steps with a finite loss
+    count: int = 0  # tokens or samples
+    seconds: float = 0.0
+
+    def add(self, loss: float | None, count: int, seconds: float) -> None:
+        if loss is not None:
+            self.loss += loss
+            self.steps += 1
+        self.count += count
+        self.seconds += seconds
+
+
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -279,6 +296,22 @@ class Trainer:
             return True
         return metric > best if self.task.higher_is_better else metric < best
 
+    def _count_bad_step(self, loss: float, grad_norm: float) -> None:
+        pos, limit = self.position, self.config.train.max_bad_steps
+        pos.bad_steps += 1
+        pos.skipped_steps += 1
+        self.log.message(
+            f"step {pos.step}: non-finite loss or gradient (loss {loss}, grad norm "
+            f"{grad_norm}); step skipped ({pos.bad_steps} in a row)"
+        )
+        self.log.scalars({"train/skipped_steps": pos.skipped_steps}, pos.step)
+        if pos.bad_steps >= limit:
+            raise TrainingDivergedError(
+                f"{pos.bad_steps} consecutive steps had a non-finite loss or gradient "
+                f"(train.max_bad_steps = {limit}); stopping at step {pos.step}. The last good "
+                f"checkpoint is {self.last_path}; lower optim.lr or set optim.clip_norm."
+            )
+
     def _handle_signal(self, signum: int, _frame: object) -> None:
         self._stop_signal = signum
 
@@ -307,7 +340,7 @@ class Trainer:
         )
         metrics: dict[str, float] = {}
         status = "finished"
-        window_loss, window_count, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
+        window = _LogWindow()
         try:
             while pos.step < self.total_steps:
                 if pos.batch_index == 0:
@@ -316,45 +349,30 @@ class Trainer:
                 set_lr(self.optimizer, lr)
                 step_start = time.perf_counter()
                 loss, grad_norm, count, applied = self._train_step()
-                pos.elapsed_s += time.perf_counter() - step_start
+                seconds = time.perf_counter() - step_start
+                pos.elapsed_s += seconds
                 pos.step += 1
                 pos.batch_index += self.config.optim.grad_accum
                 bar.update(1)
+                window.add(loss if applied else None, count, seconds)
                 if applied:
                     pos.bad_steps = 0
-                    window_loss += loss
-                    window_steps += 1
                 else:
-                    pos.bad_steps += 1
-                    pos.skipped_steps += 1
-                    self.log.message(
-                        f"step {pos.step}: non-finite loss or gradient (loss {loss}, grad norm "
-                        f"{grad_norm}); step skipped ({pos.bad_steps} in a row)"
-                    )
-                    self.log.scalars({"train/skipped_steps": pos.skipped_steps}, pos.step)
-                    if pos.bad_steps >= train.max_bad_steps:
-                        raise TrainingDivergedError(
-                            f"{pos.bad_steps} consecutive steps had a non-finite loss or "
-                            f"gradient (train.max_bad_steps = {train.max_bad_steps}); stopping "
-                            f"at step {pos.step}. The last good checkpoint is {self.last_path}; "
-                            f"lower optim.lr or set optim.clip_norm."
-                        )
-                window_count += count
-                if pos.step % train.log_every == 0 and window_steps:
-                    elapsed = time.perf_counter() - window_start
-                    rate = window_count * self.dist.world_size / max(elapsed, 1e-9)
+                    self._count_bad_step(loss, grad_norm)
+                if pos.step % train.log_every == 0 and window.steps:
+                    rate = window.count * self.dist.world_size / max(window.seconds, 1e-9)
+                    mean_loss = window.loss / window.steps
                     self.log.scalars(
                         {
-                            "train/loss": window_loss / window_steps,
+                            "train/loss": mean_loss,
                             "lr": lr,
                             "grad_norm": grad_norm,
                             f"throughput/{self.task.unit}_per_s": rate,
                         },
                         pos.step,
                     )
-                    bar.set_postfix(loss=f"{window_loss / window_steps:.3f}", lr=f"{lr:.3g}")
-                    window_loss, window_count, window_steps = 0.0, 0, 0
-                    window_start = time.perf_counter()
+                    bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.3g}")
+                    window = _LogWindow()
 
                 epoch_done = pos.batch_index >= self.steps_per_epoch * self.config.optim.grad_accum
                 out_of_time = bool(train.max_minutes) and pos.elapsed_s >= 60 * train.max_minutes

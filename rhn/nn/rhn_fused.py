@@ -1,0 +1,158 @@
+"""A hand-written backward for the RHN recurrence: fewer ops per micro-step, and every
+recurrent weight gradient in one batched matmul instead of one per time step.
+
+Same equations as :func:`rhn.nn.functional.rhn_recurrence` (Zilly et al. 2017). Shape
+legend: T steps, N batch, L depth, H hidden, G = 2 (coupled) or 3 (free carry), K = T·L.
+
+Forward keeps, for every micro-step k = t·L + l, the state entering it ``S[k]`` and its
+gate values ``h_k``, ``t_k`` (, ``c_k``) in preallocated buffers written with ``out=``.
+Backward walks the steps in reverse with the derivatives of
+
+    s' = h·t + s·(1 − t)                      (coupled)
+    s' = h·t + s·c                            (free carry)
+
+    ∂a_H = ∂s'·t·(1 − h²),  ∂a_T = ∂s'·(h − s)·t·(1 − t)   (coupled; free carry: ∂s'·h·t·(1 − t),
+    ∂a_C = ∂s'·s·c·(1 − c)),  ∂s = ∂s'·(1 − t) (or ·c) + (∂a W_l)·m
+
+and collects ∂W_l = Σ_t ∂a_{t,l}ᵀ (s_{t,l}·m) for all l in one ``bmm`` at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from einops import rearrange
+
+
+class _RHNRecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x_proj: torch.Tensor,
+        s0: torch.Tensor,
+        weight_hh: torch.Tensor,
+        bias_hh: torch.Tensor | None,
+        state_mask: torch.Tensor | None,
+        coupled: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        steps, batch, rows = x_proj.shape
+        depth, hidden = weight_hh.shape[0], s0.shape[1]
+        k_total = steps * depth
+        states = x_proj.new_empty(k_total + 1, batch, hidden)
+        h_buf = x_proj.new_empty(k_total, batch, hidden)
+        t_buf = x_proj.new_empty(k_total, batch, hidden)
+        c_buf = None if coupled else x_proj.new_empty(k_total, batch, hidden)
+        a = x_proj.new_empty(batch, rows)
+        weights_t = weight_hh.transpose(1, 2).unbind(0)
+        biases = None if bias_hh is None else bias_hh.unbind(0)
+        states[0].copy_(s0)
+        k = 0
+        for x_t in x_proj.unbind(0):
+            for layer, w_t in enumerate(weights_t):
+                s = states[k]
+                s_in = s if state_mask is None else s * state_mask
+                if layer == 0:
+                    torch.addmm(x_t, s_in, w_t, out=a)
+                elif biases is not None:
+                    torch.addmm(biases[layer], s_in, w_t, out=a)
+                else:
+                    torch.mm(s_in, w_t, out=a)
+                h, t = h_buf[k], t_buf[k]
+                torch.tanh(a[:, :hidden], out=h)
+                torch.sigmoid(a[:, hidden : 2 * hidden], out=t)
+                if c_buf is None:
+                    torch.lerp(s, h, t, out=states[k + 1])
+                else:
+                    c = torch.sigmoid(a[:, 2 * hidden :], out=c_buf[k])
+                    torch.addcmul(h * t, s, c, out=states[k + 1])
+                k += 1
+        ctx.coupled = coupled
+        ctx.has_bias = bias_hh is not None
+        ctx.save_for_backward(states, h_buf, t_buf, c_buf, weight_hh, state_mask)
+        outputs = rearrange(states[1:], "(t l) n h -> t l n h", l=depth)[:, -1]
+        return outputs.contiguous(), states[-1].clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor, grad_last: torch.Tensor) -> tuple:
+        states, h_buf, t_buf, c_buf, weight_hh, state_mask = ctx.saved_tensors
+        depth, rows, hidden = weight_hh.shape
+        steps = grad_out.shape[0]
+        batch = states.shape[1]
+        d_a = grad_out.new_empty(steps * depth, batch, rows)
+        weights = weight_hh.unbind(0)
+        ds = grad_last.clone() if grad_last is not None else grad_out.new_zeros(batch, hidden)
+        u = torch.empty_like(ds)
+        tmp = torch.empty_like(ds)
+        for step in reversed(range(steps)):
+            if grad_out is not None:
+                ds += grad_out[step]
+            for layer in reversed(range(depth)):
+                k = step * depth + layer
+                s, h, t = states[k], h_buf[k], t_buf[k]
+                da = d_a[k]
+                torch.mul(ds, t, out=u)  # ∂h = ∂s'·t
+                # ∂a_H = ∂h·(1 − h²)
+                torch.addcmul(u, u, h * h, value=-1.0, out=da[:, :hidden])
+                if ctx.coupled:
+                    # ∂a_T = ∂s'·(h − s)·t·(1 − t) = (u − u·t)·(h − s)
+                    torch.addcmul(u, u, t, value=-1.0, out=tmp)
+                    torch.mul(tmp, h - s, out=da[:, hidden : 2 * hidden])
+                    carry = ds - u  # ∂s'·(1 − t)
+                else:
+                    c = c_buf[k]
+                    torch.addcmul(u, u, t, value=-1.0, out=tmp)
+                    torch.mul(tmp, h, out=da[:, hidden : 2 * hidden])
+                    sc = ds * s
+                    torch.addcmul(sc, sc, c, value=-1.0, out=tmp)
+                    torch.mul(tmp, c, out=da[:, 2 * hidden :])
+                    carry = ds * c
+                if state_mask is None:
+                    ds = torch.addmm(carry, da, weights[layer])
+                else:
+                    ds = torch.addcmul(carry, da @ weights[layer], state_mask)
+        per_layer = rearrange(d_a, "(t l) n g -> l (t n) g", l=depth)
+        inputs = rearrange(states[:-1], "(t l) n h -> l (t n) h", l=depth)
+        if state_mask is not None:
+            inputs = inputs * state_mask.repeat(steps, 1)
+        grad_weight = torch.bmm(per_layer.transpose(1, 2), inputs)
+        grad_bias = None
+        if ctx.has_bias:
+            grad_bias = per_layer.sum(1)
+            grad_bias[0] = 0  # micro-layer 0's bias reaches the loss through x_proj
+        grad_x = rearrange(d_a, "(t l) n g -> t l n g", l=depth)[:, 0]
+        return grad_x, ds, grad_weight, grad_bias, None, None
+
+
+def rhn_recurrence_fused(
+    x_proj: torch.Tensor,
+    s: torch.Tensor,
+    weight_hh: torch.Tensor,
+    bias_hh: torch.Tensor | None,
+    *,
+    coupled: bool,
+    state_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rhn_recurrence` without gates, with the hand-written backward.
+
+    Args:
+        x_proj: ``(T, N, G·H)``, ``W_ih x_t + b_hh[0]``.
+        s: ``(N, H)`` initial state.
+        weight_hh: ``(L, G·H, H)`` the stacked recurrent weights (not transposed).
+        bias_hh: ``(L, G·H)`` or None; row 0 is ignored here (it is in ``x_proj``).
+        state_mask: ``(N, H)`` scaled dropout mask or None.
+    Returns:
+        ``(outputs (T, N, H), final state (N, H))``.
+    """
+    return _RHNRecurrence.apply(x_proj, s, weight_hh, bias_hh, state_mask, coupled)
+
+
+def fused_supports(tensors: Sequence[torch.Tensor]) -> bool:
+    """Whether the fused path can run: float32/float64, no autocast, no double backward."""
+    first = tensors[0]
+    return (
+        first.dtype in (torch.float32, torch.float64)
+        and all(t.dtype == first.dtype for t in tensors)
+        and not torch.is_autocast_enabled(first.device.type)
+    )
