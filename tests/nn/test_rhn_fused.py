@@ -37,7 +37,8 @@ def _both(depth, coupled, bias, mask, dtype):
     ref_grads = torch.autograd.grad(
         (ref_out * g_out).sum() + (ref_last * g_last).sum(), leaves, allow_unused=True
     )
-    ref_grads = [torch.zeros_like(t) if g is None else g for g, t in zip(ref_grads, leaves, strict=True)]
+    pairs = zip(ref_grads, leaves, strict=True)
+    ref_grads = [torch.zeros_like(t) if g is None else g for g, t in pairs]
     grads = torch.autograd.grad((out * g_out).sum() + (last * g_last).sum(), leaves)
     return (ref_out, ref_last, *ref_grads), (out, last, *grads), b is not None
 
