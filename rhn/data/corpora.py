@@ -101,25 +101,7 @@ def find_file(name: str, dirs: list[Path]) -> Path | None:
 
 def read_corpus_file(path: Path, *, as_bytes: bool) -> str:
     """A corpus file's text; ``as_bytes`` maps raw bytes 1:1 to characters (Latin-1)."""
-    if path.suffix == ".zip":
-        try:
-            with zipfile.ZipFile(path) as archive:
-                data = archive.read(archive.namelist()[0])
-        except (zipfile.BadZipFile, IndexError, OSError) as err:
-            raise DataFileError(f"data file {path} is not a readable zip archive: {err}") from None
-        return data.decode("latin-1" if as_bytes else "utf-8")
-    if as_bytes:
-        import bz2
-        import gzip
-        import lzma
-
-        opener = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}.get(path.suffix, open)
-        try:
-            with opener(path, "rb") as f:
-                return f.read().decode("latin-1")
-        except (OSError, EOFError, lzma.LZMAError) as err:
-            raise DataFileError(f"data file {path} can't be read: {err}") from None
-    return read_text(path)
+    return read_text(path, "latin-1" if as_bytes else "utf-8")
 
 
 def download(spec: CorpusSpec) -> Path:

@@ -1,10 +1,15 @@
-"""Reading a user's text corpus from disk: plain, ``.gz``, ``.xz`` or ``.bz2``, line breaks kept."""
+"""Reading data files: plain, ``.gz``, ``.xz``, ``.bz2`` or a one-member ``.zip``.
+
+Text is decoded from the raw bytes, so line breaks survive exactly (``\\r\\n`` included);
+character-level models depend on that.
+"""
 
 from __future__ import annotations
 
 import bz2
 import gzip
 import lzma
+import zipfile
 from pathlib import Path
 
 _OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
@@ -14,17 +19,33 @@ class DataFileError(FileNotFoundError):
     """A data file that is missing or unreadable; the message names it and says why."""
 
 
-def read_text(path: str | Path) -> str:
-    """The whole file as text (UTF-8), decompressed by its suffix; ``\\n`` line breaks kept."""
+def read_bytes(path: str | Path) -> bytes:
+    """The file's content, decompressed according to its suffix."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataFileError(
             f"data file {path} does not exist (looked for it as given"
             f"{'' if path.is_absolute() else f', relative to {Path.cwd()}'})"
         )
-    opener = _OPENERS.get(path.suffix, open)
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as f:
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                if len(names) != 1:
+                    raise DataFileError(
+                        f"data file {path} should hold one file, holds {len(names)}: {names[:5]}"
+                    )
+                return archive.read(names[0])
+        with _OPENERS.get(path.suffix, open)(path, "rb") as f:
             return f.read()
-    except (OSError, EOFError, UnicodeDecodeError, lzma.LZMAError) as err:
-        raise DataFileError(f"data file {path} can't be read as UTF-8 text: {err}") from None
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as err:
+        raise DataFileError(f"data file {path} can't be read: {err}") from None
+
+
+def read_text(path: str | Path, encoding: str = "utf-8") -> str:
+    """The file decoded as ``encoding`` (``latin-1`` maps every byte to one character)."""
+    data = read_bytes(path)
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DataFileError(f"data file {path} can't be read as {encoding} text: {err}") from None
