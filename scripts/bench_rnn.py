@@ -8,6 +8,7 @@ way (the input projected step by step, stacked weights indexed inside the loop).
 
 Cases:
     a    batch 32, seq 35, input 256, RHN hidden 256, depth 4
+    b    as a, depth 10, hidden 168 (the same parameter count)
     ptb  batch 20, seq 35, input 830, RHN hidden 830, depth 10 (the PTB recipe's cell)
 
 Usage: python scripts/bench_rnn.py [--cases a ptb] [--repeats 5] [--json out.json]
@@ -41,6 +42,8 @@ class Case:
 
 CASES = {
     "a": Case("a", batch=32, seq=35, input_size=256, hidden=256, depth=4),
+    # depth 10 at (a)'s parameter count: 20H² + 532H ≈ 657k → H = 168
+    "b": Case("b", batch=32, seq=35, input_size=256, hidden=168, depth=10),
     "ptb": Case("ptb", batch=20, seq=35, input_size=830, hidden=830, depth=10),
 }
 
@@ -167,7 +170,7 @@ def print_table(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["a", "ptb"])
+    parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["a", "b", "ptb"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
