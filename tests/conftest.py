@@ -11,6 +11,9 @@ import torch
 # Tokenised-corpus and download caches of the test session stay out of the user's home;
 # subprocesses started by tests inherit this.
 os.environ.setdefault("RHN_CACHE_DIR", tempfile.mkdtemp(prefix="rhn-test-cache-"))
+# Without a GPU, Triton kernels run in its interpreter (read when kernels are defined).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(autouse=True)

@@ -26,6 +26,60 @@ import torch
 from einops import rearrange
 
 
+class Pointwise:
+    """The gate math of one micro-step, in torch ops (any device). Writes into ``out=``.
+
+    ``forward(a (N, G·H), s, h, t, c, s_next)``: h = tanh(a_H), t = σ(a_T), c = σ(a_C),
+    s_next = h·t + s·(1 − t) (or + s·c), all (N, H) and written in place.
+    ``backward(ds, s, h, t, c, da (N, G·H), carry)``: the pre-activation gradient ``da`` and
+    the part of ∂s that flows along the carry, written in place.
+    """
+
+    def forward(
+        self,
+        a: torch.Tensor,
+        s: torch.Tensor,
+        h: torch.Tensor,
+        t: torch.Tensor,
+        c: torch.Tensor | None,
+        s_next: torch.Tensor,
+    ) -> None:
+        hidden = s.shape[1]
+        torch.tanh(a[:, :hidden], out=h)
+        torch.sigmoid(a[:, hidden : 2 * hidden], out=t)
+        if c is None:
+            torch.lerp(s, h, t, out=s_next)
+        else:
+            torch.sigmoid(a[:, 2 * hidden :], out=c)
+            torch.addcmul(h * t, s, c, out=s_next)
+
+    def backward(
+        self,
+        ds: torch.Tensor,
+        s: torch.Tensor,
+        h: torch.Tensor,
+        t: torch.Tensor,
+        c: torch.Tensor | None,
+        da: torch.Tensor,
+        carry: torch.Tensor,
+    ) -> None:
+        hidden = s.shape[1]
+        u = ds * t  # ∂h = ∂s'·t
+        torch.addcmul(u, u, h * h, value=-1.0, out=da[:, :hidden])  # ∂a_H = ∂h·(1 − h²)
+        dt = torch.addcmul(u, u, t, value=-1.0)  # ∂s'·t·(1 − t)
+        if c is None:
+            torch.mul(dt, h - s, out=da[:, hidden : 2 * hidden])  # × (h − s)
+            torch.sub(ds, u, out=carry)  # ∂s'·(1 − t)
+        else:
+            torch.mul(dt, h, out=da[:, hidden : 2 * hidden])
+            sc = ds * s
+            torch.mul(torch.addcmul(sc, sc, c, value=-1.0), c, out=da[:, 2 * hidden :])
+            torch.mul(ds, c, out=carry)
+
+
+TORCH_POINTWISE = Pointwise()
+
+
 class _RHNRecurrence(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -36,6 +90,7 @@ class _RHNRecurrence(torch.autograd.Function):
         bias_hh: torch.Tensor | None,
         state_mask: torch.Tensor | None,
         coupled: bool,
+        pointwise: Pointwise,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         steps, batch, rows = x_proj.shape
         depth, hidden = weight_hh.shape[0], s0.shape[1]
@@ -59,16 +114,10 @@ class _RHNRecurrence(torch.autograd.Function):
                     torch.addmm(biases[layer], s_in, w_t, out=a)
                 else:
                     torch.mm(s_in, w_t, out=a)
-                h, t = h_buf[k], t_buf[k]
-                torch.tanh(a[:, :hidden], out=h)
-                torch.sigmoid(a[:, hidden : 2 * hidden], out=t)
-                if c_buf is None:
-                    torch.lerp(s, h, t, out=states[k + 1])
-                else:
-                    c = torch.sigmoid(a[:, 2 * hidden :], out=c_buf[k])
-                    torch.addcmul(h * t, s, c, out=states[k + 1])
+                c = None if c_buf is None else c_buf[k]
+                pointwise.forward(a, s, h_buf[k], t_buf[k], c, states[k + 1])
                 k += 1
-        ctx.coupled = coupled
+        ctx.pointwise = pointwise
         ctx.has_bias = bias_hh is not None
         ctx.save_for_backward(states, h_buf, t_buf, c_buf, weight_hh, state_mask)
         outputs = rearrange(states[1:], "(t l) n h -> t l n h", l=depth)[:, -1]
@@ -83,35 +132,18 @@ class _RHNRecurrence(torch.autograd.Function):
         d_a = grad_out.new_empty(steps * depth, batch, rows)
         weights = weight_hh.unbind(0)
         ds = grad_last.clone() if grad_last is not None else grad_out.new_zeros(batch, hidden)
-        u = torch.empty_like(ds)
-        tmp = torch.empty_like(ds)
+        carry = torch.empty_like(ds)
         for step in reversed(range(steps)):
             if grad_out is not None:
                 ds += grad_out[step]
             for layer in reversed(range(depth)):
                 k = step * depth + layer
-                s, h, t = states[k], h_buf[k], t_buf[k]
-                da = d_a[k]
-                torch.mul(ds, t, out=u)  # ∂h = ∂s'·t
-                # ∂a_H = ∂h·(1 − h²)
-                torch.addcmul(u, u, h * h, value=-1.0, out=da[:, :hidden])
-                if ctx.coupled:
-                    # ∂a_T = ∂s'·(h − s)·t·(1 − t) = (u − u·t)·(h − s)
-                    torch.addcmul(u, u, t, value=-1.0, out=tmp)
-                    torch.mul(tmp, h - s, out=da[:, hidden : 2 * hidden])
-                    carry = ds - u  # ∂s'·(1 − t)
-                else:
-                    c = c_buf[k]
-                    torch.addcmul(u, u, t, value=-1.0, out=tmp)
-                    torch.mul(tmp, h, out=da[:, hidden : 2 * hidden])
-                    sc = ds * s
-                    torch.addcmul(sc, sc, c, value=-1.0, out=tmp)
-                    torch.mul(tmp, c, out=da[:, 2 * hidden :])
-                    carry = ds * c
+                c = None if c_buf is None else c_buf[k]
+                ctx.pointwise.backward(ds, states[k], h_buf[k], t_buf[k], c, d_a[k], carry)
                 if state_mask is None:
-                    ds = torch.addmm(carry, da, weights[layer])
+                    ds = torch.addmm(carry, d_a[k], weights[layer])
                 else:
-                    ds = torch.addcmul(carry, da @ weights[layer], state_mask)
+                    ds = torch.addcmul(carry, d_a[k] @ weights[layer], state_mask)
         per_layer = rearrange(d_a, "(t l) n g -> l (t n) g", l=depth)
         inputs = rearrange(states[:-1], "(t l) n h -> l (t n) h", l=depth)
         if state_mask is not None:
@@ -122,7 +154,7 @@ class _RHNRecurrence(torch.autograd.Function):
             grad_bias = per_layer.sum(1)
             grad_bias[0] = 0  # micro-layer 0's bias reaches the loss through x_proj
         grad_x = rearrange(d_a, "(t l) n g -> t l n g", l=depth)[:, 0]
-        return grad_x, ds, grad_weight, grad_bias, None, None
+        return grad_x, ds, grad_weight, grad_bias, None, None, None
 
 
 def rhn_recurrence_fused(
@@ -133,6 +165,7 @@ def rhn_recurrence_fused(
     *,
     coupled: bool,
     state_mask: torch.Tensor | None = None,
+    pointwise: Pointwise | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`rhn_recurrence` without gates, with the hand-written backward.
 
@@ -142,10 +175,25 @@ def rhn_recurrence_fused(
         weight_hh: ``(L, G·H, H)`` the stacked recurrent weights (not transposed).
         bias_hh: ``(L, G·H)`` or None; row 0 is ignored here (it is in ``x_proj``).
         state_mask: ``(N, H)`` scaled dropout mask or None.
+        pointwise: the gate math: torch ops (default off CUDA), or the Triton kernels of
+            :mod:`rhn.nn.rhn_triton` (default on CUDA when Triton is installed).
     Returns:
         ``(outputs (T, N, H), final state (N, H))``.
     """
-    return _RHNRecurrence.apply(x_proj, s, weight_hh, bias_hh, state_mask, coupled)
+    if pointwise is None:
+        pointwise = default_pointwise(x_proj.device)
+    return _RHNRecurrence.apply(x_proj, s, weight_hh, bias_hh, state_mask, coupled, pointwise)
+
+
+def default_pointwise(device: torch.device) -> Pointwise:
+    """Triton kernels on CUDA when Triton is importable, torch ops otherwise."""
+    if device.type == "cuda":
+        try:
+            from rhn.nn.rhn_triton import TRITON_POINTWISE
+        except ImportError:
+            return TORCH_POINTWISE
+        return TRITON_POINTWISE
+    return TORCH_POINTWISE
 
 
 def fused_supports(tensors: Sequence[torch.Tensor]) -> bool:

@@ -1,0 +1,64 @@
+"""Triton kernels of the RHN micro-step against the torch-op version (CPU: interpreter)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rhn.nn.functional import rhn_recurrence
+from rhn.nn.rhn_fused import TORCH_POINTWISE, rhn_recurrence_fused
+
+triton_module = pytest.importorskip("rhn.nn.rhn_triton", reason="Triton is not installed")
+TRITON = triton_module.TRITON_POINTWISE
+
+if not torch.cuda.is_available():
+    import os
+
+    assert os.environ.get("TRITON_INTERPRET") == "1", "tests/conftest.py sets the interpreter"
+
+
+def _step_tensors(coupled: bool, dtype: torch.dtype, n: int = 5, hidden: int = 7):
+    g = torch.Generator().manual_seed(0)
+    blocks = 2 if coupled else 3
+    a = 3 * torch.randn(n, blocks * hidden, dtype=dtype, generator=g)
+    s = torch.randn(n, hidden, dtype=dtype, generator=g)
+    ds = torch.randn(n, hidden, dtype=dtype, generator=g)
+    return a, s, ds
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("coupled", [True, False])
+def test_kernels_match_the_torch_ops(coupled: bool, dtype: torch.dtype) -> None:
+    a, s, ds = _step_tensors(coupled, dtype)
+    results = []
+    for pointwise in (TORCH_POINTWISE, TRITON):
+        h, t, s_next = (torch.empty_like(s) for _ in range(3))
+        c = None if coupled else torch.empty_like(s)
+        pointwise.forward(a, s, h, t, c, s_next)
+        da, carry = torch.empty_like(a), torch.empty_like(s)
+        pointwise.backward(ds, s, h, t, c, da, carry)
+        results.append([h, t, s_next, da, carry] + ([] if c is None else [c]))
+    tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
+    for expected, got in zip(*results, strict=True):
+        torch.testing.assert_close(got, expected, **tol)
+
+
+@pytest.mark.parametrize("coupled", [True, False])
+def test_recurrence_with_triton_kernels_matches_the_reference(coupled: bool) -> None:
+    g = torch.Generator().manual_seed(1)
+    rows = (2 if coupled else 3) * 4
+    x = torch.randn(5, 3, rows, dtype=torch.float64, generator=g, requires_grad=True)
+    s0 = torch.randn(3, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    w = (0.5 * torch.randn(3, rows, 4, dtype=torch.float64, generator=g)).requires_grad_()
+    b = torch.randn(3, rows, dtype=torch.float64, generator=g).requires_grad_()
+    mask = torch.tensor([[2.0, 0.0, 2.0, 2.0]] * 3, dtype=torch.float64)
+    ref = rhn_recurrence(
+        x, s0, w.transpose(1, 2).unbind(0), b.unbind(0), coupled=coupled, state_mask=mask
+    )
+    got = rhn_recurrence_fused(x, s0, w, b, coupled=coupled, state_mask=mask, pointwise=TRITON)
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got[1], ref[1], rtol=1e-12, atol=1e-12)
+    expected = torch.autograd.grad(ref[0].sum() + ref[1].pow(2).sum(), (x, s0, w, b))
+    grads = torch.autograd.grad(got[0].sum() + got[1].pow(2).sum(), (x, s0, w, b))
+    for e, g_ in zip(expected, grads, strict=True):
+        torch.testing.assert_close(g_, e, rtol=1e-12, atol=1e-12)
