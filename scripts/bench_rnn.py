@@ -10,6 +10,7 @@ Cases:
     a    batch 32, seq 35, input 256, RHN hidden 256, depth 4
     b    as a, depth 10, hidden 168 (the same parameter count)
     ptb  batch 20, seq 35, input 830, RHN hidden 830, depth 10 (the PTB recipe's cell)
+    enwik8  batch 128, seq 50, input 205, hidden 1500, depth 10 (GPU; not in the default set)
 
 Usage: python scripts/bench_rnn.py [--cases a ptb] [--repeats 5] [--json out.json]
 """
@@ -45,6 +46,8 @@ CASES = {
     # depth 10 at (a)'s parameter count: 20H² + 532H ≈ 657k → H = 168
     "b": Case("b", batch=32, seq=35, input_size=256, hidden=168, depth=10),
     "ptb": Case("ptb", batch=20, seq=35, input_size=830, hidden=830, depth=10),
+    # the enwik8 recipe's cell (input = the 205-symbol embedding); meant for a GPU
+    "enwik8": Case("enwik8", batch=128, seq=50, input_size=205, hidden=1500, depth=10),
 }
 
 
