@@ -20,6 +20,7 @@ from rhn.data.builtin_corpus import builtin_text
 from rhn.data.corpora import (
     CORPORA,
     cache_dir,
+    find_file,
     load_corpus,
     load_text_corpus,
     search_dirs,
@@ -81,22 +82,19 @@ def build_vocab(source: CorpusSource, train_text: str) -> Vocab:
 
 def _identity(source: CorpusSource) -> str:
     """What the cache key rests on: the options and the source files' path, size and mtime."""
-    files: list[str] = []
     if source.corpus in CORPORA:
-        for directory in search_dirs(CORPORA[source.corpus], source.path):
-            if directory.is_dir():
-                for f in sorted(directory.iterdir()):
-                    if f.is_file() and f.name.split(".")[0] in ("ptb", "enwik8", "text8"):
-                        stat = f.stat()
-                        files.append(f"{f.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+        spec = CORPORA[source.corpus]
+        dirs = search_dirs(spec, source.path)
+        paths = [p for p in (find_file(name, dirs) for name in spec.files) if p is not None]
     elif source.corpus == "file" and source.path:
         root = Path(source.path)
-        for f in sorted(root.rglob("*") if root.is_dir() else [root]):
-            if f.is_file():
-                stat = f.stat()
-                files.append(f"{f.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
-    else:
-        files.append(f"python-{sys.version_info[:3]}")
+        paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    else:  # the built-in corpus changes only with Python
+        paths = []
+    files = [
+        f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths if p.is_file()
+    ]
+    files.append(f"python-{sys.version_info[:3]}")
     return json.dumps({"source": vars(source), "level": source.resolved_level(), "files": files})
 
 
