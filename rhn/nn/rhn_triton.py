@@ -26,14 +26,20 @@ def _tanh(x):
 
 
 @triton.jit
+def _positions(numel, HIDDEN: tl.constexpr, BLOCKS: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+    """This program's offsets into the (N, H) tensors, their mask, and the matching offsets
+    of the H block in the (N, BLOCKS·H) pre-activation rows."""
+    offs = tl.program_id(0) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
+    row = offs // HIDDEN
+    return offs, offs < numel, row * (BLOCKS * HIDDEN) + (offs - row * HIDDEN)
+
+
+@triton.jit
 def _forward_kernel(
     a_ptr, s_ptr, h_ptr, t_ptr, c_ptr, out_ptr, numel,
     HIDDEN: tl.constexpr, BLOCKS: tl.constexpr, COUPLED: tl.constexpr, BLOCK_SIZE: tl.constexpr,
 ):  # fmt: skip
-    offs = tl.program_id(0) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
-    mask = offs < numel
-    row = offs // HIDDEN
-    base = row * (BLOCKS * HIDDEN) + (offs - row * HIDDEN)
+    offs, mask, base = _positions(numel, HIDDEN, BLOCKS, BLOCK_SIZE)
     h = _tanh(tl.load(a_ptr + base, mask=mask))
     t = tl.sigmoid(tl.load(a_ptr + base + HIDDEN, mask=mask))
     s = tl.load(s_ptr + offs, mask=mask)
@@ -52,10 +58,7 @@ def _backward_kernel(
     ds_ptr, s_ptr, h_ptr, t_ptr, c_ptr, da_ptr, carry_ptr, numel,
     HIDDEN: tl.constexpr, BLOCKS: tl.constexpr, COUPLED: tl.constexpr, BLOCK_SIZE: tl.constexpr,
 ):  # fmt: skip
-    offs = tl.program_id(0) * BLOCK_SIZE + tl.arange(0, BLOCK_SIZE)
-    mask = offs < numel
-    row = offs // HIDDEN
-    base = row * (BLOCKS * HIDDEN) + (offs - row * HIDDEN)
+    offs, mask, base = _positions(numel, HIDDEN, BLOCKS, BLOCK_SIZE)
     ds = tl.load(ds_ptr + offs, mask=mask)
     s = tl.load(s_ptr + offs, mask=mask)
     h = tl.load(h_ptr + offs, mask=mask)
