@@ -78,17 +78,14 @@ class CharAwareLM(RecurrentLM):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Uniform ±``init_range`` (Kim: 0.05), then the gate biases of highway and RHN."""
-        r = self.cfg.init_range or self.cfg.hidden_size**-0.5
-        for p in self.parameters():
-            nn.init.uniform_(p, -r, r)
+        """Uniform ±``init_range`` (Kim: 0.05) and the RHN gate biases, then the highway's."""
+        super().reset_parameters()
         if isinstance(self.highway, Highway):
             for layer in self.highway.layers:
                 f = layer.features
                 with torch.no_grad():
                     layer.bias[:f].zero_()
                     layer.bias[f:].fill_(self.cfg.highway_gate_bias)
-        self.reset_rnn_gate_biases()
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.highway(self.char_cnn(self.word_chars[tokens]))

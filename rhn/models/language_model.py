@@ -48,13 +48,6 @@ class LanguageModel(RecurrentLM):
         if cfg.tie_weights:
             self.decoder.weight = self.embedding.weight
 
-    def reset_parameters(self) -> None:
-        """Uniform ±``init_range`` everywhere, as the RHN code; then the RHN's gate biases."""
-        r = self.cfg.init_range or self.cfg.hidden_size**-0.5
-        for p in self.parameters():
-            nn.init.uniform_(p, -r, r)
-        self.reset_rnn_gate_biases()
-
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         embedded = self.embedding(tokens)
         p = self.cfg.embed_dropout

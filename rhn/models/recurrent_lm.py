@@ -97,8 +97,11 @@ class RecurrentLM(nn.Module):
         """``(T, N)`` token ids → ``(T, N, E)`` inputs of the recurrent stack."""
         raise NotImplementedError
 
-    def reset_rnn_gate_biases(self) -> None:
-        """After a uniform initialisation of everything (as the RHN code): T biases to gate_bias."""
+    def reset_parameters(self) -> None:
+        """Uniform ±``init_range`` everywhere (as the RHN code), then T biases at gate_bias."""
+        r = self.cfg.init_range or self.cfg.hidden_size**-0.5
+        for p in self.parameters():
+            nn.init.uniform_(p, -r, r)
         if isinstance(self.rnn, RHN):
             hidden = self.cfg.hidden_size
             with torch.no_grad():

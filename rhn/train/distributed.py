@@ -59,11 +59,7 @@ def all_ranks_agree(flag: bool, info: DistInfo, device: torch.device) -> bool:
 
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True if ``flag`` is true on some rank (so all ranks stop at the same step)."""
-    if not info.enabled:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
+    return not all_ranks_agree(not flag, info, device)
 
 
 def gather_objects(obj: Any, info: DistInfo) -> list[Any]:

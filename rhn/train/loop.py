@@ -151,10 +151,7 @@ class Trainer:
                 f"touch it. Choose another --run-dir, or drop --fresh to resume it."
             )
         train = config.train
-        device_type = "cuda" if train.device.startswith("cuda") else train.device
-        if device_type == "auto":
-            device_type = "cuda" if torch.cuda.is_available() else "cpu"
-        self.dist: DistInfo = init_distributed(device_type)
+        self.dist: DistInfo = init_distributed(resolve_device(train.device).type)
         self.device = resolve_device(train.device, self.dist.local_rank)
         seed_everything(train.seed + self.dist.rank, deterministic=train.deterministic)
 
