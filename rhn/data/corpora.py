@@ -18,13 +18,12 @@ breaks; byte-level corpora (enwik8) are read as bytes and mapped one byte to one
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rhn.data import data_dirs
 from rhn.data.text_file import DataFileError, read_text
 
 SPLITS = ("train", "valid", "test")
@@ -73,30 +72,13 @@ CORPORA = {
 HUTTER_SPLIT = (90_000_000, 5_000_000, 5_000_000)
 
 
-def cache_dir() -> Path:
-    """Where downloads and tokenised corpora are kept (``RHN_CACHE_DIR``, else ~/.cache/rhn)."""
-    return Path(os.environ.get("RHN_CACHE_DIR", Path.home() / ".cache" / "rhn"))
+def find_file(name: str, dirs: list[Path]) -> Path | None:
+    """A corpus file, plain or compressed."""
+    return data_dirs.find_file(name, dirs, SUFFIXES)
 
 
 def search_dirs(spec: CorpusSpec, data_dir: str | Path | None) -> list[Path]:
-    """Directories searched for a corpus's files, in order."""
-    roots = [Path(data_dir).expanduser()] if data_dir else []
-    if os.environ.get("RHN_DATA_DIR"):
-        roots.append(Path(os.environ["RHN_DATA_DIR"]).expanduser())
-    dirs = []
-    for root in roots:
-        dirs += [root, root / spec.subdir]
-    dirs.append(cache_dir() / "downloads" / spec.name)
-    return dirs
-
-
-def find_file(name: str, dirs: list[Path]) -> Path | None:
-    for directory in dirs:
-        for suffix in SUFFIXES:
-            candidate = directory / f"{name}{suffix}"
-            if candidate.is_file():
-                return candidate
-    return None
+    return data_dirs.search_dirs(spec.subdir, spec.name, data_dir)
 
 
 def read_corpus_file(path: Path, *, as_bytes: bool) -> str:
@@ -106,10 +88,9 @@ def read_corpus_file(path: Path, *, as_bytes: bool) -> str:
 
 def download(spec: CorpusSpec) -> Path:
     """Fetch the official archive and unpack the corpus files into the download cache."""
-    target = cache_dir() / "downloads" / spec.name
+    target = data_dirs.download_dir(spec.name)
     target.mkdir(parents=True, exist_ok=True)
-    with urllib.request.urlopen(spec.url, timeout=60) as response:
-        payload = response.read()
+    payload = data_dirs.fetch(spec.url)
     if spec.url.endswith(".zip"):
         with zipfile.ZipFile(io.BytesIO(payload)) as archive:
             for member, name in zip(spec.members, spec.files, strict=True):
@@ -134,7 +115,7 @@ def locate(spec: CorpusSpec, data_dir: str | Path | None, *, allow_download: boo
     if all(found):
         return found  # type: ignore[return-value]
     download_error = ""
-    if allow_download and os.environ.get("RHN_OFFLINE", "") in ("", "0"):
+    if allow_download and data_dirs.downloads_allowed():
         try:
             download(spec)
             found = [find_file(name, dirs) for name in spec.files]

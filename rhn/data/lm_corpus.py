@@ -19,13 +19,13 @@ import torch
 from rhn.data.builtin_corpus import builtin_text
 from rhn.data.corpora import (
     CORPORA,
-    cache_dir,
     find_file,
     load_corpus,
     load_text_corpus,
     search_dirs,
     split_text,
 )
+from rhn.data.data_dirs import cache_dir
 from rhn.data.vocab import CharVocab, SentencePieceVocab, Vocab, WordVocab, vocab_from_json
 
 LEVELS = ("auto", "word", "char", "bpe", "unigram")

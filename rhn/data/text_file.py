@@ -16,7 +16,7 @@ _OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
 
 
 class DataFileError(FileNotFoundError):
-    """A data file that is missing or unreadable; the message names it and says why."""
+    """A data file that is missing, unreadable or malformed; the message names it and says why."""
 
 
 def read_bytes(path: str | Path) -> bytes:

@@ -1,0 +1,58 @@
+"""Where data sets are looked for, and where downloads go.
+
+Every loader searches, in order: the directory a config or command line names, the one in
+``RHN_DATA_DIR``, each of those with the data set's usual sub-folder (``ptb/``,
+``mnist/``, …), and the download cache (``RHN_CACHE_DIR``, else ``~/.cache/rhn``). The
+official download is tried only when the files are in none of them and ``RHN_OFFLINE`` is
+unset or ``0``.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where downloads and tokenised corpora are kept (``RHN_CACHE_DIR``, else ~/.cache/rhn)."""
+    return Path(os.environ.get("RHN_CACHE_DIR", Path.home() / ".cache" / "rhn"))
+
+
+def download_dir(name: str) -> Path:
+    """The download cache's folder for data set ``name``."""
+    return cache_dir() / "downloads" / name
+
+
+def search_dirs(subdirs: str | Sequence[str], name: str, data_dir: str | Path | None) -> list[Path]:
+    """Directories searched for data set ``name`` (usually in a folder ``subdirs``), in order."""
+    roots = [Path(data_dir).expanduser()] if data_dir else []
+    if os.environ.get("RHN_DATA_DIR"):
+        roots.append(Path(os.environ["RHN_DATA_DIR"]).expanduser())
+    subdirs = (subdirs,) if isinstance(subdirs, str) else tuple(subdirs)
+    dirs = []
+    for root in roots:
+        dirs += [root, *(root / sub for sub in subdirs)]
+    dirs.append(download_dir(name))
+    return dirs
+
+
+def find_file(name: str, dirs: list[Path], suffixes: tuple[str, ...] = ("",)) -> Path | None:
+    """The first ``dir/name + suffix`` that is a file, trying dirs then suffixes in order."""
+    for directory in dirs:
+        for suffix in suffixes:
+            candidate = directory / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get("RHN_OFFLINE", "") in ("", "0")
+
+
+def fetch(url: str, timeout: float = 60.0) -> bytes:
+    """The body at ``url`` (raises OSError when offline or the server refuses)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read()

@@ -1,0 +1,132 @@
+"""The image classifiers of the Highway Networks papers: what they share and how to build one.
+
+Two families (Srivastava, Greff & Schmidhuber 2015, arXiv 1505.00387 / 1507.06228):
+  * ``mlp`` — the depth study's fully connected nets (:mod:`rhn.models.highway_mlp`);
+  * ``mnist_conv``, ``highway_a``, ``highway_b``, ``highway_c`` — convolutional highway
+    nets (:mod:`rhn.models.conv_highway_net`).
+Each has a plain counterpart (``block: plain``): every highway layer replaced by a plain
+layer of the same shape, for the plain-versus-highway comparisons.
+
+Every classifier maps images ``(N, C, H, W)`` to logits ``(N, classes)`` and can trace a
+forward pass for the gate analyses: ``forward(x, trace=True)`` also returns each block's
+transform gate T (highway blocks) and output.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from rhn.nn.activation import INIT_GAIN, check_activation
+from rhn.nn.highway import GatedHighwayBase
+
+Arch = Literal["mlp", "mnist_conv", "highway_a", "highway_b", "highway_c"]
+
+
+@dataclass
+class ImageClassifierConfig:
+    """The ``model`` section of image-classification configs.
+
+    ``depth`` and ``width`` shape the ``mlp`` (layers before the softmax; units per layer,
+    default 50 highway / 71 plain — equal parameters per layer) and ``width`` the
+    ``mnist_conv`` net (16 or 32 in the paper). ``gate_bias`` null picks a default that
+    lets the stack train: the official −1 (MNIST conv) or −2 (CIFAR), and for the MLPs a
+    depth-dependent bias (:func:`rhn.models.highway_mlp.default_gate_bias`).
+    """
+
+    arch: Arch = "mlp"
+    block: Literal["highway", "plain"] = "highway"
+    depth: int = 10
+    width: int | None = None
+    activation: str = "relu"
+    gate_bias: float | None = None
+    coupled: bool = True
+    dropout: bool = True  # the conv nets' published dropout (the MLPs have none)
+
+    def __post_init__(self) -> None:
+        check_activation(self.activation)
+        if self.depth < 2:
+            raise ValueError(
+                f"model.depth must be >= 2 (a first layer and a block), got {self.depth}"
+            )
+        if self.width is not None and self.width < 1:
+            raise ValueError(f"model.width must be null or >= 1, got {self.width}")
+        if self.width is not None and self.arch not in ("mlp", "mnist_conv"):
+            raise ValueError(
+                f"model.width applies to arch 'mlp' and 'mnist_conv' only; {self.arch!r} has "
+                f"the published widths (set it to null)"
+            )
+        if self.gate_bias is not None and not math.isfinite(self.gate_bias):
+            raise ValueError(
+                f"model.gate_bias must be null or a finite number, got {self.gate_bias}"
+            )
+
+
+@dataclass
+class Trace:
+    """One forward pass seen block by block (blocks = the repeated highway/plain layers).
+
+    ``gates[i]`` and ``outputs[i]`` are ``(N, F)`` for dense blocks, ``(N, C, H, W)`` for
+    convolutional ones; ``gates`` is empty for plain nets.
+    """
+
+    gates: list[torch.Tensor] = field(default_factory=list)
+    outputs: list[torch.Tensor] = field(default_factory=list)
+
+
+class ImageClassifier(nn.Module):
+    """Base of the image classifiers: the analysis interface they all provide."""
+
+    def highway_layers(self) -> list[GatedHighwayBase]:
+        """The highway layers, input to output (empty for a plain net)."""
+        return [m for m in self.modules() if isinstance(m, GatedHighwayBase)]
+
+    def forward(
+        self, x: torch.Tensor, *, trace: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, Trace]:
+        raise NotImplementedError
+
+
+def he_init_(layer: nn.Linear | nn.Conv2d, activation: str) -> None:
+    """He normal weights for a plain layer feeding ``activation``; zero bias."""
+    fan_in = layer.weight[0].numel()
+    with torch.no_grad():
+        layer.weight.normal_(0.0, INIT_GAIN[activation] / math.sqrt(fan_in))
+        if layer.bias is not None:
+            layer.bias.zero_()
+
+
+def build_image_classifier(
+    cfg: ImageClassifierConfig, image_shape: tuple[int, int, int], num_classes: int
+) -> ImageClassifier:
+    """The net ``cfg`` describes, for images ``(C, H, W)`` and ``num_classes`` classes."""
+    # Imported here: both modules subclass ImageClassifier from this one.
+    from rhn.models.conv_highway_net import ConvHighwayNet
+    from rhn.models.highway_mlp import HighwayMLP
+
+    if cfg.arch == "mlp":
+        return HighwayMLP(
+            math.prod(image_shape),
+            num_classes,
+            depth=cfg.depth,
+            block=cfg.block,
+            width=cfg.width,
+            activation=cfg.activation,
+            gate_bias=cfg.gate_bias,
+            coupled=cfg.coupled,
+        )
+    return ConvHighwayNet(
+        cfg.arch,
+        image_shape,
+        num_classes,
+        block=cfg.block,
+        width=cfg.width,
+        activation=cfg.activation,
+        gate_bias=cfg.gate_bias,
+        coupled=cfg.coupled,
+        dropout=cfg.dropout,
+    )

@@ -1,0 +1,93 @@
+"""The CIFAR binary parser and loader: the real subset with RHN_DATA_DIR, synthetic always."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from rhn.data.cifar import CIFAR, load_cifar, parse_cifar_binary
+from rhn.data.text_file import DataFileError
+
+
+def cifar_bytes(labels: list[int], label_bytes: int = 1, seed: int = 0) -> bytes:
+    g = torch.Generator().manual_seed(seed)
+    out = bytearray()
+    for label in labels:
+        prefix = [label // 5, label] if label_bytes == 2 else [label]  # CIFAR-100: coarse, fine
+        out += (
+            bytes(prefix)
+            + torch.randint(0, 256, (3072,), generator=g, dtype=torch.uint8).numpy().tobytes()
+        )
+    return bytes(out)
+
+
+def write_cifar(folder: Path, name: str = "cifar10", n_train: int = 20, n_test: int = 10) -> None:
+    spec = CIFAR[name]
+    target = folder / spec.folder
+    target.mkdir(parents=True, exist_ok=True)
+    k = spec.num_classes
+    (target / spec.train_files[0]).write_bytes(
+        cifar_bytes([i % k for i in range(n_train)], spec.label_bytes)
+    )
+    (target / spec.test_file).write_bytes(
+        cifar_bytes([i % k for i in range(n_test)], spec.label_bytes, seed=1)
+    )
+
+
+def test_record_layout_hand_made() -> None:
+    # one record: label 3, red plane all 1, green all 2, blue all 3
+    data = bytes([3]) + bytes([1]) * 1024 + bytes([2]) * 1024 + bytes([3]) * 1024
+    images = parse_cifar_binary(data, CIFAR["cifar10"])
+    assert images.labels.tolist() == [3] and images.images.shape == (1, 3, 32, 32)
+    assert images.images[0, :, 5, 7].tolist() == [1, 2, 3]
+
+
+def test_cifar100_takes_the_fine_label() -> None:
+    data = cifar_bytes([42, 99], label_bytes=2)
+    assert parse_cifar_binary(data, CIFAR["cifar100"]).labels.tolist() == [42, 99]
+
+
+def test_truncated_file_names_record_size(tmp_path: Path) -> None:
+    data = cifar_bytes([1, 2])[:-10]
+    with pytest.raises(
+        DataFileError, match=r"batch\.bin.*3073-byte records.*1 records and 3063 bytes over"
+    ):
+        parse_cifar_binary(data, CIFAR["cifar10"], tmp_path / "batch.bin")
+
+
+def test_cifar100_file_read_as_cifar10_is_rejected() -> None:
+    # 2 records of 3074 bytes are not a whole number of 3073-byte records
+    with pytest.raises(DataFileError, match="cifar10"):
+        parse_cifar_binary(cifar_bytes([5, 60], label_bytes=2), CIFAR["cifar10"])
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_load_synthetic_folder(tmp_path: Path, name: str) -> None:
+    write_cifar(tmp_path, name)
+    splits = load_cifar(name, tmp_path, allow_download=False)
+    assert splits.train.images.shape == (20, 3, 32, 32) and len(splits.test) == 10
+    assert splits.train.num_classes == CIFAR[name].num_classes
+
+
+def test_missing_folder_says_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    with pytest.raises(DataFileError, match=rf"test_batch\.bin in: {tmp_path}"):
+        load_cifar("cifar10", tmp_path, allow_download=False)
+    with pytest.raises(ValueError, match="cifar10"):
+        load_cifar("cifar1000", tmp_path)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("RHN_DATA_DIR"), reason="RHN_DATA_DIR is unset (real CIFAR subset)"
+)
+def test_real_cifar10_subset() -> None:
+    splits = load_cifar("cifar10", allow_download=False)
+    # The shared copy: data_batch_1's first 4,000 records and the first 1,000 test images.
+    assert splits.train.images.shape == (4000, 3, 32, 32) and len(splits.test) == 1000
+    assert splits.train.labels[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
+    assert splits.test.labels[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]

@@ -1,0 +1,95 @@
+"""The IDX parser and MNIST loader: real files when RHN_DATA_DIR is set, synthetic always."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from rhn.data.mnist import FILES, IMAGE_MAGIC, LABEL_MAGIC, load_mnist, parse_idx, read_idx
+from rhn.data.text_file import DataFileError
+
+
+def idx_bytes(array: torch.Tensor, code: int = 0x08) -> bytes:
+    header = struct.pack(">HBB", 0, code, array.dim()) + struct.pack(
+        f">{array.dim()}I", *array.shape
+    )
+    return header + array.numpy().astype(array.numpy().dtype.newbyteorder(">")).tobytes()
+
+
+def write_mnist(folder: Path, n_train: int = 30, n_test: int = 10, seed: int = 0) -> None:
+    """A tiny MNIST in the original format (gzipped IDX files)."""
+    g = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        images_name, labels_name = FILES[split]
+        images = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
+        labels = torch.arange(n, dtype=torch.uint8) % 10
+        (folder / f"{images_name}.gz").write_bytes(gzip.compress(idx_bytes(images)))
+        (folder / f"{labels_name}.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+
+
+def test_parse_idx_hand_made_file() -> None:
+    # magic 0x00000803: unsigned bytes, 3 dims; 2 images of 2 × 3
+    data = bytes([0, 0, 8, 3, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0, 3, *range(12)])
+    array = parse_idx(data, magic=IMAGE_MAGIC)
+    assert array.dtype == torch.uint8 and array.shape == (2, 2, 3)
+    assert array[1, 0].tolist() == [6, 7, 8]
+
+
+def test_parse_idx_big_endian_ints() -> None:
+    values = torch.tensor([[1, -2], [300000, 7]], dtype=torch.int32)
+    assert torch.equal(parse_idx(idx_bytes(values, 0x0C)), values)
+
+
+def test_wrong_magic_names_file_and_expected_magic() -> None:
+    labels = idx_bytes(torch.zeros(5, dtype=torch.uint8))
+    with pytest.raises(DataFileError, match=r"labels\.idx.*magic number 2051"):
+        parse_idx(labels, "labels.idx", IMAGE_MAGIC)
+
+
+def test_truncated_file_names_expected_size(tmp_path: Path) -> None:
+    data = idx_bytes(torch.zeros(4, 28, 28, dtype=torch.uint8))
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(data[:-100]))
+    with pytest.raises(DataFileError, match=r"train-images.*expected 3,152 bytes.*truncated"):
+        read_idx(path, IMAGE_MAGIC)
+
+
+def test_load_mnist_from_synthetic_folder(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "mnist")
+    splits = load_mnist(tmp_path, allow_download=False)
+    assert splits.train.images.shape == (30, 1, 28, 28) and splits.test.labels.shape == (10,)
+    assert splits.train.labels.tolist()[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+
+
+def test_label_count_mismatch_is_reported(tmp_path: Path) -> None:
+    write_mnist(tmp_path)
+    labels = idx_bytes(torch.zeros(7, dtype=torch.uint8))
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    with pytest.raises(DataFileError, match=r"7 labels but .* 10 images"):
+        load_mnist(tmp_path, allow_download=False)
+
+
+def test_missing_files_name_them_and_the_places_searched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    with pytest.raises(DataFileError, match=rf"train-images-idx3-ubyte.*{tmp_path}"):
+        load_mnist(tmp_path, allow_download=False)
+
+
+@pytest.mark.skipif(not os.environ.get("RHN_DATA_DIR"), reason="RHN_DATA_DIR is unset (real MNIST)")
+def test_real_mnist() -> None:
+    splits = load_mnist(allow_download=False)
+    assert splits.train.images.shape == (60000, 1, 28, 28)
+    assert splits.test.images.shape == (10000, 1, 28, 28)
+    # The known first labels of the training set, and its mean pixel (0.1307 after /255).
+    assert splits.train.labels[:8].tolist() == [5, 0, 4, 1, 9, 2, 1, 3]
+    assert splits.train.images.float().mean().item() / 255 == pytest.approx(0.1307, abs=1e-4)
+    assert torch.equal(splits.test.labels.bincount(), splits.test.labels.bincount(minlength=10))
+    assert int(LABEL_MAGIC) == 2049

@@ -1,0 +1,111 @@
+"""The vision nets: parameter counts against the published sizes, the block equations
+against a naive reference, and the analysis trace."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rhn.models.conv_highway_net import ConvHighwayNet
+from rhn.models.highway_mlp import HighwayMLP, default_gate_bias
+from rhn.models.image_classifier import ImageClassifierConfig, build_image_classifier
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("arch", "width", "shape", "classes", "published", "tolerance"),
+    [
+        ("mnist_conv", 16, (1, 28, 28), 10, 39_000, 0.01),  # Table 1: 39K
+        ("mnist_conv", 32, (1, 28, 28), 10, 151_000, 0.01),  # 151K
+        ("highway_b", None, (3, 32, 32), 10, 2_300_000, 0.02),  # 2.3M
+        # A and C are reconstructions from depth and size (the paper gives no layout).
+        ("highway_a", None, (3, 32, 32), 10, 236_000, 0.05),
+        ("highway_c", None, (3, 32, 32), 10, 1_250_000, 0.05),
+    ],
+)
+def test_conv_parameter_counts_match_the_paper(
+    arch: str, width: int | None, shape: tuple, classes: int, published: int, tolerance: float
+) -> None:
+    model = ConvHighwayNet(arch, shape, classes, width=width)
+    assert abs(count(model) - published) / published < tolerance, count(model)
+
+
+def test_mnist_conv_count_by_hand() -> None:
+    # conv5×5 1→32 (832) + 8 highway 3×3 (2·32·32·9 + 64 each) + linear 3·3·32 → 10 (2,890):
+    # the 151,690 the authors' Caffe log reports.
+    assert count(ConvHighwayNet("mnist_conv", (1, 28, 28), 10, width=32)) == 832 + 8 * 18496 + 2890
+    assert 832 + 8 * 18496 + 2890 == 151_690
+
+
+@pytest.mark.parametrize("depth", [10, 20, 50, 100])
+def test_depth_study_blocks_have_equal_parameters(depth: int) -> None:
+    # 71-unit plain and 50-unit highway blocks: 5,112 vs 5,100 parameters each.
+    plain = HighwayMLP(784, 10, depth=depth, block="plain")
+    highway = HighwayMLP(784, 10, depth=depth, block="highway")
+    assert len(plain.blocks) == len(highway.blocks) == depth - 1
+    assert count(plain.blocks[0]) == 71 * 71 + 71 and count(highway.blocks[0]) == 2 * 50 * 50 + 100
+
+
+def test_mlp_matches_a_naive_loop() -> None:
+    torch.manual_seed(0)
+    model = HighwayMLP(12, 3, depth=4, width=5, activation="tanh", gate_bias=-1.5).double()
+    x = torch.randn(7, 12, dtype=torch.float64)
+    h = torch.tanh(x @ model.first.weight.T + model.first.bias)
+    for layer in model.blocks:
+        w, b = layer.weight, layer.bias
+        hh = torch.tanh(h @ w[:5].T + b[:5])
+        t = torch.sigmoid(h @ w[5:].T + b[5:])
+        h = hh * t + h * (1 - t)
+    expected = h @ model.classifier.weight.T + model.classifier.bias
+    assert torch.allclose(model(x), expected, atol=1e-12)
+    assert torch.allclose(model.blocks[2].bias[5:], torch.full((5,), -1.5, dtype=torch.float64))
+
+
+def test_default_gate_bias_by_hand() -> None:
+    # 9 blocks: f = 0.25^(1/9) = 0.85724, T = (1 − √(2f − 1)) / 2 = 0.077358, logit = −2.479
+    assert default_gate_bias(9) == pytest.approx(-2.479, abs=1e-3)
+    t = 1 / (1 + math.exp(-default_gate_bias(49)))
+    assert (t**2 + (1 - t) ** 2) ** 49 == pytest.approx(0.25, rel=1e-9)
+    assert default_gate_bias(1) == -1.0 and default_gate_bias(10**6) == -10.0
+    model = HighwayMLP(784, 10, depth=50)
+    assert model.blocks[0].bias[50:].mean().item() == pytest.approx(default_gate_bias(49))
+
+
+def test_plain_conv_block_is_relu_conv_same_shape() -> None:
+    torch.manual_seed(0)
+    model = ConvHighwayNet("highway_a", (3, 32, 32), 10, block="plain", dropout=False).eval()
+    x = torch.randn(2, 3, 32, 32)
+    _, trace = model(x, trace=True)
+    assert trace.gates == [] and len(trace.outputs) == 6
+    block = model.layers[2]  # drop, conv 16, first plain block
+    inner = torch.relu(model.layers[1](x))
+    assert torch.allclose(block(inner), torch.relu(block.conv(inner)))
+    assert trace.outputs[0].shape == (2, 16, 32, 32)
+
+
+def test_trace_gates_are_the_highway_layers_gates() -> None:
+    torch.manual_seed(0)
+    model = ConvHighwayNet("mnist_conv", (1, 28, 28), 10, width=4, dropout=False).eval()
+    logits, trace = model(torch.randn(3, 1, 28, 28), trace=True)
+    assert logits.shape == (3, 10)
+    layers = model.highway_layers()
+    assert len(layers) == len(trace.gates) == len(trace.outputs) == 8
+    # spatial sizes 24, 12, 6 after the 5×5 conv and the ceil-mode pools (Caffe's rounding)
+    assert [g.shape[-1] for g in trace.gates] == [24, 24, 12, 12, 12, 6, 6, 6]
+    assert all(((g > 0) & (g < 1)).all() for g in trace.gates)
+
+
+def test_config_errors_name_the_key() -> None:
+    with pytest.raises(ValueError, match=r"model\.depth"):
+        ImageClassifierConfig(depth=1)
+    with pytest.raises(ValueError, match=r"model\.width applies"):
+        ImageClassifierConfig(arch="highway_b", width=8)
+    with pytest.raises(ValueError, match="activation"):
+        ImageClassifierConfig(activation="swish")
+    net = build_image_classifier(ImageClassifierConfig(depth=3), (1, 28, 28), 10)
+    assert isinstance(net, HighwayMLP) and net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
