@@ -1,5 +1,5 @@
 """Experiments: one module per family, each registering its tasks with ``rhn.train``."""
 
-from tasks import language_model
+from tasks import image_classification, language_model
 
-__all__ = ["language_model"]
+__all__ = ["image_classification", "language_model"]

@@ -6,35 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from rhn.data.cifar import CIFAR, load_cifar, parse_cifar_binary
 from rhn.data.text_file import DataFileError
-
-
-def cifar_bytes(labels: list[int], label_bytes: int = 1, seed: int = 0) -> bytes:
-    g = torch.Generator().manual_seed(seed)
-    out = bytearray()
-    for label in labels:
-        prefix = [label // 5, label] if label_bytes == 2 else [label]  # CIFAR-100: coarse, fine
-        out += (
-            bytes(prefix)
-            + torch.randint(0, 256, (3072,), generator=g, dtype=torch.uint8).numpy().tobytes()
-        )
-    return bytes(out)
-
-
-def write_cifar(folder: Path, name: str = "cifar10", n_train: int = 20, n_test: int = 10) -> None:
-    spec = CIFAR[name]
-    target = folder / spec.folder
-    target.mkdir(parents=True, exist_ok=True)
-    k = spec.num_classes
-    (target / spec.train_files[0]).write_bytes(
-        cifar_bytes([i % k for i in range(n_train)], spec.label_bytes)
-    )
-    (target / spec.test_file).write_bytes(
-        cifar_bytes([i % k for i in range(n_test)], spec.label_bytes, seed=1)
-    )
+from tests.data.synthetic_images import cifar_bytes, write_cifar
 
 
 def test_record_layout_hand_made() -> None:

@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import gzip
 import os
-import struct
 from pathlib import Path
 
 import pytest
 import torch
 
-from rhn.data.mnist import FILES, IMAGE_MAGIC, LABEL_MAGIC, load_mnist, parse_idx, read_idx
+from rhn.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, load_mnist, parse_idx, read_idx
 from rhn.data.text_file import DataFileError
-
-
-def idx_bytes(array: torch.Tensor, code: int = 0x08) -> bytes:
-    header = struct.pack(">HBB", 0, code, array.dim()) + struct.pack(
-        f">{array.dim()}I", *array.shape
-    )
-    return header + array.numpy().astype(array.numpy().dtype.newbyteorder(">")).tobytes()
-
-
-def write_mnist(folder: Path, n_train: int = 30, n_test: int = 10, seed: int = 0) -> None:
-    """A tiny MNIST in the original format (gzipped IDX files)."""
-    g = torch.Generator().manual_seed(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("test", n_test)):
-        images_name, labels_name = FILES[split]
-        images = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
-        labels = torch.arange(n, dtype=torch.uint8) % 10
-        (folder / f"{images_name}.gz").write_bytes(gzip.compress(idx_bytes(images)))
-        (folder / f"{labels_name}.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+from tests.data.synthetic_images import idx_bytes, write_mnist
 
 
 def test_parse_idx_hand_made_file() -> None:

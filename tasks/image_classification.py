@@ -1,0 +1,209 @@
+"""Image classification with highway nets: the depth-study MLPs and the conv highway nets.
+
+Data set (``rhn.data.mnist`` / ``rhn.data.cifar``, held whole in memory and preprocessed
+once) → shuffled batches (``rhn.data.sampling``) with batched augmentation
+(``rhn.data.image_transforms``) → :func:`rhn.models.build_image_classifier` → softmax
+cross-entropy. Metric: accuracy on the validation set (by default the test set, as the
+papers report; ``data.valid_size`` holds out the last training images instead).
+``data.eval_train`` adds the training set's cross-entropy and error to every evaluation:
+the depth study's metric (Srivastava et al. 2015, Figure 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rhn.data.cifar import load_cifar
+from rhn.data.image_set import ImageSet, ImageSplits
+from rhn.data.image_transforms import augment, global_contrast_normalize
+from rhn.data.mnist import load_mnist
+from rhn.data.sampling import epoch_batch_indices
+from rhn.models.image_classifier import ImageClassifierConfig, build_image_classifier
+from rhn.train.checkpoint import CheckpointError
+from rhn.train.task import StepResult, Task, register
+
+
+@dataclass
+class ImageDataConfig:
+    """The ``data`` section of image-classification configs."""
+
+    dataset: Literal["mnist", "cifar10", "cifar100"] = "mnist"
+    data_dir: str | None = None  # else RHN_DATA_DIR, the download cache, or a download
+    preprocess: Literal["auto", "scale", "gcn"] = "auto"  # auto: scale MNIST, GCN for CIFAR
+    train_size: int | None = None  # keep only the first N training images
+    valid_size: int = 0  # hold out the last N training images; 0: validate on the test set
+    batch_size: int = 100
+    eval_batch_size: int = 1000
+    crop_padding: int = 0  # pad-and-random-crop augmentation (the CIFAR nets: 8)
+    flip: bool = False  # random horizontal mirroring
+    eval_train: bool = False  # also report train_loss / train_error at each evaluation
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        if self.train_size is not None and self.train_size < 1:
+            raise ValueError(f"data.train_size must be null or >= 1, got {self.train_size}")
+        if self.valid_size < 0:
+            raise ValueError(f"data.valid_size must be >= 0, got {self.valid_size}")
+        if self.crop_padding < 0:
+            raise ValueError(f"data.crop_padding must be >= 0, got {self.crop_padding}")
+
+
+def load_images(cfg: ImageDataConfig) -> ImageSplits:
+    if cfg.dataset == "mnist":
+        return load_mnist(cfg.data_dir)
+    return load_cifar(cfg.dataset, cfg.data_dir)
+
+
+def preprocess(splits: ImageSplits, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float train and test images: pixels / 255, or GCN then the training mean image
+    subtracted (the authors' CIFAR pipeline)."""
+    if method == "auto":
+        method = "scale" if splits.name == "mnist" else "gcn"
+    train, test = splits.train.images.float() / 255, splits.test.images.float() / 255
+    if method == "gcn":
+        train, test = global_contrast_normalize(train), global_contrast_normalize(test)
+        mean_image = train.mean(dim=0, keepdim=True)
+        train, test = train - mean_image, test - mean_image
+    return train, test
+
+
+@register
+class ImageClassificationTask(Task):
+    name = "image_classification"
+    model_config = ImageClassifierConfig
+    data_config = ImageDataConfig
+    metric = "acc"
+    higher_is_better = True
+    unit = "samples"
+
+    def __init__(self, config: Any, *, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__(config, rank=rank, world_size=world_size)
+        data: ImageDataConfig = config.data
+        splits = load_images(data)
+        train_images, test_images = preprocess(splits, data.preprocess)
+        train = ImageSet(train_images, splits.train.labels, splits.train.num_classes)
+        if data.train_size is not None:
+            train = train.subset(slice(0, data.train_size))
+        self.valid_set = ImageSet(test_images, splits.test.labels, splits.test.num_classes)
+        if data.valid_size:
+            if data.valid_size >= len(train):
+                raise ValueError(
+                    f"data.valid_size ({data.valid_size}) must leave training images; the "
+                    f"training set has {len(train)}"
+                )
+            self.valid_set = train.subset(slice(len(train) - data.valid_size, None))
+            train = train.subset(slice(0, len(train) - data.valid_size))
+        self.train_set = train
+        self.test_set = ImageSet(test_images, splits.test.labels, splits.test.num_classes)
+        self.dataset = splits.name
+        self._epoch_indices: tuple[int, torch.Tensor] | None = None
+        if self.batches_per_epoch() < 1:
+            raise ValueError(
+                f"data.batch_size ({data.batch_size}) exceeds this rank's share of the "
+                f"{len(train)} training images"
+            )
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_set.images.shape[1:])  # type: ignore[return-value]
+
+    def build_model(self) -> nn.Module:
+        return build_image_classifier(
+            self.config.model, self.image_shape, self.train_set.num_classes
+        )
+
+    # -- training ------------------------------------------------------------------
+
+    def _indices(self, epoch: int) -> torch.Tensor:
+        if self._epoch_indices is None or self._epoch_indices[0] != epoch:
+            indices = epoch_batch_indices(
+                len(self.train_set),
+                self.config.data.batch_size,
+                epoch,
+                seed=self.config.train.seed,
+                rank=self.rank,
+                world_size=self.world_size,
+            )
+            self._epoch_indices = (epoch, indices)
+        return self._epoch_indices[1]
+
+    def batches_per_epoch(self) -> int:
+        return len(self.train_set) // self.world_size // self.config.data.batch_size
+
+    def batch(self, epoch: int, index: int, device: torch.device) -> Any:
+        take = self._indices(epoch)[index]
+        images = self.train_set.images[take]
+        data = self.config.data
+        if data.crop_padding or data.flip:
+            # A pure function of (seed, rank, epoch, index): a resumed run sees the same crops.
+            seed = hash((self.config.train.seed, self.rank, epoch, index)) % 2**63
+            generator = torch.Generator().manual_seed(seed)
+            images = augment(images, padding=data.crop_padding, flip=data.flip, generator=generator)
+        return images.to(device), self.train_set.labels[take].to(device)
+
+    def train_step(self, model: nn.Module, batch: Any, state: Any) -> StepResult:
+        images, labels = batch
+        loss = F.cross_entropy(model(images).float(), labels)
+        return StepResult(loss, None, labels.shape[0])
+
+    # -- evaluation ----------------------------------------------------------------
+
+    def split(self, name: str) -> ImageSet:
+        sets = {"train": self.train_set, "valid": self.valid_set, "test": self.test_set}
+        if name not in sets:
+            raise ValueError(f"split must be one of {sorted(sets)}, got {name!r}")
+        return sets[name]
+
+    def evaluate(
+        self,
+        model: nn.Module,
+        split: str,
+        device: torch.device,
+        *,
+        batch_size: int | None = None,
+        **_: Any,
+    ) -> dict[str, float]:
+        """Cross-entropy, accuracy and error on ``split`` (train, valid or test)."""
+        metrics = classification_metrics(
+            model, self.split(split), device, batch_size or self.config.data.eval_batch_size
+        )
+        if self.config.data.eval_train and split == "valid":
+            train = classification_metrics(
+                model, self.train_set, device, batch_size or self.config.data.eval_batch_size
+            )
+            metrics.update(train_loss=train["loss"], train_error=train["error"])
+        return metrics
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "image_shape": list(self.image_shape)}
+
+    def check_checkpoint_state(self, state: dict[str, Any], path: str) -> None:
+        saved = state.get("dataset")
+        if saved is not None and saved != self.dataset:
+            raise CheckpointError(f"checkpoint {path} was trained on {saved}, not {self.dataset}")
+
+
+def classification_metrics(
+    model: nn.Module, images: ImageSet, device: torch.device, batch_size: int
+) -> dict[str, float]:
+    """Mean cross-entropy, accuracy and error of ``model`` (in eval mode) on ``images``."""
+    was_training = model.training
+    model.eval()
+    total, correct = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            x = images.images[start : start + batch_size].to(device)
+            y = images.labels[start : start + batch_size].to(device)
+            logits = model(x).float()
+            total += F.cross_entropy(logits, y, reduction="sum").item()
+            correct += int((logits.argmax(-1) == y).sum())
+    model.train(was_training)
+    n = max(len(images), 1)
+    return {"loss": total / n, "acc": correct / n, "error": 1 - correct / n}

@@ -1,0 +1,56 @@
+"""Tiny data sets in the official file formats, for tests that must not need the real ones."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import torch
+
+from rhn.data.cifar import CIFAR
+from rhn.data.mnist import FILES
+
+
+def idx_bytes(array: torch.Tensor, code: int = 0x08) -> bytes:
+    header = struct.pack(">HBB", 0, code, array.dim()) + struct.pack(
+        f">{array.dim()}I", *array.shape
+    )
+    return header + array.numpy().astype(array.numpy().dtype.newbyteorder(">")).tobytes()
+
+
+def write_mnist(folder: Path, n_train: int = 30, n_test: int = 10, seed: int = 0) -> None:
+    """A tiny MNIST in the original format (gzipped IDX files)."""
+    g = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("test", n_test)):
+        images_name, labels_name = FILES[split]
+        images = torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8)
+        labels = torch.arange(n, dtype=torch.uint8) % 10
+        (folder / f"{images_name}.gz").write_bytes(gzip.compress(idx_bytes(images)))
+        (folder / f"{labels_name}.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+
+
+def cifar_bytes(labels: list[int], label_bytes: int = 1, seed: int = 0) -> bytes:
+    g = torch.Generator().manual_seed(seed)
+    out = bytearray()
+    for label in labels:
+        prefix = [label // 5, label] if label_bytes == 2 else [label]  # CIFAR-100: coarse, fine
+        out += (
+            bytes(prefix)
+            + torch.randint(0, 256, (3072,), generator=g, dtype=torch.uint8).numpy().tobytes()
+        )
+    return bytes(out)
+
+
+def write_cifar(folder: Path, name: str = "cifar10", n_train: int = 20, n_test: int = 10) -> None:
+    spec = CIFAR[name]
+    target = folder / spec.folder
+    target.mkdir(parents=True, exist_ok=True)
+    k = spec.num_classes
+    (target / spec.train_files[0]).write_bytes(
+        cifar_bytes([i % k for i in range(n_train)], spec.label_bytes)
+    )
+    (target / spec.test_file).write_bytes(
+        cifar_bytes([i % k for i in range(n_test)], spec.label_bytes, seed=1)
+    )
