@@ -15,7 +15,8 @@ ALLOWED = {
     "rhn/models": {"rhn.nn"},
     "rhn/data": set(),
     "rhn/train": {"rhn.nn", "rhn.models", "rhn.data"},
-    "tasks": {"rhn", "rhn.nn", "rhn.models", "rhn.data", "rhn.train"},
+    "rhn/analysis": {"rhn.nn", "rhn.models"},
+    "tasks": {"rhn", "rhn.nn", "rhn.models", "rhn.data", "rhn.train", "rhn.analysis"},
 }
 
 

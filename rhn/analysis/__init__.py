@@ -1,0 +1,1 @@
+"""Analyses of trained highway nets: gate statistics, lesioning, and their figures."""

@@ -1,0 +1,88 @@
+"""The papers' figures, drawn with matplotlib (headless ``Agg`` backend).
+
+Every function returns the ``Figure`` (for TensorBoard's ``add_figure``) and writes it to
+``path`` when given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # before pyplot: no display on servers and CI
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+Curve = Sequence[tuple[float, float]]  # (epoch, value)
+
+
+def _save(fig: Figure, path: str | Path | None) -> Figure:
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    return fig
+
+
+def depth_study_figure(
+    curves: Mapping[tuple[int, str], Curve], path: str | Path | None = None
+) -> Figure:
+    """Figure 1 of Srivastava et al. (2015): one panel per depth, the best plain and the
+    best highway run's training cross-entropy (log scale) against epochs."""
+    depths = sorted({depth for depth, _ in curves})
+    fig, axes = plt.subplots(1, len(depths), figsize=(3.6 * len(depths), 3.2), squeeze=False)
+    styles = {"plain": ("tab:blue", "--"), "highway": ("tab:red", "-")}
+    for ax, depth in zip(axes[0], depths, strict=True):
+        for block, (color, line) in styles.items():
+            curve = curves.get((depth, block))
+            if curve:
+                epochs, values = zip(*curve, strict=True)
+                ax.plot(epochs, values, line, color=color, label=block)
+        ax.set_yscale("log")
+        ax.set_title(f"{depth} layers")
+        ax.set_xlabel("epoch")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("training cross-entropy")
+    axes[0][0].legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def gate_figure(
+    panels: Mapping[str, np.ndarray], title: str = "", path: str | Path | None = None
+) -> Figure:
+    """Figure 2 of Srivastava et al. (2015): heatmaps with one row per unit (or channel)
+    and one column per layer — e.g. transform-gate biases, mean gate activity, one
+    example's gates and block outputs."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4.0), squeeze=False)
+    for ax, (name, values) in zip(axes[0], panels.items(), strict=True):
+        image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap="viridis")
+        ax.set_title(name)
+        ax.set_xlabel("layer")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+    axes[0][0].set_ylabel("unit / channel")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def lesion_figure(
+    errors: Sequence[float], baseline: float, title: str = "", path: str | Path | None = None
+) -> Figure:
+    """Lesioning (Srivastava et al. 2015, Figure 4): the error with one layer's transform
+    gates closed, for each layer, against the unlesioned net's error."""
+    fig, ax = plt.subplots(figsize=(6.0, 3.2))
+    layers = np.arange(1, len(errors) + 1)
+    ax.plot(layers, errors, "o-", color="tab:red", label="layer lesioned")
+    ax.axhline(baseline, color="gray", linestyle="--", label="no lesion")
+    ax.set_xlabel("lesioned layer")
+    ax.set_ylabel("training-set error")
+    ax.set_ylim(0, max(1.0, max(errors, default=0.0)) * 1.02)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,357 @@
+"""The depth study of Srivastava, Greff & Schmidhuber (2015, arXiv 1505.00387, Figure 1).
+
+For each depth d and block kind (plain / highway), ``trials`` random-search runs of the
+fully connected net (``image_classification`` with ``model.arch: mlp``) over the learning
+rate (log-uniform), momentum, per-epoch learning-rate decay, activation (relu / tanh) and,
+for highway nets, the transform-gate bias (uniform in [−10, −1]). The metric is the
+training set's cross-entropy after each epoch. Layout of a study directory:
+
+    study.yaml               the resolved study (a rerun must match it)
+    trials/<trial>/          each trial's run: checkpoints, metrics.jsonl, TensorBoard
+    trials/<trial>/result.json   written when the trial ends (finished or diverged)
+    trials.jsonl             every ended trial: hyperparameters, final CE, curve
+    curves.csv               block, depth, trial, epoch, train_loss, train_error
+    summary.csv, figure1.png, tensorboard/   the best trial per cell, plotted
+
+Trials are independent processes when ``workers`` > 1. A stopped study continues where it
+stopped: ended trials are skipped, interrupted ones resume from their last checkpoint, and
+each trial's hyperparameters are a pure function of the study seed and its name.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import random
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+
+from rhn.train.config import build_config
+from rhn.train.loop import TrainingDivergedError, train
+from rhn.train.schema import ConfigError, check, from_dict, to_dict
+
+
+@dataclass
+class SearchSpace:
+    """Ranges of the random search (the paper names the hyperparameters, not the ranges)."""
+
+    lr: tuple[float, float] = (0.003, 0.3)  # log-uniform
+    momentum: tuple[float, float] = (0.5, 0.99)  # 1 − momentum log-uniform
+    lr_decay: tuple[float, float] = (0.9, 1.0)  # lr × this each epoch, uniform
+    activations: list[str] = field(default_factory=lambda: ["relu", "tanh"])
+    gate_bias: tuple[float, float] = (-10.0, -1.0)  # uniform; highway only
+
+    def __post_init__(self) -> None:
+        for key in ("lr", "momentum", "lr_decay", "gate_bias"):
+            low, high = getattr(self, key)
+            check(low <= high, f"search.{key}", [low, high], "[low, high] with low <= high")
+        check(self.lr[0] > 0, "search.lr", self.lr, "a range of positive numbers")
+        check(
+            self.momentum[0] >= 0 and self.momentum[1] < 1,
+            "search.momentum",
+            self.momentum,
+            "within [0, 1)",
+        )
+        check(
+            self.lr_decay[0] > 0 and self.lr_decay[1] <= 1,
+            "search.lr_decay",
+            self.lr_decay,
+            "within (0, 1]",
+        )
+        check(bool(self.activations), "search.activations", self.activations, "a non-empty list")
+
+
+@dataclass
+class DepthStudyConfig:
+    """A study: which cells, how many trials of how many epochs, and the search space."""
+
+    depths: list[int] = field(default_factory=lambda: [10, 20, 50, 100])
+    blocks: list[Literal["plain", "highway"]] = field(default_factory=lambda: ["plain", "highway"])
+    trials: int = 5
+    epochs: int = 5
+    seed: int = 0
+    dataset: Literal["mnist"] = "mnist"
+    data_dir: str | None = None
+    train_size: int | None = None  # a prefix of the training set, for small budgets
+    batch_size: int = 100
+    device: str = "cpu"
+    search: SearchSpace = field(default_factory=SearchSpace)
+
+    def __post_init__(self) -> None:
+        check(
+            all(d >= 2 for d in self.depths) and bool(self.depths),
+            "depths",
+            self.depths,
+            "integers >= 2",
+        )
+        check(self.trials >= 1, "trials", self.trials, "an integer >= 1")
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+
+
+@dataclass(frozen=True)
+class Trial:
+    block: str
+    depth: int
+    index: int
+    params: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.block}-d{self.depth:03d}-t{self.index:02d}"
+
+
+def sample_params(study: DepthStudyConfig, block: str, depth: int, index: int) -> dict[str, Any]:
+    """One trial's hyperparameters, a pure function of the study seed and the trial's name."""
+    key = zlib.crc32(f"{study.seed}/{block}/{depth}/{index}".encode())
+    rng = random.Random(key)
+    space = study.search
+    lo_lr, hi_lr = (math.log(v) for v in space.lr)
+    lo_m, hi_m = (math.log(1 - v) for v in reversed(space.momentum))
+    params: dict[str, Any] = {
+        "lr": math.exp(rng.uniform(lo_lr, hi_lr)),
+        "momentum": 1 - math.exp(rng.uniform(lo_m, hi_m)),
+        "lr_decay": rng.uniform(*space.lr_decay),
+        "activation": rng.choice(space.activations),
+    }
+    # Drawn for every trial so plain and highway trials of one index share the rest.
+    gate_bias = rng.uniform(*space.gate_bias)
+    if block == "highway":
+        params["gate_bias"] = gate_bias
+    return params
+
+
+def plan(study: DepthStudyConfig) -> list[Trial]:
+    return [
+        Trial(block, depth, i, sample_params(study, block, depth, i))
+        for depth in study.depths
+        for block in study.blocks
+        for i in range(study.trials)
+    ]
+
+
+def run_config(study: DepthStudyConfig, trial: Trial) -> dict[str, Any]:
+    """The ``rhn-train`` config of one trial."""
+    p = trial.params
+    model: dict[str, Any] = {
+        "arch": "mlp",
+        "depth": trial.depth,
+        "block": trial.block,
+        "activation": p["activation"],
+    }
+    if "gate_bias" in p:
+        model["gate_bias"] = p["gate_bias"]
+    return {
+        "task": "image_classification",
+        "model": model,
+        "data": {
+            "dataset": study.dataset,
+            "data_dir": study.data_dir,
+            "train_size": study.train_size,
+            "batch_size": study.batch_size,
+            "eval_train": True,
+        },
+        "optim": {
+            "lr": p["lr"],
+            "momentum": p["momentum"],
+            "schedule": {"name": "step", "gamma": p["lr_decay"], "step_size": 1},
+        },
+        "train": {
+            "max_epochs": study.epochs,
+            "seed": study.seed + trial.index,
+            "device": study.device,
+            "progress": False,
+            "log_every": 100,
+        },
+    }
+
+
+def read_curve(run_dir: Path) -> list[dict[str, float]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [
+        {"epoch": r["epoch"], "train_loss": r["train_loss"], "train_error": r["train_error"]}
+        for r in records
+        if "train_loss" in r
+    ]
+
+
+def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: int) -> dict:
+    """Train one trial (resuming it if it was interrupted) and write its result.json."""
+    import tasks  # noqa: F401  (registers the tasks in a spawned worker)
+
+    torch.set_num_threads(threads)
+    run_dir = study_dir / "trials" / trial.name
+    status = "finished"
+    try:
+        result = train(build_config(run_config(study, trial)), run_dir)
+        status = result.status
+    except TrainingDivergedError:
+        status = "diverged"
+    curve = read_curve(run_dir)
+    final = curve[-1]["train_loss"] if curve and status == "finished" else math.inf
+    record = {
+        "trial": trial.name,
+        "block": trial.block,
+        "depth": trial.depth,
+        "index": trial.index,
+        "status": status,
+        "final_train_loss": final,
+        **trial.params,
+        "curve": curve,
+    }
+    if status in ("finished", "diverged"):
+        tmp = run_dir / "result.json.tmp"
+        tmp.write_text(json.dumps(record))
+        tmp.replace(run_dir / "result.json")
+    return record
+
+
+def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> DepthStudyConfig:
+    """A study file, with ``overrides`` (nested like the file) merged over it."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    try:
+        return from_dict(DepthStudyConfig, raw, prefix="")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def _check_same_study(study: DepthStudyConfig, study_dir: Path) -> None:
+    saved_path = study_dir / "study.yaml"
+    resolved = to_dict(study)
+    if saved_path.exists():
+        saved = yaml.safe_load(saved_path.read_text())
+        if saved != resolved:
+            changed = sorted(
+                k for k in set(saved) | set(resolved) if saved.get(k) != resolved.get(k)
+            )
+            raise ConfigError(
+                f"{study_dir} holds a different study (changed: {', '.join(changed)}); use "
+                f"another output directory to run this one"
+            )
+    else:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        saved_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+
+
+def _log_trial(log: Callable[[str], None], record: dict) -> None:
+    log(f"  {record['trial']}: {record['status']}, train CE {record['final_train_loss']:.4g}")
+
+
+def run_study(
+    study: DepthStudyConfig,
+    study_dir: str | Path,
+    *,
+    workers: int = 1,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """Run (or continue) every trial of ``study`` and write the study's reports."""
+    study_dir = Path(study_dir)
+    _check_same_study(study, study_dir)
+    trials = plan(study)
+    pending = [t for t in trials if not (study_dir / "trials" / t.name / "result.json").exists()]
+    log(f"depth study: {len(trials)} trials, {len(trials) - len(pending)} already done")
+    if workers > 1 and len(pending) > 1:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            futures = [pool.submit(run_trial, study, t, study_dir, threads) for t in pending]
+            for future in futures:
+                _log_trial(log, future.result())
+    else:
+        for trial in pending:
+            _log_trial(log, run_trial(study, trial, study_dir, torch.get_num_threads()))
+    records = []
+    for t in trials:
+        path = study_dir / "trials" / t.name / "result.json"
+        if path.exists():
+            records.append(json.loads(path.read_text()))
+    write_reports(records, study_dir)
+    return records
+
+
+def best_per_cell(records: list[dict]) -> dict[tuple[int, str], dict]:
+    best: dict[tuple[int, str], dict] = {}
+    for r in records:
+        cell = (r["depth"], r["block"])
+        if cell not in best or r["final_train_loss"] < best[cell]["final_train_loss"]:
+            best[cell] = r
+    return best
+
+
+def write_reports(records: list[dict], study_dir: Path) -> None:
+    """trials.jsonl, curves.csv, summary.csv, figure1.png and TensorBoard scalars."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from rhn.analysis.plots import depth_study_figure
+
+    with (study_dir / "trials.jsonl").open("w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    with (study_dir / "curves.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["block", "depth", "trial", "epoch", "train_loss", "train_error"])
+        for r in records:
+            for point in r["curve"]:
+                writer.writerow(
+                    [
+                        r["block"],
+                        r["depth"],
+                        r["index"],
+                        point["epoch"],
+                        point["train_loss"],
+                        point["train_error"],
+                    ]
+                )
+    best = best_per_cell(records)
+    keys = [
+        "depth",
+        "block",
+        "trial",
+        "final_train_loss",
+        "lr",
+        "momentum",
+        "lr_decay",
+        "activation",
+        "gate_bias",
+    ]
+    with (study_dir / "summary.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, keys, extrasaction="ignore")
+        writer.writeheader()
+        for cell in sorted(best):
+            writer.writerow(best[cell])
+    curves = {cell: [(p["epoch"], p["train_loss"]) for p in r["curve"]] for cell, r in best.items()}
+    figure = depth_study_figure(curves, study_dir / "figure1.png")
+    tb = SummaryWriter(str(study_dir / "tensorboard"))
+    for (depth, block), points in curves.items():
+        for epoch, loss in points:
+            tb.add_scalar(f"best_train_loss/depth{depth:03d}/{block}", loss, epoch)
+    tb.add_figure("depth_study", figure)
+    tb.close()
+
+
+def summary_table(records: list[dict]) -> str:
+    """The best training cross-entropy per depth, plain against highway (Markdown)."""
+    best = best_per_cell(records)
+    depths = sorted({d for d, _ in best})
+    lines = ["| depth | plain | highway |", "|---|---|---|"]
+    for d in depths:
+        cells = [best.get((d, b)) for b in ("plain", "highway")]
+        text = [f"{c['final_train_loss']:.4g}" if c else "-" for c in cells]
+        lines.append(f"| {d} | {text[0]} | {text[1]} |")
+    return "\n".join(lines)

@@ -1,0 +1,84 @@
+"""Gate analyses and lesioning of a trained image-classification checkpoint.
+
+Writes into ``<run>/analysis`` (or ``--out``): ``gates.png`` / ``lesion.png`` (the papers'
+Figure 2 and lesioning plots), the numbers behind them (``gates.pt``, ``lesion.csv``) and
+a ``tensorboard/`` folder with the same figures.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+
+from rhn.analysis.gates import gate_statistics
+from rhn.analysis.lesion import lesion_errors
+from rhn.analysis.plots import gate_figure, lesion_figure
+from rhn.models.image_classifier import ImageClassifier
+from rhn.train.evaluate import Trained, load_trained, resolve_checkpoint
+from tasks.image_classification import ImageClassificationTask
+
+
+def _load(path: Path, out: str | Path | None, device: str) -> tuple[Trained, Path]:
+    checkpoint = resolve_checkpoint(path)
+    trained = load_trained(checkpoint, device)
+    if not isinstance(trained.task, ImageClassificationTask):
+        raise ValueError(
+            f"{checkpoint} is a {trained.config.task!r} run; gate analyses need an "
+            f"image_classification run"
+        )
+    if not isinstance(trained.model, ImageClassifier) or not trained.model.highway_layers():
+        raise ValueError(f"{checkpoint} holds a net without highway layers (model.block: plain?)")
+    run_dir = (
+        checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+    )
+    return trained, Path(out) if out else run_dir / "analysis"
+
+
+def _describe(trained: Trained) -> str:
+    m = trained.config.model
+    name = f"{m.arch} {m.block}" + (f" depth {m.depth}" if m.arch == "mlp" else "")
+    return f"{name} on {trained.config.data.dataset}, step {trained.step}"
+
+
+def analyze_gates(path: Path, out: str | Path | None, examples: int, device: str) -> list[Path]:
+    """Figure 2 for a checkpoint: gate biases, mean activity, one example's gates and outputs."""
+    trained, out_dir = _load(path, out, device)
+    images = trained.task.train_set.images[:examples].to(trained.device)
+    stats = gate_statistics(trained.model, images)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    panels = {k: v.numpy() for k, v in stats.panels().items()}
+    figure = gate_figure(panels, _describe(trained), out_dir / "gates.png")
+    torch.save({k.replace(" ", "_"): v for k, v in stats.panels().items()}, out_dir / "gates.pt")
+    with SummaryWriter(str(out_dir / "tensorboard")) as tb:
+        tb.add_figure("gates", figure, trained.step)
+    return [out_dir / "gates.png", out_dir / "gates.pt"]
+
+
+def lesion(path: Path, out: str | Path | None, examples: int, device: str) -> str:
+    """Training-set error with each layer's gates closed; returns a Markdown table."""
+    trained, out_dir = _load(path, out, device)
+    train = trained.task.train_set
+    images = train.images[:examples].to(trained.device)
+    labels = train.labels[:examples].to(trained.device)
+    baseline, errors = lesion_errors(trained.model, images, labels)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure = lesion_figure(errors, baseline, _describe(trained), out_dir / "lesion.png")
+    with (out_dir / "lesion.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["layer", "train_error"])
+        writer.writerow(["none", baseline])
+        writer.writerows((i + 1, e) for i, e in enumerate(errors))
+    with SummaryWriter(str(out_dir / "tensorboard")) as tb:
+        tb.add_figure("lesion", figure, trained.step)
+    lines = [
+        f"unlesioned training error {baseline:.4f} ({len(images)} images)",
+        "",
+        "| layer | error |",
+        "|---|---|",
+    ]
+    lines += [f"| {i + 1} | {e:.4f} |" for i, e in enumerate(errors)]
+    lines.append(f"\nfigure: {out_dir / 'lesion.png'}")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Command-line entry points of the vision experiments: the depth study, the gate
+analyses and lesioning (``scripts/depth_study.py``, ``analyze_gates.py``, ``lesion.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import tasks  # noqa: F401  (registers every task)
+from rhn.train.checkpoint import CheckpointError
+from rhn.train.schema import ConfigError
+from tasks.cli import EXPECTED_ERRORS, _fail
+from tasks.depth_study import load_study, run_study, summary_table
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` / ``search.key=value`` pairs (values parsed as YAML) as a nested dict."""
+    out: dict[str, Any] = {}
+    for text in pairs:
+        key, sep, raw = text.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {text!r}: expected key=value, e.g. trials=3")
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw)
+    return out
+
+
+def depth_study_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rhn-depth-study",
+        description="Run (or continue) the plain-vs-highway depth study on MNIST (Figure 1).",
+    )
+    parser.add_argument("--config", default="configs/studies/mnist_depth.yaml")
+    parser.add_argument("--out", required=True, help="study directory (resumed if it exists)")
+    parser.add_argument("--workers", type=int, default=1, help="trials run in parallel")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be >= 1, got {args.workers}")
+    try:
+        study = load_study(args.config, _overrides(args.overrides))
+        records = run_study(study, args.out, workers=args.workers)
+    except (*EXPECTED_ERRORS, ValueError) as err:
+        return _fail(err)
+    print(summary_table(records))
+    print(f"figure: {Path(args.out) / 'figure1.png'}", file=sys.stderr)
+    return 0
+
+
+def _analysis_main(
+    prog: str,
+    description: str,
+    argv: list[str] | None,
+    action: Callable[[Path, str | None, int, str], str],
+) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("checkpoint", help="a run directory (its best.pt, else last.pt) or a .pt")
+    parser.add_argument("--out", help="output directory (default: <run>/analysis)")
+    parser.add_argument("--examples", type=int, default=10000, help="training images used")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        report = action(Path(args.checkpoint), args.out, args.examples, args.device)
+    except (*EXPECTED_ERRORS, CheckpointError, ValueError) as err:
+        return _fail(err)
+    print(report)
+    return 0
+
+
+def analyze_gates_main(argv: list[str] | None = None) -> int:
+    from tasks.gate_analysis import analyze_gates
+
+    return _analysis_main(
+        "rhn-analyze-gates",
+        "Figure 2: transform-gate biases, mean gate activity, one example's gates and block "
+        "outputs, as PNG heatmaps and TensorBoard images.",
+        argv,
+        lambda *a: "\n".join(map(str, analyze_gates(*a))),
+    )
+
+
+def lesion_main(argv: list[str] | None = None) -> int:
+    from tasks.gate_analysis import lesion
+
+    return _analysis_main(
+        "rhn-lesion",
+        "Close each layer's transform gates in turn (T = 0, pure carry) and plot the "
+        "training-set error against the unlesioned net's.",
+        argv,
+        lesion,
+    )
