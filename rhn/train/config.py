@@ -75,6 +75,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.0
+    decay_biases: bool = True  # false: weight_decay spares biases (1-D parameters)
     clip_norm: float | None = None
     grad_accum: int = 1
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)

@@ -12,7 +12,15 @@ from rhn.train.config import OptimConfig, ScheduleConfig
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    params: list[Any] = trainable
+    if cfg.weight_decay and not cfg.decay_biases:
+        # Biases (the 1-D parameters) out of the decay: a decayed transform-gate bias
+        # would drift from its negative start towards 0.
+        params = [
+            {"params": [p for p in trainable if p.dim() > 1]},
+            {"params": [p for p in trainable if p.dim() <= 1], "weight_decay": 0.0},
+        ]
     if cfg.name == "sgd":
         return torch.optim.SGD(
             params,

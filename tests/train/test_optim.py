@@ -52,3 +52,19 @@ def test_optimisers_get_their_settings() -> None:
     assert sgd.defaults["nesterov"] and sgd.defaults["weight_decay"] == 1e-7
     adamw = build_optimizer(model, OptimConfig(name="adamw", betas=(0.8, 0.95)))
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["betas"] == (0.8, 0.95)
+
+
+@pytest.mark.parametrize("decay_biases", [True, False])
+def test_weight_decay_can_spare_the_biases(decay_biases: bool) -> None:
+    layer = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+        layer.bias.fill_(-2.0)  # a transform-gate bias, say
+    cfg = OptimConfig(lr=0.5, weight_decay=0.1, decay_biases=decay_biases)
+    optimizer = build_optimizer(layer, cfg)
+    (layer.weight.sum() * 0 + layer.bias.sum() * 0).backward()  # zero gradients
+    optimizer.step()
+    # SGD with decay: p ← p − lr·wd·p = 0.95·p
+    assert torch.allclose(layer.weight, torch.full((2, 3), 0.95))
+    expected = -2.0 * 0.95 if decay_biases else -2.0
+    assert torch.allclose(layer.bias, torch.full((2,), expected))
