@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
 
+from rhn.data import data_dirs
 from rhn.data.cifar import CIFAR, load_cifar, parse_cifar_binary
 from rhn.data.text_file import DataFileError
 from tests.data.synthetic_images import cifar_bytes, write_cifar
@@ -66,3 +69,24 @@ def test_real_cifar10_subset() -> None:
     assert splits.train.images.shape == (4000, 3, 32, 32) and len(splits.test) == 1000
     assert splits.train.labels[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
     assert splits.test.labels[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+
+
+def test_download_door_unpacks_the_official_archive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = CIFAR["cifar100"]
+    write_cifar(tmp_path / "server", "cifar100", n_train=6, n_test=3)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        archive.add(tmp_path / "server" / spec.folder, arcname=spec.folder)
+
+    def fetch(url: str, timeout: float = 60.0) -> bytes:
+        assert url == spec.url
+        return buffer.getvalue()
+
+    monkeypatch.setattr(data_dirs, "fetch", fetch)
+    monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    monkeypatch.delenv("RHN_OFFLINE", raising=False)
+    splits = load_cifar("cifar100", tmp_path / "nothing-here")
+    assert len(splits.train) == 6 and len(splits.test) == 3 and splits.train.num_classes == 100

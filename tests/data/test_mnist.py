@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rhn.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, load_mnist, parse_idx, read_idx
+from rhn.data import data_dirs
+from rhn.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, MIRRORS, load_mnist, parse_idx, read_idx
 from rhn.data.text_file import DataFileError
 from tests.data.synthetic_images import idx_bytes, write_mnist
 
@@ -74,3 +75,32 @@ def test_real_mnist() -> None:
     assert splits.train.images.float().mean().item() / 255 == pytest.approx(0.1307, abs=1e-4)
     assert torch.equal(splits.test.labels.bincount(), splits.test.labels.bincount(minlength=10))
     assert int(LABEL_MAGIC) == 2049
+
+
+def test_download_door_fetches_the_four_files_into_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The official files served by a stand-in for the network (no machine here is online).
+    source = tmp_path / "server"
+    write_mnist(source, n_train=12, n_test=4)
+    asked = []
+
+    def fetch(url: str, timeout: float = 60.0) -> bytes:
+        asked.append(url)
+        if url.startswith(MIRRORS[0]):
+            raise OSError("mirror down")
+        return (source / url.rsplit("/", 1)[1]).read_bytes()
+
+    monkeypatch.setattr(data_dirs, "fetch", fetch)
+    monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    monkeypatch.delenv("RHN_OFFLINE", raising=False)
+    splits = load_mnist(tmp_path / "empty")
+    assert len(splits.train) == 12 and len(splits.test) == 4
+    assert asked[:2] == [
+        f"{MIRRORS[0]}train-images-idx3-ubyte.gz",
+        f"{MIRRORS[1]}train-images-idx3-ubyte.gz",
+    ]
+    assert (tmp_path / "cache" / "downloads" / "mnist" / "t10k-labels-idx1-ubyte.gz").is_file()
+    monkeypatch.setenv("RHN_OFFLINE", "1")  # offline: the cache is still found
+    assert len(load_mnist(tmp_path / "empty").train) == 12
