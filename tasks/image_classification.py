@@ -25,6 +25,7 @@ from rhn.data.mnist import load_mnist
 from rhn.data.sampling import epoch_batch_indices
 from rhn.models.image_classifier import ImageClassifierConfig, build_image_classifier
 from rhn.train.checkpoint import CheckpointError
+from rhn.train.schema import ConfigError
 from rhn.train.task import StepResult, Task, register
 
 
@@ -94,7 +95,7 @@ class ImageClassificationTask(Task):
         self.valid_set = ImageSet(test_images, splits.test.labels, splits.test.num_classes)
         if data.valid_size:
             if data.valid_size >= len(train):
-                raise ValueError(
+                raise ConfigError(
                     f"data.valid_size ({data.valid_size}) must leave training images; the "
                     f"training set has {len(train)}"
                 )
@@ -105,7 +106,7 @@ class ImageClassificationTask(Task):
         self.dataset = splits.name
         self._epoch_indices: tuple[int, torch.Tensor] | None = None
         if self.batches_per_epoch() < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"data.batch_size ({data.batch_size}) exceeds this rank's share of the "
                 f"{len(train)} training images"
             )
