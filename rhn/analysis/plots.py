@@ -80,7 +80,7 @@ def lesion_figure(
     ax.axhline(baseline, color="gray", linestyle="--", label="no lesion")
     ax.set_xlabel("lesioned layer")
     ax.set_ylabel("training-set error")
-    ax.set_ylim(0, max(1.0, max(errors, default=0.0)) * 1.02)
+    ax.set_ylim(0, max([baseline, *errors]) * 1.15 or 1.0)
     ax.legend()
     if title:
         ax.set_title(title)
