@@ -86,3 +86,21 @@ def test_gate_analysis_and_lesion_of_a_trained_checkpoint(
     train(build_config(raw), tmp_path / "plain")
     assert lesion_main([str(tmp_path / "plain")]) == 2
     assert "without highway layers" in capsys.readouterr().err
+
+
+def test_parallel_trials_give_the_sequential_results(mnist_dir: Path, tmp_path: Path) -> None:
+    args = [
+        "--set", "depths=[3]", "--set", "trials=1", "--set", "epochs=1",
+        "--set", "batch_size=20", "--set", f"data_dir={mnist_dir}",
+    ]  # fmt: skip
+    assert depth_study_main(["--out", str(tmp_path / "seq"), *args]) == 0
+    assert depth_study_main(["--out", str(tmp_path / "par"), "--workers", "2", *args]) == 0
+
+    def finals(name: str) -> dict[str, float]:
+        lines = (tmp_path / name / "trials.jsonl").read_text().splitlines()
+        return {r["trial"]: r["final_train_loss"] for r in map(json.loads, lines)}
+
+    seq, par = finals("seq"), finals("par")
+    assert seq.keys() == par.keys() == {"plain-d003-t00", "highway-d003-t00"}
+    for trial, loss in seq.items():
+        assert par[trial] == pytest.approx(loss, rel=1e-4)
