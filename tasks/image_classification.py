@@ -18,13 +18,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rhn.analysis.gates import gate_statistics
 from rhn.data.cifar import load_cifar
 from rhn.data.image_set import ImageSet, ImageSplits
 from rhn.data.image_transforms import augment, global_contrast_normalize
 from rhn.data.mnist import load_mnist
 from rhn.data.sampling import epoch_batch_indices
-from rhn.models.image_classifier import ImageClassifierConfig, build_image_classifier
-from rhn.train.checkpoint import CheckpointError
+from rhn.models.image_classifier import (
+    ImageClassifier,
+    ImageClassifierConfig,
+    build_image_classifier,
+)
+from rhn.train.checkpoint import CheckpointError, unwrap
 from rhn.train.schema import ConfigError
 from rhn.train.task import StepResult, Task, register
 
@@ -181,6 +186,18 @@ class ImageClassificationTask(Task):
             )
             metrics.update(train_loss=train["loss"], train_error=train["error"])
         return metrics
+
+    def summaries(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Histograms at evaluation: every highway unit's mean transform gate and bias."""
+        net = unwrap(model)
+        if not isinstance(net, ImageClassifier) or not net.highway_layers():
+            return {}
+        device = next(net.parameters()).device
+        stats = gate_statistics(net, self.train_set.images[:1000].to(device))
+        return {
+            "gates/mean_transform_gate": stats.mean_gate.nan_to_num(nan=0.0),
+            "gates/transform_gate_bias": stats.bias.nan_to_num(nan=0.0),
+        }
 
     def checkpoint_state(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "image_shape": list(self.image_shape)}

@@ -166,8 +166,10 @@ class ConvHighwayNet(ImageClassifier):
         for layer in self.layers:
             if isinstance(layer, HighwayConv2d):
                 layer.reset_parameters()
-            elif isinstance(layer, (nn.Conv2d, _PlainBlock)):
-                he_init_(layer if isinstance(layer, nn.Conv2d) else layer.conv, self.activation)
+            elif isinstance(layer, _PlainBlock):
+                he_init_(layer.conv, self.activation)
+            elif isinstance(layer, nn.Conv2d):
+                he_init_(layer, self.activation)
         self.classifier.reset_parameters()
 
     def _trunk(self, x: torch.Tensor, record: Trace | None) -> torch.Tensor:

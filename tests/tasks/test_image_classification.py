@@ -100,3 +100,20 @@ def test_a_50_layer_highway_mlp_trains_with_the_default_gate_bias(tmp_path: Path
     stuck = mnist_run(tmp_path / "bias-1", "model.gate_bias=-1")
     assert stuck["train_loss"] > 2.2
     assert default["train_loss"] < 1.8 and default["acc"] > 0.5
+
+
+def test_gate_summaries_for_tensorboard(tmp_path: Path) -> None:
+    task = make_task(_mnist(tmp_path))
+    model = task.build_model()
+    summaries = task.summaries(model)
+    assert summaries["gates/mean_transform_gate"].shape == (8, 2)  # 8 units × 2 highway layers
+    assert torch.equal(
+        summaries["gates/transform_gate_bias"],
+        model.blocks[0].bias.new_full((8, 2), model.gate_bias),
+    )
+    plain = build_config(
+        {"task": "image_classification", "model": {"arch": "mlp", "depth": 3, "block": "plain"},
+         "data": {"data_dir": str(tmp_path / "m"), "batch_size": 4}}
+    )  # fmt: skip
+    plain_task = ImageClassificationTask(plain)
+    assert plain_task.summaries(plain_task.build_model()) == {}
