@@ -29,10 +29,13 @@ from einops import rearrange
 class Pointwise:
     """The gate math of one micro-step, in torch ops (any device). Writes into ``out=``.
 
-    ``forward(a (N, G·H), s, h, t, c, s_next)``: h = tanh(a_H), t = σ(a_T), c = σ(a_C),
-    s_next = h·t + s·(1 − t) (or + s·c), all (N, H) and written in place.
-    ``backward(ds, s, h, t, c, da (N, G·H), carry)``: the pre-activation gradient ``da`` and
-    the part of ∂s that flows along the carry, written in place.
+    ``forward(a (N, G·H), s, h, t, c, s_next, mask, s_next_in)``: h = tanh(a_H),
+    t = σ(a_T), c = σ(a_C), s_next = h·t + s·(1 − t) (or + s·c), all (N, H) and written in
+    place; with a dropout ``mask`` also ``s_next_in = s_next·mask``, the next GEMM's input.
+    ``backward(ds, s, h, t, c, da (N, G·H), carry, g, mask)``: the pre-activation gradient
+    ``da`` and the part of ∂s that flows along the carry, written in place. The incoming
+    ∂s' is ``ds``, or ``ds + g·mask`` when the recurrent GEMM's gradient ``g`` of a
+    dropped-out state is passed (so the mask costs no separate op).
     """
 
     def forward(
@@ -43,6 +46,8 @@ class Pointwise:
         t: torch.Tensor,
         c: torch.Tensor | None,
         s_next: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        s_next_in: torch.Tensor | None = None,
     ) -> None:
         hidden = s.shape[1]
         torch.tanh(a[:, :hidden], out=h)
@@ -52,6 +57,8 @@ class Pointwise:
         else:
             torch.sigmoid(a[:, 2 * hidden :], out=c)
             torch.addcmul(h * t, s, c, out=s_next)
+        if mask is not None:
+            torch.mul(s_next, mask, out=s_next_in)
 
     def backward(
         self,
@@ -62,8 +69,12 @@ class Pointwise:
         c: torch.Tensor | None,
         da: torch.Tensor,
         carry: torch.Tensor,
+        g: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> None:
         hidden = s.shape[1]
+        if g is not None:
+            ds = torch.addcmul(ds, g, mask)
         u = ds * t  # ∂h = ∂s'·t
         torch.addcmul(u, u, h * h, value=-1.0, out=da[:, :hidden])  # ∂a_H = ∂h·(1 − h²)
         dt = torch.addcmul(u, u, t, value=-1.0)  # ∂s'·t·(1 − t)
@@ -103,11 +114,15 @@ class _RHNRecurrence(torch.autograd.Function):
         weights_t = weight_hh.transpose(1, 2).unbind(0)
         biases = None if bias_hh is None else bias_hh.unbind(0)
         states[0].copy_(s0)
+        # The GEMM's input: the state, or its dropped-out copy, which the pointwise step
+        # writes beside the new state.
+        s_in = states[0] if state_mask is None else s0 * state_mask
         k = 0
         for x_t in x_proj.unbind(0):
             for layer, w_t in enumerate(weights_t):
                 s = states[k]
-                s_in = s if state_mask is None else s * state_mask
+                if state_mask is None:
+                    s_in = s
                 if layer == 0:
                     torch.addmm(x_t, s_in, w_t, out=a)
                 elif biases is not None:
@@ -115,7 +130,7 @@ class _RHNRecurrence(torch.autograd.Function):
                 else:
                     torch.mm(s_in, w_t, out=a)
                 c = None if c_buf is None else c_buf[k]
-                pointwise.forward(a, s, h_buf[k], t_buf[k], c, states[k + 1])
+                pointwise.forward(a, s, h_buf[k], t_buf[k], c, states[k + 1], state_mask, s_in)
                 k += 1
         ctx.pointwise = pointwise
         ctx.has_bias = bias_hh is not None
@@ -131,19 +146,27 @@ class _RHNRecurrence(torch.autograd.Function):
         batch = states.shape[1]
         d_a = grad_out.new_empty(steps * depth, batch, rows)
         weights = weight_hh.unbind(0)
+        # ∂s entering each micro-step = ds (+ g·mask with dropout: g, the GEMM's gradient
+        # of the dropped-out state, is folded in by the next pointwise step).
         ds = grad_last.clone() if grad_last is not None else grad_out.new_zeros(batch, hidden)
         carry = torch.empty_like(ds)
+        g = None if state_mask is None else torch.zeros_like(ds)
         for step in reversed(range(steps)):
             if grad_out is not None:
                 ds += grad_out[step]
             for layer in reversed(range(depth)):
                 k = step * depth + layer
                 c = None if c_buf is None else c_buf[k]
-                ctx.pointwise.backward(ds, states[k], h_buf[k], t_buf[k], c, d_a[k], carry)
-                if state_mask is None:
+                ctx.pointwise.backward(
+                    ds, states[k], h_buf[k], t_buf[k], c, d_a[k], carry, g, state_mask
+                )
+                if g is None:
                     ds = torch.addmm(carry, d_a[k], weights[layer])
                 else:
-                    ds = torch.addcmul(carry, d_a[k] @ weights[layer], state_mask)
+                    torch.mm(d_a[k], weights[layer], out=g)
+                    ds, carry = carry, ds
+        if g is not None:
+            ds = torch.addcmul(ds, g, state_mask)
         per_layer = rearrange(d_a, "(t l) n g -> l (t n) g", l=depth)
         inputs = rearrange(states[:-1], "(t l) n h -> l (t n) h", l=depth)
         if state_mask is not None:

@@ -1,7 +1,9 @@
 """Triton kernels for the gate math of one RHN micro-step (forward and backward).
 
-Each replaces the 4–8 separate torch ops of :class:`rhn.nn.rhn_fused.Pointwise` with one
-kernel launch: on a GPU the micro-step becomes one cuBLAS GEMM plus one fused kernel.
+Each replaces the 4–9 separate torch ops of :class:`rhn.nn.rhn_fused.Pointwise` with one
+kernel launch — the variational dropout mask included (forward: the masked state the next
+GEMM reads; backward: the GEMM's gradient through the mask) — so on a GPU each micro-step
+is one cuBLAS GEMM (bias added in it) plus one fused kernel.
 The kernels read ``a`` as ``(N, G·H)`` rows and everything else as contiguous ``(N, H)``;
 the arithmetic is done in float32 (float64 stays float64).
 
@@ -36,8 +38,9 @@ def _positions(numel, HIDDEN: tl.constexpr, BLOCKS: tl.constexpr, BLOCK_SIZE: tl
 
 @triton.jit
 def _forward_kernel(
-    a_ptr, s_ptr, h_ptr, t_ptr, c_ptr, out_ptr, numel,
-    HIDDEN: tl.constexpr, BLOCKS: tl.constexpr, COUPLED: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    a_ptr, s_ptr, h_ptr, t_ptr, c_ptr, out_ptr, drop_ptr, out_in_ptr, numel,
+    HIDDEN: tl.constexpr, BLOCKS: tl.constexpr, COUPLED: tl.constexpr, DROPOUT: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
 ):  # fmt: skip
     offs, mask, base = _positions(numel, HIDDEN, BLOCKS, BLOCK_SIZE)
     h = _tanh(tl.load(a_ptr + base, mask=mask))
@@ -46,20 +49,26 @@ def _forward_kernel(
     tl.store(h_ptr + offs, h, mask=mask)
     tl.store(t_ptr + offs, t, mask=mask)
     if COUPLED:
-        tl.store(out_ptr + offs, s + t * (h - s), mask=mask)
+        s_next = s + t * (h - s)
     else:
         c = tl.sigmoid(tl.load(a_ptr + base + 2 * HIDDEN, mask=mask))
         tl.store(c_ptr + offs, c, mask=mask)
-        tl.store(out_ptr + offs, h * t + s * c, mask=mask)
+        s_next = h * t + s * c
+    tl.store(out_ptr + offs, s_next, mask=mask)
+    if DROPOUT:  # the next GEMM's input, the dropped-out state
+        tl.store(out_in_ptr + offs, s_next * tl.load(drop_ptr + offs, mask=mask), mask=mask)
 
 
 @triton.jit
 def _backward_kernel(
-    ds_ptr, s_ptr, h_ptr, t_ptr, c_ptr, da_ptr, carry_ptr, numel,
-    HIDDEN: tl.constexpr, BLOCKS: tl.constexpr, COUPLED: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+    ds_ptr, s_ptr, h_ptr, t_ptr, c_ptr, da_ptr, carry_ptr, g_ptr, drop_ptr, numel,
+    HIDDEN: tl.constexpr, BLOCKS: tl.constexpr, COUPLED: tl.constexpr, DROPOUT: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,
 ):  # fmt: skip
     offs, mask, base = _positions(numel, HIDDEN, BLOCKS, BLOCK_SIZE)
     ds = tl.load(ds_ptr + offs, mask=mask)
+    if DROPOUT:  # ∂s' = carry part + the GEMM's gradient through the dropout mask
+        ds += tl.load(g_ptr + offs, mask=mask) * tl.load(drop_ptr + offs, mask=mask)
     s = tl.load(s_ptr + offs, mask=mask)
     h = tl.load(h_ptr + offs, mask=mask)
     t = tl.load(t_ptr + offs, mask=mask)
@@ -86,12 +95,17 @@ class TritonPointwise(Pointwise):
         t: torch.Tensor,
         c: torch.Tensor | None,
         s_next: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        s_next_in: torch.Tensor | None = None,
     ) -> None:
         numel, hidden = s.numel(), s.shape[1]
         grid = (triton.cdiv(numel, BLOCK),)
+        # Unused pointers get a live tensor; the constexpr flags compile their use away.
         _forward_kernel[grid](
-            a, s, h, t, h if c is None else c, s_next, numel,
-            HIDDEN=hidden, BLOCKS=a.shape[1] // hidden, COUPLED=c is None, BLOCK_SIZE=BLOCK,
+            a, s, h, t, h if c is None else c, s_next,
+            s if mask is None else mask, s if s_next_in is None else s_next_in, numel,
+            HIDDEN=hidden, BLOCKS=a.shape[1] // hidden, COUPLED=c is None,
+            DROPOUT=mask is not None, BLOCK_SIZE=BLOCK,
         )  # fmt: skip
 
     def backward(
@@ -103,12 +117,16 @@ class TritonPointwise(Pointwise):
         c: torch.Tensor | None,
         da: torch.Tensor,
         carry: torch.Tensor,
+        g: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> None:
         numel, hidden = s.numel(), s.shape[1]
         grid = (triton.cdiv(numel, BLOCK),)
         _backward_kernel[grid](
-            ds, s, h, t, h if c is None else c, da, carry, numel,
-            HIDDEN=hidden, BLOCKS=da.shape[1] // hidden, COUPLED=c is None, BLOCK_SIZE=BLOCK,
+            ds, s, h, t, h if c is None else c, da, carry,
+            s if g is None else g, s if mask is None else mask, numel,
+            HIDDEN=hidden, BLOCKS=da.shape[1] // hidden, COUPLED=c is None,
+            DROPOUT=g is not None, BLOCK_SIZE=BLOCK,
         )  # fmt: skip
 
 

@@ -26,18 +26,27 @@ def _step_tensors(coupled: bool, dtype: torch.dtype, n: int = 5, hidden: int = 7
     return a, s, ds
 
 
+@pytest.mark.parametrize("dropout", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("coupled", [True, False])
-def test_kernels_match_the_torch_ops(coupled: bool, dtype: torch.dtype) -> None:
+def test_kernels_match_the_torch_ops(coupled: bool, dtype: torch.dtype, dropout: bool) -> None:
     a, s, ds = _step_tensors(coupled, dtype)
+    mask = g = None
+    if dropout:
+        keep = torch.rand(s.shape, generator=torch.Generator().manual_seed(2)) < 0.7
+        mask = keep.to(dtype) / 0.7
+        g = torch.randn_like(s)
     results = []
     for pointwise in (TORCH_POINTWISE, TRITON):
-        h, t, s_next = (torch.empty_like(s) for _ in range(3))
+        h, t, s_next, s_next_in = (torch.empty_like(s) for _ in range(4))
         c = None if coupled else torch.empty_like(s)
-        pointwise.forward(a, s, h, t, c, s_next)
+        pointwise.forward(a, s, h, t, c, s_next, mask, s_next_in)
         da, carry = torch.empty_like(a), torch.empty_like(s)
-        pointwise.backward(ds, s, h, t, c, da, carry)
+        pointwise.backward(ds, s, h, t, c, da, carry, g, mask)
         results.append([h, t, s_next, da, carry] + ([] if c is None else [c]))
+        if dropout:
+            results[-1].append(s_next_in)
+            torch.testing.assert_close(s_next_in, s_next * mask)
     tol = {"rtol": 1e-12, "atol": 1e-12} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-6}
     for expected, got in zip(*results, strict=True):
         torch.testing.assert_close(got, expected, **tol)
