@@ -28,6 +28,7 @@ from rhn.models.image_classifier import (
     ImageClassifier,
     ImageClassifierConfig,
     build_image_classifier,
+    classification_metrics,
 )
 from rhn.train.checkpoint import CheckpointError, unwrap
 from rhn.train.schema import ConfigError
@@ -97,7 +98,8 @@ class ImageClassificationTask(Task):
         train = ImageSet(train_images, splits.train.labels, splits.train.num_classes)
         if data.train_size is not None:
             train = train.subset(slice(0, data.train_size))
-        self.valid_set = ImageSet(test_images, splits.test.labels, splits.test.num_classes)
+        self.test_set = ImageSet(test_images, splits.test.labels, splits.test.num_classes)
+        self.valid_set = self.test_set
         if data.valid_size:
             if data.valid_size >= len(train):
                 raise ConfigError(
@@ -107,7 +109,6 @@ class ImageClassificationTask(Task):
             self.valid_set = train.subset(slice(len(train) - data.valid_size, None))
             train = train.subset(slice(0, len(train) - data.valid_size))
         self.train_set = train
-        self.test_set = ImageSet(test_images, splits.test.labels, splits.test.num_classes)
         self.dataset = splits.name
         self._epoch_indices: tuple[int, torch.Tensor] | None = None
         if self.batches_per_epoch() < 1:
@@ -177,12 +178,12 @@ class ImageClassificationTask(Task):
         **_: Any,
     ) -> dict[str, float]:
         """Cross-entropy, accuracy and error on ``split`` (train, valid or test)."""
-        metrics = classification_metrics(
-            model, self.split(split), device, batch_size or self.config.data.eval_batch_size
-        )
+        size = batch_size or self.config.data.eval_batch_size
+        images = self.split(split)
+        metrics = classification_metrics(model, images.images, images.labels, size)
         if self.config.data.eval_train and split == "valid":
             train = classification_metrics(
-                model, self.train_set, device, batch_size or self.config.data.eval_batch_size
+                model, self.train_set.images, self.train_set.labels, size
             )
             metrics.update(train_loss=train["loss"], train_error=train["error"])
         return metrics
@@ -206,22 +207,3 @@ class ImageClassificationTask(Task):
         saved = state.get("dataset")
         if saved is not None and saved != self.dataset:
             raise CheckpointError(f"checkpoint {path} was trained on {saved}, not {self.dataset}")
-
-
-def classification_metrics(
-    model: nn.Module, images: ImageSet, device: torch.device, batch_size: int
-) -> dict[str, float]:
-    """Mean cross-entropy, accuracy and error of ``model`` (in eval mode) on ``images``."""
-    was_training = model.training
-    model.eval()
-    total, correct = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            x = images.images[start : start + batch_size].to(device)
-            y = images.labels[start : start + batch_size].to(device)
-            logits = model(x).float()
-            total += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += int((logits.argmax(-1) == y).sum())
-    model.train(was_training)
-    n = max(len(images), 1)
-    return {"loss": total / n, "acc": correct / n, "error": 1 - correct / n}

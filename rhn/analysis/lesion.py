@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from rhn.models.image_classifier import ImageClassifier
+from rhn.models.image_classifier import ImageClassifier, classification_metrics
 from rhn.nn.highway import GatedHighwayBase
 
 
@@ -39,17 +39,6 @@ def closed_transform_gate(layer: GatedHighwayBase) -> Iterator[None]:
         handle.remove()
 
 
-@torch.no_grad()
-def error_rate(
-    model: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
-) -> float:
-    wrong = 0
-    for start in range(0, len(images), batch_size):
-        logits = model(images[start : start + batch_size])
-        wrong += int((logits.argmax(-1) != labels[start : start + batch_size]).sum())
-    return wrong / max(len(images), 1)
-
-
 def lesion_errors(
     model: ImageClassifier, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000
 ) -> tuple[float, list[float]]:
@@ -57,12 +46,9 @@ def lesion_errors(
     layers = model.highway_layers()
     if not layers:
         raise ValueError(f"{type(model).__name__} has no highway layers to lesion")
-    was_training = model.training
-    model.eval()
-    baseline = error_rate(model, images, labels, batch_size)
+    baseline = classification_metrics(model, images, labels, batch_size)["error"]
     errors = []
     for layer in layers:
         with closed_transform_gate(layer):
-            errors.append(error_rate(model, images, labels, batch_size))
-    model.train(was_training)
+            errors.append(classification_metrics(model, images, labels, batch_size)["error"])
     return baseline, errors

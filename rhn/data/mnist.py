@@ -64,7 +64,7 @@ def parse_idx(data: bytes, path: str | Path = "<bytes>", magic: int | None = Non
         )
     array = torch.frombuffer(bytearray(data[header:]), dtype=torch.uint8)
     if itemsize > 1:  # IDX is big-endian
-        array = array.view(-1, itemsize).flip(-1).reshape(-1).view(dtype)
+        array = array.view(-1, itemsize).flip(-1).reshape(-1)
     return array.view(dtype).reshape(shape).clone()
 
 

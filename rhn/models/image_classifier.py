@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from rhn.nn.activation import INIT_GAIN, check_activation
@@ -89,6 +90,29 @@ class ImageClassifier(nn.Module):
         self, x: torch.Tensor, *, trace: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, Trace]:
         raise NotImplementedError
+
+
+@torch.no_grad()
+def classification_metrics(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int
+) -> dict[str, float]:
+    """Mean cross-entropy, accuracy and error of ``model`` (in eval mode) on ``images``.
+
+    Batches are moved to the model's device one at a time, so the set may stay on the CPU.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, correct = 0.0, 0
+    for start in range(0, len(images), batch_size):
+        x = images[start : start + batch_size].to(device)
+        y = labels[start : start + batch_size].to(device)
+        logits = model(x).float()
+        total += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(-1) == y).sum())
+    model.train(was_training)
+    n = max(len(images), 1)
+    return {"loss": total / n, "acc": correct / n, "error": 1 - correct / n}
 
 
 def he_init_(layer: nn.Linear | nn.Conv2d, activation: str) -> None:
