@@ -26,7 +26,7 @@ import math
 import os
 import random
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from rhn.train.config import build_config
+from rhn.train.config import apply_overrides, build_config
 from rhn.train.loop import TrainingDivergedError, train
 from rhn.train.schema import ConfigError, check, from_dict, to_dict
 
@@ -218,15 +218,11 @@ def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: i
     return record
 
 
-def load_study(path: str | Path, overrides: dict[str, Any] | None = None) -> DepthStudyConfig:
-    """A study file, with ``overrides`` (nested like the file) merged over it."""
+def load_study(path: str | Path, overrides: Sequence[str] = ()) -> DepthStudyConfig:
+    """A study file with ``--set`` overrides (``trials=3``, ``search.lr=[0.01, 0.1]``)."""
     raw = yaml.safe_load(Path(path).read_text()) or {}
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict) and isinstance(raw.get(key), dict):
-            raw[key] = {**raw[key], **value}
-        else:
-            raw[key] = value
     try:
+        apply_overrides(raw, overrides, sectioned=False)
         return from_dict(DepthStudyConfig, raw, prefix="")
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None

@@ -7,30 +7,11 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 import tasks  # noqa: F401  (registers every task)
 from rhn.train.checkpoint import CheckpointError
-from rhn.train.schema import ConfigError
 from tasks.cli import EXPECTED_ERRORS, _fail
 from tasks.depth_study import load_study, run_study, summary_table
-
-
-def _overrides(pairs: list[str]) -> dict[str, Any]:
-    """``key=value`` / ``search.key=value`` pairs (values parsed as YAML) as a nested dict."""
-    out: dict[str, Any] = {}
-    for text in pairs:
-        key, sep, raw = text.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {text!r}: expected key=value, e.g. trials=3")
-        *parents, leaf = key.strip().split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(raw)
-    return out
 
 
 def depth_study_main(argv: list[str] | None = None) -> int:
@@ -46,7 +27,7 @@ def depth_study_main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error(f"--workers must be >= 1, got {args.workers}")
     try:
-        study = load_study(args.config, _overrides(args.overrides))
+        study = load_study(args.config, args.overrides)
         records = run_study(study, args.out, workers=args.workers)
     except (*EXPECTED_ERRORS, ValueError) as err:
         return _fail(err)

@@ -14,6 +14,7 @@ The resolved config (every value, defaults included) is saved with each run.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -171,30 +172,42 @@ class RunConfig:
         return to_dict(self)
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``section.key=value`` → (path, value); the value is parsed as YAML (1e-3, true, [1, 2])."""
+def parse_override(text: str, *, sectioned: bool = True) -> tuple[list[str], Any]:
+    """``section.key=value`` → (path, value); the value is parsed as YAML (1e-3, true, [1, 2]).
+
+    ``sectioned=False`` also accepts a top-level ``key=value`` (configs without sections).
+    """
+    form = "section.key" if sectioned else "key"
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected section.key=value")
+        raise ConfigError(f"--set {text!r}: expected {form}=value")
     key, _, raw = text.partition("=")
     path = key.strip().split(".")
-    if len(path) < 2 or not all(path):
-        raise ConfigError(f"--set {text!r}: the key must be section.key, e.g. optim.lr")
+    if len(path) < (2 if sectioned else 1) or not all(path):
+        example = "optim.lr" if sectioned else "trials"
+        raise ConfigError(f"--set {text!r}: the key must be {form}, e.g. {example}")
     return path, yaml.safe_load(raw) if raw.strip() else ""
 
 
-def build_config(data: dict[str, Any], overrides: list[str] = ()) -> RunConfig:
-    """A validated RunConfig from a parsed YAML mapping plus ``--set`` overrides."""
-    if not isinstance(data, dict):
-        raise ConfigError(f"a config must be a mapping of sections, got {data!r}")
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+def apply_overrides(
+    data: dict[str, Any], overrides: Sequence[str], *, sectioned: bool = True
+) -> None:
+    """Set each ``--set`` override in the nested mapping ``data`` (in place)."""
     for text in overrides:
-        path, value = parse_override(text)
+        path, value = parse_override(text, sectioned=sectioned)
         node = data
         for part in path[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: {part!r} is not a section")
         node[path[-1]] = value
+
+
+def build_config(data: dict[str, Any], overrides: Sequence[str] = ()) -> RunConfig:
+    """A validated RunConfig from a parsed YAML mapping plus ``--set`` overrides."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {data!r}")
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    apply_overrides(data, overrides)
     unknown = sorted(set(data) - {"task", *SECTIONS})
     if unknown:
         raise ConfigError(
