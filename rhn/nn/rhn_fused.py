@@ -19,11 +19,16 @@ and collects ∂W_l = Σ_t ∂a_{t,l}ᵀ (s_{t,l}·m) for all l in one ``bmm`` a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from einops import rearrange
+
+from rhn.nn.rhn_gemm import TorchMatmul, recurrent_matmul
+
+# Builds the recurrent matmul ``addend + x·weightᵀ`` for a weight and a batch size.
+MatmulFactory = Callable[[torch.Tensor, int], TorchMatmul]
 
 
 class Pointwise:
@@ -102,6 +107,7 @@ class _RHNRecurrence(torch.autograd.Function):
         state_mask: torch.Tensor | None,
         coupled: bool,
         pointwise: Pointwise,
+        matmul: MatmulFactory,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         steps, batch, rows = x_proj.shape
         depth, hidden = weight_hh.shape[0], s0.shape[1]
@@ -111,7 +117,7 @@ class _RHNRecurrence(torch.autograd.Function):
         t_buf = x_proj.new_empty(k_total, batch, hidden)
         c_buf = None if coupled else x_proj.new_empty(k_total, batch, hidden)
         a = x_proj.new_empty(batch, rows)
-        weights_t = weight_hh.transpose(1, 2).unbind(0)
+        matmuls = [matmul(w, batch) for w in weight_hh.unbind(0)]
         biases = None if bias_hh is None else bias_hh.unbind(0)
         states[0].copy_(s0)
         # The GEMM's input: the state, or its dropped-out copy, which the pointwise step
@@ -119,20 +125,17 @@ class _RHNRecurrence(torch.autograd.Function):
         s_in = states[0] if state_mask is None else s0 * state_mask
         k = 0
         for x_t in x_proj.unbind(0):
-            for layer, w_t in enumerate(weights_t):
+            for layer, layer_matmul in enumerate(matmuls):
                 s = states[k]
                 if state_mask is None:
                     s_in = s
-                if layer == 0:
-                    torch.addmm(x_t, s_in, w_t, out=a)
-                elif biases is not None:
-                    torch.addmm(biases[layer], s_in, w_t, out=a)
-                else:
-                    torch.mm(s_in, w_t, out=a)
+                addend = x_t if layer == 0 else None if biases is None else biases[layer]
+                a = layer_matmul(s_in, addend, out=a)
                 c = None if c_buf is None else c_buf[k]
                 pointwise.forward(a, s, h_buf[k], t_buf[k], c, states[k + 1], state_mask, s_in)
                 k += 1
         ctx.pointwise = pointwise
+        ctx.matmul = matmul
         ctx.has_bias = bias_hh is not None
         ctx.save_for_backward(states, h_buf, t_buf, c_buf, weight_hh, state_mask)
         outputs = rearrange(states[1:], "(t l) n h -> t l n h", l=depth)[:, -1]
@@ -145,7 +148,8 @@ class _RHNRecurrence(torch.autograd.Function):
         steps = grad_out.shape[0]
         batch = states.shape[1]
         d_a = grad_out.new_empty(steps * depth, batch, rows)
-        weights = weight_hh.unbind(0)
+        # ∂s = ∂a·W_l: the matmul of Wᵀ.
+        matmuls = [ctx.matmul(w.t(), batch) for w in weight_hh.unbind(0)]
         # ∂s entering each micro-step = ds (+ g·mask with dropout: g, the GEMM's gradient
         # of the dropped-out state, is folded in by the next pointwise step).
         ds = grad_last.clone() if grad_last is not None else grad_out.new_zeros(batch, hidden)
@@ -161,9 +165,9 @@ class _RHNRecurrence(torch.autograd.Function):
                     ds, states[k], h_buf[k], t_buf[k], c, d_a[k], carry, g, state_mask
                 )
                 if g is None:
-                    ds = torch.addmm(carry, d_a[k], weights[layer])
+                    ds = matmuls[layer](d_a[k], carry)
                 else:
-                    torch.mm(d_a[k], weights[layer], out=g)
+                    g = matmuls[layer](d_a[k], out=g)
                     ds, carry = carry, ds
         if g is not None:
             ds = torch.addcmul(ds, g, state_mask)
@@ -177,7 +181,7 @@ class _RHNRecurrence(torch.autograd.Function):
             grad_bias = per_layer.sum(1)
             grad_bias[0] = 0  # micro-layer 0's bias reaches the loss through x_proj
         grad_x = rearrange(d_a, "(t l) n g -> t l n g", l=depth)[:, 0]
-        return grad_x, ds, grad_weight, grad_bias, None, None, None
+        return grad_x, ds, grad_weight, grad_bias, None, None, None, None
 
 
 def rhn_recurrence_fused(
@@ -189,6 +193,7 @@ def rhn_recurrence_fused(
     coupled: bool,
     state_mask: torch.Tensor | None = None,
     pointwise: Pointwise | None = None,
+    matmul: MatmulFactory = recurrent_matmul,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`rhn_recurrence` without gates, with the hand-written backward.
 
@@ -200,12 +205,16 @@ def rhn_recurrence_fused(
         state_mask: ``(N, H)`` scaled dropout mask or None.
         pointwise: the gate math: torch ops (default off CUDA), or the Triton kernels of
             :mod:`rhn.nn.rhn_triton` (default on CUDA when Triton is installed).
+        matmul: builds the per-micro-layer matmul (:mod:`rhn.nn.rhn_gemm`); the default
+            picks oneDNN's packed weights for large float32 GEMMs on CPU, else ``addmm``.
     Returns:
         ``(outputs (T, N, H), final state (N, H))``.
     """
     if pointwise is None:
         pointwise = default_pointwise(x_proj.device)
-    return _RHNRecurrence.apply(x_proj, s, weight_hh, bias_hh, state_mask, coupled, pointwise)
+    return _RHNRecurrence.apply(
+        x_proj, s, weight_hh, bias_hh, state_mask, coupled, pointwise, matmul
+    )
 
 
 def default_pointwise(device: torch.device) -> Pointwise:

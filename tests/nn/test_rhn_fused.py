@@ -6,6 +6,7 @@ import torch
 import rhn
 from rhn.nn.functional import rhn_recurrence
 from rhn.nn.rhn_fused import rhn_recurrence_fused
+from rhn.nn.rhn_gemm import OneDNNMatmul, onednn_available
 
 F64 = torch.float64
 
@@ -20,7 +21,7 @@ def _inputs(depth: int, coupled: bool, bias: bool, dtype: torch.dtype, seed: int
     return x_proj, s0, w, b
 
 
-def _both(depth, coupled, bias, mask, dtype):
+def _both(depth, coupled, bias, mask, dtype, **fused_options):
     x_proj, s0, w, b = _inputs(depth, coupled, bias, dtype)
     m = None
     if mask:
@@ -31,7 +32,9 @@ def _both(depth, coupled, bias, mask, dtype):
         x_proj, s0, w.transpose(1, 2).unbind(0), None if b is None else b.unbind(0),
         coupled=coupled, state_mask=m,
     )  # fmt: skip
-    out, last = rhn_recurrence_fused(x_proj, s0, w, b, coupled=coupled, state_mask=m)
+    out, last = rhn_recurrence_fused(
+        x_proj, s0, w, b, coupled=coupled, state_mask=m, **fused_options
+    )
     g_out, g_last = torch.randn_like(out), torch.randn_like(last)
     # At depth 1 the reference never touches the bias (row 0 is the caller's): zero gradient.
     ref_grads = torch.autograd.grad(
@@ -60,6 +63,19 @@ def test_outputs_and_every_gradient_match_the_reference_in_float64(depth, couple
 
 def test_float32_tolerance() -> None:
     expected, got, _ = _both(3, True, True, True, torch.float32)
+    for e, g in zip(expected[:-1], got[:-1], strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[-1][1:], expected[-1][1:], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not onednn_available(), reason="this torch build lacks oneDNN linear ops")
+@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("coupled", [True, False])
+def test_onednn_matmul_in_the_recurrence(coupled: bool, mask: bool) -> None:
+    # The default picks oneDNN only for large GEMMs; force it on the small test problem.
+    expected, got, _ = _both(
+        3, coupled, True, mask, torch.float32, matmul=lambda w, n: OneDNNMatmul(w, n)
+    )
     for e, g in zip(expected[:-1], got[:-1], strict=True):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(got[-1][1:], expected[-1][1:], rtol=1e-4, atol=1e-5)
