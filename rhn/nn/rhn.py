@@ -162,8 +162,9 @@ class RHN(nn.Module):
         supported = not return_gates and fused_supports(tensors)
         if self.backend == "fused" and not supported:
             raise ValueError(
-                "backend='fused' runs float32/float64 outside autocast with "
-                "return_gates=False; use backend='auto' to fall back to the reference"
+                "backend='fused' runs float64/float32/bfloat16/float16 (one dtype, or "
+                "any under autocast) with return_gates=False; use backend='auto' to fall "
+                "back to the reference"
             )
         return supported
 

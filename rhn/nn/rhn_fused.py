@@ -15,6 +15,12 @@ Backward walks the steps in reverse with the derivatives of
     ∂a_C = ∂s'·s·c·(1 − c)),  ∂s = ∂s'·(1 − t) (or ·c) + (∂a W_l)·m
 
 and collects ∂W_l = Σ_t ∂a_{t,l}ᵀ (s_{t,l}·m) for all l in one ``bmm`` at the end.
+
+Precision: the GEMMs run in the *compute* dtype — the autocast dtype inside
+``torch.autocast``, else the weights' dtype — and the state, the gates and the pointwise
+math in float32 when that is bfloat16/float16 (the compute dtype otherwise). Keeping the
+state in float32 matters: with transform gates near σ(−2..−4) each micro-step changes s by
+a few percent, below bfloat16's resolution of 2⁻⁸ after many steps.
 """
 
 from __future__ import annotations
@@ -36,11 +42,12 @@ class Pointwise:
 
     ``forward(a (N, G·H), s, h, t, c, s_next, mask, s_next_in)``: h = tanh(a_H),
     t = σ(a_T), c = σ(a_C), s_next = h·t + s·(1 − t) (or + s·c), all (N, H) and written in
-    place; with a dropout ``mask`` also ``s_next_in = s_next·mask``, the next GEMM's input.
+    place; given ``s_next_in`` also the next GEMM's input ``s_next·mask`` (or ``s_next``
+    without a dropout mask) in that buffer's dtype, the compute dtype.
     ``backward(ds, s, h, t, c, da (N, G·H), carry, g, mask)``: the pre-activation gradient
     ``da`` and the part of ∂s that flows along the carry, written in place. The incoming
-    ∂s' is ``ds``, or ``ds + g·mask`` when the recurrent GEMM's gradient ``g`` of a
-    dropped-out state is passed (so the mask costs no separate op).
+    ∂s' is ``ds``, or ``ds + g·mask`` (``ds + g``) when the recurrent GEMM's gradient ``g``
+    of the GEMM's input is passed (so the mask and the dtype cast cost no separate op).
     """
 
     def forward(
@@ -55,6 +62,8 @@ class Pointwise:
         s_next_in: torch.Tensor | None = None,
     ) -> None:
         hidden = s.shape[1]
+        if a.dtype != s.dtype:  # widen a bfloat16/float16 GEMM result: gate math in float32
+            a = a.to(s.dtype)
         torch.tanh(a[:, :hidden], out=h)
         torch.sigmoid(a[:, hidden : 2 * hidden], out=t)
         if c is None:
@@ -62,8 +71,11 @@ class Pointwise:
         else:
             torch.sigmoid(a[:, 2 * hidden :], out=c)
             torch.addcmul(h * t, s, c, out=s_next)
-        if mask is not None:
-            torch.mul(s_next, mask, out=s_next_in)
+        if s_next_in is not None:
+            if mask is None:
+                s_next_in.copy_(s_next)
+            else:
+                torch.mul(s_next, mask, out=s_next_in)
 
     def backward(
         self,
@@ -79,7 +91,7 @@ class Pointwise:
     ) -> None:
         hidden = s.shape[1]
         if g is not None:
-            ds = torch.addcmul(ds, g, mask)
+            ds = ds + g if mask is None else torch.addcmul(ds, g, mask)
         u = ds * t  # ∂h = ∂s'·t
         torch.addcmul(u, u, h * h, value=-1.0, out=da[:, :hidden])  # ∂a_H = ∂h·(1 − h²)
         dt = torch.addcmul(u, u, t, value=-1.0)  # ∂s'·t·(1 − t)
@@ -112,27 +124,35 @@ class _RHNRecurrence(torch.autograd.Function):
         steps, batch, rows = x_proj.shape
         depth, hidden = weight_hh.shape[0], s0.shape[1]
         k_total = steps * depth
-        states = x_proj.new_empty(k_total + 1, batch, hidden)
-        h_buf = x_proj.new_empty(k_total, batch, hidden)
-        t_buf = x_proj.new_empty(k_total, batch, hidden)
-        c_buf = None if coupled else x_proj.new_empty(k_total, batch, hidden)
+        # x_proj and the weights come in the compute dtype, s0 and the mask in the state's.
+        state_buffer = {"device": s0.device, "dtype": s0.dtype}
+        states = torch.empty(k_total + 1, batch, hidden, **state_buffer)
+        h_buf = torch.empty(k_total, batch, hidden, **state_buffer)
+        t_buf = torch.empty(k_total, batch, hidden, **state_buffer)
+        c_buf = None if coupled else torch.empty(k_total, batch, hidden, **state_buffer)
         a = x_proj.new_empty(batch, rows)
         matmuls = [matmul(w, batch) for w in weight_hh.unbind(0)]
         biases = None if bias_hh is None else bias_hh.unbind(0)
         states[0].copy_(s0)
-        # The GEMM's input: the state, or its dropped-out copy, which the pointwise step
-        # writes beside the new state.
-        s_in = states[0] if state_mask is None else s0 * state_mask
+        # The GEMM reads the state itself, or a copy — dropped out, in the compute dtype —
+        # that the pointwise step writes beside the new state.
+        separate_input = state_mask is not None or x_proj.dtype != s0.dtype
+        s_in = states[0]
+        if separate_input:
+            s_in = (s0 if state_mask is None else s0 * state_mask).to(x_proj.dtype)
         k = 0
         for x_t in x_proj.unbind(0):
             for layer, layer_matmul in enumerate(matmuls):
                 s = states[k]
-                if state_mask is None:
+                if not separate_input:
                     s_in = s
                 addend = x_t if layer == 0 else None if biases is None else biases[layer]
                 a = layer_matmul(s_in, addend, out=a)
                 c = None if c_buf is None else c_buf[k]
-                pointwise.forward(a, s, h_buf[k], t_buf[k], c, states[k + 1], state_mask, s_in)
+                pointwise.forward(
+                    a, s, h_buf[k], t_buf[k], c, states[k + 1], state_mask,
+                    s_in if separate_input else None,
+                )  # fmt: skip
                 k += 1
         ctx.pointwise = pointwise
         ctx.matmul = matmul
@@ -147,14 +167,18 @@ class _RHNRecurrence(torch.autograd.Function):
         depth, rows, hidden = weight_hh.shape
         steps = grad_out.shape[0]
         batch = states.shape[1]
-        d_a = grad_out.new_empty(steps * depth, batch, rows)
+        compute = weight_hh.dtype
+        d_a = grad_out.new_empty(steps * depth, batch, rows, dtype=compute)
         # ∂s = ∂a·W_l: the matmul of Wᵀ.
         matmuls = [ctx.matmul(w.t(), batch) for w in weight_hh.unbind(0)]
-        # ∂s entering each micro-step = ds (+ g·mask with dropout: g, the GEMM's gradient
-        # of the dropped-out state, is folded in by the next pointwise step).
-        ds = grad_last.clone() if grad_last is not None else grad_out.new_zeros(batch, hidden)
+        # ∂s entering each micro-step = ds, plus g (·mask) when the GEMM read a separate
+        # input: g, the GEMM's gradient of that input, is folded in by the next pointwise
+        # step (which also brings it from the compute dtype to the state's).
+        ds = grad_last.clone() if grad_last is not None else states.new_zeros(batch, hidden)
         carry = torch.empty_like(ds)
-        g = None if state_mask is None else torch.zeros_like(ds)
+        g = None
+        if state_mask is not None or compute != states.dtype:
+            g = ds.new_zeros(batch, hidden, dtype=compute)
         for step in reversed(range(steps)):
             if grad_out is not None:
                 ds += grad_out[step]
@@ -170,11 +194,12 @@ class _RHNRecurrence(torch.autograd.Function):
                     g = matmuls[layer](d_a[k], out=g)
                     ds, carry = carry, ds
         if g is not None:
-            ds = torch.addcmul(ds, g, state_mask)
+            ds = ds + g if state_mask is None else torch.addcmul(ds, g, state_mask)
         per_layer = rearrange(d_a, "(t l) n g -> l (t n) g", l=depth)
         inputs = rearrange(states[:-1], "(t l) n h -> l (t n) h", l=depth)
         if state_mask is not None:
             inputs = inputs * state_mask.repeat(steps, 1)
+        inputs = inputs.to(compute)
         grad_weight = torch.bmm(per_layer.transpose(1, 2), inputs)
         grad_bias = None
         if ctx.has_bias:
@@ -197,6 +222,10 @@ def rhn_recurrence_fused(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`rhn_recurrence` without gates, with the hand-written backward.
 
+    The GEMMs run in :func:`compute_dtype`; bfloat16/float16 GEMMs keep the state and
+    the gate math in float32 (module docstring). Outputs and the final state come back in
+    ``s``'s dtype, as from :func:`rhn_recurrence`.
+
     Args:
         x_proj: ``(T, N, G·H)``, ``W_ih x_t + b_hh[0]``.
         s: ``(N, H)`` initial state.
@@ -212,9 +241,34 @@ def rhn_recurrence_fused(
     """
     if pointwise is None:
         pointwise = default_pointwise(x_proj.device)
-    return _RHNRecurrence.apply(
-        x_proj, s, weight_hh, bias_hh, state_mask, coupled, pointwise, matmul
-    )
+    compute = compute_dtype(weight_hh)
+    state = torch.float32 if compute in LOW_PRECISION else compute
+    # Differentiable casts (no-ops when the dtypes already agree): autograd brings each
+    # gradient back to its input's dtype.
+    with torch.autocast(x_proj.device.type, enabled=False):
+        outputs, last = _RHNRecurrence.apply(
+            x_proj.to(compute),
+            s.to(state),
+            weight_hh.to(compute),
+            None if bias_hh is None else bias_hh.to(compute),
+            None if state_mask is None else state_mask.to(state),
+            coupled,
+            pointwise,
+            matmul,
+        )
+    return outputs.to(s.dtype), last.to(s.dtype)
+
+
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def compute_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The GEMMs' dtype: autocast's where it is on for the weight's device, else the
+    weight's own."""
+    device_type = weight.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return weight.dtype
 
 
 def default_pointwise(device: torch.device) -> Pointwise:
@@ -228,11 +282,15 @@ def default_pointwise(device: torch.device) -> Pointwise:
     return TORCH_POINTWISE
 
 
+FLOATING = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
+
+
 def fused_supports(tensors: Sequence[torch.Tensor]) -> bool:
-    """Whether the fused path can run: float32/float64, no autocast, no double backward."""
+    """Whether the fused path can run: floating tensors of one dtype, or any floating
+    dtypes under autocast (which decides the GEMMs' dtype). No double backward."""
     first = tensors[0]
-    return (
-        first.dtype in (torch.float32, torch.float64)
-        and all(t.dtype == first.dtype for t in tensors)
-        and not torch.is_autocast_enabled(first.device.type)
+    if not all(t.dtype in FLOATING for t in tensors):
+        return False
+    return torch.is_autocast_enabled(first.device.type) or all(
+        t.dtype == first.dtype for t in tensors
     )

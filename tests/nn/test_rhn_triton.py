@@ -52,6 +52,35 @@ def test_kernels_match_the_torch_ops(coupled: bool, dtype: torch.dtype, dropout:
         torch.testing.assert_close(got, expected, **tol)
 
 
+@pytest.mark.parametrize("dropout", [False, True])
+@pytest.mark.parametrize("coupled", [True, False])
+def test_mixed_precision_kernels_match_the_torch_ops(coupled: bool, dropout: bool) -> None:
+    # bfloat16 GEMM operands (a, g, the next input, da), float32 state and gates.
+    a, s, ds = _step_tensors(coupled, torch.float32)
+    a = a.bfloat16()
+    g = torch.randn(s.shape, generator=torch.Generator().manual_seed(3)).bfloat16()
+    mask = (torch.rand(s.shape, generator=torch.Generator().manual_seed(2)) < 0.7) / 0.7
+    mask = mask if dropout else None
+    results = []
+    for pointwise in (TORCH_POINTWISE, TRITON):
+        h, t, s_next = (torch.empty_like(s) for _ in range(3))
+        c = None if coupled else torch.empty_like(s)
+        s_next_in = torch.empty_like(s, dtype=torch.bfloat16)
+        pointwise.forward(a, s, h, t, c, s_next, mask, s_next_in)
+        da, carry = torch.empty_like(a), torch.empty_like(s)
+        pointwise.backward(ds, s, h, t, c, da, carry, g, mask)
+        results.append([h, t, s_next, carry, s_next_in, da] + ([] if c is None else [c]))
+    # Both widen the bfloat16 inputs and compute in float32: float32 results agree to
+    # float32 rounding; bfloat16 results to one bfloat16 rounding step (2^-8 relative).
+    a_wide = a.float()
+    torch.testing.assert_close(results[0][0], torch.tanh(a_wide[:, :7]), rtol=1e-6, atol=1e-6)
+    for expected, got in zip(*results, strict=True):
+        if got.dtype == torch.bfloat16:
+            torch.testing.assert_close(got.float(), expected.float(), rtol=8e-3, atol=1e-5)
+        else:
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("coupled", [True, False])
 def test_recurrence_with_triton_kernels_matches_the_reference(coupled: bool) -> None:
     g = torch.Generator().manual_seed(1)
