@@ -3,7 +3,8 @@
 All models are timed in the same run on the same inputs, and each RHN row is reported as
 a ratio to the LSTM's time, so the numbers compare across machines. Rows: ``rhn-fused``
 (the hand-written backward, ``rhn.nn.rhn_fused``), ``rhn-reference`` (autograd through the
-step loop, ``rhn.nn.functional``) and, with ``--naive``, an RHN written the straightforward
+step loop, ``rhn.nn.functional``), on CUDA ``rhn-cuda-graph`` (the fused step loops replayed
+from CUDA graphs, ``rhn.nn.rhn_graph``) and, with ``--naive``, an RHN written the straightforward
 way (the input projected step by step, stacked weights indexed inside the loop).
 
 Cases:
@@ -12,7 +13,7 @@ Cases:
     ptb  batch 20, seq 35, input 830, RHN hidden 830, depth 10 (the PTB recipe's cell)
     enwik8  batch 128, seq 50, input 205, hidden 1500, depth 10 (GPU; not in the default set)
 
-Usage: python scripts/bench_rnn.py [--cases a ptb] [--repeats 5] [--json out.json]
+Usage: python scripts/bench_rnn.py [--cases a ptb] [--repeats 5] [--bf16] [--json out.json]
 """
 
 from __future__ import annotations
@@ -89,14 +90,15 @@ def lstm_hidden_for(params: int, input_size: int) -> int:
 
 
 def time_fwd_bwd(
-    model: nn.Module, x: torch.Tensor, repeats: int, warmup: int
+    model: nn.Module, x: torch.Tensor, repeats: int, warmup: int, bf16: bool = False
 ) -> tuple[float, float, float | None]:
     """(first call seconds, median seconds per fwd+bwd, peak CUDA memory in MiB or None)."""
     cuda = x.device.type == "cuda"
 
     def step() -> None:
-        output, _ = model(x)
-        output.sum().backward()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            output, _ = model(x)
+        output.float().sum().backward()
         model.zero_grad(set_to_none=True)
 
     def timed(fn: Callable[[], None]) -> float:
@@ -119,7 +121,7 @@ def time_fwd_bwd(
 
 
 def run_case(
-    case: Case, device: torch.device, repeats: int, warmup: int, naive: bool
+    case: Case, device: torch.device, repeats: int, warmup: int, naive: bool, bf16: bool
 ) -> list[dict]:
     torch.manual_seed(0)
     fused = rhn.RHN(case.input_size, case.hidden, depth=case.depth, backend="fused", device=device)
@@ -132,11 +134,17 @@ def run_case(
     lstm = nn.LSTM(case.input_size, lstm_hidden, device=device)
     x = torch.randn(case.seq, case.batch, case.input_size, device=device)
     models = {"lstm": lstm, "rhn-fused": fused, "rhn-reference": reference}
+    if device.type == "cuda":
+        graphed = rhn.RHN(
+            case.input_size, case.hidden, depth=case.depth, backend="cuda-graph", device=device
+        )
+        graphed.load_state_dict(fused.state_dict())
+        models["rhn-cuda-graph"] = graphed
     if naive:
         models["rhn-naive"] = NaiveRHN(reference)
     rows = []
     for name, m in models.items():
-        first, seconds, peak = time_fwd_bwd(m, x, repeats, warmup)
+        first, seconds, peak = time_fwd_bwd(m, x, repeats, warmup, bf16)
         rows.append(
             {
                 **asdict(case),
@@ -148,6 +156,7 @@ def run_case(
                 "tokens_per_s": case.batch * case.seq / seconds,
                 "peak_mem_mib": peak,
                 "device": str(device),
+                "precision": "bf16 autocast" if bf16 else "fp32",
                 "threads": torch.get_num_threads(),
             }
         )
@@ -179,14 +188,22 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--naive", action="store_true", help="also time the naive port (slow)")
+    parser.add_argument(
+        "--bf16", action="store_true", help="run every model under bfloat16 autocast"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.bf16 and device.type == "cpu":
+        # oneDNN's bf16 LSTM needs AVX512-BF16 or AMX, which most CPUs (this one) lack.
+        parser.error("--bf16 is for GPUs: the CPU LSTM baseline has no portable bf16 kernel")
     rows = [
         row
         for name in args.cases
-        for row in run_case(CASES[name], device, args.repeats, args.warmup, args.naive)
+        for row in run_case(CASES[name], device, args.repeats, args.warmup, args.naive, args.bf16)
     ]
-    print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads")
+    precision = "bf16 autocast" if args.bf16 else "fp32"
+    threads = torch.get_num_threads()
+    print(f"torch {torch.__version__}, device {device}, {threads} threads, {precision}")
     print_table(rows)
     if args.json:
         with open(args.json, "w") as f:

@@ -25,10 +25,12 @@ from rhn.nn.dropout import variational_mask
 from rhn.nn.functional import rhn_recurrence
 from rhn.nn.rhn_cell import check_tensor_like, gate_blocks, reset_rhn_parameters
 from rhn.nn.rhn_fused import fused_supports, rhn_recurrence_fused
+from rhn.nn.rhn_graph import CudaGraphRunner
 
 # "reference": autograd through the step loop (rhn.nn.functional); "fused": the hand-written
-# backward (rhn.nn.rhn_fused); "auto": fused wherever it applies, else the reference.
-BACKENDS = ("auto", "reference", "fused")
+# backward (rhn.nn.rhn_fused); "cuda-graph": fused, both step loops replayed from CUDA graphs
+# (rhn.nn.rhn_graph); "auto": fused wherever it applies, else the reference.
+BACKENDS = ("auto", "reference", "fused", "cuda-graph")
 
 
 class RHN(nn.Module):
@@ -44,8 +46,10 @@ class RHN(nn.Module):
         gate_bias: initial transform-gate bias (negative: carry).
         coupled: C = 1 − T (True) or a free carry gate.
         bias: learn ``bias_hh_l{k}``.
-        backend: ``auto`` (default), ``reference`` or ``fused`` — how the recurrence and
-            its gradient are computed; the numbers agree (tests check to 1e-12 in float64).
+        backend: ``auto`` (default), ``reference``, ``fused`` or ``cuda-graph`` — how the
+            recurrence and its gradient are computed; the numbers agree (tests check to
+            1e-12 in float64). ``cuda-graph`` (CUDA only) captures the fused step loops once
+            per input shape and replays them, removing the per-micro-step launch cost.
 
     Parameters of layer k: ``weight_ih_l{k}`` ``(G·H, I_k)``, ``weight_hh_l{k}``
     ``(L, G·H, H)``, ``bias_hh_l{k}`` ``(L, G·H)``, laid out as in :class:`RHNCell`.
@@ -160,9 +164,14 @@ class RHN(nn.Module):
         if self.backend == "reference":
             return False
         supported = not return_gates and fused_supports(tensors)
-        if self.backend == "fused" and not supported:
+        if self.backend == "cuda-graph" and tensors[0].device.type != "cuda":
             raise ValueError(
-                "backend='fused' runs float64/float32/bfloat16/float16 (one dtype, or "
+                f"backend='cuda-graph' needs CUDA tensors, got {tensors[0].device.type}; "
+                "use 'fused' or 'auto' elsewhere"
+            )
+        if self.backend in ("fused", "cuda-graph") and not supported:
+            raise ValueError(
+                f"backend={self.backend!r} runs float64/float32/bfloat16/float16 (one dtype, or "
                 "any under autocast) with return_gates=False; use backend='auto' to fall "
                 "back to the reference"
             )
@@ -201,6 +210,7 @@ class RHN(nn.Module):
                     bias_hh,
                     coupled=self.coupled,
                     state_mask=state_mask,
+                    graph_runner=CudaGraphRunner if self.backend == "cuda-graph" else None,
                 )
                 layer_gates = None
             else:

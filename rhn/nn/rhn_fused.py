@@ -26,12 +26,14 @@ a few percent, below bfloat16's resolution of 2⁻⁸ after many steps.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from einops import rearrange
 
 from rhn.nn.rhn_gemm import TorchMatmul, recurrent_matmul
+from rhn.nn.rhn_graph import GraphedStepLoops, GraphRunner
 
 # Builds the recurrent matmul ``addend + x·weightᵀ`` for a weight and a batch size.
 MatmulFactory = Callable[[torch.Tensor, int], TorchMatmul]
@@ -108,19 +110,29 @@ class Pointwise:
 TORCH_POINTWISE = Pointwise()
 
 
-class _RHNRecurrence(torch.autograd.Function):
-    @staticmethod
+@dataclass(frozen=True)
+class StepLoops:
+    """The forward and backward step loops of one recurrence configuration.
+
+    Pure functions of their tensor arguments: each allocates what it returns, so
+    :mod:`rhn.nn.rhn_graph` can capture either loop in a CUDA graph and replay it.
+    ``forward`` returns the buffers backward needs, ``(states (K+1, N, H), h (K, N, H),
+    t, c or None)``; ``backward`` the gradients ``(x_proj, s0, weight_hh, bias_hh or None)``.
+    """
+
+    coupled: bool
+    has_bias: bool
+    pointwise: Pointwise
+    matmul: MatmulFactory
+
     def forward(
-        ctx: Any,
+        self,
         x_proj: torch.Tensor,
         s0: torch.Tensor,
         weight_hh: torch.Tensor,
         bias_hh: torch.Tensor | None,
         state_mask: torch.Tensor | None,
-        coupled: bool,
-        pointwise: Pointwise,
-        matmul: MatmulFactory,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         steps, batch, rows = x_proj.shape
         depth, hidden = weight_hh.shape[0], s0.shape[1]
         k_total = steps * depth
@@ -129,9 +141,9 @@ class _RHNRecurrence(torch.autograd.Function):
         states = torch.empty(k_total + 1, batch, hidden, **state_buffer)
         h_buf = torch.empty(k_total, batch, hidden, **state_buffer)
         t_buf = torch.empty(k_total, batch, hidden, **state_buffer)
-        c_buf = None if coupled else torch.empty(k_total, batch, hidden, **state_buffer)
+        c_buf = None if self.coupled else torch.empty(k_total, batch, hidden, **state_buffer)
         a = x_proj.new_empty(batch, rows)
-        matmuls = [matmul(w, batch) for w in weight_hh.unbind(0)]
+        matmuls = [self.matmul(w, batch) for w in weight_hh.unbind(0)]
         biases = None if bias_hh is None else bias_hh.unbind(0)
         states[0].copy_(s0)
         # The GEMM reads the state itself, or a copy — dropped out, in the compute dtype —
@@ -149,43 +161,45 @@ class _RHNRecurrence(torch.autograd.Function):
                 addend = x_t if layer == 0 else None if biases is None else biases[layer]
                 a = layer_matmul(s_in, addend, out=a)
                 c = None if c_buf is None else c_buf[k]
-                pointwise.forward(
+                self.pointwise.forward(
                     a, s, h_buf[k], t_buf[k], c, states[k + 1], state_mask,
                     s_in if separate_input else None,
                 )  # fmt: skip
                 k += 1
-        ctx.pointwise = pointwise
-        ctx.matmul = matmul
-        ctx.has_bias = bias_hh is not None
-        ctx.save_for_backward(states, h_buf, t_buf, c_buf, weight_hh, state_mask)
-        outputs = rearrange(states[1:], "(t l) n h -> t l n h", l=depth)[:, -1]
-        return outputs.contiguous(), states[-1].clone()
+        return states, h_buf, t_buf, c_buf
 
-    @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor, grad_last: torch.Tensor) -> tuple:
-        states, h_buf, t_buf, c_buf, weight_hh, state_mask = ctx.saved_tensors
+    def backward(
+        self,
+        grad_out: torch.Tensor,
+        grad_last: torch.Tensor,
+        states: torch.Tensor,
+        h_buf: torch.Tensor,
+        t_buf: torch.Tensor,
+        c_buf: torch.Tensor | None,
+        weight_hh: torch.Tensor,
+        state_mask: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         depth, rows, hidden = weight_hh.shape
         steps = grad_out.shape[0]
         batch = states.shape[1]
         compute = weight_hh.dtype
         d_a = grad_out.new_empty(steps * depth, batch, rows, dtype=compute)
         # ∂s = ∂a·W_l: the matmul of Wᵀ.
-        matmuls = [ctx.matmul(w.t(), batch) for w in weight_hh.unbind(0)]
+        matmuls = [self.matmul(w.t(), batch) for w in weight_hh.unbind(0)]
         # ∂s entering each micro-step = ds, plus g (·mask) when the GEMM read a separate
         # input: g, the GEMM's gradient of that input, is folded in by the next pointwise
         # step (which also brings it from the compute dtype to the state's).
-        ds = grad_last.clone() if grad_last is not None else states.new_zeros(batch, hidden)
+        ds = grad_last.clone()
         carry = torch.empty_like(ds)
         g = None
         if state_mask is not None or compute != states.dtype:
             g = ds.new_zeros(batch, hidden, dtype=compute)
         for step in reversed(range(steps)):
-            if grad_out is not None:
-                ds += grad_out[step]
+            ds += grad_out[step]
             for layer in reversed(range(depth)):
                 k = step * depth + layer
                 c = None if c_buf is None else c_buf[k]
-                ctx.pointwise.backward(
+                self.pointwise.backward(
                     ds, states[k], h_buf[k], t_buf[k], c, d_a[k], carry, g, state_mask
                 )
                 if g is None:
@@ -202,11 +216,36 @@ class _RHNRecurrence(torch.autograd.Function):
         inputs = inputs.to(compute)
         grad_weight = torch.bmm(per_layer.transpose(1, 2), inputs)
         grad_bias = None
-        if ctx.has_bias:
+        if self.has_bias:
             grad_bias = per_layer.sum(1)
             grad_bias[0] = 0  # micro-layer 0's bias reaches the loss through x_proj
         grad_x = rearrange(d_a, "(t l) n g -> t l n g", l=depth)[:, 0]
-        return grad_x, ds, grad_weight, grad_bias, None, None, None, None
+        return grad_x, ds, grad_weight, grad_bias
+
+
+class _RHNRecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x_proj: torch.Tensor,
+        s0: torch.Tensor,
+        weight_hh: torch.Tensor,
+        bias_hh: torch.Tensor | None,
+        state_mask: torch.Tensor | None,
+        loops: StepLoops,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        states, h_buf, t_buf, c_buf = loops.forward(x_proj, s0, weight_hh, bias_hh, state_mask)
+        ctx.loops = loops
+        ctx.save_for_backward(states, h_buf, t_buf, c_buf, weight_hh, state_mask)
+        depth = weight_hh.shape[0]
+        outputs = rearrange(states[1:], "(t l) n h -> t l n h", l=depth)[:, -1]
+        return outputs.contiguous(), states[-1].clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor, grad_last: torch.Tensor) -> tuple:
+        # Unused outputs get zero gradients (autograd materialises them).
+        grads = ctx.loops.backward(grad_out, grad_last, *ctx.saved_tensors)
+        return *grads, None, None  # no gradient for the mask or the loops
 
 
 def rhn_recurrence_fused(
@@ -219,6 +258,7 @@ def rhn_recurrence_fused(
     state_mask: torch.Tensor | None = None,
     pointwise: Pointwise | None = None,
     matmul: MatmulFactory = recurrent_matmul,
+    graph_runner: Callable[[], GraphRunner] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`rhn_recurrence` without gates, with the hand-written backward.
 
@@ -236,6 +276,8 @@ def rhn_recurrence_fused(
             :mod:`rhn.nn.rhn_triton` (default on CUDA when Triton is installed).
         matmul: builds the per-micro-layer matmul (:mod:`rhn.nn.rhn_gemm`); the default
             picks oneDNN's packed weights for large float32 GEMMs on CPU, else ``addmm``.
+        graph_runner: replay both step loops from graphs (:mod:`rhn.nn.rhn_graph`):
+            ``CudaGraphRunner`` on CUDA; None runs them eagerly.
     Returns:
         ``(outputs (T, N, H), final state (N, H))``.
     """
@@ -245,6 +287,9 @@ def rhn_recurrence_fused(
     state = torch.float32 if compute in LOW_PRECISION else compute
     # Differentiable casts (no-ops when the dtypes already agree): autograd brings each
     # gradient back to its input's dtype.
+    loops = StepLoops(coupled, bias_hh is not None, pointwise, matmul)
+    if graph_runner is not None:
+        loops = GraphedStepLoops(loops, graph_runner)
     with torch.autocast(x_proj.device.type, enabled=False):
         outputs, last = _RHNRecurrence.apply(
             x_proj.to(compute),
@@ -252,9 +297,7 @@ def rhn_recurrence_fused(
             weight_hh.to(compute),
             None if bias_hh is None else bias_hh.to(compute),
             None if state_mask is None else state_mask.to(state),
-            coupled,
-            pointwise,
-            matmul,
+            loops,
         )
     return outputs.to(s.dtype), last.to(s.dtype)
 
