@@ -35,6 +35,8 @@ class RecurrentConfig:
     loss_reduction: ``mean`` per token, or ``sum_over_time`` (summed over time, averaged
         over the batch): the RHN code's loss, for which its learning rate (SGD 0.2) and
         clip norm (10) were tuned — with ``mean`` the same run needs both × seq_len.
+    rnn_backend: how :class:`rhn.nn.RHN` computes the recurrence (``auto``, ``reference``,
+        ``fused``, or ``cuda-graph`` on a GPU); the numbers agree, the speed differs.
     """
 
     rnn: Literal["rhn", "lstm"] = "rhn"
@@ -48,6 +50,7 @@ class RecurrentConfig:
     output_dropout: float = 0.0
     loss_reduction: Literal["mean", "sum_over_time"] = "mean"
     init_range: float | None = None  # uniform ±init_range; None: ±1/√hidden_size
+    rnn_backend: Literal["auto", "reference", "fused", "cuda-graph"] = "auto"
 
     def __post_init__(self) -> None:
         for key in ("hidden_size", "num_layers", "depth"):
@@ -60,6 +63,11 @@ class RecurrentConfig:
             raise ValueError(
                 "model.state_dropout needs rnn: rhn (torch.nn.LSTM's fused kernel can't drop "
                 "its state); use input/output/layer dropout for the LSTM baseline"
+            )
+        if self.rnn == "lstm" and self.rnn_backend != "auto":
+            raise ValueError(
+                f"model.rnn_backend={self.rnn_backend!r} needs rnn: rhn (torch.nn.LSTM picks "
+                "cuDNN/oneDNN itself); leave it at 'auto' for the LSTM baseline"
             )
         if self.init_range is not None and self.init_range <= 0:
             raise ValueError(f"model.init_range must be > 0, got {self.init_range}")
@@ -82,6 +90,7 @@ class RecurrentLM(nn.Module):
                 gate_bias=cfg.gate_bias,
                 input_dropout=cfg.input_dropout,
                 state_dropout=cfg.state_dropout,
+                backend=cfg.rnn_backend,
             )
             self.lstm_input_dropout = None
         else:

@@ -94,3 +94,22 @@ def test_char_aware_reads_words_through_their_characters() -> None:
     # The word vector depends only on the word's characters.
     x = model.encode(torch.tensor([[2, 3], [3, 2]]))
     torch.testing.assert_close(x[0, 0], x[1, 1])
+
+
+def test_rnn_backend_reaches_the_rhn_and_backends_agree() -> None:
+    tokens, targets = torch.randint(0, 20, (6, 3)), torch.randint(0, 20, (6, 3))
+    losses, grads = [], []
+    for backend in ("reference", "fused"):
+        cfg = LanguageModelConfig(embed_size=8, hidden_size=8, depth=3, rnn_backend=backend)
+        torch.manual_seed(0)
+        model = LanguageModel(20, cfg).double()
+        assert model.rnn.backend == backend
+        logits, _ = model(tokens)
+        loss = model.loss(logits, targets)
+        loss.backward()
+        losses.append(loss)
+        grads.append(model.rnn.weight_hh_l0.grad)
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"model\.rnn_backend='fused' needs rnn: rhn"):
+        LanguageModelConfig(rnn="lstm", rnn_backend="fused")
