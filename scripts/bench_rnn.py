@@ -89,11 +89,8 @@ def lstm_hidden_for(params: int, input_size: int) -> int:
     return round((-b + math.sqrt(b * b + 16 * params)) / 8)
 
 
-def time_fwd_bwd(
-    model: nn.Module, x: torch.Tensor, repeats: int, warmup: int, bf16: bool = False
-) -> tuple[float, float, float | None]:
-    """(first call seconds, median seconds per fwd+bwd, peak CUDA memory in MiB or None)."""
-    cuda = x.device.type == "cuda"
+def fwd_bwd_step(model: nn.Module, x: torch.Tensor, bf16: bool) -> Callable[[], None]:
+    """One forward+backward of ``model`` on ``x`` (under bfloat16 autocast with ``bf16``)."""
 
     def step() -> None:
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -101,23 +98,43 @@ def time_fwd_bwd(
         output.float().sum().backward()
         model.zero_grad(set_to_none=True)
 
-    def timed(fn: Callable[[], None]) -> float:
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+    return step
 
+
+def timed(fn: Callable[[], None], cuda: bool) -> float:
     if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    first = timed(step)
-    for _ in range(warmup):
-        step()
-    times = [timed(step) for _ in range(repeats)]
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
-    return first, statistics.median(times), peak
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def time_models(
+    models: dict[str, nn.Module], x: torch.Tensor, repeats: int, warmup: int, bf16: bool
+) -> dict[str, tuple[float, float, float | None]]:
+    """Per model: (first call seconds, median seconds per fwd+bwd, peak CUDA MiB or None).
+
+    The timed repeats go in rounds, every model once per round, so a slow spell of a
+    shared machine slows all models alike instead of whichever happened to be running.
+    """
+    cuda = x.device.type == "cuda"
+    steps = {name: fwd_bwd_step(m, x, bf16) for name, m in models.items()}
+    first: dict[str, float] = {}
+    peak: dict[str, float | None] = {}
+    for name, step in steps.items():
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        first[name] = timed(step, cuda)
+        for _ in range(warmup):
+            step()
+        peak[name] = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            times[name].append(timed(step, cuda))
+    return {name: (first[name], statistics.median(times[name]), peak[name]) for name in steps}
 
 
 def run_case(
@@ -143,8 +160,9 @@ def run_case(
     if naive:
         models["rhn-naive"] = NaiveRHN(reference)
     rows = []
+    timings = time_models(models, x, repeats, warmup, bf16)
     for name, m in models.items():
-        first, seconds, peak = time_fwd_bwd(m, x, repeats, warmup, bf16)
+        first, seconds, peak = timings[name]
         rows.append(
             {
                 **asdict(case),

@@ -152,17 +152,19 @@ class StepLoops:
         s_in = states[0]
         if separate_input:
             s_in = (s0 if state_mask is None else s0 * state_mask).to(x_proj.dtype)
+        # Per-step views made once (unbind) rather than by indexing inside the loop.
+        state_k, h_k, t_k = states.unbind(0), h_buf.unbind(0), t_buf.unbind(0)
+        c_k = (None,) * k_total if c_buf is None else c_buf.unbind(0)
         k = 0
         for x_t in x_proj.unbind(0):
             for layer, layer_matmul in enumerate(matmuls):
-                s = states[k]
+                s = state_k[k]
                 if not separate_input:
                     s_in = s
                 addend = x_t if layer == 0 else None if biases is None else biases[layer]
                 a = layer_matmul(s_in, addend, out=a)
-                c = None if c_buf is None else c_buf[k]
                 self.pointwise.forward(
-                    a, s, h_buf[k], t_buf[k], c, states[k + 1], state_mask,
+                    a, s, h_k[k], t_k[k], c_k[k], state_k[k + 1], state_mask,
                     s_in if separate_input else None,
                 )  # fmt: skip
                 k += 1
@@ -194,18 +196,19 @@ class StepLoops:
         g = None
         if state_mask is not None or compute != states.dtype:
             g = ds.new_zeros(batch, hidden, dtype=compute)
+        state_k, h_k, t_k, d_a_k = states.unbind(0), h_buf.unbind(0), t_buf.unbind(0), d_a.unbind(0)
+        c_k = (None,) * len(h_k) if c_buf is None else c_buf.unbind(0)
         for step in reversed(range(steps)):
             ds += grad_out[step]
             for layer in reversed(range(depth)):
                 k = step * depth + layer
-                c = None if c_buf is None else c_buf[k]
                 self.pointwise.backward(
-                    ds, states[k], h_buf[k], t_buf[k], c, d_a[k], carry, g, state_mask
+                    ds, state_k[k], h_k[k], t_k[k], c_k[k], d_a_k[k], carry, g, state_mask
                 )
                 if g is None:
-                    ds = matmuls[layer](d_a[k], carry)
+                    ds = matmuls[layer](d_a_k[k], carry)
                 else:
-                    g = matmuls[layer](d_a[k], out=g)
+                    g = matmuls[layer](d_a_k[k], out=g)
                     ds, carry = carry, ds
         if g is not None:
             ds = ds + g if state_mask is None else torch.addcmul(ds, g, state_mask)
