@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -12,8 +19,6 @@ triton_module = pytest.importorskip("rhn.nn.rhn_triton", reason="Triton is not i
 TRITON = triton_module.TRITON_POINTWISE
 
 if not torch.cuda.is_available():
-    import os
-
     assert os.environ.get("TRITON_INTERPRET") == "1", "tests/conftest.py sets the interpreter"
 
 
@@ -100,3 +105,41 @@ def test_recurrence_with_triton_kernels_matches_the_reference(coupled: bool) -> 
     grads = torch.autograd.grad(got[0].sum() + got[1].pow(2).sum(), (x, s0, w, b))
     for e, g_ in zip(expected, grads, strict=True):
         torch.testing.assert_close(g_, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("triton.backends.nvidia") is None,
+    reason="this Triton has no NVIDIA backend to compile with",
+)
+def test_kernels_compile_for_an_h100() -> None:
+    # Outside the interpreter (a subprocess): every variant must build for sm_90.
+    script = Path(__file__).with_name("triton_aot.py")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    variants = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(variants) == 2 * 4 * 2 * 2  # kernels × precisions × carry × dropout
+    for v in variants:
+        ptx = v["ptx"]
+        # Results bound for bf16/fp16 GEMM operands are narrowed in the kernel, and only then.
+        assert ("cvt.rn.bf16.f32" in ptx) == (v["compute"] == "bf16"), v["kernel"]
+        assert ("cvt.rn.f16.f32" in ptx) == (v["compute"] == "fp16"), v["kernel"]
+
+    def loads(kernel: str, **flags) -> int:
+        (match,) = [
+            v for v in variants
+            if v["kernel"] == kernel and v["state"] == v["compute"] == "fp32"
+            and all(v[k] == f for k, f in flags.items())
+        ]  # fmt: skip
+        return match["ptx"].count("ld.global")
+
+    # The constexpr flags compile unused operands away: no mask load without dropout,
+    # no carry gate for the coupled form.
+    assert loads("_forward_kernel", COUPLED=True, DROPOUT=False) < loads(
+        "_forward_kernel", COUPLED=True, DROPOUT=True
+    )
+    assert loads("_backward_kernel", COUPLED=True, DROPOUT=True) < loads(
+        "_backward_kernel", COUPLED=False, DROPOUT=True
+    )
