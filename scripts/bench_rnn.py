@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 import rhn
+from rhn.nn.rhn_graph import clear_graphs
 
 
 @dataclass(frozen=True)
@@ -151,16 +152,17 @@ def run_case(
     lstm = nn.LSTM(case.input_size, lstm_hidden, device=device)
     x = torch.randn(case.seq, case.batch, case.input_size, device=device)
     models = {"lstm": lstm, "rhn-fused": fused, "rhn-reference": reference}
-    if device.type == "cuda":
+    if naive:
+        models["rhn-naive"] = NaiveRHN(reference)
+    if device.type == "cuda":  # last: its cached graphs stay allocated, and peaks add up
         graphed = rhn.RHN(
             case.input_size, case.hidden, depth=case.depth, backend="cuda-graph", device=device
         )
         graphed.load_state_dict(fused.state_dict())
         models["rhn-cuda-graph"] = graphed
-    if naive:
-        models["rhn-naive"] = NaiveRHN(reference)
     rows = []
     timings = time_models(models, x, repeats, warmup, bf16)
+    clear_graphs()  # free this case's captured graphs before the next case
     for name, m in models.items():
         first, seconds, peak = timings[name]
         rows.append(

@@ -31,12 +31,22 @@ from typing import Any
 
 import torch
 from einops import rearrange
+from torch.autograd.function import once_differentiable
 
-from rhn.nn.rhn_gemm import TorchMatmul, recurrent_matmul
+from rhn.nn.rhn_gemm import RecurrentMatmul, recurrent_matmul
 from rhn.nn.rhn_graph import GraphedStepLoops, GraphRunner
 
 # Builds the recurrent matmul ``addend + x·weightᵀ`` for a weight and a batch size.
-MatmulFactory = Callable[[torch.Tensor, int], TorchMatmul]
+MatmulFactory = Callable[[torch.Tensor, int], RecurrentMatmul]
+
+
+def gemm_reads_a_copy(
+    state_mask: torch.Tensor | None, compute: torch.dtype, state: torch.dtype
+) -> bool:
+    """Whether the recurrent GEMM reads a copy of the state (dropped out, or in the
+    compute dtype) that the pointwise step writes, rather than the state itself; then
+    backward also takes the GEMM's gradient ``g`` of that copy through the pointwise step."""
+    return state_mask is not None or compute != state
 
 
 class Pointwise:
@@ -148,10 +158,10 @@ class StepLoops:
         states[0].copy_(s0)
         # The GEMM reads the state itself, or a copy — dropped out, in the compute dtype —
         # that the pointwise step writes beside the new state.
-        separate_input = state_mask is not None or x_proj.dtype != s0.dtype
+        separate_input = gemm_reads_a_copy(state_mask, weight_hh.dtype, s0.dtype)
         s_in = states[0]
         if separate_input:
-            s_in = (s0 if state_mask is None else s0 * state_mask).to(x_proj.dtype)
+            s_in = (s0 if state_mask is None else s0 * state_mask).to(weight_hh.dtype)
         # Per-step views made once (unbind) rather than by indexing inside the loop.
         state_k, h_k, t_k = states.unbind(0), h_buf.unbind(0), t_buf.unbind(0)
         c_k = (None,) * k_total if c_buf is None else c_buf.unbind(0)
@@ -191,10 +201,11 @@ class StepLoops:
         # ∂s entering each micro-step = ds, plus g (·mask) when the GEMM read a separate
         # input: g, the GEMM's gradient of that input, is folded in by the next pointwise
         # step (which also brings it from the compute dtype to the state's).
-        ds = grad_last.clone()
+        # Row-major: the Triton kernels index ds, carry and the mask as flat (N, H) arrays.
+        ds = grad_last.clone(memory_format=torch.contiguous_format)
         carry = torch.empty_like(ds)
         g = None
-        if state_mask is not None or compute != states.dtype:
+        if gemm_reads_a_copy(state_mask, compute, states.dtype):
             g = ds.new_zeros(batch, hidden, dtype=compute)
         state_k, h_k, t_k, d_a_k = states.unbind(0), h_buf.unbind(0), t_buf.unbind(0), d_a.unbind(0)
         c_k = (None,) * len(h_k) if c_buf is None else c_buf.unbind(0)
@@ -242,9 +253,12 @@ class _RHNRecurrence(torch.autograd.Function):
         ctx.save_for_backward(states, h_buf, t_buf, c_buf, weight_hh, state_mask)
         depth = weight_hh.shape[0]
         outputs = rearrange(states[1:], "(t l) n h -> t l n h", l=depth)[:, -1]
-        return outputs.contiguous(), states[-1].clone()
+        # A copy even at depth 1, where the view would be contiguous: the saved states
+        # must not change if the caller edits the outputs in place.
+        return outputs.clone(memory_format=torch.contiguous_format), states[-1].clone()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor, grad_last: torch.Tensor) -> tuple:
         # Unused outputs get zero gradients (autograd materialises them).
         grads = ctx.loops.backward(grad_out, grad_last, *ctx.saved_tensors)
@@ -299,7 +313,7 @@ def rhn_recurrence_fused(
             s.to(state),
             weight_hh.to(compute),
             None if bias_hh is None else bias_hh.to(compute),
-            None if state_mask is None else state_mask.to(state),
+            None if state_mask is None else state_mask.to(state).contiguous(),
             loops,
         )
     return outputs.to(s.dtype), last.to(s.dtype)
@@ -309,10 +323,10 @@ LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
 def compute_dtype(weight: torch.Tensor) -> torch.dtype:
-    """The GEMMs' dtype: autocast's where it is on for the weight's device, else the
-    weight's own."""
+    """The GEMMs' dtype: autocast's where it is on for the weight's device (autocast
+    leaves float64 alone, and so does this), else the weight's own."""
     device_type = weight.device.type
-    if torch.is_autocast_enabled(device_type):
+    if torch.is_autocast_enabled(device_type) and weight.dtype != torch.float64:
         return torch.get_autocast_dtype(device_type)
     return weight.dtype
 

@@ -16,6 +16,7 @@ call. Two implementations share one call signature:
 from __future__ import annotations
 
 import functools
+from typing import Protocol
 
 import torch
 
@@ -24,12 +25,23 @@ import torch
 ONEDNN_MIN_MACS = 6_000_000
 
 
-class TorchMatmul:
-    """``addend + x·Wᵀ`` with ``torch.addmm``; ``weight`` is ``(rows, H)``, ``x`` ``(N, H)``.
+class RecurrentMatmul(Protocol):
+    """``addend + x·Wᵀ`` for one weight ``W (rows, H)`` and ``x (N, H)``.
 
-    ``addend`` is a ``(rows,)`` bias, an ``(N, rows)`` matrix or None; ``out`` an optional
-    ``(N, rows)`` buffer to write into.
+    ``addend`` is a ``(rows,)`` bias, an ``(N, rows)`` matrix or None. ``out`` is an
+    ``(N, rows)`` buffer the result *may* be written into; callers use the return value.
     """
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        addend: torch.Tensor | None = None,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
+class TorchMatmul:
+    """:class:`RecurrentMatmul` with ``torch.addmm`` on a transposed view; writes ``out``."""
 
     def __init__(self, weight: torch.Tensor) -> None:
         self.weight_t = weight.t()
@@ -45,10 +57,9 @@ class TorchMatmul:
         return torch.addmm(addend, x, self.weight_t, out=out)
 
 
-class OneDNNMatmul(TorchMatmul):
-    """:class:`TorchMatmul` on a oneDNN weight packed for batch ``batch`` (float32, CPU).
-
-    ``out`` is ignored: the oneDNN op allocates its result.
+class OneDNNMatmul:
+    """:class:`RecurrentMatmul` on a oneDNN weight packed for batch ``batch`` (float32,
+    CPU). ``out`` is ignored: the oneDNN op allocates its result.
     """
 
     def __init__(self, weight: torch.Tensor, batch: int) -> None:
@@ -82,7 +93,7 @@ def onednn_available() -> bool:
     return got.tolist() == [[9.0, 19.0, 29.0]] and bias.tolist() == [[0.0, 0.0, 0.0]]
 
 
-def recurrent_matmul(weight: torch.Tensor, batch: int) -> TorchMatmul:
+def recurrent_matmul(weight: torch.Tensor, batch: int) -> RecurrentMatmul:
     """The faster matmul for ``(batch, H) · weight (rows, H)ᵀ`` on this device and dtype."""
     rows, hidden = weight.shape
     if (

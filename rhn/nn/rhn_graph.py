@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 
 Outputs = tuple[torch.Tensor | None, ...]
 
-# Graphs kept alive at once (each holds its static tensors and a private memory pool).
+# Graphs kept alive at once, and the bytes of static tensors they may hold together (each
+# also keeps a private memory pool for its temporaries; at PTB size a forward/backward pair
+# holds ~0.4 GB, at enwik8 size ~4 GB).
 MAX_GRAPHS = 32
+MAX_STATIC_BYTES = 8 * 2**30
 # Eager runs before capture: Triton compiles and cuBLAS sets up on the first.
 WARMUP_RUNS = 2
 
@@ -91,9 +94,14 @@ class GraphedCall:
         inputs: Sequence[torch.Tensor | None],
         runner: GraphRunner,
     ) -> None:
-        self.static_inputs = tuple(None if t is None else t.detach().clone() for t in inputs)
+        self.static_inputs = tuple(
+            None if t is None else t.detach().clone(memory_format=torch.contiguous_format)
+            for t in inputs
+        )
         self.runner = runner
         self.static_outputs = runner.capture(lambda: fn(*self.static_inputs))
+        statics = self.static_inputs + self.static_outputs
+        self.nbytes = sum(t.nbytes for t in statics if t is not None)
 
     def __call__(self, inputs: Sequence[torch.Tensor | None]) -> Outputs:
         for static, t in zip(self.static_inputs, inputs, strict=True):
@@ -107,8 +115,10 @@ _GRAPHS: OrderedDict[Hashable, GraphedCall] = OrderedDict()
 
 
 def signature(inputs: Sequence[torch.Tensor | None]) -> tuple:
-    """What a captured graph depends on: each input's shape, dtype and device (or None)."""
-    return tuple(None if t is None else (tuple(t.shape), t.dtype, t.device) for t in inputs)
+    """What a captured graph depends on: each input's shape, dtype and device (or None),
+    and inference mode (whose tensors can't be updated in place outside it)."""
+    shapes = tuple(None if t is None else (tuple(t.shape), t.dtype, t.device) for t in inputs)
+    return shapes, torch.is_inference_mode_enabled()
 
 
 def graphed_call(
@@ -118,14 +128,16 @@ def graphed_call(
     runner: Callable[[], GraphRunner],
 ) -> Outputs:
     """Run ``fn(*inputs)`` through the graph cached under ``key`` and the inputs' signature,
-    capturing it first if needed; the least recently used graph beyond
-    :data:`MAX_GRAPHS` is dropped."""
+    capturing it first if needed. Least recently used graphs are dropped beyond
+    :data:`MAX_GRAPHS` graphs or :data:`MAX_STATIC_BYTES` of static tensors."""
     full_key = (key, runner, signature(inputs))
     call = _GRAPHS.get(full_key)
     if call is None:
         call = GraphedCall(fn, inputs, runner())
         _GRAPHS[full_key] = call
-        while len(_GRAPHS) > MAX_GRAPHS:
+        while len(_GRAPHS) > 1 and (
+            len(_GRAPHS) > MAX_GRAPHS or sum(c.nbytes for c in _GRAPHS.values()) > MAX_STATIC_BYTES
+        ):
             _GRAPHS.popitem(last=False)
     else:
         _GRAPHS.move_to_end(full_key)

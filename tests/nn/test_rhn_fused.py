@@ -217,3 +217,22 @@ def test_module_under_autocast_uses_the_fused_path() -> None:
     assert all(p.grad.dtype == torch.float32 for p in model.parameters())
     for ref, fused in zip(*results, strict=True):
         assert ((fused - ref).abs().max() / ref.abs().max()).item() < 3e-2
+
+
+def test_float64_is_left_alone_by_autocast() -> None:
+    # Autocast lowers float32 only; the fused path keeps float64 GEMMs, as the reference.
+    expected, _ = _run("reference", _bf16_case(True, True)[0], None, True)
+    got, dtypes = _run("fused", _bf16_case(True, True)[0], None, True, autocast=True)
+    assert all(d == F64 for d in dtypes)
+    for e, g in zip(expected, got, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+
+
+def test_editing_the_output_in_place_leaves_the_gradient_alone() -> None:
+    # At depth 1 the outputs could be a view of the saved states (then the edit would make
+    # backward refuse them as modified in place); they are a copy.
+    x_proj, s0, w, b = _inputs(1, True, True, F64)
+    out, _ = rhn_recurrence_fused(x_proj, s0, w, b, coupled=True)
+    expected = torch.autograd.grad(out.sum(), x_proj, retain_graph=True)[0]
+    out.mul_(0.0)
+    torch.testing.assert_close(torch.autograd.grad(out.sum(), x_proj)[0], 0.0 * expected)

@@ -6,6 +6,7 @@ import torch
 from rhn.nn.rhn_gemm import (
     ONEDNN_MIN_MACS,
     OneDNNMatmul,
+    RecurrentMatmul,
     TorchMatmul,
     onednn_available,
     recurrent_matmul,
@@ -17,7 +18,7 @@ needs_onednn = pytest.mark.skipif(
 IMPLEMENTATIONS = [TorchMatmul, pytest.param(OneDNNMatmul, marks=needs_onednn)]
 
 
-def _build(cls, weight: torch.Tensor, batch: int) -> TorchMatmul:
+def _build(cls, weight: torch.Tensor, batch: int) -> RecurrentMatmul:
     return cls(weight) if cls is TorchMatmul else cls(weight, batch)
 
 

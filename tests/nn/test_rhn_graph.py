@@ -89,6 +89,32 @@ def test_a_new_shape_captures_anew_and_old_graphs_are_evicted(monkeypatch) -> No
     assert len(rhn_graph._GRAPHS) == 2
 
 
+def test_a_graph_first_used_in_inference_mode_does_not_serve_training() -> None:
+    leaves = _leaves(0)
+    with torch.inference_mode():
+        rhn_recurrence_fused(*leaves, coupled=True, graph_runner=CountingRunner)
+    expected = _outputs_and_grads(leaves, None, True, None)
+    got = _outputs_and_grads(leaves, None, True, CountingRunner)
+    for e, g in zip(expected, got, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)
+    assert CountingRunner.captures == 3  # inference forward; training forward + backward
+
+
+def test_static_bytes_budget_evicts(monkeypatch) -> None:
+    leaves = _leaves(0)
+    _outputs_and_grads(leaves, None, True, CountingRunner)
+    sizes = [call.nbytes for call in rhn_graph._GRAPHS.values()]
+    assert len(sizes) == 2 and all(n > 0 for n in sizes)
+    # Static inputs of the forward: x_proj, s0, W, b in float64; outputs: states, h, t.
+    x, s0, w, b = leaves
+    steps_depth = x.shape[0] * w.shape[0]
+    outputs = (steps_depth + 1) * 3 * 4 + 2 * steps_depth * 3 * 4
+    assert sizes[0] == 8 * (x.numel() + s0.numel() + w.numel() + b.numel() + outputs)
+    monkeypatch.setattr(rhn_graph, "MAX_STATIC_BYTES", max(sizes))
+    _outputs_and_grads(_leaves(0, steps=6), None, True, CountingRunner)
+    assert len(rhn_graph._GRAPHS) == 1  # only the newest fits the budget
+
+
 def test_module_backend_needs_cuda() -> None:
     model = rhn.RHN(3, 4, depth=2, backend="cuda-graph")
     with pytest.raises(ValueError, match="backend='cuda-graph' needs CUDA tensors, got cpu"):

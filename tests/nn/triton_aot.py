@@ -15,16 +15,20 @@ import os
 os.environ.pop("TRITON_INTERPRET", None)
 os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from rhn.nn import rhn_triton
+from rhn.nn.rhn_fused import gemm_reads_a_copy
 
 H100 = GPUTarget("cuda", 90, 32)
 # (state dtype, compute dtype): the state's tensors vs the GEMM operands.
 PRECISIONS = [("fp32", "fp32"), ("fp32", "bf16"), ("fp32", "fp16"), ("fp64", "fp64")]
 GEMM_OPERANDS = {"a_ptr", "out_in_ptr", "da_ptr", "g_ptr"}
+TORCH_DTYPES = {"fp64": torch.float64, "fp32": torch.float32, "bf16": torch.bfloat16}
+TORCH_DTYPES["fp16"] = torch.float16
 
 
 def compile_variant(kernel, state: str, compute: str, constexprs: dict) -> dict:
@@ -55,7 +59,8 @@ def main() -> None:
     ):
         shared = {"HIDDEN": 830, "BLOCKS": 2 if coupled else 3, "COUPLED": coupled}
         shared |= {"DROPOUT": dropout, "BLOCK_SIZE": rhn_triton.BLOCK}
-        separate = dropout or compute != state  # the fused loop's rule for a GEMM copy
+        mask = torch.empty(0) if dropout else None
+        separate = gemm_reads_a_copy(mask, TORCH_DTYPES[compute], TORCH_DTYPES[state])
         forward = compile_variant(
             rhn_triton._forward_kernel, state, compute, shared | {"WRITE_INPUT": separate}
         )
