@@ -302,11 +302,11 @@ def rhn_recurrence_fused(
         pointwise = default_pointwise(x_proj.device)
     compute = compute_dtype(weight_hh)
     state = torch.float32 if compute in LOW_PRECISION else compute
-    # Differentiable casts (no-ops when the dtypes already agree): autograd brings each
-    # gradient back to its input's dtype.
     loops = StepLoops(coupled, bias_hh is not None, pointwise, matmul)
     if graph_runner is not None:
         loops = GraphedStepLoops(loops, graph_runner)
+    # Differentiable casts (no-ops when the dtypes already agree): autograd brings each
+    # gradient back to its input's dtype.
     with torch.autocast(x_proj.device.type, enabled=False):
         outputs, last = _RHNRecurrence.apply(
             x_proj.to(compute),

@@ -121,8 +121,10 @@ def test_backend_choice_and_errors() -> None:
     assert gates.shape == (1, 5, 2, 2, 4)
 
 
-def _bf16_case(coupled: bool, mask: bool):
-    """Leaves (x_proj, s0, W, b) in float64 and a mask, sized so bfloat16 errors show."""
+def _bf16_case(coupled: bool, mask: bool, dtype: torch.dtype = F64):
+    """Leaves (x_proj, s0, W, b) and a mask (or None) in ``dtype``, sized so bfloat16
+    errors show, plus the exact answer for those values: outputs and gradients of the
+    float64 reference run on them."""
     g = torch.Generator().manual_seed(0)
     hidden, rows = 16, (2 if coupled else 3) * 16
     leaves = [
@@ -131,8 +133,13 @@ def _bf16_case(coupled: bool, mask: bool):
         torch.randn(4, rows, hidden, generator=g, dtype=F64) / hidden**0.5,
         torch.randn(4, rows, generator=g, dtype=F64) - 1.0,
     ]
-    m = (torch.rand(4, hidden, generator=g) < 0.75).to(F64) / 0.75
-    return leaves, m if mask else None
+    m = (torch.rand(4, hidden, generator=g) < 0.75).to(F64) / 0.75 if mask else None
+    leaves = [t.to(dtype) for t in leaves]
+    m = None if m is None else m.to(dtype)
+    exact, _ = _run(
+        "reference", [t.double() for t in leaves], None if m is None else m.double(), coupled
+    )
+    return leaves, m, exact
 
 
 def _run(backend: str, leaves, mask, coupled: bool, autocast: bool = False):
@@ -166,13 +173,7 @@ BF16_TOLERANCE = 1e-2
 @pytest.mark.parametrize("mask", [False, True])
 @pytest.mark.parametrize("coupled", [True, False])
 def test_bfloat16_weights_and_inputs(coupled: bool, mask: bool) -> None:
-    leaves, m = _bf16_case(coupled, mask)
-    leaves = [t.bfloat16() for t in leaves]
-    m = None if m is None else m.bfloat16()
-    # The exact answer for these bfloat16 inputs: the float64 reference on them.
-    exact, _ = _run(
-        "reference", [t.double() for t in leaves], None if m is None else m.double(), coupled
-    )
+    leaves, m, exact = _bf16_case(coupled, mask, torch.bfloat16)
     fused, dtypes = _run("fused", leaves, m, coupled)
     reference, _ = _run("reference", leaves, m, coupled)
     assert all(d == torch.bfloat16 for d in dtypes)
@@ -186,12 +187,7 @@ def test_bfloat16_weights_and_inputs(coupled: bool, mask: bool) -> None:
 @pytest.mark.parametrize("mask", [False, True])
 @pytest.mark.parametrize("coupled", [True, False])
 def test_float32_under_bfloat16_autocast(coupled: bool, mask: bool) -> None:
-    leaves, m = _bf16_case(coupled, mask)
-    leaves = [t.float() for t in leaves]
-    m = None if m is None else m.float()
-    exact, _ = _run(
-        "reference", [t.double() for t in leaves], None if m is None else m.double(), coupled
-    )
+    leaves, m, exact = _bf16_case(coupled, mask, torch.float32)
     fused, dtypes = _run("fused", leaves, m, coupled, autocast=True)
     # Outputs in the state's dtype, as from the reference; gradients in their leaves' dtype.
     assert all(d == torch.float32 for d in dtypes)
@@ -221,8 +217,8 @@ def test_module_under_autocast_uses_the_fused_path() -> None:
 
 def test_float64_is_left_alone_by_autocast() -> None:
     # Autocast lowers float32 only; the fused path keeps float64 GEMMs, as the reference.
-    expected, _ = _run("reference", _bf16_case(True, True)[0], None, True)
-    got, dtypes = _run("fused", _bf16_case(True, True)[0], None, True, autocast=True)
+    leaves, _, expected = _bf16_case(True, False)
+    got, dtypes = _run("fused", leaves, None, True, autocast=True)
     assert all(d == F64 for d in dtypes)
     for e, g in zip(expected, got, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-12, atol=1e-12)

@@ -27,8 +27,12 @@ H100 = GPUTarget("cuda", 90, 32)
 # (state dtype, compute dtype): the state's tensors vs the GEMM operands.
 PRECISIONS = [("fp32", "fp32"), ("fp32", "bf16"), ("fp32", "fp16"), ("fp64", "fp64")]
 GEMM_OPERANDS = {"a_ptr", "out_in_ptr", "da_ptr", "g_ptr"}
-TORCH_DTYPES = {"fp64": torch.float64, "fp32": torch.float32, "bf16": torch.bfloat16}
-TORCH_DTYPES["fp16"] = torch.float16
+TORCH_DTYPES = {
+    "fp64": torch.float64,
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 
 
 def compile_variant(kernel, state: str, compute: str, constexprs: dict) -> dict:
