@@ -80,13 +80,14 @@ class RecurrentLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vocab_size = vocab_size
+        between = cfg.layer_dropout if cfg.num_layers > 1 else 0.0  # between layers only
         if cfg.rnn == "rhn":
             self.rnn: nn.Module = RHN(
                 input_size,
                 cfg.hidden_size,
                 num_layers=cfg.num_layers,
                 depth=cfg.depth,
-                dropout=cfg.layer_dropout,
+                dropout=between,
                 gate_bias=cfg.gate_bias,
                 input_dropout=cfg.input_dropout,
                 state_dropout=cfg.state_dropout,
@@ -94,7 +95,6 @@ class RecurrentLM(nn.Module):
             )
             self.lstm_input_dropout = None
         else:
-            between = cfg.layer_dropout if cfg.num_layers > 1 else 0.0
             self.rnn = nn.LSTM(
                 input_size, cfg.hidden_size, num_layers=cfg.num_layers, dropout=between
             )

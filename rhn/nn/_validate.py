@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 
 def check_positive_int(name: str, value: object) -> int:
     """``value`` as an int ≥ 1, or a ``ValueError`` naming ``name``."""
@@ -24,3 +26,28 @@ def check_finite(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
+
+
+def check_tensor_like(name: str, x: object, param: torch.Tensor) -> None:
+    """Refuse a tensor whose device or dtype can't meet the parameters' (autocast aside)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.device != param.device:
+        raise ValueError(
+            f"{name} is on {x.device} but the parameters are on {param.device}; move one with .to()"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the parameters have dtype {param.dtype}; "
+            f"cast one to match (or run under torch.autocast)"
+        )
+
+
+def check_bool(name: str, value: object, *, hint: str = "") -> bool:
+    """``value`` if it is a bool, or a ``TypeError`` naming ``name`` (and ``hint``)."""
+    if not isinstance(value, bool):
+        extra = f"; {hint}" if hint else ""
+        raise TypeError(f"{name} must be True or False, got {value!r}{extra}")
+    return value

@@ -1,12 +1,16 @@
 """Multi-layer Recurrent Highway Network: a drop-in for ``torch.nn.LSTM``.
 
 Zilly et al., ICML 2017 (arXiv 1607.03474). Each layer runs the :class:`RHNCell` rule over
-the sequence; layer k's outputs are layer k+1's inputs.
+the sequence; layer k's outputs are layer k+1's inputs. As in ``nn.LSTM``: the same
+positional arguments, ``bidirectional`` (a forward and a reverse RHN per layer, outputs
+concatenated) and ``PackedSequence`` input (every sequence computed as if run alone).
 
 Shape legend: T time, N batch, I input features, H hidden, L recurrence depth,
-K layers (``num_layers``), G = 2 (coupled) or 3 (free carry).
+K layers (``num_layers``), D directions (2 if ``bidirectional`` else 1),
+G = 2 (coupled) or 3 (free carry), P rows of packed data (Σ lengths).
 
-Dropout, as in the paper and its official code (variational, Gal & Ghahramani 2016):
+Dropout, as in the paper and its official code (variational, Gal & Ghahramani 2016), drawn
+separately for each layer and direction:
     ``input_dropout``  one mask (N, I_k) per call on each layer's input, shared by all steps
     ``state_dropout``  one mask (N, H) per call per layer on the state entering every
                        micro-layer's matmul, shared by all steps and all micro-layers
@@ -16,52 +20,77 @@ All are off in ``eval()`` mode.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence
 
-from rhn.nn._validate import check_finite, check_positive_int, check_probability
+from rhn.nn._validate import (
+    check_bool,
+    check_finite,
+    check_positive_int,
+    check_probability,
+    check_tensor_like,
+)
 from rhn.nn.dropout import variational_mask
-from rhn.nn.functional import rhn_recurrence
-from rhn.nn.rhn_cell import check_tensor_like, gate_blocks, reset_rhn_parameters
+from rhn.nn.rhn_cell import gate_blocks, reset_rhn_parameters
 from rhn.nn.rhn_fused import fused_supports, rhn_recurrence_fused
 from rhn.nn.rhn_graph import CudaGraphRunner
+from rhn.nn.rhn_reference import rhn_recurrence
+from rhn.nn.rhn_schedule import StepSchedule
 
-# "reference": autograd through the step loop (rhn.nn.functional); "fused": the hand-written
-# backward (rhn.nn.rhn_fused); "cuda-graph": fused, both step loops replayed from CUDA graphs
-# (rhn.nn.rhn_graph); "auto": fused wherever it applies, else the reference.
+# "reference": autograd through the step loop (rhn.nn.rhn_reference); "fused": the
+# hand-written backward (rhn.nn.rhn_fused); "cuda-graph": fused, both step loops replayed from
+# CUDA graphs (rhn.nn.rhn_graph); "auto": fused wherever it applies, else the reference.
 BACKENDS = ("auto", "reference", "fused", "cuda-graph")
 
 
 class RHN(nn.Module):
     """A stack of ``num_layers`` RHN layers of recurrence depth ``depth``.
 
+    The positional arguments are ``nn.LSTM``'s and mean the same; RHN settings are keywords.
+
     Args:
         input_size: I, features of each input step.
-        hidden_size: H, the state size of every layer.
+        hidden_size: H, the state size of every layer (and direction).
         num_layers: K, layers stacked in time-major fashion, as in ``nn.LSTM``.
+        bias: learn ``bias_hh_l{k}``.
+        batch_first: input and output are ``(N, T, ·)`` instead of ``(T, N, ·)`` (not
+            ``h_n``, and not a ``PackedSequence``, as in ``nn.LSTM``).
+        dropout: ordinary dropout on each layer's output but the last (as ``nn.LSTM``).
+        bidirectional: each layer also runs a reverse RHN; outputs are ``[forward, reverse]``
+            along the features and layer k > 0 reads 2H features.
+        proj_size: must be 0 — projections are an LSTM feature (``nn.LSTM``'s ``proj_size``);
+            accepted so that code passing ``proj_size=0`` runs unchanged.
         depth: L ≥ 1, highway micro-layers per time step.
-        batch_first: input and output are ``(N, T, ·)`` instead of ``(T, N, ·)``.
-        dropout, input_dropout, state_dropout: see the module docstring.
+        input_dropout, state_dropout: variational dropout, see the module docstring.
         gate_bias: initial transform-gate bias (negative: carry).
         coupled: C = 1 − T (True) or a free carry gate.
-        bias: learn ``bias_hh_l{k}``.
         backend: ``auto`` (default), ``reference``, ``fused`` or ``cuda-graph`` — how the
             recurrence and its gradient are computed; the numbers agree (tests check to
             1e-12 in float64). ``cuda-graph`` (CUDA only) captures the fused step loops once
-            per input shape and replays them, removing the per-micro-step launch cost.
+            per input shape (and, packed, per length profile) and replays them.
 
     Parameters of layer k: ``weight_ih_l{k}`` ``(G·H, I_k)``, ``weight_hh_l{k}``
-    ``(L, G·H, H)``, ``bias_hh_l{k}`` ``(L, G·H)``, laid out as in :class:`RHNCell`.
+    ``(L, G·H, H)``, ``bias_hh_l{k}`` ``(L, G·H)``, laid out as in :class:`RHNCell`; the
+    reverse direction's carry the suffix ``_reverse``, as in ``nn.LSTM``.
 
     ``forward(input, hx=None, *, return_gates=False)``:
-        input ``(T, N, I)`` (``(N, T, I)`` with ``batch_first``) or unbatched ``(T, I)``;
-        hx ``(K, N, H)`` (unbatched ``(K, H)``) or None for zeros.
-        Returns ``(output, h_n)``: output ``(T, N, H)`` (``(N, T, H)`` with ``batch_first``,
-        ``(T, H)`` unbatched), the last layer's state at every step; ``h_n`` ``(K, N, H)``
-        (``(K, H)`` unbatched), every layer's final state. With ``return_gates`` a third
-        tensor ``(K, T, N, L, H)`` (time and batch ordered like ``output``) holds every
-        transform gate; when off, nothing is recorded.
+        input ``(T, N, I)`` (``(N, T, I)`` with ``batch_first``), unbatched ``(T, I)``, or a
+        ``PackedSequence`` (sorted or ``enforce_sorted=False``).
+        hx ``(K·D, N, H)`` (unbatched ``(K·D, H)``) or None for zeros; index ``k·D + d`` is
+        layer k's direction d (0 forward, 1 reverse), batch in the caller's order.
+        Returns ``(output, h_n)``: output ``(T, N, D·H)`` (``(N, T, D·H)`` with
+        ``batch_first``, ``(T, D·H)`` unbatched, a ``PackedSequence`` for packed input), the
+        last layer's state at every step; ``h_n`` ``(K·D, N, H)`` (``(K·D, H)``
+        unbatched), every layer's and direction's final state — for packed input each
+        sequence's state at its own last step (forward) and first step (reverse).
+        With ``return_gates`` a third value holds every transform gate: ``(K·D, T, N, L, H)``
+        (time and batch ordered like ``output``; index as ``h_n``), or for packed input a
+        ``PackedSequence`` of ``(P, K·D, L, H)`` rows laid out like the output's data. When
+        off, nothing is recorded.
     """
 
     def __init__(
@@ -69,18 +98,20 @@ class RHN(nn.Module):
         input_size: int,
         hidden_size: int,
         num_layers: int = 1,
-        depth: int = 1,
-        *,
+        bias: bool = True,
         batch_first: bool = False,
         dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        depth: int = 1,
         gate_bias: float = -2.0,
         coupled: bool = True,
-        bias: bool = True,
         input_dropout: float = 0.0,
         state_dropout: float = 0.0,
         backend: str = "auto",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if backend not in BACKENDS:
@@ -89,53 +120,94 @@ class RHN(nn.Module):
         self.input_size = check_positive_int("input_size", input_size)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.num_layers = check_positive_int("num_layers", num_layers)
-        self.depth = check_positive_int("depth", depth)
-        self.batch_first = bool(batch_first)
+        # nn.LSTM's 4th positional argument is bias: catch RHN(I, H, K, depth) calls.
+        self.bias = check_bool("bias", bias, hint="set the recurrence depth with depth=")
+        self.batch_first = check_bool("batch_first", batch_first)
         self.dropout = check_probability("dropout", dropout)
+        self.bidirectional = check_bool("bidirectional", bidirectional)
+        if proj_size != 0:
+            raise ValueError(
+                f"proj_size must be 0, got {proj_size!r}: projections (proj_size) are an "
+                "nn.LSTM feature; an RHN has one state per layer of size hidden_size"
+            )
+        self.proj_size = 0
+        self.depth = check_positive_int("depth", depth)
         self.input_dropout = check_probability("input_dropout", input_dropout)
         self.state_dropout = check_probability("state_dropout", state_dropout)
         self.gate_bias = check_finite("gate_bias", gate_bias)
-        self.coupled = bool(coupled)
-        self.bias = bool(bias)
+        self.coupled = check_bool("coupled", coupled)
+        if self.dropout > 0 and self.num_layers == 1:
+            warnings.warn(
+                "dropout adds dropout after all but the last recurrent layer, so non-zero "
+                f"dropout expects num_layers greater than 1, but got dropout={self.dropout} "
+                "and num_layers=1 (input_dropout and state_dropout act inside a layer)",
+                stacklevel=2,
+            )
         rows = gate_blocks(self.coupled) * hidden_size
         factory = {"device": device, "dtype": dtype}
         for k in range(num_layers):
-            layer_input = input_size if k == 0 else hidden_size
-            self.register_parameter(
-                f"weight_ih_l{k}", nn.Parameter(torch.empty(rows, layer_input, **factory))
-            )
-            self.register_parameter(
-                f"weight_hh_l{k}", nn.Parameter(torch.empty(depth, rows, hidden_size, **factory))
-            )
-            self.register_parameter(
-                f"bias_hh_l{k}",
-                nn.Parameter(torch.empty(depth, rows, **factory)) if bias else None,
-            )
+            layer_input = input_size if k == 0 else self.num_directions * hidden_size
+            for suffix in self._suffixes():
+                self.register_parameter(
+                    f"weight_ih_l{k}{suffix}",
+                    nn.Parameter(torch.empty(rows, layer_input, **factory)),
+                )
+                self.register_parameter(
+                    f"weight_hh_l{k}{suffix}",
+                    nn.Parameter(torch.empty(depth, rows, hidden_size, **factory)),
+                )
+                self.register_parameter(
+                    f"bias_hh_l{k}{suffix}",
+                    nn.Parameter(torch.empty(depth, rows, **factory)) if bias else None,
+                )
         self.reset_parameters()
 
-    def layer_parameters(self, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """``(weight_ih, weight_hh, bias_hh)`` of layer ``k``."""
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _suffixes(self) -> tuple[str, ...]:
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    def layer_parameters(
+        self, k: int, direction: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(weight_ih, weight_hh, bias_hh)`` of layer ``k``, direction 0 (forward) or 1."""
+        suffix = self._suffixes()[direction]
         return (
-            getattr(self, f"weight_ih_l{k}"),
-            getattr(self, f"weight_hh_l{k}"),
-            getattr(self, f"bias_hh_l{k}"),
+            getattr(self, f"weight_ih_l{k}{suffix}"),
+            getattr(self, f"weight_hh_l{k}{suffix}"),
+            getattr(self, f"bias_hh_l{k}{suffix}"),
         )
 
-    def reset_parameters(self) -> None:
-        for k in range(self.num_layers):
-            reset_rhn_parameters(*self.layer_parameters(k), gate_bias=self.gate_bias)
+    @property
+    def all_weights(self) -> list[list[torch.Tensor]]:
+        """Each layer's and direction's parameters, in ``h_n`` order (as ``nn.LSTM``)."""
+        return [
+            [p for p in self.layer_parameters(k, d) if p is not None]
+            for k in range(self.num_layers)
+            for d in range(self.num_directions)
+        ]
 
-    def _check_args(
-        self, input: torch.Tensor, hx: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
-        """Validate and bring ``input`` to ``(T, N, I)`` and ``hx`` to ``(K, N, H)``."""
-        weight = self.weight_ih_l0
-        check_tensor_like("input", input, weight)
+    def flatten_parameters(self) -> None:
+        """Nothing to do: kept so code written for ``nn.LSTM`` (which packs its weights for
+        cuDNN here) runs unchanged. The RHN's weights are used where they are."""
+
+    def reset_parameters(self) -> None:
+        for layer in self.all_weights:
+            weight_ih, weight_hh, *bias = layer
+            reset_rhn_parameters(
+                weight_ih, weight_hh, bias[0] if bias else None, gate_bias=self.gate_bias
+            )
+
+    def _check_input(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], bool]:
+        """A padded input → flat step-major ``(T·N, I)`` data, batch sizes, unbatched."""
+        check_tensor_like("input", input, self.weight_ih_l0)
         if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
             layout = "(N, T, I)" if self.batch_first else "(T, N, I)"
             raise ValueError(
-                f"RHN expected input of shape {layout} or unbatched (T, I) with "
-                f"I = input_size = {self.input_size}, got {tuple(input.shape)}"
+                f"RHN expected input of shape {layout}, unbatched (T, I) or a PackedSequence "
+                f"with I = input_size = {self.input_size}, got {tuple(input.shape)}"
             )
         unbatched = input.dim() == 2
         if unbatched:
@@ -145,19 +217,32 @@ class RHN(nn.Module):
         steps, batch = input.shape[0], input.shape[1]
         if steps == 0:
             raise ValueError("RHN got an input with 0 time steps; sequences need length >= 1")
-        if hx is not None:
-            check_tensor_like("hx", hx, weight)
-            expected = (self.num_layers, self.hidden_size)
-            if not unbatched:
-                expected = (self.num_layers, batch, self.hidden_size)
-            if tuple(hx.shape) != expected:
-                raise ValueError(
-                    f"RHN expected hx of shape {expected} (num_layers, "
-                    f"{'' if unbatched else 'batch, '}hidden_size), got {tuple(hx.shape)}"
-                )
-            if unbatched:
-                hx = hx.unsqueeze(1)
-        return input, hx, unbatched
+        return input.reshape(steps * batch, self.input_size), (batch,) * steps, unbatched
+
+    def _check_packed(self, input: PackedSequence) -> tuple[torch.Tensor, tuple[int, ...]]:
+        data = input.data
+        check_tensor_like("input.data", data, self.weight_ih_l0)
+        if data.dim() != 2 or data.shape[-1] != self.input_size:
+            raise ValueError(
+                f"RHN expected PackedSequence data of shape (P, I) with I = input_size = "
+                f"{self.input_size}, got {tuple(data.shape)}"
+            )
+        return data, tuple(input.batch_sizes.tolist())
+
+    def _check_hx(
+        self, hx: torch.Tensor | None, batch: int, unbatched: bool
+    ) -> torch.Tensor | None:
+        if hx is None:
+            return None
+        check_tensor_like("hx", hx, self.weight_ih_l0)
+        states = self.num_layers * self.num_directions
+        expected = (states, self.hidden_size) if unbatched else (states, batch, self.hidden_size)
+        if tuple(hx.shape) != expected:
+            raise ValueError(
+                f"RHN expected hx of shape {expected} (num_layers * num_directions, "
+                f"{'' if unbatched else 'batch, '}hidden_size), got {tuple(hx.shape)}"
+            )
+        return hx.unsqueeze(1) if unbatched else hx
 
     def _use_fused(self, return_gates: bool, tensors: tuple[torch.Tensor, ...]) -> bool:
         """Which recurrence to run: the hand-written backward where it applies."""
@@ -179,77 +264,128 @@ class RHN(nn.Module):
 
     def forward(
         self,
-        input: torch.Tensor,
+        input: torch.Tensor | PackedSequence,
         hx: torch.Tensor | None = None,
         *,
         return_gates: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor] | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x, hx, unbatched = self._check_args(input, hx)
-        batch = x.shape[1]
-        if hx is None:
-            hx = x.new_zeros(
-                self.num_layers, batch, self.hidden_size, dtype=self.weight_hh_l0.dtype
-            )
-        finals: list[torch.Tensor] = []
-        gates: list[torch.Tensor] = []
-        for k in range(self.num_layers):
-            weight_ih, weight_hh, bias_hh = self.layer_parameters(k)
-            if self.training and self.input_dropout > 0.0:
-                x = x * variational_mask(batch, x.shape[-1], self.input_dropout, like=x)
-            state_mask = None
-            if self.training and self.state_dropout > 0.0:
-                state_mask = variational_mask(batch, self.hidden_size, self.state_dropout, like=hx)
-            biases = None if bias_hh is None else bias_hh.unbind(0)
-            # One matmul projects every time step's input (bias of micro-layer 0 folded in).
-            x_proj = F.linear(x, weight_ih, None if biases is None else biases[0])
-            if self._use_fused(return_gates, (x_proj, hx, weight_hh)):
-                x, s_n = rhn_recurrence_fused(
-                    x_proj,
-                    hx[k],
-                    weight_hh,
-                    bias_hh,
-                    coupled=self.coupled,
-                    state_mask=state_mask,
-                    graph_runner=CudaGraphRunner if self.backend == "cuda-graph" else None,
-                )
-                layer_gates = None
-            else:
-                x, s_n, layer_gates = rhn_recurrence(
-                    x_proj,
-                    hx[k],
-                    weight_hh.transpose(1, 2).unbind(0),
-                    biases,
-                    coupled=self.coupled,
-                    state_mask=state_mask,
-                    return_gates=return_gates,
-                )
-            finals.append(s_n)
-            if layer_gates is not None:
-                gates.append(layer_gates)
-            if self.training and self.dropout > 0.0 and k < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
-        h_n = torch.stack(finals)
-        output = x
+    ) -> tuple:
+        if isinstance(input, PackedSequence):
+            x, batch_sizes = self._check_packed(input)
+            hx = self._check_hx(hx, batch_sizes[0], unbatched=False)
+            if hx is not None and input.sorted_indices is not None:
+                hx = hx.index_select(1, input.sorted_indices)  # the caller's order → sorted
+            out, h_n, gates = self._run(x, batch_sizes, hx, return_gates)
+            if input.unsorted_indices is not None:
+                h_n = h_n.index_select(1, input.unsorted_indices)
+            output = input._replace(data=out)
+            if not return_gates:
+                return output, h_n
+            return output, h_n, input._replace(data=gates)
+        x, batch_sizes, unbatched = self._check_input(input)
+        hx = self._check_hx(hx, batch_sizes[0], unbatched)
+        out, h_n, gates = self._run(x, batch_sizes, hx, return_gates)
+        steps, batch = len(batch_sizes), batch_sizes[0]
+        output = out.view(steps, batch, -1)
         if unbatched:
             output, h_n = output.squeeze(1), h_n.squeeze(1)
         elif self.batch_first:
             output = output.transpose(0, 1)
         if not return_gates:
             return output, h_n
-        gate_tensor = torch.stack(gates)
+        gate_tensor = gates.view(steps, batch, *gates.shape[1:]).permute(2, 0, 1, 3, 4)
         if unbatched:
             gate_tensor = gate_tensor.squeeze(2)
         elif self.batch_first:
             gate_tensor = gate_tensor.transpose(1, 2)
         return output, h_n, gate_tensor
 
+    def _run(
+        self,
+        x: torch.Tensor,
+        batch_sizes: tuple[int, ...],
+        hx: torch.Tensor | None,
+        return_gates: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Every layer over flat step-major data: ``x (P, I)``, ``hx (K·D, N, H)`` in
+        sorted batch order → ``(output (P, D·H), h_n (K·D, N, H), gates (P, K·D, L, H))``."""
+        batch = batch_sizes[0]
+        if hx is None:
+            hx = x.new_zeros(
+                self.num_layers * self.num_directions,
+                batch,
+                self.hidden_size,
+                dtype=self.weight_hh_l0.dtype,
+            )
+        finals: list[torch.Tensor] = []
+        gates: list[torch.Tensor] = []
+        for k in range(self.num_layers):
+            outputs = []
+            for direction in range(self.num_directions):
+                schedule = StepSchedule(batch_sizes, reverse=direction == 1)
+                out, s_n, layer_gates = self._run_direction(
+                    x, hx[len(finals)], k, direction, schedule, return_gates
+                )
+                outputs.append(out)
+                finals.append(s_n)
+                if layer_gates is not None:
+                    gates.append(layer_gates)
+            x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+            if self.training and self.dropout > 0.0 and k < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        return x, torch.stack(finals), torch.stack(gates, 1) if return_gates else None
+
+    def _run_direction(
+        self,
+        x: torch.Tensor,
+        s0: torch.Tensor,
+        k: int,
+        direction: int,
+        schedule: StepSchedule,
+        return_gates: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One layer and direction: ``x (P, I_k)``, ``s0 (N, H)`` → ``(P, H)``, ``(N, H)``,
+        gates ``(P, L, H)`` or None."""
+        weight_ih, weight_hh, bias_hh = self.layer_parameters(k, direction)
+        batch = schedule.batch
+        if self.training and self.input_dropout > 0.0:
+            mask = variational_mask(batch, x.shape[-1], self.input_dropout, like=x)
+            x = x * schedule.per_row(mask)
+        state_mask = None
+        if self.training and self.state_dropout > 0.0:
+            state_mask = variational_mask(batch, self.hidden_size, self.state_dropout, like=s0)
+        biases = None if bias_hh is None else bias_hh.unbind(0)
+        # One matmul projects every time step's input (bias of micro-layer 0 folded in).
+        x_proj = F.linear(x, weight_ih, None if biases is None else biases[0])
+        if self._use_fused(return_gates, (x_proj, s0, weight_hh)):
+            out, s_n = rhn_recurrence_fused(
+                x_proj,
+                s0,
+                weight_hh,
+                bias_hh,
+                coupled=self.coupled,
+                state_mask=state_mask,
+                graph_runner=CudaGraphRunner if self.backend == "cuda-graph" else None,
+                schedule=schedule,
+            )
+            return out, s_n, None
+        return rhn_recurrence(
+            x_proj,
+            s0,
+            weight_hh.transpose(1, 2).unbind(0),
+            biases,
+            coupled=self.coupled,
+            state_mask=state_mask,
+            return_gates=return_gates,
+            schedule=schedule,
+        )
+
     def extra_repr(self) -> str:
         parts = [f"{self.input_size}, {self.hidden_size}"]
         if self.num_layers != 1:
             parts.append(f"num_layers={self.num_layers}")
         parts.append(f"depth={self.depth}")
-        for name in ("batch_first", "coupled", "bias"):
-            default = name != "batch_first"
+        for name in ("batch_first", "bidirectional", "coupled", "bias"):
+            default = name not in ("batch_first", "bidirectional")
             if getattr(self, name) != default:
                 parts.append(f"{name}={getattr(self, name)}")
         for name in ("dropout", "input_dropout", "state_dropout"):

@@ -1,19 +1,32 @@
 """The Recurrent Highway Network cell (Zilly, Srivastava, Koutník & Schmidhuber, ICML 2017,
-arXiv 1607.03474).
+arXiv 1607.03474): the step rule, its derivative and the parameter layout, in one place.
 
 One time step passes the state through L highway micro-layers ("recurrence depth"); the
 input enters only the first:
 
     s⁰ = s_{t−1}
-    a_l = W_hh[l] sˡ + b_hh[l] + [l = 0]·W_ih x_t                       (G·H)
+    a_l = W_hh[l] (sˡ·m) + b_hh[l] + [l = 0]·W_ih x_t                   (G·H)
     h_l = tanh(a_l[:H]),  t_l = σ(a_l[H:2H]),  c_l = σ(a_l[2H:3H])
     sˡ⁺¹ = h_l·t_l + sˡ·(1 − t_l)    (coupled)   or   h_l·t_l + sˡ·c_l   (free carry)
     s_t = sᴸ
 
-Parameters (I input, H hidden, L depth, G = 2 coupled or 3 free carry):
+with ``m`` an optional state-dropout mask (it touches only what enters the matmul). The
+derivatives that the fused backend's backward applies, for an incoming ∂s' = ∂sˡ⁺¹:
+
+    ∂a_H = ∂s'·t·(1 − h²)
+    ∂a_T = ∂s'·(h − s)·t·(1 − t)      (coupled)   or   ∂s'·h·t·(1 − t)   (free carry)
+    ∂a_C = ∂s'·s·c·(1 − c)                          (free carry)
+    ∂s   = ∂s'·(1 − t) (or ·c)  +  (∂a W_hh[l])·m
+
+Parameters (I input, H hidden, L depth, G = 2 coupled or 3 free carry), row blocks
+``[H | T | C]`` of every stacked weight and bias (:func:`gate_blocks`, :func:`split_gates`):
     weight_ih  (G·H, I)     the input projection, micro-layer 0 only
     weight_hh  (L, G·H, H)  micro-layer l's recurrent weights
     bias_hh    (L, G·H)     micro-layer l's biases; the T block starts at ``gate_bias``
+
+Every backend applies this rule from here: :func:`rhn_micro_step` (autograd, the reference
+backend and :class:`RHNCell`), :class:`Pointwise` (in place, forward and derivative, the
+fused backend); :mod:`rhn.nn.rhn_triton` is the same two functions as GPU kernels.
 """
 
 from __future__ import annotations
@@ -24,13 +37,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rhn.nn._validate import check_finite, check_positive_int
-from rhn.nn.functional import rhn_recurrence
+from rhn.nn._validate import check_finite, check_positive_int, check_tensor_like
+from rhn.nn.functional import highway_combine
 
 
 def gate_blocks(coupled: bool) -> int:
     """G: rows per hidden unit in the stacked weights (H, T, and C when not coupled)."""
     return 2 if coupled else 3
+
+
+def split_gates(
+    a: torch.Tensor, hidden: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Views of the H, T and (free carry only) C blocks of ``(..., G·H)`` rows."""
+    blocks = a.shape[-1] // hidden
+    a_h, a_t = a[..., :hidden], a[..., hidden : 2 * hidden]
+    return a_h, a_t, (a[..., 2 * hidden :] if blocks == 3 else None)
 
 
 def reset_rhn_parameters(
@@ -53,26 +75,101 @@ def reset_rhn_parameters(
         weight_ih.uniform_(-bound, bound)
         weight_hh.uniform_(-bound, bound)
         if bias_hh is not None:
-            bias_hh.zero_()
-            bias_hh[:, hidden : 2 * hidden].fill_(gate_bias)
-            bias_hh[:, 2 * hidden :].fill_(-gate_bias)
+            b_h, b_t, b_c = split_gates(bias_hh, hidden)
+            b_h.zero_()
+            b_t.fill_(gate_bias)
+            if b_c is not None:
+                b_c.fill_(-gate_bias)
 
 
-def check_tensor_like(name: str, x: torch.Tensor, param: torch.Tensor) -> None:
-    """Refuse a tensor whose device or dtype can't meet the parameters' (autocast aside)."""
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.device != param.device:
-        raise ValueError(
-            f"{name} is on {x.device} but the parameters are on {param.device}; move one with .to()"
-        )
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
-        raise TypeError(
-            f"{name} has dtype {x.dtype} but the parameters have dtype {param.dtype}; "
-            f"cast one to match (or run under torch.autocast)"
-        )
+def rhn_micro_step(
+    a: torch.Tensor, s: torch.Tensor, coupled: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One micro-layer from its pre-activation (the module docstring's rule), with autograd.
+
+    Args:
+        a: ``(N, G·H)`` pre-activation ``W_hh[l] s + b_hh[l] (+ W_ih x at l = 0)``.
+        s: ``(N, H)`` state entering the micro-layer (undropped: dropout only
+            touches what enters the matmuls).
+    Returns:
+        ``(s', t)``: the new state ``(N, H)`` and the transform gate ``(N, H)``.
+    """
+    a_h, a_t, a_c = split_gates(a, s.shape[-1])
+    h, t = torch.tanh(a_h), torch.sigmoid(a_t)
+    c = None if coupled else torch.sigmoid(a_c)
+    return highway_combine(h, t, s, c), t
+
+
+class Pointwise:
+    """The micro-step rule and its derivative in place, in torch ops (any device); the fused
+    backend's gate math, written into preallocated buffers with ``out=``.
+
+    ``forward(a (N, G·H), s, h, t, c, s_next, mask, s_next_in)``: h = tanh(a_H),
+    t = σ(a_T), c = σ(a_C), s_next = h·t + s·(1 − t) (or + s·c), all (N, H) and written in
+    place; given ``s_next_in`` also the next GEMM's input ``s_next·mask`` (or ``s_next``
+    without a dropout mask) in that buffer's dtype, the compute dtype.
+    ``backward(ds, s, h, t, c, da (N, G·H), carry, g, mask)``: the pre-activation gradient
+    ``da`` and the part of ∂s that flows along the carry, written in place. The incoming
+    ∂s' is ``ds``, or ``ds + g·mask`` (``ds + g``) when the recurrent GEMM's gradient ``g``
+    of the GEMM's input is passed (so the mask and the dtype cast cost no separate op).
+    """
+
+    def forward(
+        self,
+        a: torch.Tensor,
+        s: torch.Tensor,
+        h: torch.Tensor,
+        t: torch.Tensor,
+        c: torch.Tensor | None,
+        s_next: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        s_next_in: torch.Tensor | None = None,
+    ) -> None:
+        if a.dtype != s.dtype:  # widen a bfloat16/float16 GEMM result: gate math in float32
+            a = a.to(s.dtype)
+        a_h, a_t, a_c = split_gates(a, s.shape[1])
+        torch.tanh(a_h, out=h)
+        torch.sigmoid(a_t, out=t)
+        if c is None:
+            torch.lerp(s, h, t, out=s_next)
+        else:
+            torch.sigmoid(a_c, out=c)
+            torch.addcmul(h * t, s, c, out=s_next)
+        if s_next_in is not None:
+            if mask is None:
+                s_next_in.copy_(s_next)
+            else:
+                torch.mul(s_next, mask, out=s_next_in)
+
+    def backward(
+        self,
+        ds: torch.Tensor,
+        s: torch.Tensor,
+        h: torch.Tensor,
+        t: torch.Tensor,
+        c: torch.Tensor | None,
+        da: torch.Tensor,
+        carry: torch.Tensor,
+        g: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> None:
+        if g is not None:
+            ds = ds + g if mask is None else torch.addcmul(ds, g, mask)
+        da_h, da_t, da_c = split_gates(da, s.shape[1])
+        u = ds * t  # ∂h = ∂s'·t
+        torch.addcmul(u, u, h * h, value=-1.0, out=da_h)  # ∂a_H = ∂h·(1 − h²)
+        dt = torch.addcmul(u, u, t, value=-1.0)  # ∂s'·t·(1 − t)
+        if c is None:
+            torch.mul(dt, h - s, out=da_t)  # × (h − s)
+            torch.sub(ds, u, out=carry)  # ∂s'·(1 − t)
+        else:
+            torch.mul(dt, h, out=da_t)
+            sc = ds * s
+            torch.mul(torch.addcmul(sc, sc, c, value=-1.0), c, out=da_c)
+            torch.mul(ds, c, out=carry)
+
+
+TORCH_POINTWISE = Pointwise()
 
 
 class RHNCell(nn.Module):
@@ -152,23 +249,19 @@ class RHNCell(nn.Module):
                 )
         if input_mask is not None:
             x = x * input_mask
-        bias = None if self.bias_hh is None else self.bias_hh.unbind(0)
-        x_proj = F.linear(x, self.weight_ih, None if bias is None else bias[0])
-        _, s, gates = rhn_recurrence(
-            x_proj.unsqueeze(0),
-            s,
-            self.weight_hh.transpose(1, 2).unbind(0),
-            bias,
-            coupled=self.coupled,
-            state_mask=state_mask,
-            return_gates=return_gates,
-        )
+        x_proj = F.linear(x, self.weight_ih)  # enters micro-layer 0 only
+        biases = (None,) * self.depth if self.bias_hh is None else self.bias_hh.unbind(0)
+        gates = []
+        for layer, (weight, bias) in enumerate(zip(self.weight_hh.unbind(0), biases, strict=True)):
+            a = F.linear(s if state_mask is None else s * state_mask, weight, bias)
+            s, t = rhn_micro_step(a + x_proj if layer == 0 else a, s, self.coupled)
+            gates.append(t)
         if unbatched:
             s = s.squeeze(0)
         if not return_gates:
             return s
-        gates = gates.squeeze(0)
-        return s, gates.squeeze(0) if unbatched else gates
+        gate_tensor = torch.stack(gates, dim=-2)  # (N, L, H)
+        return s, gate_tensor.squeeze(0) if unbatched else gate_tensor
 
     def extra_repr(self) -> str:
         return (

@@ -1,20 +1,15 @@
 """A hand-written backward for the RHN recurrence: fewer ops per micro-step, and every
 recurrent weight gradient in one batched matmul instead of one per time step.
 
-Same equations as :func:`rhn.nn.functional.rhn_recurrence` (Zilly et al. 2017). Shape
-legend: T steps, N batch, L depth, H hidden, G = 2 (coupled) or 3 (free carry), K = T·L.
+Same equations as :func:`rhn.nn.rhn_reference.rhn_recurrence` (Zilly et al. 2017), the
+rule and its derivative from :mod:`rhn.nn.rhn_cell`. Shape legend: T steps, N batch, P rows
+of flat step-major data, L depth, H hidden, G = 2 (coupled) or 3 (free carry), K = T·L.
 
-Forward keeps, for every micro-step k = t·L + l, the state entering it ``S[k]`` and its
-gate values ``h_k``, ``t_k`` (, ``c_k``) in preallocated buffers written with ``out=``.
-Backward walks the steps in reverse with the derivatives of
-
-    s' = h·t + s·(1 − t)                      (coupled)
-    s' = h·t + s·c                            (free carry)
-
-    ∂a_H = ∂s'·t·(1 − h²),  ∂a_T = ∂s'·(h − s)·t·(1 − t)   (coupled; free carry: ∂s'·h·t·(1 − t),
-    ∂a_C = ∂s'·s·c·(1 − c)),  ∂s = ∂s'·(1 − t) (or ·c) + (∂a W_l)·m
-
-and collects ∂W_l = Σ_t ∂a_{t,l}ᵀ (s_{t,l}·m) for all l in one ``bmm`` at the end.
+Forward keeps, for every micro-step k = i·L + l (i-th step run), the state entering it
+``S[k]`` and its gate values ``h_k``, ``t_k`` (, ``c_k``) in preallocated buffers written
+with ``out=``. Backward walks the micro-steps in reverse applying the rule's derivative
+(:class:`rhn.nn.rhn_cell.Pointwise`) and collects ∂W_l = Σ_t ∂a_{t,l}ᵀ (s_{t,l}·m) for all l
+in one ``bmm`` at the end.
 
 Precision: the GEMMs run in the *compute* dtype — the autocast dtype inside
 ``torch.autocast``, else the weights' dtype — and the state, the gates and the pointwise
@@ -33,8 +28,10 @@ import torch
 from einops import rearrange
 from torch.autograd.function import once_differentiable
 
+from rhn.nn.rhn_cell import TORCH_POINTWISE, Pointwise
 from rhn.nn.rhn_gemm import RecurrentMatmul, recurrent_matmul
 from rhn.nn.rhn_graph import GraphedStepLoops, GraphRunner
+from rhn.nn.rhn_schedule import StepSchedule
 
 # Builds the recurrent matmul ``addend + x·weightᵀ`` for a weight and a batch size.
 MatmulFactory = Callable[[torch.Tensor, int], RecurrentMatmul]
@@ -49,77 +46,6 @@ def gemm_reads_a_copy(
     return state_mask is not None or compute != state
 
 
-class Pointwise:
-    """The gate math of one micro-step, in torch ops (any device). Writes into ``out=``.
-
-    ``forward(a (N, G·H), s, h, t, c, s_next, mask, s_next_in)``: h = tanh(a_H),
-    t = σ(a_T), c = σ(a_C), s_next = h·t + s·(1 − t) (or + s·c), all (N, H) and written in
-    place; given ``s_next_in`` also the next GEMM's input ``s_next·mask`` (or ``s_next``
-    without a dropout mask) in that buffer's dtype, the compute dtype.
-    ``backward(ds, s, h, t, c, da (N, G·H), carry, g, mask)``: the pre-activation gradient
-    ``da`` and the part of ∂s that flows along the carry, written in place. The incoming
-    ∂s' is ``ds``, or ``ds + g·mask`` (``ds + g``) when the recurrent GEMM's gradient ``g``
-    of the GEMM's input is passed (so the mask and the dtype cast cost no separate op).
-    """
-
-    def forward(
-        self,
-        a: torch.Tensor,
-        s: torch.Tensor,
-        h: torch.Tensor,
-        t: torch.Tensor,
-        c: torch.Tensor | None,
-        s_next: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        s_next_in: torch.Tensor | None = None,
-    ) -> None:
-        hidden = s.shape[1]
-        if a.dtype != s.dtype:  # widen a bfloat16/float16 GEMM result: gate math in float32
-            a = a.to(s.dtype)
-        torch.tanh(a[:, :hidden], out=h)
-        torch.sigmoid(a[:, hidden : 2 * hidden], out=t)
-        if c is None:
-            torch.lerp(s, h, t, out=s_next)
-        else:
-            torch.sigmoid(a[:, 2 * hidden :], out=c)
-            torch.addcmul(h * t, s, c, out=s_next)
-        if s_next_in is not None:
-            if mask is None:
-                s_next_in.copy_(s_next)
-            else:
-                torch.mul(s_next, mask, out=s_next_in)
-
-    def backward(
-        self,
-        ds: torch.Tensor,
-        s: torch.Tensor,
-        h: torch.Tensor,
-        t: torch.Tensor,
-        c: torch.Tensor | None,
-        da: torch.Tensor,
-        carry: torch.Tensor,
-        g: torch.Tensor | None = None,
-        mask: torch.Tensor | None = None,
-    ) -> None:
-        hidden = s.shape[1]
-        if g is not None:
-            ds = ds + g if mask is None else torch.addcmul(ds, g, mask)
-        u = ds * t  # ∂h = ∂s'·t
-        torch.addcmul(u, u, h * h, value=-1.0, out=da[:, :hidden])  # ∂a_H = ∂h·(1 − h²)
-        dt = torch.addcmul(u, u, t, value=-1.0)  # ∂s'·t·(1 − t)
-        if c is None:
-            torch.mul(dt, h - s, out=da[:, hidden : 2 * hidden])  # × (h − s)
-            torch.sub(ds, u, out=carry)  # ∂s'·(1 − t)
-        else:
-            torch.mul(dt, h, out=da[:, hidden : 2 * hidden])
-            sc = ds * s
-            torch.mul(torch.addcmul(sc, sc, c, value=-1.0), c, out=da[:, 2 * hidden :])
-            torch.mul(ds, c, out=carry)
-
-
-TORCH_POINTWISE = Pointwise()
-
-
 @dataclass(frozen=True)
 class StepLoops:
     """The forward and backward step loops of one recurrence configuration.
@@ -127,13 +53,17 @@ class StepLoops:
     Pure functions of their tensor arguments: each allocates what it returns, so
     :mod:`rhn.nn.rhn_graph` can capture either loop in a CUDA graph and replay it.
     ``forward`` returns the buffers backward needs, ``(states (K+1, N, H), h (K, N, H),
-    t, c or None)``; ``backward`` the gradients ``(x_proj, s0, weight_hh, bias_hh or None)``.
+    t, c or None)``, indexed by micro-step in run order; ``backward`` the gradients
+    ``(x_proj, s0, weight_hh, bias_hh or None)``. ``x_proj`` and the outputs are flat
+    step-major ``(P, ·)`` data laid out by ``schedule``; rows a step does not update carry
+    their state (:mod:`rhn.nn.rhn_schedule`), and their buffer rows are copies of it.
     """
 
     coupled: bool
     has_bias: bool
     pointwise: Pointwise
     matmul: MatmulFactory
+    schedule: StepSchedule
 
     def forward(
         self,
@@ -143,9 +73,9 @@ class StepLoops:
         bias_hh: torch.Tensor | None,
         state_mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        steps, batch, rows = x_proj.shape
+        batch, rows = s0.shape[0], x_proj.shape[1]
         depth, hidden = weight_hh.shape[0], s0.shape[1]
-        k_total = steps * depth
+        k_total = self.schedule.steps * depth
         # x_proj and the weights come in the compute dtype, s0 and the mask in the state's.
         state_buffer = {"device": s0.device, "dtype": s0.dtype}
         states = torch.empty(k_total + 1, batch, hidden, **state_buffer)
@@ -159,24 +89,33 @@ class StepLoops:
         # The GEMM reads the state itself, or a copy — dropped out, in the compute dtype —
         # that the pointwise step writes beside the new state.
         separate_input = gemm_reads_a_copy(state_mask, weight_hh.dtype, s0.dtype)
-        s_in = states[0]
+        s_in_buffer = states[0]
         if separate_input:
-            s_in = (s0 if state_mask is None else s0 * state_mask).to(weight_hh.dtype)
+            s_in_buffer = (s0 if state_mask is None else s0 * state_mask).to(weight_hh.dtype)
         # Per-step views made once (unbind) rather than by indexing inside the loop.
         state_k, h_k, t_k = states.unbind(0), h_buf.unbind(0), t_buf.unbind(0)
         c_k = (None,) * k_total if c_buf is None else c_buf.unbind(0)
         k = 0
-        for x_t in x_proj.unbind(0):
+        for x_t in self.schedule.split(x_proj):
+            n = x_t.shape[0]
+            # The active rows' views: the whole batch unless some sequences are not running.
+            a_n, s_in, mask = a, s_in_buffer, state_mask
+            if n < batch:
+                a_n, s_in = a[:n], s_in_buffer[:n]
+                mask = None if state_mask is None else state_mask[:n]
             for layer, layer_matmul in enumerate(matmuls):
-                s = state_k[k]
+                s, s_next, h, t, c = state_k[k], state_k[k + 1], h_k[k], t_k[k], c_k[k]
+                if n < batch:
+                    s_next[n:].copy_(s[n:])  # the rows this step does not update
+                    s, s_next, h, t = s[:n], s_next[:n], h[:n], t[:n]
+                    c = None if c is None else c[:n]
                 if not separate_input:
                     s_in = s
                 addend = x_t if layer == 0 else None if biases is None else biases[layer]
-                a = layer_matmul(s_in, addend, out=a)
+                pre = layer_matmul(s_in, addend, out=a_n)
                 self.pointwise.forward(
-                    a, s, h_k[k], t_k[k], c_k[k], state_k[k + 1], state_mask,
-                    s_in if separate_input else None,
-                )  # fmt: skip
+                    pre, s, h, t, c, s_next, mask, s_in if separate_input else None
+                )
                 k += 1
         return states, h_buf, t_buf, c_buf
 
@@ -192,49 +131,99 @@ class StepLoops:
         state_mask: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
         depth, rows, hidden = weight_hh.shape
-        steps = grad_out.shape[0]
         batch = states.shape[1]
         compute = weight_hh.dtype
-        d_a = grad_out.new_empty(steps * depth, batch, rows, dtype=compute)
+        k_total = self.schedule.steps * depth
+        dense = self.schedule.is_dense
+        # Rows a step does not update get ∂a = 0, which the weight and bias sums rely on.
+        d_a = (torch.empty if dense else torch.zeros)(
+            k_total, batch, rows, dtype=compute, device=grad_out.device
+        )
         # ∂s = ∂a·W_l: the matmul of Wᵀ.
         matmuls = [self.matmul(w.t(), batch) for w in weight_hh.unbind(0)]
         # ∂s entering each micro-step = ds, plus g (·mask) when the GEMM read a separate
         # input: g, the GEMM's gradient of that input, is folded in by the next pointwise
         # step (which also brings it from the compute dtype to the state's).
         # Row-major: the Triton kernels index ds, carry and the mask as flat (N, H) arrays.
-        ds = grad_last.clone(memory_format=torch.contiguous_format)
-        carry = torch.empty_like(ds)
         g = None
         if gemm_reads_a_copy(state_mask, compute, states.dtype):
-            g = ds.new_zeros(batch, hidden, dtype=compute)
+            g = grad_last.new_zeros(batch, hidden, dtype=compute)
         state_k, h_k, t_k, d_a_k = states.unbind(0), h_buf.unbind(0), t_buf.unbind(0), d_a.unbind(0)
-        c_k = (None,) * len(h_k) if c_buf is None else c_buf.unbind(0)
-        for step in reversed(range(steps)):
-            ds += grad_out[step]
+        c_k = (None,) * k_total if c_buf is None else c_buf.unbind(0)
+        # ds and carry hold the rows being updated, [:live]. Going back in time, rows join
+        # (forward direction: a sequence's last step; its ∂s is still grad_last) or leave
+        # (reverse direction: its first step is done; its ∂s is final, as nothing earlier
+        # touches it).
+        grad_s0 = grad_last.new_empty(batch, hidden) if not dense else None
+        per_step = self.schedule.split(grad_out)
+        live = per_step[-1].shape[0]
+        ds = grad_last[:live].clone(memory_format=torch.contiguous_format)
+        carry = torch.empty_like(ds)
+        k = k_total
+        for grad_t in reversed(per_step):
+            n = grad_t.shape[0]
+            if n > live:
+                ds = torch.cat([ds, grad_last[live:n]])
+                carry = torch.empty_like(ds)
+            elif n < live:
+                grad_s0[n:live] = _with_gemm_gradient(ds[n:], g, state_mask, n, live)
+                ds, carry = ds[:n], carry[:n]
+            live = n
+            ds += grad_t
+            g_n, mask = g, state_mask
+            if n < batch:
+                g_n = None if g is None else g[:n]
+                mask = None if state_mask is None else state_mask[:n]
             for layer in reversed(range(depth)):
-                k = step * depth + layer
-                self.pointwise.backward(
-                    ds, state_k[k], h_k[k], t_k[k], c_k[k], d_a_k[k], carry, g, state_mask
-                )
+                k -= 1
+                s, h, t, c, d_a_n = state_k[k], h_k[k], t_k[k], c_k[k], d_a_k[k]
+                if n < batch:
+                    s, h, t, d_a_n = s[:n], h[:n], t[:n], d_a_n[:n]
+                    c = None if c is None else c[:n]
+                self.pointwise.backward(ds, s, h, t, c, d_a_n, carry, g_n, mask)
                 if g is None:
-                    ds = matmuls[layer](d_a_k[k], carry)
+                    ds = matmuls[layer](d_a_n, carry)
                 else:
-                    g = matmuls[layer](d_a_k[k], out=g)
+                    product = matmuls[layer](d_a_n, out=g_n)
+                    if n == batch:
+                        g = g_n = product
+                    elif product.data_ptr() != g_n.data_ptr():  # a matmul that ignores out=
+                        g_n.copy_(product)
                     ds, carry = carry, ds
-        if g is not None:
-            ds = ds + g if state_mask is None else torch.addcmul(ds, g, state_mask)
+        ds = _with_gemm_gradient(ds, g, state_mask, 0, live)
+        if grad_s0 is not None:
+            grad_s0[:live] = ds
+            ds = grad_s0
         per_layer = rearrange(d_a, "(t l) n g -> l (t n) g", l=depth)
         inputs = rearrange(states[:-1], "(t l) n h -> l (t n) h", l=depth)
         if state_mask is not None:
-            inputs = inputs * state_mask.repeat(steps, 1)
+            inputs = inputs * state_mask.repeat(self.schedule.steps, 1)
         inputs = inputs.to(compute)
         grad_weight = torch.bmm(per_layer.transpose(1, 2), inputs)
         grad_bias = None
         if self.has_bias:
             grad_bias = per_layer.sum(1)
             grad_bias[0] = 0  # micro-layer 0's bias reaches the loss through x_proj
-        grad_x = rearrange(d_a, "(t l) n g -> t l n g", l=depth)[:, 0]
+        first_layer = d_a[::depth].unbind(0)  # ∂x_proj of each step, run order
+        sizes = self.schedule.run_order_batch_sizes()
+        grad_x = self.schedule.join([d[:n] for d, n in zip(first_layer, sizes, strict=True)])
         return grad_x, ds, grad_weight, grad_bias
+
+
+def _with_gemm_gradient(
+    ds: torch.Tensor,
+    g: torch.Tensor | None,
+    state_mask: torch.Tensor | None,
+    start: int,
+    stop: int,
+) -> torch.Tensor:
+    """∂s of rows ``[start:stop]`` with the last GEMM's gradient ``g`` (·mask) folded in."""
+    if g is None:
+        return ds
+    g = g[start:stop]
+    if state_mask is None:
+        return ds + g
+    return torch.addcmul(ds, g, state_mask[start:stop])
 
 
 class _RHNRecurrence(torch.autograd.Function):
@@ -246,23 +235,26 @@ class _RHNRecurrence(torch.autograd.Function):
         weight_hh: torch.Tensor,
         bias_hh: torch.Tensor | None,
         state_mask: torch.Tensor | None,
-        loops: StepLoops,
+        loops: StepLoops | GraphedStepLoops,
+        schedule: StepSchedule,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         states, h_buf, t_buf, c_buf = loops.forward(x_proj, s0, weight_hh, bias_hh, state_mask)
         ctx.loops = loops
         ctx.save_for_backward(states, h_buf, t_buf, c_buf, weight_hh, state_mask)
-        depth = weight_hh.shape[0]
-        outputs = rearrange(states[1:], "(t l) n h -> t l n h", l=depth)[:, -1]
-        # A copy even at depth 1, where the view would be contiguous: the saved states
-        # must not change if the caller edits the outputs in place.
-        return outputs.clone(memory_format=torch.contiguous_format), states[-1].clone()
+        # The state after each step's last micro-layer, its active rows, in time order: a
+        # new tensor (join copies), so the saved states don't change if the caller edits
+        # the outputs in place.
+        after_step = states[weight_hh.shape[0] :: weight_hh.shape[0]].unbind(0)
+        sizes = schedule.run_order_batch_sizes()
+        outputs = schedule.join([s[:n] for s, n in zip(after_step, sizes, strict=True)])
+        return outputs, states[-1].clone()
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor, grad_last: torch.Tensor) -> tuple:
         # Unused outputs get zero gradients (autograd materialises them).
         grads = ctx.loops.backward(grad_out, grad_last, *ctx.saved_tensors)
-        return *grads, None, None  # no gradient for the mask or the loops
+        return *grads, None, None, None  # none for the mask, the loops or the schedule
 
 
 def rhn_recurrence_fused(
@@ -276,15 +268,18 @@ def rhn_recurrence_fused(
     pointwise: Pointwise | None = None,
     matmul: MatmulFactory = recurrent_matmul,
     graph_runner: Callable[[], GraphRunner] | None = None,
+    schedule: StepSchedule | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`rhn_recurrence` without gates, with the hand-written backward.
+    """:func:`rhn.nn.rhn_reference.rhn_recurrence` without gates, with the hand-written
+    backward.
 
     The GEMMs run in :func:`compute_dtype`; bfloat16/float16 GEMMs keep the state and
     the gate math in float32 (module docstring). Outputs and the final state come back in
     ``s``'s dtype, as from :func:`rhn_recurrence`.
 
     Args:
-        x_proj: ``(T, N, G·H)``, ``W_ih x_t + b_hh[0]``.
+        x_proj: ``W_ih x_t + b_hh[0]``: ``(T, N, G·H)`` for a padded batch run forward
+            (``schedule`` None), else flat step-major ``(P, G·H)`` laid out by ``schedule``.
         s: ``(N, H)`` initial state.
         weight_hh: ``(L, G·H, H)`` the stacked recurrent weights (not transposed).
         bias_hh: ``(L, G·H)`` or None; row 0 is ignored here (it is in ``x_proj``).
@@ -295,14 +290,21 @@ def rhn_recurrence_fused(
             picks oneDNN's packed weights for large float32 GEMMs on CPU, else ``addmm``.
         graph_runner: replay both step loops from graphs (:mod:`rhn.nn.rhn_graph`):
             ``CudaGraphRunner`` on CUDA; None runs them eagerly.
+        schedule: active rows per step and the direction (:mod:`rhn.nn.rhn_schedule`).
     Returns:
-        ``(outputs (T, N, H), final state (N, H))``.
+        ``(outputs, final state (N, H))``, outputs ``(T, N, H)`` in the padded form, else
+        flat ``(P, H)``.
     """
+    padded = schedule is None
+    if padded:
+        steps, batch = x_proj.shape[:2]
+        schedule = StepSchedule.dense(steps, batch)
+        x_proj = x_proj.reshape(steps * batch, -1)
     if pointwise is None:
         pointwise = default_pointwise(x_proj.device)
     compute = compute_dtype(weight_hh)
     state = torch.float32 if compute in LOW_PRECISION else compute
-    loops = StepLoops(coupled, bias_hh is not None, pointwise, matmul)
+    loops = StepLoops(coupled, bias_hh is not None, pointwise, matmul, schedule)
     if graph_runner is not None:
         loops = GraphedStepLoops(loops, graph_runner)
     # Differentiable casts (no-ops when the dtypes already agree): autograd brings each
@@ -315,7 +317,10 @@ def rhn_recurrence_fused(
             None if bias_hh is None else bias_hh.to(compute),
             None if state_mask is None else state_mask.to(state).contiguous(),
             loops,
+            schedule,
         )
+    if padded:
+        outputs = outputs.view(schedule.steps, schedule.batch, -1)
     return outputs.to(s.dtype), last.to(s.dtype)
 
 

@@ -1,10 +1,14 @@
 """Triton kernels for the gate math of one RHN micro-step (forward and backward).
 
-Each replaces the 4–9 separate torch ops of :class:`rhn.nn.rhn_fused.Pointwise` with one
+Each replaces the 4–9 separate torch ops of :class:`rhn.nn.rhn_cell.Pointwise` (the rule
+and its derivative, written out in that module's docstring) with one
 kernel launch — the variational dropout mask included (forward: the masked state the next
 GEMM reads; backward: the GEMM's gradient through the mask) — so on a GPU each micro-step
 is one cuBLAS GEMM (bias added in it) plus one fused kernel.
 The kernels read ``a`` as ``(N, G·H)`` rows and everything else as contiguous ``(N, H)``.
+A length-masked step (packed sequences: only the first n rows of the batch are running)
+passes the row prefixes ``[:n]`` of those buffers, which are contiguous too, so the same
+kernels serve it with ``numel = n·H``; the carried rows are never touched.
 The arithmetic is done in the state's dtype (float32, or float64): a bfloat16/float16
 pre-activation ``a`` and GEMM gradient ``g`` are widened on load, and the GEMM's next input
 and ``da`` narrowed on store, so the mixed-precision casts cost no launches either.
@@ -18,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from rhn.nn.rhn_fused import Pointwise
+from rhn.nn.rhn_cell import Pointwise
 
 BLOCK = 1024
 

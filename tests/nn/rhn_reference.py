@@ -52,27 +52,49 @@ def naive_rhn(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """An ``rhn.RHN`` in time-major layout, without inter-layer dropout.
 
-    ``masks`` are the (input, state) masks of each layer in order, as the model drew them.
-    Returns output (T, N, H), h_n (K, N, H), gates (K, T, N, L, H).
+    A bidirectional layer runs the reverse direction on the time-flipped input and flips its
+    outputs back, then concatenates [forward, reverse] features.
+    ``masks`` are the (input, state) masks of each layer and direction in order, as the
+    model drew them. Returns output (T, N, D·H), h_n (K·D, N, H), gates (K·D, T, N, L, H).
     """
+    directions = 2 if getattr(model, "bidirectional", False) else 1
     batch = x.shape[1]
     if hx is None:
-        hx = x.new_zeros(model.num_layers, batch, model.hidden_size)
+        hx = x.new_zeros(model.num_layers * directions, batch, model.hidden_size)
     finals, gates = [], []
     for k in range(model.num_layers):
-        input_mask = state_mask = None
-        if masks is not None:
-            input_mask, state_mask = masks[2 * k], masks[2 * k + 1]
-        x, s, g = naive_rhn_layer(
-            x,
-            hx[k],
-            getattr(model, f"weight_ih_l{k}"),
-            getattr(model, f"weight_hh_l{k}"),
-            getattr(model, f"bias_hh_l{k}"),
-            coupled=model.coupled,
-            input_mask=input_mask,
-            state_mask=state_mask,
-        )
-        finals.append(s)
-        gates.append(g)
+        outputs = []
+        for d, suffix in enumerate(("", "_reverse")[:directions]):
+            input_mask = state_mask = None
+            if masks is not None:
+                j = 2 * (k * directions + d)
+                input_mask, state_mask = masks[j], masks[j + 1]
+            out, s, g = naive_rhn_layer(
+                x if d == 0 else x.flip(0),
+                hx[k * directions + d],
+                getattr(model, f"weight_ih_l{k}{suffix}"),
+                getattr(model, f"weight_hh_l{k}{suffix}"),
+                getattr(model, f"bias_hh_l{k}{suffix}"),
+                coupled=model.coupled,
+                input_mask=input_mask,
+                state_mask=state_mask,
+            )
+            outputs.append(out if d == 0 else out.flip(0))
+            finals.append(s)
+            gates.append(g if d == 0 else g.flip(0))
+        x = torch.cat(outputs, dim=-1)
     return x, torch.stack(finals), torch.stack(gates)
+
+
+class MaskRecorder:
+    """Stands in for a module's ``variational_mask`` (monkeypatched) and keeps every mask
+    it draws, in order."""
+
+    def __init__(self, module: object) -> None:
+        self.masks: list[torch.Tensor] = []
+        self._draw = module.variational_mask
+
+    def __call__(self, *args: object, **kwargs: object) -> torch.Tensor:
+        mask = self._draw(*args, **kwargs)
+        self.masks.append(mask)
+        return mask

@@ -5,7 +5,7 @@ import torch
 from torch.func import functional_call
 
 import rhn
-from tests.nn.rhn_reference import naive_rhn
+from tests.nn.rhn_reference import MaskRecorder, naive_rhn
 
 F64 = torch.float64
 rhn_module = importlib.import_module("rhn.nn.rhn")
@@ -15,7 +15,7 @@ rhn_module = importlib.import_module("rhn.nn.rhn")
 @pytest.mark.parametrize("coupled", [True, False])
 @pytest.mark.parametrize("depth", [1, 3])
 def test_matches_naive_reference(num_layers: int, depth: int, coupled: bool) -> None:
-    model = rhn.RHN(5, 6, num_layers, depth, coupled=coupled, dtype=F64)
+    model = rhn.RHN(5, 6, num_layers, depth=depth, coupled=coupled, dtype=F64)
     x = torch.randn(7, 3, 5, dtype=F64)
     hx = torch.randn(num_layers, 3, 6, dtype=F64)
     out, h_n, gates = model(x, hx, return_gates=True)
@@ -116,22 +116,11 @@ def test_parameters_are_named_and_laid_out_like_the_cell() -> None:
     torch.testing.assert_close(model(x)[1][0], cell(x[0]))
 
 
-class _MaskRecorder:
-    def __init__(self) -> None:
-        self.masks: list[torch.Tensor] = []
-        self._draw = rhn_module.variational_mask
-
-    def __call__(self, *args: object, **kwargs: object) -> torch.Tensor:
-        mask = self._draw(*args, **kwargs)
-        self.masks.append(mask)
-        return mask
-
-
 @pytest.mark.parametrize("num_layers", [1, 2])
 def test_dropout_masks_are_drawn_once_per_call_and_shared_across_time_and_depth(
     monkeypatch: pytest.MonkeyPatch, num_layers: int
 ) -> None:
-    recorder = _MaskRecorder()
+    recorder = MaskRecorder(rhn_module)
     monkeypatch.setattr(rhn_module, "variational_mask", recorder)
     model = rhn.RHN(
         6, 10, num_layers, depth=4, input_dropout=0.5, state_dropout=0.5, dtype=F64

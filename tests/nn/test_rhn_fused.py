@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import rhn
-from rhn.nn.functional import rhn_recurrence
 from rhn.nn.rhn_fused import rhn_recurrence_fused
 from rhn.nn.rhn_gemm import OneDNNMatmul, onednn_available
+from rhn.nn.rhn_reference import rhn_recurrence
 
 F64 = torch.float64
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from rhn.nn.functional import rhn_recurrence
-from rhn.nn.rhn_fused import TORCH_POINTWISE, rhn_recurrence_fused
+from rhn.nn.rhn_cell import TORCH_POINTWISE
+from rhn.nn.rhn_fused import rhn_recurrence_fused
+from rhn.nn.rhn_reference import rhn_recurrence
+from rhn.nn.rhn_schedule import StepSchedule
 
 triton_module = pytest.importorskip("rhn.nn.rhn_triton", reason="Triton is not installed")
 TRITON = triton_module.TRITON_POINTWISE
@@ -158,5 +160,34 @@ def test_column_major_gradients_and_mask_reach_the_kernels_row_major() -> None:
     got = rhn_recurrence_fused(x, s0, w, None, coupled=True, state_mask=mask, pointwise=TRITON)
     expected = torch.autograd.grad(ref[0].sum() + (ref[1] * weights).sum(), (x, s0, w))
     grads = torch.autograd.grad(got[0].sum() + (got[1] * weights).sum(), (x, s0, w))
+    for e, g_ in zip(expected, grads, strict=True):
+        torch.testing.assert_close(g_, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("coupled", [True, False])
+def test_length_masked_steps_with_triton_kernels_match_the_reference(
+    coupled: bool, reverse: bool
+) -> None:
+    """Packed sequences: each step updates a row prefix; the kernels get the prefix views."""
+    schedule = StepSchedule((4, 3, 3, 1), reverse=reverse)
+    g = torch.Generator().manual_seed(4)
+    rows = (2 if coupled else 3) * 5
+    x = torch.randn(schedule.rows, rows, dtype=torch.float64, generator=g, requires_grad=True)
+    s0 = torch.randn(4, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    w = (0.5 * torch.randn(2, rows, 5, dtype=torch.float64, generator=g)).requires_grad_()
+    b = torch.randn(2, rows, dtype=torch.float64, generator=g).requires_grad_()
+    mask = (torch.rand(4, 5, generator=g) < 0.6).double() / 0.6
+    ref = rhn_recurrence(
+        x, s0, w.transpose(1, 2).unbind(0), b.unbind(0), coupled=coupled, state_mask=mask,
+        schedule=schedule,
+    )  # fmt: skip
+    got = rhn_recurrence_fused(
+        x, s0, w, b, coupled=coupled, state_mask=mask, pointwise=TRITON, schedule=schedule
+    )
+    for e, g_ in zip(ref[:2], got, strict=True):
+        torch.testing.assert_close(g_, e, rtol=1e-12, atol=1e-12)
+    expected = torch.autograd.grad(ref[0].sum() + ref[1].pow(2).sum(), (x, s0, w, b))
+    grads = torch.autograd.grad(got[0].sum() + got[1].pow(2).sum(), (x, s0, w, b))
     for e, g_ in zip(expected, grads, strict=True):
         torch.testing.assert_close(g_, e, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,118 @@
+"""What code written for nn.LSTM touches works on rhn.RHN, and means the same."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+import rhn
+
+
+def test_lstm_positional_arguments_mean_the_same() -> None:
+    # input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional
+    model = rhn.RHN(6, 5, 2, False, True, 0.25, True)
+    assert (model.num_layers, model.bias, model.batch_first) == (2, False, True)
+    assert (model.dropout, model.bidirectional, model.depth) == (0.25, True, 1)
+    assert model.bias_hh_l0 is None and model.bias_hh_l1_reverse is None
+    # The PyTorch word-language-model client's call: the 4th positional is bias.
+    model = rhn.RHN(200, 200, 2, True)
+    assert model.bias and model.depth == 1
+    with pytest.raises(TypeError, match=r"bias must be True or False, got 3; set the recurrence"):
+        rhn.RHN(4, 5, 2, 3)
+
+
+def test_attributes_lstm_code_reads() -> None:
+    model = rhn.RHN(3, 4, 2, bidirectional=True, depth=2)
+    lstm = nn.LSTM(3, 4, 2, bidirectional=True)
+    for name in ("input_size", "hidden_size", "num_layers", "bidirectional", "batch_first",
+                 "proj_size", "dropout"):  # fmt: skip
+        assert getattr(model, name) == getattr(lstm, name), name
+    assert model.proj_size == 0
+    model.flatten_parameters()  # harmless: the same parameters, the same numbers
+    x = torch.randn(3, 2, 3)
+    torch.testing.assert_close(model(x)[0], model(x)[0])
+    assert [len(w) for w in model.all_weights] == [3, 3, 3, 3]
+    assert model.all_weights[1][0] is model.weight_ih_l0_reverse
+
+
+def test_proj_size_is_refused_as_lstm_specific() -> None:
+    with pytest.raises(ValueError, match=r"proj_size must be 0, got 3: projections .* nn.LSTM"):
+        rhn.RHN(3, 4, proj_size=3)
+
+
+def test_dropout_with_one_layer_warns_as_lstm_does() -> None:
+    with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
+        rhn.RHN(3, 4, 1, dropout=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        rhn.RHN(3, 4, 2, dropout=0.5)
+
+
+def test_a_packed_bidirectional_encoder_written_for_lstm_runs_unchanged() -> None:
+    """The usual nn.LSTM tagger/classifier encoder, with the RHN swapped in."""
+
+    def encode(rnn: nn.Module, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, state = rnn(packed)
+        h_n = state[0] if isinstance(state, tuple) else state  # LSTM: (h_n, c_n)
+        padded, _ = pad_packed_sequence(out, batch_first=True)
+        # The last layer's two directions, batch in the caller's order.
+        return torch.cat([padded.amax(1), h_n[-2], h_n[-1]], dim=-1)
+
+    x, lengths = torch.randn(3, 7, 4), torch.tensor([2, 7, 5])
+    lstm = nn.LSTM(4, 6, 2, batch_first=True, bidirectional=True)
+    model = rhn.RHN(4, 6, 2, batch_first=True, bidirectional=True, depth=3)
+    assert encode(lstm, x, lengths).shape == encode(model, x, lengths).shape == (3, 24)
+    # h_n comes back in the caller's batch order: sequence 0 alone gives its own state.
+    _, h_alone = model(x[:1, :2])
+    _, h_n = model(pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False))
+    torch.testing.assert_close(h_n[:, 0], h_alone[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_bidirectional_packed_tagger_learns_a_task_that_needs_each_sequence_end() -> None:
+    """Tag every token with its sequence's *last* token: only a reverse pass that starts at
+    each sequence's own end (never at padding) carries it to every position. A forward-only
+    RHN of the same size is the control: it cannot see the end from earlier positions."""
+    vocab, steps = 4, 200
+
+    def batch(g: torch.Generator, n: int = 32):
+        lengths = torch.randint(2, 9, (n,), generator=g)
+        tokens = torch.randint(0, vocab, (n, 8), generator=g)
+        tokens[torch.arange(8) >= lengths[:, None]] = vocab  # padding id, never a target
+        last = tokens[torch.arange(n), lengths - 1]
+        return tokens, lengths, last[:, None].expand(n, 8)
+
+    def train(bidirectional: bool) -> float:
+        torch.manual_seed(0)
+        embed = nn.Embedding(vocab + 1, 16)
+        rnn = rhn.RHN(16, 24, 1, batch_first=True, bidirectional=bidirectional, depth=2)
+        head = nn.Linear(24 * (2 if bidirectional else 1), vocab)
+        params = [*embed.parameters(), *rnn.parameters(), *head.parameters()]
+        opt = torch.optim.Adam(params, lr=0.02)
+        g = torch.Generator().manual_seed(1)
+
+        def logits_of(tokens, lengths):
+            packed = pack_padded_sequence(embed(tokens), lengths, True, enforce_sorted=False)
+            out, _ = rnn(packed)
+            padded, _ = pad_packed_sequence(out, batch_first=True, total_length=8)
+            return head(padded)
+
+        for _ in range(steps):
+            tokens, lengths, target = batch(g)
+            valid = torch.arange(8) < lengths[:, None]
+            loss = nn.functional.cross_entropy(logits_of(tokens, lengths)[valid], target[valid])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            tokens, lengths, target = batch(torch.Generator().manual_seed(99), 256)
+            valid = torch.arange(8) < lengths[:, None]
+            hits = logits_of(tokens, lengths).argmax(-1) == target
+            return hits[valid].float().mean().item()
+
+    assert train(bidirectional=True) > 0.95
+    assert train(bidirectional=False) < 0.7
