@@ -3,9 +3,15 @@
 All models are timed in the same run on the same inputs, and each RHN row is reported as
 a ratio to the LSTM's time, so the numbers compare across machines. Rows: ``rhn-fused``
 (the hand-written backward, ``rhn.nn.rhn_fused``), ``rhn-reference`` (autograd through the
-step loop, ``rhn.nn.functional``), on CUDA ``rhn-cuda-graph`` (the fused step loops replayed
+step loop, ``rhn.nn.rhn_reference``), on CUDA ``rhn-cuda-graph`` (the fused step loops replayed
 from CUDA graphs, ``rhn.nn.rhn_graph``) and, with ``--naive``, an RHN written the straightforward
 way (the input projected step by step, stacked weights indexed inside the loop).
+
+Layouts (``--layouts``, each a row per model): ``padded`` (the default), ``packed`` (a
+``PackedSequence`` of lengths drawn uniformly from 1..seq, the longest = seq, unsorted),
+``bidirectional`` and ``bidirectional-packed``, the LSTM with the same options. Packed rows
+also give ``×padded``: the same model's time on the packed batch over its time on the padded
+batch of the same longest length, measured in the same rounds.
 
 Cases:
     a    batch 32, seq 35, input 256, RHN hidden 256, depth 4
@@ -13,7 +19,8 @@ Cases:
     ptb  batch 20, seq 35, input 830, RHN hidden 830, depth 10 (the PTB recipe's cell)
     enwik8  batch 128, seq 50, input 205, hidden 1500, depth 10 (GPU; not in the default set)
 
-Usage: python scripts/bench_rnn.py [--cases a ptb] [--repeats 5] [--bf16] [--json out.json]
+Usage: python scripts/bench_rnn.py [--cases a ptb] [--layouts padded packed] [--repeats 5]
+       [--bf16] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import rhn
 from rhn.nn.rhn_graph import clear_graphs
@@ -90,12 +98,20 @@ def lstm_hidden_for(params: int, input_size: int) -> int:
     return round((-b + math.sqrt(b * b + 16 * params)) / 8)
 
 
-def fwd_bwd_step(model: nn.Module, x: torch.Tensor, bf16: bool) -> Callable[[], None]:
+LAYOUTS = ("padded", "packed", "bidirectional", "bidirectional-packed")
+
+
+def fwd_bwd_step(
+    model: nn.Module, x: torch.Tensor | PackedSequence, bf16: bool
+) -> Callable[[], None]:
     """One forward+backward of ``model`` on ``x`` (under bfloat16 autocast with ``bf16``)."""
+    device_type = (x.data if isinstance(x, PackedSequence) else x).device.type
 
     def step() -> None:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
             output, _ = model(x)
+        if isinstance(output, PackedSequence):
+            output = output.data
         output.float().sum().backward()
         model.zero_grad(set_to_none=True)
 
@@ -113,15 +129,19 @@ def timed(fn: Callable[[], None], cuda: bool) -> float:
 
 
 def time_models(
-    models: dict[str, nn.Module], x: torch.Tensor, repeats: int, warmup: int, bf16: bool
+    runs: dict[str, tuple[nn.Module, torch.Tensor | PackedSequence]],
+    repeats: int,
+    warmup: int,
+    bf16: bool,
+    cuda: bool,
 ) -> dict[str, tuple[float, float, float | None]]:
-    """Per model: (first call seconds, median seconds per fwd+bwd, peak CUDA MiB or None).
+    """Per (model, input) run: (first call seconds, median seconds per fwd+bwd, peak CUDA
+    MiB or None).
 
-    The timed repeats go in rounds, every model once per round, so a slow spell of a
-    shared machine slows all models alike instead of whichever happened to be running.
+    The timed repeats go in rounds, every run once per round, so a slow spell of a
+    shared machine slows all runs alike instead of whichever happened to be running.
     """
-    cuda = x.device.type == "cuda"
-    steps = {name: fwd_bwd_step(m, x, bf16) for name, m in models.items()}
+    steps = {name: fwd_bwd_step(m, x, bf16) for name, (m, x) in runs.items()}
     first: dict[str, float] = {}
     peak: dict[str, float | None] = {}
     for name, step in steps.items():
@@ -139,47 +159,61 @@ def time_models(
 
 
 def run_case(
-    case: Case, device: torch.device, repeats: int, warmup: int, naive: bool, bf16: bool
+    case: Case,
+    device: torch.device,
+    repeats: int,
+    warmup: int,
+    naive: bool,
+    bf16: bool,
+    layout: str = "padded",
 ) -> list[dict]:
     torch.manual_seed(0)
-    fused = rhn.RHN(case.input_size, case.hidden, depth=case.depth, backend="fused", device=device)
-    reference = rhn.RHN(
-        case.input_size, case.hidden, depth=case.depth, backend="reference", device=device
-    )
+    bidirectional = layout.startswith("bidirectional")
+    packed = layout.endswith("packed")
+    size = {"depth": case.depth, "bidirectional": bidirectional, "device": device}
+    fused = rhn.RHN(case.input_size, case.hidden, backend="fused", **size)
+    reference = rhn.RHN(case.input_size, case.hidden, backend="reference", **size)
     reference.load_state_dict(fused.state_dict())
-    params = count_parameters(fused)
-    lstm_hidden = lstm_hidden_for(params, case.input_size)
-    lstm = nn.LSTM(case.input_size, lstm_hidden, device=device)
-    x = torch.randn(case.seq, case.batch, case.input_size, device=device)
+    # Equal parameters per direction.
+    lstm_hidden = lstm_hidden_for(count_parameters(fused) // fused.num_directions, case.input_size)
+    lstm = nn.LSTM(case.input_size, lstm_hidden, bidirectional=bidirectional, device=device)
     models = {"lstm": lstm, "rhn-fused": fused, "rhn-reference": reference}
-    if naive:
+    if naive and layout == "padded":
         models["rhn-naive"] = NaiveRHN(reference)
     if device.type == "cuda":  # last: its cached graphs stay allocated, and peaks add up
-        graphed = rhn.RHN(
-            case.input_size, case.hidden, depth=case.depth, backend="cuda-graph", device=device
-        )
+        graphed = rhn.RHN(case.input_size, case.hidden, backend="cuda-graph", **size)
         graphed.load_state_dict(fused.state_dict())
         models["rhn-cuda-graph"] = graphed
-    rows = []
-    timings = time_models(models, x, repeats, warmup, bf16)
+    x = torch.randn(case.seq, case.batch, case.input_size, device=device)
+    runs: dict[str, tuple[nn.Module, torch.Tensor | PackedSequence]] = {}
+    if packed:
+        lengths = torch.randint(1, case.seq + 1, (case.batch,))
+        lengths[case.batch // 2] = case.seq
+        x_packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        runs = {name: (m, x_packed) for name, m in models.items()}
+    runs |= {f"{name}@padded" if packed else name: (m, x) for name, m in models.items()}
+    timings = time_models(runs, repeats, warmup, bf16, cuda=device.type == "cuda")
     clear_graphs()  # free this case's captured graphs before the next case
+    rows = []
     for name, m in models.items():
         first, seconds, peak = timings[name]
-        rows.append(
-            {
-                **asdict(case),
-                "model": name,
-                "hidden_size": lstm_hidden if name == "lstm" else case.hidden,
-                "params": count_parameters(m),
-                "first_call_s": first,
-                "ms_per_batch": seconds * 1e3,
-                "tokens_per_s": case.batch * case.seq / seconds,
-                "peak_mem_mib": peak,
-                "device": str(device),
-                "precision": "bf16 autocast" if bf16 else "fp32",
-                "threads": torch.get_num_threads(),
-            }
-        )
+        row = {
+            **asdict(case),
+            "layout": layout,
+            "model": name,
+            "hidden_size": lstm_hidden if name == "lstm" else case.hidden,
+            "params": count_parameters(m),
+            "first_call_s": first,
+            "ms_per_batch": seconds * 1e3,
+            "tokens_per_s": (int(lengths.sum()) if packed else case.batch * case.seq) / seconds,
+            "peak_mem_mib": peak,
+            "device": str(device),
+            "precision": "bf16 autocast" if bf16 else "fp32",
+            "threads": torch.get_num_threads(),
+        }
+        if packed:
+            row["packed_over_padded"] = seconds / timings[f"{name}@padded"][1]
+        rows.append(row)
     lstm_ms = rows[0]["ms_per_batch"]
     for row in rows:
         row["ratio_to_lstm"] = row["ms_per_batch"] / lstm_ms
@@ -187,15 +221,17 @@ def run_case(
 
 
 def print_table(rows: list[dict]) -> None:
-    header = ["case", "model", "hidden", "depth", "params", "ms/batch fwd+bwd", "tokens/s"]
-    header += ["×LSTM", "first call s"]
+    header = ["case", "layout", "model", "hidden", "depth", "params", "ms/batch fwd+bwd"]
+    header += ["tokens/s", "×LSTM", "×padded", "first call s"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
         depth = "-" if r["model"] == "lstm" else r["depth"]
+        over_padded = r.get("packed_over_padded")
         print(
-            f"| {r['name']} | {r['model']} | {r['hidden_size']} | {depth} | {r['params']:,} | "
-            f"{r['ms_per_batch']:.1f} | {r['tokens_per_s']:,.0f} | {r['ratio_to_lstm']:.2f} | "
+            f"| {r['name']} | {r['layout']} | {r['model']} | {r['hidden_size']} | {depth} | "
+            f"{r['params']:,} | {r['ms_per_batch']:.1f} | {r['tokens_per_s']:,.0f} | "
+            f"{r['ratio_to_lstm']:.2f} | {'-' if over_padded is None else f'{over_padded:.2f}'} | "
             f"{r['first_call_s']:.2f} |"
         )
 
@@ -203,6 +239,7 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["a", "b", "ptb"])
+    parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=["padded"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
@@ -219,7 +256,10 @@ def main() -> None:
     rows = [
         row
         for name in args.cases
-        for row in run_case(CASES[name], device, args.repeats, args.warmup, args.naive, args.bf16)
+        for layout in args.layouts
+        for row in run_case(
+            CASES[name], device, args.repeats, args.warmup, args.naive, args.bf16, layout
+        )
     ]
     precision = "bf16 autocast" if args.bf16 else "fp32"
     threads = torch.get_num_threads()

@@ -47,6 +47,13 @@ from rhn.nn.rhn_schedule import StepSchedule
 BACKENDS = ("auto", "reference", "fused", "cuda-graph")
 
 
+def _tracing() -> bool:
+    """Whether a graph is being recorded for export (``torch.export``, the ONNX exporters,
+    ``torch.jit.trace``). Those record the reference's plain ops: the fused backward's
+    ``out=`` buffers and custom autograd function do not trace."""
+    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+
+
 class RHN(nn.Module):
     """A stack of ``num_layers`` RHN layers of recurrence depth ``depth``.
 
@@ -246,7 +253,7 @@ class RHN(nn.Module):
 
     def _use_fused(self, return_gates: bool, tensors: tuple[torch.Tensor, ...]) -> bool:
         """Which recurrence to run: the hand-written backward where it applies."""
-        if self.backend == "reference":
+        if self.backend == "reference" or _tracing():
             return False
         supported = not return_gates and fused_supports(tensors)
         if self.backend == "cuda-graph" and tensors[0].device.type != "cuda":

@@ -1,0 +1,70 @@
+"""An eval-mode RHN exports with the default backend: torch.export, jit.trace and ONNX
+(run in onnxruntime), each giving PyTorch's outputs."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import rhn
+
+
+class Tagger(nn.Module):
+    """Embedding → bidirectional RHN → linear: the usual shape of an exported model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 8)
+        self.rnn = rhn.RHN(8, 6, 2, bidirectional=True, depth=2)  # backend "auto"
+        self.head = nn.Linear(12, 5)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, h_n = self.rnn(self.embed(tokens))
+        return self.head(out), h_n
+
+
+@pytest.fixture
+def model_and_tokens() -> tuple[Tagger, torch.Tensor]:
+    torch.manual_seed(0)
+    return Tagger().eval(), torch.randint(0, 20, (7, 3))
+
+
+def test_torch_export_in_grad_mode(model_and_tokens) -> None:
+    model, tokens = model_and_tokens
+    assert torch.is_grad_enabled()  # the case the fused backend's out= buffers broke
+    exported = torch.export.export(model, (tokens,))
+    for got, expected in zip(exported.module()(tokens), model(tokens), strict=True):
+        torch.testing.assert_close(got, expected)  # the graph holds the reference's ops
+
+
+def test_jit_trace(model_and_tokens) -> None:
+    model, tokens = model_and_tokens
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model, (tokens,))
+    for got, expected in zip(traced(tokens), model(tokens), strict=True):
+        torch.testing.assert_close(got, expected)  # the graph holds the reference's ops
+
+
+@pytest.mark.parametrize("dynamo", [False, True])
+def test_onnx_export_runs_in_onnxruntime(model_and_tokens, tmp_path: Path, dynamo: bool) -> None:
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev extra")
+    pytest.importorskip("onnxscript" if dynamo else "onnx", reason="the dev extra has it")
+    model, tokens = model_and_tokens
+    path = tmp_path / "tagger.onnx"
+    options = {"external_data": False, "optimize": False} if dynamo else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (tokens,), str(path), dynamo=dynamo, input_names=["tokens"], **options
+        )
+    session = ort.InferenceSession(str(path))
+    got = session.run(None, {"tokens": tokens.numpy()})
+    with torch.no_grad():
+        expected = model(tokens)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(torch.from_numpy(g), e, rtol=1e-5, atol=1e-6)
