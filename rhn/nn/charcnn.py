@@ -54,7 +54,28 @@ class CharCNN(nn.Module):
         )
         self.output_size = sum(filters)
 
+    def _check_ids(self, chars: object) -> None:
+        if not isinstance(chars, torch.Tensor):
+            raise TypeError(
+                f"chars must be a torch.Tensor of character ids, got {type(chars).__name__}"
+            )
+        if chars.is_floating_point() or chars.is_complex() or chars.dtype == torch.bool:
+            raise TypeError(
+                f"chars must hold integer character ids (torch.long), got dtype {chars.dtype}"
+            )
+        if chars.dim() == 0:
+            raise ValueError("chars must be (..., W): characters of each word, got a scalar")
+        num_chars = self.embedding.num_embeddings
+        if chars.numel():
+            low, high = torch.aminmax(chars)
+            if low < 0 or high >= num_chars:
+                raise ValueError(
+                    f"chars holds ids in [{int(low)}, {int(high)}], outside [0, {num_chars - 1}] "
+                    f"(num_chars = {num_chars})"
+                )
+
     def forward(self, chars: torch.Tensor) -> torch.Tensor:
+        self._check_ids(chars)
         if chars.shape[-1] < max(self.widths):
             raise ValueError(
                 f"CharCNN needs words of at least {max(self.widths)} characters (the widest "

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rhn.nn._validate import check_finite, check_positive_int
+from rhn.nn._validate import check_finite, check_positive_int, check_tensor_like
 from rhn.nn.activation import INIT_GAIN, check_activation, get_activation
 from rhn.nn.functional import highway_combine
 
@@ -84,6 +84,7 @@ class GatedHighwayBase(nn.Module):
         raise NotImplementedError
 
     def _check_input(self, x: torch.Tensor) -> None:
+        check_tensor_like("input", x, self.weight)
         if x.dim() == 0 or x.shape[self._channel_dim] != self.features:
             raise ValueError(
                 f"{type(self).__name__} expected input with {self.features} features in "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rhn.nn._validate import check_positive_int
+from rhn.nn._validate import check_positive_int, check_tensor_like
 from rhn.nn.highway import GatedHighwayBase
 
 
@@ -48,6 +48,7 @@ class _HighwayConvNd(GatedHighwayBase):
 
     def _check_input(self, x: torch.Tensor) -> None:
         n = self._spatial_dims
+        check_tensor_like("input", x, self.weight)
         if x.dim() not in (n + 1, n + 2):
             raise ValueError(
                 f"{type(self).__name__} expected a {n + 2}-D (N, C, ...) or {n + 1}-D "

@@ -38,3 +38,16 @@ def test_bad_arguments() -> None:
         rhn.CharCNN(10, widths=[1, 2], filters=[5])
     with pytest.raises(ValueError, match="at least 6 characters"):
         rhn.CharCNN(10)(torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_ids_out_of_range_or_not_integers_are_clear_errors() -> None:
+    cnn = rhn.CharCNN(10, embed_size=4, widths=(1, 2), filters=(3, 3))
+    with pytest.raises(ValueError, match=r"chars holds ids in \[1, 10\], outside \[0, 9\]"):
+        cnn(torch.tensor([[1, 2, 10]]))
+    with pytest.raises(ValueError, match=r"chars holds ids in \[-1, 3\], outside \[0, 9\]"):
+        cnn(torch.tensor([[-1, 2, 3]]))
+    with pytest.raises(TypeError, match=r"integer character ids \(torch\.long\), got dtype"):
+        cnn(torch.rand(2, 5))
+    with pytest.raises(TypeError, match=r"chars must be a torch\.Tensor of character ids"):
+        cnn([[1, 2, 3]])
+    assert cnn(torch.tensor([[0, 9, 3]])).shape == (1, 6)  # the edges of the range are fine

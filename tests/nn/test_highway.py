@@ -143,3 +143,13 @@ def test_bf16_autocast_runs_and_stays_close_to_float32() -> None:
         y = net(x)
     y.float().sum().backward()
     torch.testing.assert_close(y.float(), net(x), atol=0.05, rtol=0.05)
+
+
+def test_input_of_another_dtype_or_kind_is_a_clear_error() -> None:
+    layer = rhn.Highway(4, num_layers=2)
+    with pytest.raises(TypeError, match=r"input has dtype torch\.float64 but the parameters"):
+        layer(torch.randn(3, 4, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"input must be a floating-point tensor, got dtype"):
+        layer(torch.ones(3, 4, dtype=torch.long))
+    with pytest.raises(TypeError, match=r"input must be a torch\.Tensor, got list"):
+        layer([[1.0, 2.0, 3.0, 4.0]])

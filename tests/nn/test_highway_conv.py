@@ -90,3 +90,14 @@ def test_bad_input_names_the_expected_layout() -> None:
         rhn.HighwayConv1d(4, kernel_size=0)
     with pytest.raises(ValueError, match=r"kernel_size must be odd .* got 4"):
         rhn.HighwayConv2d(4, kernel_size=4)
+
+
+@pytest.mark.parametrize(
+    "cls, shape", [(rhn.HighwayConv1d, (2, 3, 9)), (rhn.HighwayConv2d, (2, 3, 5, 5))]
+)
+def test_input_of_another_dtype_is_a_clear_error(cls, shape) -> None:
+    layer = cls(3)
+    with pytest.raises(TypeError, match=r"input has dtype torch\.float64 but the parameters"):
+        layer(torch.randn(shape, dtype=torch.float64))
+    with pytest.raises(TypeError, match=r"input must be a torch\.Tensor, got tuple"):
+        layer(shape)
