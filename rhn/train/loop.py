@@ -206,6 +206,16 @@ class Trainer:
                 return s.chunk(self.dist.world_size, dim=1)[self.dist.rank].to(self.device)
 
             self.state = map_state(shard, hidden)
+        self._reconcile_best_metric()
+
+    def _reconcile_best_metric(self) -> None:
+        """Take best.pt's metric when it beats the one last.pt recorded (a run killed after
+        writing best.pt, before last.pt), so later evaluations must beat the model kept."""
+        if not self.best_path.exists():
+            return
+        kept = load_checkpoint(self.best_path)["position"].get("best_metric")
+        if kept is not None and self._improved(kept):
+            self.position.best_metric = kept
 
     def _checkpoint(self, *, best: bool) -> None:
         """Write last.pt (and best.pt); every rank joins the gathers, rank 0 writes."""
@@ -232,9 +242,12 @@ class Trainer:
                 "config": self.config.to_dict(),
                 "task_state": self.task.checkpoint_state(),
             }
-            atomic_torch_save(ckpt, self.last_path)
+            # best.pt first: a kill between the two writes leaves a best.pt newer than the
+            # best metric last.pt records, which _restore reconciles; the other order would
+            # leave last.pt claiming a best model that best.pt does not hold.
             if best:
                 atomic_torch_save(ckpt, self.best_path)
+            atomic_torch_save(ckpt, self.last_path)
         barrier(self.dist)
 
     # -- the loop ----------------------------------------------------------------------

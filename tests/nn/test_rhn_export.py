@@ -45,6 +45,7 @@ def test_jit_trace(model_and_tokens) -> None:
     model, tokens = model_and_tokens
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # jit.trace is, still works
         traced = torch.jit.trace(model, (tokens,))
     for got, expected in zip(traced(tokens), model(tokens), strict=True):
         torch.testing.assert_close(got, expected)  # the graph holds the reference's ops

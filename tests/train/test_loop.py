@@ -282,3 +282,50 @@ def test_non_finite_weights_never_overwrite_a_good_checkpoint(tmp_path: Path) ->
     trainer._checkpoint(best=True)
     trainer.log.close()
     assert (run / "checkpoints" / "last.pt").read_bytes() == good
+
+
+def _kill_at_write(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The checkpoint write to ``name`` dies (as a SIGKILL would, before its rename)."""
+    import rhn.train.loop as loop
+
+    real = loop.atomic_torch_save
+
+    def save(obj: Any, path: Any) -> None:
+        if Path(path).name == name:
+            raise KeyboardInterrupt(f"killed while writing {name}")
+        real(obj, path)
+
+    monkeypatch.setattr(loop, "atomic_torch_save", save)
+
+
+@pytest.mark.parametrize("killed_at", ["best.pt", "last.pt"])
+def test_a_kill_during_a_best_checkpoint_save_never_loses_the_best_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, killed_at: str
+) -> None:
+    from rhn.train.loop import Trainer
+
+    run = tmp_path / "run"
+    train(toy_config("train.max_steps=5"), run)
+    ckpts = run / "checkpoints"
+    before = {p.name: p.read_bytes() for p in ckpts.glob("*.pt")}
+    old_best = load_checkpoint(ckpts / "best.pt")["position"]["best_metric"]
+
+    trainer = Trainer(toy_config("train.max_steps=10"), run)
+    trainer.log = RunLogger(run, resume_step=5)
+    trainer.position.best_metric = old_best / 10  # an evaluation that improved on it
+    _kill_at_write(monkeypatch, killed_at)
+    with pytest.raises(KeyboardInterrupt):
+        trainer._checkpoint(best=True)
+    trainer.log.close()
+    monkeypatch.undo()
+
+    resumed = Trainer(toy_config("train.max_steps=10"), run)
+    kept = load_checkpoint(ckpts / "best.pt")["position"]["best_metric"]
+    # Whatever was written, the best metric to beat is that of the model best.pt holds.
+    assert resumed.position.best_metric == kept
+    if killed_at == "best.pt":  # nothing new was written: both files as before
+        assert {p.name: p.read_bytes() for p in ckpts.glob("*.pt")} == before
+        assert kept == old_best
+    else:  # best.pt holds the new best; last.pt is the old one, which recorded old_best
+        assert kept == old_best / 10
+        assert load_checkpoint(ckpts / "last.pt")["position"]["best_metric"] == old_best
