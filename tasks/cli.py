@@ -57,7 +57,7 @@ def train_main(argv: list[str] | None = None) -> int:
         return _fail(err)
     if result.is_main:
         print(json.dumps({"status": result.status, "step": result.position.step, **result.metrics}))
-    return 0
+    return result.exit_status  # 128 + signal when stopped by one (after saving)
 
 
 def eval_main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -31,6 +32,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it.
 
     A crash at any moment leaves either the old file or the new one, never a torn file.
+    A failed write (disk full, file size limit, I/O error) is one :class:`CheckpointError`
+    naming the file and the cause; the previous file at ``path`` is untouched.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,6 +44,20 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:
+        Path(tmp).unlink(missing_ok=True)
+        # torch.save reports a failed write as a RuntimeError from its zip writer
+        # ("inline_container.cc ..."), raised while handling the OSError of the write; say
+        # what it means. Other RuntimeErrors (an object that can't be saved) pass through.
+        os_error = err if isinstance(err, OSError) else err.__context__
+        if not isinstance(os_error, OSError) and "inline_container" not in str(err):
+            raise
+        cause = getattr(os_error, "strerror", None) or "the write failed"
+        free = shutil.disk_usage(path.parent).free / 2**20
+        raise CheckpointError(
+            f"could not write checkpoint {path}: {cause} ({free:,.0f} MiB free on its disk); "
+            f"the previous {path.name} is unchanged"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

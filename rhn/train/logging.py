@@ -27,11 +27,16 @@ class RunLogger:
             return
         self.writer = SummaryWriter(str(self.run_dir), purge_step=resume_step or None)
         if self.metrics_path.exists():
-            kept = [
-                line
-                for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= resume_step
-            ]
+            kept = []
+            for number, line in enumerate(self.metrics_path.read_text().splitlines(), 1):
+                try:
+                    record = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    # A run killed mid-append leaves a torn last line: drop it, say so.
+                    self.message(f"{self.metrics_path}: dropped torn line {number}: {line[:60]!r}")
+                    continue
+                if isinstance(record, dict) and record.get("step", 0) <= resume_step:
+                    kept.append(line)
             self.metrics_path.write_text("".join(line + "\n" for line in kept))
 
     def scalars(self, values: dict[str, float], step: int) -> None:

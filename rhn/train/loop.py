@@ -50,12 +50,9 @@ from rhn.train.distributed import (
 )
 from rhn.train.logging import RunLogger
 from rhn.train.optim import LRSchedule, build_optimizer, set_lr
+from rhn.train.run_dir import RunDirError, RunDirLock, remove_stale_temporaries
 from rhn.train.seeding import rng_state, seed_everything, set_rng_state
 from rhn.train.task import State, Task
-
-
-class RunDirError(RuntimeError):
-    """A run directory that can't be used as asked (e.g. ``--fresh`` on an existing run)."""
 
 
 class TrainingDivergedError(RuntimeError):
@@ -81,6 +78,13 @@ class TrainResult:
     position: Position
     metrics: dict[str, float] = field(default_factory=dict)
     is_main: bool = True  # rank 0 (the process that reports)
+    stop_signal: int | None = None  # the signal that interrupted the run
+
+    @property
+    def exit_status(self) -> int:
+        """The command line's exit status: 0 when finished, 128 + the signal number when a
+        signal stopped it after saving (the shell's convention: SIGTERM 143, SIGINT 130)."""
+        return 0 if self.stop_signal is None else 128 + self.stop_signal
 
 
 @dataclass
@@ -329,7 +333,18 @@ class Trainer:
         train = self.config.train
         pos = self.position
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunDirLock(self.run_dir) if self.dist.is_main else None
+        try:
+            return self._run_locked(train, pos)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _run_locked(self, train: Any, pos: Position) -> TrainResult:
         self.log = RunLogger(self.run_dir, resume_step=pos.step, enabled=self.dist.is_main)
+        if self.dist.is_main:
+            for path in remove_stale_temporaries(self.last_path.parent):
+                self.log.message(f"removed {path}, left by a save that was killed")
         if self.dist.is_main:
             save_config(self.config, self.run_dir / "config.yaml")
             if self.origin:
@@ -442,7 +457,9 @@ class Trainer:
             self.log.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        return TrainResult(status, pos, metrics, is_main=self.dist.is_main)
+        # A rank stopped by another rank's signal reports SIGTERM's status.
+        stopped_by = (self._stop_signal or signal.SIGTERM) if status == "interrupted" else None
+        return TrainResult(status, pos, metrics, is_main=self.dist.is_main, stop_signal=stopped_by)
 
     def close(self) -> None:
         shutdown(self.dist)

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,30 @@ def test_unwrap_and_safetensors_export_with_tied_weights(tmp_path: Path) -> None
     tensors = load_file(str(tmp_path / "w.safetensors"))
     assert torch.equal(next(iter(t for k, t in tensors.items() if "weight" in k)), model[0].weight)
     assert unwrap(torch.compile(model)) is model
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_the_old_checkpoint_survives(
+    tmp_path: Path,
+) -> None:
+    """A file-size limit (RLIMIT_FSIZE, SIGXFSZ ignored) makes writes fail as a full disk
+    does; the save must say so in one line and leave the previous checkpoint as it was."""
+    path = tmp_path / "last.pt"
+    atomic_torch_save({"w": torch.zeros(10)}, path)
+    before = path.read_bytes()
+    script = (
+        "import resource, signal, sys, torch\n"
+        "from rhn.train.checkpoint import CheckpointError, atomic_torch_save\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))\n"
+        "try:\n"
+        f"    atomic_torch_save({{'w': torch.zeros(1 << 20)}}, {str(path)!r})\n"
+        "except CheckpointError as err:\n"
+        "    print(err); sys.exit(2)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    message = proc.stdout.strip()
+    assert message.startswith(f"could not write checkpoint {path}: ")
+    assert "the previous last.pt is unchanged" in message and "\n" not in message
+    assert path.read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))  # the partial temporary is gone

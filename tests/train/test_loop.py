@@ -90,13 +90,14 @@ def test_sigkill_at_an_arbitrary_moment_then_resume_equals_an_uninterrupted_run(
     assert steps == [40, 80, 120]
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path: Path) -> None:
+def test_sigterm_saves_a_checkpoint_and_exits_with_128_plus_the_signal(tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = rhn_train(run, "--set", "train.max_steps=100000", "--set", "train.checkpoint_every=10")
     wait_for(run / "checkpoints" / "last.pt", proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    # A scheduler tells an interrupted run (saved, resumable) from a finished one.
+    assert proc.returncode == 128 + signal.SIGTERM == 143, err
     status = json.loads(out.strip().splitlines()[-1])
     assert status["status"] == "interrupted"
     assert "stopped by SIGTERM" in err
@@ -329,3 +330,43 @@ def test_a_kill_during_a_best_checkpoint_save_never_loses_the_best_model(
     else:  # best.pt holds the new best; last.pt is the old one, which recorded old_best
         assert kept == old_best / 10
         assert load_checkpoint(ckpts / "last.pt")["position"]["best_metric"] == old_best
+
+
+def test_a_second_training_process_on_a_live_run_exits_at_once_naming_the_holder(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    first = rhn_train(run, "--set", "train.max_steps=100000", "--set", "train.checkpoint_every=10")
+    try:
+        wait_for(run / "checkpoints" / "last.pt", first)
+        second = rhn_train(run, "--set", "train.max_steps=100000")
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 2, err
+        assert f"is in use by another training process (pid {first.pid} on " in err
+        assert len(err.strip().splitlines()) == 1 and not out
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    # The first run's directory holds only its own steps: metrics steps strictly increase.
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))
+
+
+def test_a_torn_metrics_line_and_stale_temporaries_are_cleaned_on_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    train(toy_config("train.max_steps=4", "train.eval_every=2"), run)
+    metrics = run / "metrics.jsonl"
+    with metrics.open("a") as f:
+        f.write('{"step": 6, "epoch": 0, "ms')  # a run killed mid-append
+    stale = run / "checkpoints" / ".last.pt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    capsys.readouterr()
+    result = train(toy_config("train.max_steps=8", "train.eval_every=2"), run)
+    assert result.status == "finished"
+    err = capsys.readouterr().err
+    assert "dropped torn line 3" in err and f"removed {stale}" in err
+    assert not stale.exists()
+    steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
+    assert steps == [2, 4, 6, 8]

@@ -1,0 +1,56 @@
+"""One owner per run directory, and no debris from killed saves.
+
+A run directory is written by exactly one training process: :class:`RunDirLock` holds an
+exclusive ``flock`` on ``RUN_DIR/lock`` (released by the kernel when the process dies, so a
+killed run never leaves a stale lock) and records the holder's pid and host in it, which a
+second process names when it is refused.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+
+class RunDirError(RuntimeError):
+    """A run directory that can't be used as asked (e.g. ``--fresh`` on an existing run, or
+    one another process is training in)."""
+
+
+class RunDirLock:
+    """An exclusive, non-blocking lock on ``run_dir``; :meth:`release` gives it back."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / "lock"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(self._fd, 200, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            raise RunDirError(
+                f"{run_dir} is in use by another training process ({holder}); wait for it, "
+                f"stop it, or choose another --run-dir"
+            ) from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = -1
+
+
+def remove_stale_temporaries(checkpoint_dir: Path) -> list[Path]:
+    """Delete the temporary files of saves that were killed before their rename
+    (:func:`rhn.train.checkpoint.atomic_torch_save` names them ``.NAME.*.tmp``). Only the
+    lock holder calls this, so no save of a live run is touched."""
+    if not checkpoint_dir.is_dir():
+        return []
+    stale = sorted(checkpoint_dir.glob(".*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
