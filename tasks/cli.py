@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -24,6 +26,36 @@ EXPECTED_ERRORS = (
     TrainingDivergedError,
     DataFileError,
 )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _temperature(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0 = greedy), got {text!r}")
+    return value
+
+
+def _device(text: str) -> str:
+    if text not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", text):
+        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    return text
 
 
 def _fail(err: Exception) -> int:
@@ -66,12 +98,18 @@ def eval_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("path", help="a run directory (its best.pt, else last.pt) or a .pt file")
     parser.add_argument("--split", choices=["valid", "test"], default="valid")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", type=_device, default="auto")
     parser.add_argument(
-        "--batch-size", type=int, help="evaluation columns (1 = the papers' full evaluation)"
+        "--batch-size",
+        type=_positive_int,
+        help="evaluation columns (1 = the papers' full evaluation)",
     )
     parser.add_argument(
-        "--mc", type=int, default=0, metavar="K", help="MC dropout: average K dropout masks"
+        "--mc",
+        type=_non_negative_int,
+        default=0,
+        metavar="K",
+        help="MC dropout: average K dropout masks",
     )
     args = parser.parse_args(argv)
     options: dict[str, object] = {"progress": True}
@@ -94,8 +132,8 @@ def sample_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("path", help="a run directory or a .pt checkpoint")
     parser.add_argument("--prompt", default="\n", help="text to continue")
-    parser.add_argument("--length", type=int, default=200, help="tokens to generate")
-    parser.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    parser.add_argument("--length", type=_positive_int, default=200, help="tokens to generate")
+    parser.add_argument("--temperature", type=_temperature, default=1.0, help="0 = greedy")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
@@ -114,8 +152,13 @@ def export_main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", help="a run directory or a .pt checkpoint")
     parser.add_argument("output", help="the .safetensors file to write")
     args = parser.parse_args(argv)
+    output = Path(args.output)
+    if output.is_dir():
+        return _fail(ValueError(f"output {output} is a directory; name the .safetensors file"))
     try:
-        export_checkpoint(resolve_checkpoint(Path(args.path)), Path(args.output))
+        export_checkpoint(resolve_checkpoint(Path(args.path)), output)
     except EXPECTED_ERRORS as err:
         return _fail(err)
+    except OSError as err:  # a read-only place, a parent that is a file, a full disk
+        return _fail(ValueError(f"could not write {output}: {err.strerror or err}"))
     return 0

@@ -86,3 +86,56 @@ def test_resume_with_another_model_config_or_a_corrupt_checkpoint(
     assert "last.pt is corrupt or truncated" in capsys.readouterr().err
     assert eval_main([str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch-size", "0"], "--batch-size: must be an integer >= 1, got '0'"),
+        (["--batch-size", "-1"], "--batch-size: must be an integer >= 1, got '-1'"),
+        (["--mc", "-3"], "--mc: must be an integer >= 0, got '-3'"),
+        (["--device", "tpu9"], "--device: must be auto, cpu, cuda, cuda:N or mps, got 'tpu9'"),
+    ],
+)
+def test_eval_refuses_bad_options_with_exit_2(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        eval_main([str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--length", "0"], "--length: must be an integer >= 1, got '0'"),
+        (["--temperature", "-1"], "--temperature: must be a finite number >= 0"),
+        (["--temperature", "nan"], "--temperature: must be a finite number >= 0"),
+    ],
+)
+def test_sample_refuses_bad_options_with_exit_2(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tasks.cli import sample_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        sample_main([str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_export_to_a_directory_or_a_read_only_place_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
+    capsys.readouterr()
+    assert export_main([str(run), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"output {tmp_path} is a directory" in err and len(err.splitlines()) == 1
+    below_a_file = run / "config.yaml" / "weights.safetensors"
+    assert export_main([str(run), str(below_a_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: could not write {below_a_file}: ")
+    assert len(err.splitlines()) == 1
