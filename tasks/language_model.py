@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from rhn.data.lm_corpus import CorpusSource, load_tokenized
 from rhn.data.tbptt import TBPTTStream
+from rhn.data.text_file import DataFileError
 from rhn.data.vocab import Vocab, WordVocab, digest, vocab_from_json
 from rhn.models import CharAwareConfig, CharAwareLM, LanguageModel, LanguageModelConfig
 from rhn.models.char_aware import word_char_table
@@ -95,6 +96,13 @@ class LanguageModelTask(Task):
         data: LMDataConfig = config.data
         self.vocab: Vocab
         self.vocab, self.ids = load_tokenized(data.source(self.default_level))
+        tokens = self.ids["train"].numel()
+        if tokens // data.batch_size < 2:
+            raise DataFileError(
+                f"the training split has {tokens} tokens, too few for data.batch_size = "
+                f"{data.batch_size} columns of at least 2 tokens; use a larger corpus or a "
+                "smaller data.batch_size"
+            )
         self.train_stream = TBPTTStream.for_rank(
             self.ids["train"], data.batch_size, data.seq_len, rank, world_size
         )

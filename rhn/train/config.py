@@ -233,6 +233,8 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         text = path.read_text()
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (not UTF-8); expected YAML") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from rhn.train.checkpoint import (
     FORMAT_VERSION,
+    CheckpointError,
     all_finite,
     atomic_torch_save,
     check_same_model,
@@ -50,7 +51,12 @@ from rhn.train.distributed import (
 )
 from rhn.train.logging import RunLogger
 from rhn.train.optim import LRSchedule, build_optimizer, set_lr
-from rhn.train.run_dir import RunDirError, RunDirLock, remove_stale_temporaries
+from rhn.train.run_dir import (
+    RunDirError,
+    RunDirLock,
+    prepare_run_dir,
+    remove_stale_temporaries,
+)
 from rhn.train.seeding import rng_state, seed_everything, set_rng_state
 from rhn.train.task import State, Task
 
@@ -147,6 +153,7 @@ class Trainer:
         self.config = config
         self.origin = origin or {}
         self.run_dir = Path(run_dir)
+        prepare_run_dir(self.run_dir)
         self.last_path = self.run_dir / "checkpoints" / "last.pt"
         self.best_path = self.run_dir / "checkpoints" / "best.pt"
         if fresh and self.last_path.exists():
@@ -195,6 +202,14 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         ckpt = load_checkpoint(path)
         check_same_model(path, ckpt["config"], self.config.to_dict())
+        saved_batch = ckpt["config"].get("data", {}).get("batch_size")
+        batch = getattr(self.config.data, "batch_size", saved_batch)
+        if ckpt.get("hidden") is not None and saved_batch != batch:
+            raise CheckpointError(
+                f"checkpoint {path} carries a recurrent state for data.batch_size = "
+                f"{saved_batch}, but this run asks for {batch}; resume with --set "
+                f"data.batch_size={saved_batch}, or start a fresh --run-dir"
+            )
         self.task.check_checkpoint_state(ckpt.get("task_state", {}), str(path))
         load_model_state(self.model, ckpt["model"], path)
         self.optimizer.load_state_dict(ckpt["optimizer"])

@@ -19,6 +19,18 @@ class RunDirError(RuntimeError):
     one another process is training in)."""
 
 
+def prepare_run_dir(run_dir: Path) -> None:
+    """Create ``run_dir`` (and its parents) or say in one line why it can't be used."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} is a file; choose another --run-dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunDirError(f"cannot create run directory {run_dir}: {err.strerror or err}") from None
+    if not os.access(run_dir, os.W_OK):
+        raise RunDirError(f"run directory {run_dir} is not writable; choose another --run-dir")
+
+
 class RunDirLock:
     """An exclusive, non-blocking lock on ``run_dir``; :meth:`release` gives it back."""
 

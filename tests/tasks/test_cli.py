@@ -139,3 +139,47 @@ def test_export_to_a_directory_or_a_read_only_place_is_one_line(
     err = capsys.readouterr().err
     assert err.startswith(f"error: could not write {below_a_file}: ")
     assert len(err.splitlines()) == 1
+
+
+def test_unusable_run_dirs_configs_and_corpora_are_one_line_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a directory")
+    binary = tmp_path / "config.yaml"
+    binary.write_bytes(bytes(range(128, 256)))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    short = tmp_path / "short.txt"
+    short.write_text("abc\n")
+    corpus = ["--set", "data.corpus=file", "--set", "data.level=char"]
+    cases = [
+        ([TINY, "--run-dir", str(a_file)], f"run directory {a_file} is a file"),
+        ([TINY, "--run-dir", str(a_file / "run")], f"cannot create run directory {a_file}/run"),
+        ([str(binary), "--run-dir", str(tmp_path / "r1")], "is not text (not UTF-8)"),
+        (
+            [TINY, "--run-dir", str(tmp_path / "r2"), *corpus, "--set", f"data.path={empty}"],
+            "the training split has 0 tokens, too few for data.batch_size",
+        ),
+        (
+            [TINY, "--run-dir", str(tmp_path / "r3"), *corpus, "--set", f"data.path={short}"],
+            "the training split has 3 tokens, too few for data.batch_size",
+        ),
+    ]
+    for argv, message in cases:
+        assert train_main([*argv, *SHORT]) == 2, message
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_resuming_with_another_batch_size_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
+    capsys.readouterr()
+    more = ["--set", "train.max_steps=20", "--set", "data.batch_size=7"]
+    assert train_main([TINY, "--run-dir", str(run), *SHORT, *more]) == 2
+    err = capsys.readouterr().err
+    assert "carries a recurrent state for data.batch_size = " in err
+    assert "but this run asks for 7" in err and len(err.strip().splitlines()) == 1
