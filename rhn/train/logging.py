@@ -50,7 +50,16 @@ class RunLogger:
         if self.writer is None:
             return
         for key, tensor in values.items():
-            self.writer.add_histogram(key, tensor.detach().float().cpu(), step)
+            values64 = tensor.detach().double().cpu()
+            # TensorBoard's binning fails on huge-but-finite values (a tensor of 3e38s gives
+            # "The histogram is empty"): a histogram is never worth stopping a run for.
+            if not torch.isfinite(values64.square().sum()):
+                self.message(f"step {step}: histogram {key} skipped (non-finite or huge values)")
+                continue
+            try:
+                self.writer.add_histogram(key, values64, step)
+            except ValueError as err:
+                self.message(f"step {step}: histogram {key} skipped ({err})")
 
     def evaluation(self, record: dict[str, Any]) -> None:
         """Append one evaluation to metrics.jsonl and print its one-line summary."""
