@@ -196,6 +196,12 @@ class RHN(nn.Module):
             for d in range(self.num_directions)
         ]
 
+    def no_weight_decay(self) -> set[str]:
+        """The biases ``bias_hh_l{k}[_reverse]``, ``(L, G·H)`` and so not told apart from
+        weights by their rank: a decayed transform-gate bias would drift from its negative
+        start (timm's convention, read by :func:`rhn.train.optim.build_optimizer`)."""
+        return {name for name, _ in self.named_parameters() if name.startswith("bias_hh")}
+
     def flatten_parameters(self) -> None:
         """Nothing to do: kept so code written for ``nn.LSTM`` (which packs its weights for
         cuDNN here) runs unchanged. The RHN's weights are used where they are."""

@@ -217,6 +217,10 @@ class RHNCell(nn.Module):
     def reset_parameters(self) -> None:
         reset_rhn_parameters(self.weight_ih, self.weight_hh, self.bias_hh, gate_bias=self.gate_bias)
 
+    def no_weight_decay(self) -> set[str]:
+        """``bias_hh`` is ``(L, G·H)``: name it, as rank alone can't tell it from a weight."""
+        return set() if self.bias_hh is None else {"bias_hh"}
+
     def forward(
         self,
         x: torch.Tensor,

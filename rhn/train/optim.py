@@ -15,11 +15,12 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     trainable = [p for p in model.parameters() if p.requires_grad]
     params: list[Any] = trainable
     if cfg.weight_decay and not cfg.decay_biases:
-        # Biases (the 1-D parameters) out of the decay: a decayed transform-gate bias
-        # would drift from its negative start towards 0.
+        # Biases out of the decay: a decayed transform-gate bias would drift from its
+        # negative start towards 0.
+        spared = {id(p) for p in no_weight_decay_parameters(model)}
         params = [
-            {"params": [p for p in trainable if p.dim() > 1]},
-            {"params": [p for p in trainable if p.dim() <= 1], "weight_decay": 0.0},
+            {"params": [p for p in trainable if id(p) not in spared]},
+            {"params": [p for p in trainable if id(p) in spared], "weight_decay": 0.0},
         ]
     if cfg.name == "sgd":
         return torch.optim.SGD(
@@ -31,6 +32,19 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
         )
     cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
     return cls(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+def no_weight_decay_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters that take no weight decay: every 1-D parameter (biases, norms), and
+    those a module names in its ``no_weight_decay()`` (timm's convention; names relative to
+    that module) — e.g. the RHN's ``bias_hh_l{k}``, which are ``(depth, G·H)``."""
+    spared = {id(p): p for p in model.parameters() if p.dim() <= 1}
+    for module in model.modules():
+        declared = getattr(module, "no_weight_decay", None)
+        if callable(declared):
+            named = dict(module.named_parameters())
+            spared.update({id(named[n]): named[n] for n in declared() if n in named})
+    return list(spared.values())
 
 
 class LRSchedule:

@@ -68,3 +68,23 @@ def test_weight_decay_can_spare_the_biases(decay_biases: bool) -> None:
     assert torch.allclose(layer.weight, torch.full((2, 3), 0.95))
     expected = -2.0 * 0.95 if decay_biases else -2.0
     assert torch.allclose(layer.bias, torch.full((2,), expected))
+
+
+def test_the_rhn_biases_are_spared_though_they_are_2d() -> None:
+    """bias_hh_l{k} is (depth, G·H): spared because the RHN names it in no_weight_decay()."""
+    import rhn
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), rhn.RHN(4, 5, 2, bidirectional=True,
+                                                                   depth=3))  # fmt: skip
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    cfg = OptimConfig(lr=0.5, weight_decay=0.1, decay_biases=False)
+    optimizer = build_optimizer(model, cfg)
+    sum(p.sum() * 0 for p in model.parameters()).backward()
+    optimizer.step()
+    for name, p in model.named_parameters():
+        spared = "bias" in name  # 0.bias, 1.bias_hh_l{k}[_reverse]
+        expected = before[name] if spared else 0.95 * before[name]
+        torch.testing.assert_close(p.detach(), expected, msg=name)
+    assert model[1].no_weight_decay() == {
+        "bias_hh_l0", "bias_hh_l0_reverse", "bias_hh_l1", "bias_hh_l1_reverse"
+    }  # fmt: skip
