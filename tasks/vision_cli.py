@@ -13,13 +13,16 @@ from rhn.train.checkpoint import CheckpointError
 from tasks.cli import EXPECTED_ERRORS, _fail
 from tasks.depth_study import load_study, run_study, summary_table
 
+# The study config that ships in the repository, found from wherever the command is started.
+DEFAULT_STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "mnist_depth.yaml"
+
 
 def depth_study_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rhn-depth-study",
         description="Run (or continue) the plain-vs-highway depth study on MNIST (Figure 1).",
     )
-    parser.add_argument("--config", default="configs/studies/mnist_depth.yaml")
+    parser.add_argument("--config", default=str(DEFAULT_STUDY), help="study YAML")
     parser.add_argument("--out", required=True, help="study directory (resumed if it exists)")
     parser.add_argument("--workers", type=int, default=1, help="trials run in parallel")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")

@@ -104,3 +104,14 @@ def test_parallel_trials_give_the_sequential_results(mnist_dir: Path, tmp_path: 
     assert seq.keys() == par.keys() == {"plain-d003-t00", "highway-d003-t00"}
     for trial, loss in seq.items():
         assert par[trial] == pytest.approx(loss, rel=1e-4)
+
+
+def test_the_default_study_config_is_found_from_any_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.depth_study import load_study
+    from tasks.vision_cli import DEFAULT_STUDY
+
+    monkeypatch.chdir(tmp_path)  # started outside the repository
+    assert DEFAULT_STUDY.is_absolute() and DEFAULT_STUDY.is_file()
+    assert load_study(str(DEFAULT_STUDY), []) is not None
