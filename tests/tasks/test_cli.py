@@ -89,38 +89,29 @@ def test_resume_with_another_model_config_or_a_corrupt_checkpoint(
 
 
 @pytest.mark.parametrize(
-    "argv, message",
+    "command, argv, message",
     [
-        (["--batch-size", "0"], "--batch-size: must be an integer >= 1, got '0'"),
-        (["--batch-size", "-1"], "--batch-size: must be an integer >= 1, got '-1'"),
-        (["--mc", "-3"], "--mc: must be an integer >= 0, got '-3'"),
-        (["--device", "tpu9"], "--device: must be auto, cpu, cuda, cuda:N or mps, got 'tpu9'"),
+        ("eval", ["--batch-size", "0"], "--batch-size: must be an integer >= 1, got '0'"),
+        ("eval", ["--batch-size", "-1"], "--batch-size: must be an integer >= 1, got '-1'"),
+        ("eval", ["--mc", "-3"], "--mc: must be an integer >= 0, got '-3'"),
+        ("eval", ["--device", "tpu9"], "--device: must be auto, cpu, cuda, cuda:N or mps, got"),
+        ("sample", ["--length", "0"], "--length: must be an integer >= 1, got '0'"),
+        ("sample", ["--temperature", "-1"], "--temperature: must be a finite number >= 0"),
+        ("sample", ["--temperature", "nan"], "--temperature: must be a finite number >= 0"),
     ],
 )
-def test_eval_refuses_bad_options_with_exit_2(
-    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        eval_main([str(tmp_path), *argv])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
-
-
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["--length", "0"], "--length: must be an integer >= 1, got '0'"),
-        (["--temperature", "-1"], "--temperature: must be a finite number >= 0"),
-        (["--temperature", "nan"], "--temperature: must be a finite number >= 0"),
-    ],
-)
-def test_sample_refuses_bad_options_with_exit_2(
-    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_eval_and_sample_refuse_bad_options_with_exit_2(
+    command: str,
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from tasks.cli import sample_main
 
+    main = eval_main if command == "eval" else sample_main
     with pytest.raises(SystemExit) as exit_info:
-        sample_main([str(tmp_path), *argv])
+        main([str(tmp_path), *argv])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
