@@ -1,9 +1,12 @@
 """Checkpoints: plain dicts of tensors and primitives, written atomically, loaded safely.
 
-Format (``FORMAT_VERSION``): ``model``, ``optimizer``, ``schedule`` and ``scaler`` state
-dicts; ``step``, ``epoch``, ``batch_index`` (the next batch of the epoch); ``hidden`` (the
-carried TBPTT state, or None); ``rng`` (python, numpy, torch, CUDA); ``best_metric``;
-``bad_steps``; ``config`` (the resolved run config as a dict). Loading uses
+Format (``FORMAT_VERSION``), the keys of :data:`CHECKPOINT_KEYS`: ``model``, ``optimizer`` and
+``schedule`` state dicts; ``position`` (the trainer's ``Position``: ``step``, ``epoch``,
+``batch_index`` — the next batch of the epoch —, ``best_metric``, ``bad_steps``,
+``skipped_steps``, ``elapsed_s``); ``step`` (the same step, for readers that need only it);
+``hidden`` (the carried TBPTT state, or None); ``rng`` (python, numpy, torch, CUDA, one per
+rank); ``config`` (the resolved run config as a dict); ``task_state`` (what the task needs to
+rebuild its model, e.g. the vocabulary's digest). Loading uses
 ``torch.load(weights_only=True)``: nothing in a checkpoint can run code.
 """
 
@@ -22,6 +25,10 @@ from torch import nn
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "step", "config")
+CHECKPOINT_KEYS = (
+    *REQUIRED_KEYS,
+    *("optimizer", "schedule", "position", "hidden", "rng", "task_state"),
+)
 
 
 class CheckpointError(RuntimeError):

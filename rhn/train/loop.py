@@ -253,7 +253,6 @@ class Trainer:
                 "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(),
-                "scaler": None,  # bf16 needs no loss scaling
                 "position": vars(self.position).copy(),
                 "step": self.position.step,
                 "hidden": hidden,

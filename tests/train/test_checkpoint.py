@@ -111,3 +111,14 @@ def test_a_full_disk_is_one_error_naming_the_file_and_the_old_checkpoint_survive
     assert "the previous last.pt is unchanged" in message and "\n" not in message
     assert path.read_bytes() == before
     assert not list(tmp_path.glob(".*.tmp"))  # the partial temporary is gone
+
+
+def test_a_training_checkpoint_holds_exactly_the_documented_keys(tmp_path: Path) -> None:
+    from rhn.train.checkpoint import CHECKPOINT_KEYS
+    from rhn.train.loop import train
+    from tests.train.test_loop import toy_config
+
+    train(toy_config("train.max_steps=2"), tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert sorted(ckpt) == sorted(CHECKPOINT_KEYS)
+    assert ckpt["step"] == ckpt["position"]["step"] == 2
