@@ -7,6 +7,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import tasks  # noqa: F401  (registers every task)
@@ -28,18 +29,16 @@ EXPECTED_ERRORS = (
 )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text) if text.lstrip("-").isdigit() else None
-    if value is None or value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``, else the one-line usage error."""
 
+    def parse(text: str) -> int:
+        value = int(text) if text.lstrip("-").isdigit() else None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        return value
 
-def _non_negative_int(text: str) -> int:
-    value = int(text) if text.lstrip("-").isdigit() else None
-    if value is None or value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
-    return value
+    return parse
 
 
 def _temperature(text: str) -> float:
@@ -101,12 +100,12 @@ def eval_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", type=_device, default="auto")
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=_int_at_least(1),
         help="evaluation columns (1 = the papers' full evaluation)",
     )
     parser.add_argument(
         "--mc",
-        type=_non_negative_int,
+        type=_int_at_least(0),
         default=0,
         metavar="K",
         help="MC dropout: average K dropout masks",
@@ -132,7 +131,7 @@ def sample_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("path", help="a run directory or a .pt checkpoint")
     parser.add_argument("--prompt", default="\n", help="text to continue")
-    parser.add_argument("--length", type=_positive_int, default=200, help="tokens to generate")
+    parser.add_argument("--length", type=_int_at_least(1), default=200, help="tokens to generate")
     parser.add_argument("--temperature", type=_temperature, default=1.0, help="0 = greedy")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

@@ -204,9 +204,7 @@ class StepLoops:
         if self.has_bias:
             grad_bias = per_layer.sum(1)
             grad_bias[0] = 0  # micro-layer 0's bias reaches the loss through x_proj
-        first_layer = d_a[::depth].unbind(0)  # ∂x_proj of each step, run order
-        sizes = self.schedule.run_order_batch_sizes()
-        grad_x = self.schedule.join([d[:n] for d, n in zip(first_layer, sizes, strict=True)])
+        grad_x = self.schedule.join_active(d_a[::depth].unbind(0))  # micro-layer 0's ∂a
         return grad_x, ds, grad_weight, grad_bias
 
 
@@ -244,9 +242,7 @@ class _RHNRecurrence(torch.autograd.Function):
         # The state after each step's last micro-layer, its active rows, in time order: a
         # new tensor (join copies), so the saved states don't change if the caller edits
         # the outputs in place.
-        after_step = states[weight_hh.shape[0] :: weight_hh.shape[0]].unbind(0)
-        sizes = schedule.run_order_batch_sizes()
-        outputs = schedule.join([s[:n] for s, n in zip(after_step, sizes, strict=True)])
+        outputs = schedule.join_active(states[weight_hh.shape[0] :: weight_hh.shape[0]].unbind(0))
         return outputs, states[-1].clone()
 
     @staticmethod
@@ -297,9 +293,7 @@ def rhn_recurrence_fused(
     """
     padded = schedule is None
     if padded:
-        steps, batch = x_proj.shape[:2]
-        schedule = StepSchedule.dense(steps, batch)
-        x_proj = x_proj.reshape(steps * batch, -1)
+        schedule, x_proj = StepSchedule.of_padded(x_proj)
     if pointwise is None:
         pointwise = default_pointwise(x_proj.device)
     compute = compute_dtype(weight_hh)

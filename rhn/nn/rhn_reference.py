@@ -53,9 +53,7 @@ def rhn_recurrence(
     """
     padded = schedule is None
     if padded:
-        steps, batch = x_proj.shape[:2]
-        schedule = StepSchedule.dense(steps, batch)
-        x_proj = x_proj.reshape(steps * batch, -1)
+        schedule, x_proj = StepSchedule.of_padded(x_proj)
     depth, batch = len(weight_hh_t), s.shape[0]
     outputs: list[torch.Tensor] = []
     gates: list[torch.Tensor] = []

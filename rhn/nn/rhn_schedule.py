@@ -42,6 +42,13 @@ class StepSchedule:
         """``steps`` time steps of the whole batch of ``batch`` rows."""
         return cls((batch,) * steps, reverse)
 
+    @classmethod
+    def of_padded(cls, padded: torch.Tensor) -> tuple[StepSchedule, torch.Tensor]:
+        """A padded ``(T, N, F)`` batch run forward → its schedule and flat ``(T·N, F)``
+        view."""
+        steps, batch = padded.shape[:2]
+        return cls.dense(steps, batch), padded.reshape(steps * batch, -1)
+
     @property
     def steps(self) -> int:
         return len(self.batch_sizes)
@@ -70,9 +77,11 @@ class StepSchedule:
         data in time order (a new tensor)."""
         return torch.cat(per_step[::-1] if self.reverse else per_step)
 
-    def run_order_batch_sizes(self) -> tuple[int, ...]:
-        """Active rows of each step in the order the steps run."""
-        return self.batch_sizes[::-1] if self.reverse else self.batch_sizes
+    def join_active(self, per_step: list[torch.Tensor]) -> torch.Tensor:
+        """Whole-batch ``(N, ·)`` tensors, one per step in run order → flat ``(P, ·)`` data of
+        each step's active rows, in time order (a new tensor)."""
+        sizes = self.batch_sizes[::-1] if self.reverse else self.batch_sizes
+        return self.join([x[:n] for x, n in zip(per_step, sizes, strict=True)])
 
     def per_row(self, per_sequence: torch.Tensor) -> torch.Tensor:
         """``(N, F)`` values of each sequence → ``(P, F)``, one row per row of flat data."""
