@@ -2,7 +2,7 @@
 
 import sys
 
-from tasks.vision_cli import analyze_gates_main
+from rhn.tasks.vision_cli import analyze_gates_main
 
 if __name__ == "__main__":
     sys.exit(analyze_gates_main())

@@ -2,7 +2,7 @@
 
 import sys
 
-from tasks.vision_cli import depth_study_main
+from rhn.tasks.vision_cli import depth_study_main
 
 if __name__ == "__main__":
     sys.exit(depth_study_main())

@@ -2,7 +2,7 @@
 
 import sys
 
-from tasks.cli import eval_main
+from rhn.tasks.cli import eval_main
 
 if __name__ == "__main__":
     sys.exit(eval_main())

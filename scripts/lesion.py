@@ -2,7 +2,7 @@
 
 import sys
 
-from tasks.vision_cli import lesion_main
+from rhn.tasks.vision_cli import lesion_main
 
 if __name__ == "__main__":
     sys.exit(lesion_main())

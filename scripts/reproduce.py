@@ -17,7 +17,6 @@ from pathlib import Path
 import torch
 import yaml
 
-import tasks  # noqa: F401  (registers the tasks)
 from rhn.train.evaluate import evaluate_checkpoint, resolve_checkpoint
 
 # recipe (config file stem) → (metric, published test value, source)

@@ -2,7 +2,7 @@
 
 import sys
 
-from tasks.cli import sample_main
+from rhn.tasks.cli import sample_main
 
 if __name__ == "__main__":
     sys.exit(sample_main())

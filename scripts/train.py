@@ -2,7 +2,7 @@
 
 import sys
 
-from tasks.cli import train_main
+from rhn.tasks.cli import train_main
 
 if __name__ == "__main__":
     sys.exit(train_main())

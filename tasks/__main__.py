@@ -1,7 +1,7 @@
-"""``python -m tasks CONFIG --run-dir DIR`` is ``rhn-train``."""
+"""``python -m rhn.tasks CONFIG --run-dir DIR`` is ``rhn-train``."""
 
 import sys
 
-from tasks.cli import train_main
+from rhn.tasks.cli import train_main
 
 sys.exit(train_main())

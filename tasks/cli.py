@@ -10,14 +10,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import tasks  # noqa: F401  (registers every task)
+from rhn.tasks.language_model import sample_text
+
 from rhn.data.text_file import DataFileError
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import load_config
 from rhn.train.evaluate import evaluate_checkpoint, export_checkpoint, resolve_checkpoint
 from rhn.train.loop import RunDirError, TrainingDivergedError, train
 from rhn.train.schema import ConfigError
-from tasks.language_model import sample_text
 
 # What a user can cause and fix: reported in one line, without a traceback.
 EXPECTED_ERRORS = (

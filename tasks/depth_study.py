@@ -189,7 +189,6 @@ def read_curve(run_dir: Path) -> list[dict[str, float]]:
 
 def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: int) -> dict:
     """Train one trial (resuming it if it was interrupted) and write its result.json."""
-    import tasks  # noqa: F401  (registers the tasks in a spawned worker)
 
     torch.set_num_threads(threads)
     run_dir = study_dir / "trials" / trial.name

@@ -8,10 +8,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import tasks  # noqa: F401  (registers every task)
+from rhn.tasks.cli import EXPECTED_ERRORS, _fail
+from rhn.tasks.depth_study import load_study, run_study, summary_table
+
 from rhn.train.checkpoint import CheckpointError
-from tasks.cli import EXPECTED_ERRORS, _fail
-from tasks.depth_study import load_study, run_study, summary_table
 
 # The study config that ships in the repository, found from wherever the command is started.
 DEFAULT_STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "mnist_depth.yaml"
@@ -60,7 +60,7 @@ def _analysis_main(
 
 
 def analyze_gates_main(argv: list[str] | None = None) -> int:
-    from tasks.gate_analysis import analyze_gates
+    from rhn.tasks.gate_analysis import analyze_gates
 
     return _analysis_main(
         "rhn-analyze-gates",
@@ -72,7 +72,7 @@ def analyze_gates_main(argv: list[str] | None = None) -> int:
 
 
 def lesion_main(argv: list[str] | None = None) -> int:
-    from tasks.gate_analysis import lesion
+    from rhn.tasks.gate_analysis import lesion
 
     return _analysis_main(
         "rhn-lesion",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 import torch
@@ -100,6 +101,8 @@ class Task:
 
 
 _TASKS: dict[str, type[Task]] = {}
+ENTRY_POINT_GROUP = "rhn.tasks"
+_loaded_entry_points = False
 
 
 def register(cls: type[Task]) -> type[Task]:
@@ -108,11 +111,29 @@ def register(cls: type[Task]) -> type[Task]:
     return cls
 
 
+def _load_entry_points() -> None:
+    """Import every module named in the ``rhn.tasks`` entry-point group, once.
+
+    The modules register their tasks when imported. The project's own tasks are named in
+    its ``pyproject.toml``; another installed package adds tasks the same way.
+    """
+    global _loaded_entry_points
+    if _loaded_entry_points:
+        return
+    _loaded_entry_points = True
+    for entry_point in entry_points(group=ENTRY_POINT_GROUP):
+        entry_point.load()
+
+
 def get_task(name: str) -> type[Task]:
     if name not in _TASKS:
-        # Tasks live in the ``tasks`` package, imported by the command line before configs
-        # are read; a library user registers their own.
+        _load_entry_points()
+    if name not in _TASKS:
         close = difflib.get_close_matches(name, list(_TASKS), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"task: unknown task {name!r}{hint} (known: {', '.join(sorted(_TASKS))})")
+        known = ", ".join(sorted(_TASKS)) or (
+            f"none: no package registers the entry-point group {ENTRY_POINT_GROUP!r}; is rhn "
+            "installed (pip install -e .)?"
+        )
+        raise ConfigError(f"task: unknown task {name!r}{hint} (known: {known})")
     return _TASKS[name]

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import tasks  # noqa: F401  (registers the tasks)
 from rhn.data import corpora
 from rhn.train.config import load_config
 from rhn.train.loop import train

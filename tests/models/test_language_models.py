@@ -3,7 +3,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import tasks  # noqa: F401
 from rhn.models import CharAwareConfig, CharAwareLM, LanguageModel, LanguageModelConfig
 from rhn.models.char_aware import word_char_table
 from rhn.train.config import load_config

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from tasks.cli import eval_main, export_main, train_main
+from rhn.tasks.cli import eval_main, export_main, train_main
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "char_lm_tiny.yaml")
 SHORT = [
@@ -107,7 +106,7 @@ def test_eval_and_sample_refuse_bad_options_with_exit_2(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from tasks.cli import sample_main
+    from rhn.tasks.cli import sample_main
 
     main = eval_main if command == "eval" else sample_main
     with pytest.raises(SystemExit) as exit_info:

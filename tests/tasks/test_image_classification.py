@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from rhn.tasks.image_classification import ImageClassificationTask
 
-import tasks  # noqa: F401  (registers the tasks)
 from rhn.train.config import build_config
 from rhn.train.loop import train
-from tasks.image_classification import ImageClassificationTask
 from tests.data.synthetic_images import write_cifar, write_mnist
 
 

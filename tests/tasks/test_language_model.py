@@ -8,14 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from rhn.tasks.cli import sample_main
+from rhn.tasks.language_model import sample_text
 
-import tasks  # noqa: F401
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import build_config
 from rhn.train.evaluate import evaluate_checkpoint
 from rhn.train.loop import train
-from tasks.cli import sample_main
-from tasks.language_model import sample_text
 
 
 def periodic_text(path: Path, period: int = 23, length: int = 6000) -> Path:

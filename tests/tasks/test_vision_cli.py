@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pytest
+from rhn.tasks.depth_study import DepthStudyConfig, plan, sample_params
+from rhn.tasks.vision_cli import analyze_gates_main, depth_study_main, lesion_main
 
 from rhn.train.config import build_config
 from rhn.train.loop import train
-from tasks.depth_study import DepthStudyConfig, plan, sample_params
-from tasks.vision_cli import analyze_gates_main, depth_study_main, lesion_main
 from tests.data.synthetic_images import write_mnist
 
 
@@ -109,8 +109,8 @@ def test_parallel_trials_give_the_sequential_results(mnist_dir: Path, tmp_path: 
 def test_the_default_study_config_is_found_from_any_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks.depth_study import load_study
-    from tasks.vision_cli import DEFAULT_STUDY
+    from rhn.tasks.depth_study import load_study
+    from rhn.tasks.vision_cli import DEFAULT_STUDY
 
     monkeypatch.chdir(tmp_path)  # started outside the repository
     assert DEFAULT_STUDY.is_absolute() and DEFAULT_STUDY.is_file()

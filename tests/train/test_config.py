@@ -3,7 +3,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import tasks  # noqa: F401  (registers the tasks)
 from rhn.train.config import build_config, load_config, save_config
 from rhn.train.schema import ConfigError
 

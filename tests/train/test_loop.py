@@ -106,8 +106,6 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_128_plus_the_signal(tmp_path:
 
 
 def test_fresh_refuses_an_existing_run_and_the_run_dir_layout(tmp_path: Path) -> None:
-    import tasks  # noqa: F401
-
     run = tmp_path / "run"
     config = build_config(
         {"task": "char_lm", **_yaml(TINY)},

@@ -1,0 +1,1 @@
+"""Training: run configs, the training loop shared by every task, checkpoints, evaluation."""
