@@ -10,9 +10,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from rhn.tasks.language_model import sample_text
-
 from rhn.data.text_file import DataFileError
+from rhn.tasks.language_model import sample_text
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import load_config
 from rhn.train.evaluate import evaluate_checkpoint, export_checkpoint, resolve_checkpoint

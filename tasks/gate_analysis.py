@@ -11,13 +11,13 @@ import csv
 from pathlib import Path
 
 import torch
-from rhn.tasks.image_classification import ImageClassificationTask
 from torch.utils.tensorboard import SummaryWriter
 
 from rhn.analysis.gates import gate_statistics
 from rhn.analysis.lesion import lesion_errors
 from rhn.analysis.plots import gate_figure, lesion_figure
 from rhn.models.image_classifier import ImageClassifier
+from rhn.tasks.image_classification import ImageClassificationTask
 from rhn.train.evaluate import Trained, load_trained, resolve_checkpoint
 
 

@@ -27,7 +27,6 @@ from rhn.data.sampling import epoch_batch_indices
 from rhn.models.image_classifier import (
     ImageClassifier,
     ImageClassifierConfig,
-    build_image_classifier,
     classification_metrics,
 )
 from rhn.train.checkpoint import CheckpointError, unwrap
@@ -121,10 +120,16 @@ class ImageClassificationTask(Task):
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_set.images.shape[1:])  # type: ignore[return-value]
 
-    def build_model(self) -> nn.Module:
-        return build_image_classifier(
-            self.config.model, self.image_shape, self.train_set.num_classes
-        )
+    def model_meta(self) -> dict[str, Any]:
+        return {"image_shape": list(self.image_shape), "num_classes": self.train_set.num_classes}
+
+    @classmethod
+    def legacy_model_meta(cls, config: Any, task_state: dict[str, Any]) -> dict[str, Any]:
+        classes = {"mnist": 10, "cifar10": 10, "cifar100": 100}
+        return {
+            "image_shape": list(task_state["image_shape"]),
+            "num_classes": classes[task_state["dataset"]],
+        }
 
     # -- training ------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """Language modelling on a token stream: word level (perplexity) and character level (bpc).
 
 Corpus → vocabulary → token ids (``rhn.data.lm_corpus``, cached) → truncated-BPTT windows
-(``rhn.data.tbptt``) → :class:`rhn.models.LanguageModel` (an RHN, or an LSTM baseline).
+(``rhn.data.tbptt``) → :class:`rhn.models.LanguageModel` (an RHN, or an LSTM baseline), built
+from the config and the vocabulary's size. Checkpoints keep the vocabulary, so evaluation
+reads only the split it scores and sampling reads no data at all.
 Evaluation carries the state through the whole split; ``batch_size=1`` is the papers' full
 evaluation, ``mc_samples=k`` averages the predictions of k dropout masks (MC dropout).
 """
@@ -19,15 +21,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from rhn.data.lm_corpus import CorpusSource, load_tokenized
+from rhn.data.corpora import SPLITS
+from rhn.data.lm_corpus import CorpusSource, load_split, load_tokenized
 from rhn.data.tbptt import TBPTTStream
 from rhn.data.text_file import DataFileError
 from rhn.data.vocab import Vocab, WordVocab, digest, vocab_from_json
-from rhn.models import CharAwareConfig, CharAwareLM, LanguageModel, LanguageModelConfig
-from rhn.models.char_aware import word_char_table
+from rhn.models import CharAwareConfig, LanguageModelConfig
 from rhn.models.recurrent_lm import RecurrentLM
-from rhn.train.checkpoint import CheckpointError, load_checkpoint, load_model_state, unwrap
-from rhn.train.config import build_config
+from rhn.train.checkpoint import CheckpointError, unwrap
+from rhn.train.evaluate import load_model
 from rhn.train.task import State, StepResult, Task, register
 
 Corpus = Literal["builtin", "file", "ptb_word", "ptb_char", "enwik8", "text8"]
@@ -83,6 +85,12 @@ def _lm(model: nn.Module) -> RecurrentLM:
     return unwrap(model)  # type: ignore[return-value]
 
 
+def _saved_vocab(task_state: dict[str, Any]) -> Vocab:
+    if task_state.get("vocab") is None:
+        raise CheckpointError("the checkpoint holds no vocabulary; it is not a language model's")
+    return vocab_from_json(task_state["vocab"])
+
+
 class LanguageModelTask(Task):
     """Shared by the word- and character-level tasks; subclasses set name and metric."""
 
@@ -91,11 +99,29 @@ class LanguageModelTask(Task):
     unit = "tokens"
     default_level = "char"  # for the built-in corpus and user files with data.level: auto
 
-    def __init__(self, config: Any, *, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        config: Any,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        vocab: Vocab | None = None,
+        splits: tuple[str, ...] = SPLITS,
+    ) -> None:
+        """Training reads every split and builds the vocabulary on the training split; with a
+        saved ``vocab``, only ``splits`` are read and encoded in it."""
         super().__init__(config, rank=rank, world_size=world_size)
         data: LMDataConfig = config.data
+        source = data.source(self.default_level)
         self.vocab: Vocab
-        self.vocab, self.ids = load_tokenized(data.source(self.default_level))
+        if vocab is None:
+            self.vocab, self.ids = load_tokenized(source)
+        else:
+            self.vocab = vocab
+            self.ids = {split: load_split(source, split, vocab) for split in splits}
+        self.train_stream: TBPTTStream | None = None
+        if "train" not in self.ids:
+            return
         tokens = self.ids["train"].numel()
         if tokens // data.batch_size < 2:
             raise DataFileError(
@@ -107,24 +133,46 @@ class LanguageModelTask(Task):
             self.ids["train"], data.batch_size, data.seq_len, rank, world_size
         )
 
+    @classmethod
+    def for_evaluation(cls, config: Any, task_state: dict[str, Any], split: str) -> Task:
+        return cls(config, vocab=_saved_vocab(task_state), splits=(split,))
+
+    # -- the model's metadata ----------------------------------------------------------
+
+    @classmethod
+    def meta_for(cls, vocab: Vocab) -> dict[str, Any]:
+        return {"vocab_size": len(vocab)}
+
+    def model_meta(self) -> dict[str, Any]:
+        return self.meta_for(self.vocab)
+
+    @classmethod
+    def legacy_model_meta(cls, config: Any, task_state: dict[str, Any]) -> dict[str, Any]:
+        return cls.meta_for(_saved_vocab(task_state))
+
     # -- training ------------------------------------------------------------------
 
-    def build_model(self) -> nn.Module:
-        return LanguageModel(len(self.vocab), self.config.model)
+    @property
+    def training_stream(self) -> TBPTTStream:
+        if self.train_stream is None:
+            raise RuntimeError(
+                "this task was made to evaluate one split; it holds no training data"
+            )
+        return self.train_stream
 
     def batches_per_epoch(self) -> int:
-        return len(self.train_stream)
+        return len(self.training_stream)
 
     def batch(self, epoch: int, index: int, device: torch.device) -> Any:
         if self.config.data.variable_length:
             seed = self.config.train.seed
-            inputs, targets = self.train_stream.variable_window(epoch, index, seed=seed)
+            inputs, targets = self.training_stream.variable_window(epoch, index, seed=seed)
         else:
-            inputs, targets = self.train_stream.window(index)
+            inputs, targets = self.training_stream.window(index)
         return inputs.to(device), targets.to(device)
 
     def initial_state(self, model: nn.Module, device: torch.device) -> State:
-        return _lm(model).initial_state(self.train_stream.columns.shape[1], device)
+        return _lm(model).initial_state(self.training_stream.columns.shape[1], device)
 
     def train_step(self, model: nn.Module, batch: Any, state: State) -> StepResult:
         inputs, targets = batch
@@ -239,42 +287,27 @@ class CharAwareLMTask(WordLMTask):
     name = "char_aware_lm"
     model_config = CharAwareConfig
 
-    def build_model(self) -> nn.Module:
-        return build_char_aware(self.vocab, self.config.model)
-
-
-# Kim et al. spell the two special tokens with one character each.
-KIM_SPELLING = {"<unk>": "|", "<eos>": "+"}
-
-
-def build_char_aware(vocab: Vocab, cfg: CharAwareConfig) -> CharAwareLM:
-    if not isinstance(vocab, WordVocab):
-        raise ValueError("the char-aware LM needs a word-level vocabulary (data.level: word)")
-    table, chars = word_char_table(vocab.tokens, cfg.max_word_length, replace=KIM_SPELLING)
-    return CharAwareLM(table, len(chars), cfg)
-
-
-def load_for_sampling(path: Path, device: str = "cpu") -> tuple[RecurrentLM, Vocab]:
-    """A checkpoint's model and vocabulary, without reading its corpus."""
-    ckpt = load_checkpoint(path)
-    config = build_config(ckpt["config"])
-    vocab_json = ckpt.get("task_state", {}).get("vocab")
-    if vocab_json is None or not issubclass(config.task_class, LanguageModelTask):
-        raise CheckpointError(f"checkpoint {path} is not a language model with a saved vocabulary")
-    vocab = vocab_from_json(vocab_json)
-    if isinstance(config.model, CharAwareConfig):
-        model: RecurrentLM = build_char_aware(vocab, config.model)
-    else:
-        model = LanguageModel(len(vocab), config.model)
-    load_model_state(model, ckpt["model"], path)
-    return model.to(device).eval(), vocab
+    @classmethod
+    def meta_for(cls, vocab: Vocab) -> dict[str, Any]:
+        if not isinstance(vocab, WordVocab):
+            raise DataFileError(
+                "the char-aware LM needs a word-level vocabulary (data.level: word)"
+            )
+        return {"words": vocab.tokens}
 
 
 def sample_text(
     path: Path, prompt: str, length: int, temperature: float = 1.0, seed: int = 0
 ) -> str:
-    """``prompt`` continued by ``length`` sampled tokens of the checkpoint's model."""
-    model, vocab = load_for_sampling(path)
+    """``prompt`` continued by ``length`` sampled tokens of the checkpoint's model; the
+    checkpoint alone is read, not its corpus."""
+    loaded = load_model(path)
+    if not issubclass(loaded.config.task_class, LanguageModelTask):
+        raise CheckpointError(
+            f"checkpoint {path} is a {loaded.config.task!r} run, not a language model"
+        )
+    model: RecurrentLM = loaded.model  # type: ignore[assignment]
+    vocab = _saved_vocab(loaded.task_state)
     ids = vocab.encode(prompt)
     if vocab.kind == "word" and prompt and not prompt.endswith("\n"):
         ids = ids[:-1]  # the encoder closes every line with <eos>; continue the open line

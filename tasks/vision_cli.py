@@ -10,7 +10,6 @@ from pathlib import Path
 
 from rhn.tasks.cli import EXPECTED_ERRORS, _fail
 from rhn.tasks.depth_study import load_study, run_study, summary_table
-
 from rhn.train.checkpoint import CheckpointError
 
 # The study config that ships in the repository, found from wherever the command is started.

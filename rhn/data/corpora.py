@@ -108,22 +108,30 @@ def download(spec: CorpusSpec) -> Path:
     return target
 
 
-def locate(spec: CorpusSpec, data_dir: str | Path | None, *, allow_download: bool) -> list[Path]:
-    """The corpus's files (one per name in ``spec.files``), downloading them if allowed."""
+def locate(
+    spec: CorpusSpec,
+    data_dir: str | Path | None,
+    *,
+    allow_download: bool,
+    names: tuple[str, ...] | None = None,
+) -> list[Path]:
+    """The corpus's files (``names``, by default all of ``spec.files``), downloading them if
+    allowed."""
     dirs = search_dirs(spec, data_dir)
-    found = [find_file(name, dirs) for name in spec.files]
+    names = spec.files if names is None else names
+    found = [find_file(name, dirs) for name in names]
     if all(found):
         return found  # type: ignore[return-value]
     download_error = ""
     if allow_download and data_dirs.downloads_allowed():
         try:
             download(spec)
-            found = [find_file(name, dirs) for name in spec.files]
+            found = [find_file(name, dirs) for name in names]
             if all(found):
                 return found  # type: ignore[return-value]
         except (OSError, DataFileError, zipfile.BadZipFile) as err:
             download_error = f" Downloading {spec.url} failed: {err}."
-    missing = [name for name, path in zip(spec.files, found, strict=True) if path is None]
+    missing = [name for name, path in zip(names, found, strict=True) if path is None]
     looked = ", ".join(str(d) for d in dirs)
     raise DataFileError(
         f"corpus {spec.name!r}: could not find {', '.join(missing)} (plain or "
@@ -133,16 +141,23 @@ def locate(spec: CorpusSpec, data_dir: str | Path | None, *, allow_download: boo
 
 
 def load_corpus(
-    name: str, data_dir: str | Path | None = None, *, allow_download: bool = True
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    allow_download: bool = True,
+    splits: tuple[str, ...] = SPLITS,
 ) -> dict[str, str]:
-    """The train / valid / test text of a named corpus."""
+    """The text of each of ``splits`` (train, valid, test) of a named corpus. A corpus kept
+    one file per split reads only those files; a single-file corpus reads its one file."""
     if name not in CORPORA:
         raise ValueError(f"corpus must be one of {sorted(CORPORA)}, got {name!r}")
     spec = CORPORA[name]
-    paths = locate(spec, data_dir, allow_download=allow_download)
     if not spec.single_file:
-        pairs = zip(SPLITS, paths, strict=True)
+        names = tuple(spec.files[SPLITS.index(split)] for split in splits)
+        paths = locate(spec, data_dir, allow_download=allow_download, names=names)
+        pairs = zip(splits, paths, strict=True)
         return {split: read_corpus_file(p, as_bytes=False) for split, p in pairs}
+    paths = locate(spec, data_dir, allow_download=allow_download)
     text = read_corpus_file(paths[0], as_bytes=spec.level == "byte")
     train, valid, test = HUTTER_SPLIT
     if len(text) < train + valid + test:
@@ -150,29 +165,36 @@ def load_corpus(
             f"data file {paths[0]} holds {len(text):,} symbols; {spec.name} has "
             f"{train + valid + test:,} (is it truncated?)"
         )
-    return {
+    cut = {
         "train": text[:train],
         "valid": text[train : train + valid],
         "test": text[train + valid : train + valid + test],
     }
+    return {split: cut[split] for split in splits}
 
 
 def load_text_corpus(
-    path: str | Path, valid_fraction: float, test_fraction: float
+    path: str | Path,
+    valid_fraction: float,
+    test_fraction: float,
+    *,
+    splits: tuple[str, ...] = SPLITS,
 ) -> dict[str, str]:
     """A user's corpus: a folder with train/valid/test files, or one file cut in three.
 
     A folder is searched for ``train.txt``, ``valid.txt`` and ``test.txt`` (plain or
-    compressed); a single file gives its first, middle and last parts.
+    compressed) — only those of ``splits`` are read; a single file gives its first, middle
+    and last parts.
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        files = {split: find_file(f"{split}.txt", [path]) for split in SPLITS}
+        files = {split: find_file(f"{split}.txt", [path]) for split in splits}
         missing = [f"{split}.txt" for split, p in files.items() if p is None]
         if missing:
             raise DataFileError(f"folder {path} has no {', '.join(missing)} (plain or compressed)")
         return {split: read_text(p) for split, p in files.items()}  # type: ignore[arg-type]
-    return split_text(read_text(path), valid_fraction, test_fraction)
+    cut = split_text(read_text(path), valid_fraction, test_fraction)
+    return {split: cut[split] for split in splits}
 
 
 def split_text(text: str, valid_fraction: float, test_fraction: float) -> dict[str, str]:

@@ -19,6 +19,7 @@ import torch
 from rhn.data.builtin_corpus import builtin_text
 from rhn.data.corpora import (
     CORPORA,
+    SPLITS,
     find_file,
     load_corpus,
     load_text_corpus,
@@ -57,18 +58,27 @@ class CorpusSource:
         return "char"
 
 
-def read_splits(source: CorpusSource, *, allow_download: bool = True) -> dict[str, str]:
+def read_splits(
+    source: CorpusSource, *, allow_download: bool = True, splits: tuple[str, ...] = SPLITS
+) -> dict[str, str]:
+    """The text of each of ``splits``; where the corpus keeps a file per split, only those
+    files are read."""
     if source.corpus == "builtin":
-        splits = split_text(builtin_text(), source.valid_fraction, source.test_fraction)
+        cut = split_text(builtin_text(), source.valid_fraction, source.test_fraction)
+        texts = {split: cut[split] for split in splits}
     elif source.corpus == "file":
         if source.path is None:
             raise ValueError("data.path must name a text file or folder when data.corpus is 'file'")
-        splits = load_text_corpus(source.path, source.valid_fraction, source.test_fraction)
+        texts = load_text_corpus(
+            source.path, source.valid_fraction, source.test_fraction, splits=splits
+        )
     else:
-        splits = load_corpus(source.corpus, source.path, allow_download=allow_download)
+        texts = load_corpus(
+            source.corpus, source.path, allow_download=allow_download, splits=splits
+        )
     if source.max_chars is not None:
-        splits = {k: v[: source.max_chars] for k, v in splits.items()}
-    return splits
+        texts = {k: v[: source.max_chars] for k, v in texts.items()}
+    return texts
 
 
 def build_vocab(source: CorpusSource, train_text: str) -> Vocab:
@@ -119,3 +129,9 @@ def load_tokenized(
         torch.save({"vocab": vocab.to_json(), "ids": ids}, tmp)
         os.replace(tmp, path)
     return vocab, ids
+
+
+def load_split(source: CorpusSource, split: str, vocab: Vocab) -> torch.Tensor:
+    """The ids of one split in a saved vocabulary (evaluating a trained model): the other
+    splits' files are not needed."""
+    return vocab.encode(read_splits(source, splits=(split,))[split])

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from rhn.models.recurrent_lm import RecurrentConfig, RecurrentLM
+from rhn.models.registry import ModelMeta, meta_value, register_model
 from rhn.nn import Highway
 from rhn.nn.charcnn import CharCNN
 
@@ -77,18 +78,19 @@ class CharAwareLM(RecurrentLM):
         )
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Uniform ±``init_range`` (Kim: 0.05) and the RHN gate biases, then the highway's."""
-        super().reset_parameters()
-        if isinstance(self.highway, Highway):
-            for layer in self.highway.layers:
-                f = layer.features
-                with torch.no_grad():
-                    layer.bias[:f].zero_()
-                    layer.bias[f:].fill_(self.cfg.highway_gate_bias)
+    @classmethod
+    def from_words(cls, words: list[str], cfg: CharAwareConfig) -> CharAwareLM:
+        """The model for a vocabulary of ``words`` (id order), spelled as Kim et al. spell
+        them (:data:`KIM_SPELLING`)."""
+        table, chars = word_char_table(words, cfg.max_word_length, replace=KIM_SPELLING)
+        return cls(table, len(chars), cfg)
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.highway(self.char_cnn(self.word_chars[tokens]))
+
+
+# Kim et al. spell the two special tokens with one character each.
+KIM_SPELLING = {"<unk>": "|", "<eos>": "+"}
 
 
 def word_char_table(
@@ -109,3 +111,11 @@ def word_char_table(
         ids = [1, *(index[c] for c in word[: max_length - 2]), 2]
         table[row, : len(ids)] = torch.tensor(ids)
     return table, chars
+
+
+@register_model(CharAwareConfig)
+def _build(cfg: CharAwareConfig, meta: ModelMeta) -> CharAwareLM:
+    words = meta_value(meta, "words", list, cfg)
+    if not words or not all(isinstance(w, str) for w in words):
+        raise ValueError("model metadata 'words' for CharAwareConfig must be a list of strings")
+    return CharAwareLM.from_words(words, cfg)

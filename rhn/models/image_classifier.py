@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rhn.models.registry import ModelMeta, meta_value, register_model
 from rhn.nn.activation import INIT_GAIN, check_activation
 from rhn.nn.highway import GatedHighwayBase
 
@@ -154,3 +155,14 @@ def build_image_classifier(
         coupled=cfg.coupled,
         dropout=cfg.dropout,
     )
+
+
+@register_model(ImageClassifierConfig)
+def _build(cfg: ImageClassifierConfig, meta: ModelMeta) -> ImageClassifier:
+    shape = meta_value(meta, "image_shape", list, cfg)
+    if len(shape) != 3 or not all(isinstance(n, int) and n > 0 for n in shape):
+        raise ValueError(f"model metadata 'image_shape' must be [C, H, W] > 0, got {shape}")
+    classes = meta_value(meta, "num_classes", int, cfg)
+    if classes < 2:
+        raise ValueError(f"model metadata 'num_classes' must be >= 2, got {classes}")
+    return build_image_classifier(cfg, tuple(shape), classes)

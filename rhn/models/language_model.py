@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from rhn.models.recurrent_lm import RecurrentConfig, RecurrentLM
+from rhn.models.registry import ModelMeta, meta_value, register_model
 
 
 @dataclass
@@ -44,9 +45,14 @@ class LanguageModel(RecurrentLM):
     def __init__(self, vocab_size: int, cfg: LanguageModelConfig) -> None:
         super().__init__(vocab_size, cfg.embed_size, cfg)
         self.embedding = nn.Embedding(vocab_size, cfg.embed_size)
-        self.reset_parameters()
         if cfg.tie_weights:
             self.decoder.weight = self.embedding.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """The embedding and the decoder uniform ±``init_range`` (the RHN code's init)."""
+        super().reset_parameters()
+        nn.init.uniform_(self.embedding.weight, -self.init_bound, self.init_bound)
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         embedded = self.embedding(tokens)
@@ -58,3 +64,8 @@ class LanguageModel(RecurrentLM):
         keep = torch.empty(tokens.shape[1], self.vocab_size, device=tokens.device)
         keep.bernoulli_(1 - p).div_(1 - p)
         return embedded * keep.gather(1, tokens.T).T.unsqueeze(-1)
+
+
+@register_model(LanguageModelConfig)
+def _build(cfg: LanguageModelConfig, meta: ModelMeta) -> LanguageModel:
+    return LanguageModel(meta_value(meta, "vocab_size", int, cfg), cfg)

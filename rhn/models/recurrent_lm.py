@@ -7,6 +7,11 @@ dropout, a softmax decoder, the loss, state handling and sampling.
 Subclasses say how token ids become vectors (``encode``): a word embedding
 (:class:`~rhn.models.language_model.LanguageModel`) or a character CNN with highway layers
 (:class:`~rhn.models.char_aware.CharAwareLM`).
+
+Initialisation: every layer initialises itself (``reset_parameters``) from its constructor
+arguments — the recurrent stack from ``init_range``, the highway layers with He's rule — and a
+model's own ``reset_parameters`` touches only the parameters it holds directly (the decoder,
+the embedding), never a layer's.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torch import nn
 
 from rhn.nn import RHN
 from rhn.nn.dropout import VariationalDropout
+from rhn.nn.lstm import UniformInitLSTM
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
 
@@ -91,12 +97,17 @@ class RecurrentLM(nn.Module):
                 gate_bias=cfg.gate_bias,
                 input_dropout=cfg.input_dropout,
                 state_dropout=cfg.state_dropout,
+                init_range=cfg.init_range,
                 backend=cfg.rnn_backend,
             )
             self.lstm_input_dropout = None
         else:
-            self.rnn = nn.LSTM(
-                input_size, cfg.hidden_size, num_layers=cfg.num_layers, dropout=between
+            self.rnn = UniformInitLSTM(
+                input_size,
+                cfg.hidden_size,
+                num_layers=cfg.num_layers,
+                dropout=between,
+                init_range=cfg.init_range,
             )
             self.lstm_input_dropout = VariationalDropout(cfg.input_dropout)
         self.output_dropout = VariationalDropout(cfg.output_dropout)
@@ -106,16 +117,15 @@ class RecurrentLM(nn.Module):
         """``(T, N)`` token ids → ``(T, N, E)`` inputs of the recurrent stack."""
         raise NotImplementedError
 
+    @property
+    def init_bound(self) -> float:
+        """r of the uniform ±r start of the parameters the model holds itself."""
+        return self.cfg.init_range or self.cfg.hidden_size**-0.5
+
     def reset_parameters(self) -> None:
-        """Uniform ±``init_range`` everywhere (as the RHN code), then T biases at gate_bias."""
-        r = self.cfg.init_range or self.cfg.hidden_size**-0.5
-        for p in self.parameters():
-            nn.init.uniform_(p, -r, r)
-        if isinstance(self.rnn, RHN):
-            hidden = self.cfg.hidden_size
-            with torch.no_grad():
-                for k in range(self.cfg.num_layers):
-                    self.rnn.layer_parameters(k)[2][:, hidden:].fill_(self.cfg.gate_bias)
+        """The decoder (weight and bias) uniform ±``init_range``, as the RHN code's softmax."""
+        nn.init.uniform_(self.decoder.weight, -self.init_bound, self.init_bound)
+        nn.init.uniform_(self.decoder.bias, -self.init_bound, self.init_bound)
 
     def initial_state(self, batch: int, device: torch.device) -> State:
         shape = (self.cfg.num_layers, batch, self.cfg.hidden_size)

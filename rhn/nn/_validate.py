@@ -28,6 +28,15 @@ def check_finite(name: str, value: object) -> float:
     return float(value)
 
 
+def check_init_range(value: object) -> float | None:
+    """``None`` (the layer's default range) or a finite number > 0, else a ``ValueError``."""
+    if value is None:
+        return None
+    if check_finite("init_range", value) <= 0:
+        raise ValueError(f"init_range must be None or a number > 0, got {value!r}")
+    return float(value)
+
+
 def check_tensor_like(name: str, x: object, param: torch.Tensor) -> None:
     """Refuse a tensor whose device or dtype can't meet the parameters' (autocast aside)."""
     if not isinstance(x, torch.Tensor):

@@ -30,6 +30,7 @@ from torch.nn.utils.rnn import PackedSequence
 from rhn.nn._validate import (
     check_bool,
     check_finite,
+    check_init_range,
     check_positive_int,
     check_probability,
     check_tensor_like,
@@ -75,6 +76,8 @@ class RHN(nn.Module):
         input_dropout, state_dropout: variational dropout, see the module docstring.
         gate_bias: initial transform-gate bias (negative: carry).
         coupled: C = 1 − T (True) or a free carry gate.
+        init_range: the weights start uniform in ±init_range (None: ±1/√H, as nn.LSTM; the
+            paper's language models use 0.04).
         backend: ``auto`` (default), ``reference``, ``fused`` or ``cuda-graph`` — how the
             recurrence and its gradient are computed; the numbers agree (tests check to
             1e-12 in float64). ``cuda-graph`` (CUDA only) captures the fused step loops once
@@ -118,6 +121,7 @@ class RHN(nn.Module):
         coupled: bool = True,
         input_dropout: float = 0.0,
         state_dropout: float = 0.0,
+        init_range: float | None = None,
         backend: str = "auto",
     ) -> None:
         super().__init__()
@@ -142,6 +146,7 @@ class RHN(nn.Module):
         self.input_dropout = check_probability("input_dropout", input_dropout)
         self.state_dropout = check_probability("state_dropout", state_dropout)
         self.gate_bias = check_finite("gate_bias", gate_bias)
+        self.init_range = check_init_range(init_range)
         self.coupled = check_bool("coupled", coupled)
         if self.dropout > 0 and self.num_layers == 1:
             warnings.warn(
@@ -210,7 +215,11 @@ class RHN(nn.Module):
         for layer in self.all_weights:
             weight_ih, weight_hh, *bias = layer
             reset_rhn_parameters(
-                weight_ih, weight_hh, bias[0] if bias else None, gate_bias=self.gate_bias
+                weight_ih,
+                weight_hh,
+                bias[0] if bias else None,
+                gate_bias=self.gate_bias,
+                init_range=self.init_range,
             )
 
     def _check_input(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], bool]:

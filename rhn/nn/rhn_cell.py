@@ -37,7 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rhn.nn._validate import check_finite, check_positive_int, check_tensor_like
+from rhn.nn._validate import (
+    check_finite,
+    check_init_range,
+    check_positive_int,
+    check_tensor_like,
+)
 from rhn.nn.functional import highway_combine
 
 
@@ -61,16 +66,17 @@ def reset_rhn_parameters(
     bias_hh: torch.Tensor | None,
     *,
     gate_bias: float,
+    init_range: float | None = None,
 ) -> None:
     """Initialise one RHN layer's parameters in place.
 
-    Weights: uniform ±1/√H, torch's convention for recurrent layers (the RHN paper's
-    language models use ±0.04, which their model code sets). Biases: 0 for H, ``gate_bias``
+    Weights: uniform ±``init_range``, by default ±1/√H (torch's convention for recurrent
+    layers; the RHN paper's language models use ±0.04). Biases: 0 for H, ``gate_bias``
     (negative: carry) for T, and −``gate_bias`` for a free carry gate C, so C ≈ 1 − T at
-    initialisation.
+    initialisation — as the official code's ``linear(..., bias_start)``.
     """
     hidden = weight_hh.shape[-1]
-    bound = 1.0 / math.sqrt(hidden)
+    bound = init_range if init_range is not None else 1.0 / math.sqrt(hidden)
     with torch.no_grad():
         weight_ih.uniform_(-bound, bound)
         weight_hh.uniform_(-bound, bound)
@@ -182,6 +188,7 @@ class RHNCell(nn.Module):
         gate_bias: initial bias of every transform gate T (negative: carry).
         coupled: C = 1 − T (True) or a free carry gate C.
         bias: learn ``bias_hh``.
+        init_range: the weights start uniform in ±init_range (None: ±1/√H).
 
     Shapes: ``forward(x (N, I) or (I,), s (N, H) or (H,) or None) → s' (N, H) or (H,)``.
     ``input_mask`` ``(N, I)`` and ``state_mask`` ``(N, H)`` are optional dropout masks the
@@ -198,6 +205,7 @@ class RHNCell(nn.Module):
         gate_bias: float = -2.0,
         coupled: bool = True,
         bias: bool = True,
+        init_range: float | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -206,6 +214,7 @@ class RHNCell(nn.Module):
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.depth = check_positive_int("depth", depth)
         self.gate_bias = check_finite("gate_bias", gate_bias)
+        self.init_range = check_init_range(init_range)
         self.coupled = bool(coupled)
         rows = gate_blocks(self.coupled) * hidden_size
         factory = {"device": device, "dtype": dtype}
@@ -215,7 +224,13 @@ class RHNCell(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        reset_rhn_parameters(self.weight_ih, self.weight_hh, self.bias_hh, gate_bias=self.gate_bias)
+        reset_rhn_parameters(
+            self.weight_ih,
+            self.weight_hh,
+            self.bias_hh,
+            gate_bias=self.gate_bias,
+            init_range=self.init_range,
+        )
 
     def no_weight_decay(self) -> set[str]:
         """``bias_hh`` is ``(L, G·H)``: name it, as rank alone can't tell it from a weight."""

@@ -5,9 +5,13 @@ Format (``FORMAT_VERSION``), the keys of :data:`CHECKPOINT_KEYS`: ``model``, ``o
 ``batch_index`` — the next batch of the epoch —, ``best_metric``, ``bad_steps``,
 ``skipped_steps``, ``elapsed_s``); ``step`` (the same step, for readers that need only it);
 ``hidden`` (the carried TBPTT state, or None); ``rng`` (python, numpy, torch, CUDA, one per
-rank); ``config`` (the resolved run config as a dict); ``task_state`` (what the task needs to
-rebuild its model, e.g. the vocabulary's digest). Loading uses
-``torch.load(weights_only=True)``: nothing in a checkpoint can run code.
+rank); ``config`` (the resolved run config as a dict); ``model_meta`` (what the model was
+built from besides its config — a vocabulary size, an image shape —, so that
+``rhn.models.build_model(config.model, model_meta)`` rebuilds it without its data);
+``task_state`` (what the task needs to read data as the run did: the vocabulary and its
+digest, the data set's name). Loading uses ``torch.load(weights_only=True)``: nothing in a
+checkpoint can run code. Format 1 had no ``model_meta``; it is still read (the task recovers
+the metadata from ``task_state``).
 """
 
 from __future__ import annotations
@@ -23,11 +27,12 @@ from typing import Any
 import torch
 from torch import nn
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("format_version", "model", "step", "config")
 CHECKPOINT_KEYS = (
     *REQUIRED_KEYS,
-    *("optimizer", "schedule", "position", "hidden", "rng", "task_state"),
+    *("optimizer", "schedule", "position", "hidden", "rng", "model_meta", "task_state"),
 )
 
 
@@ -105,10 +110,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict) or any(key not in data for key in REQUIRED_KEYS):
         raise CheckpointError(f"checkpoint {path} is not an rhn training checkpoint")
-    if data["format_version"] != FORMAT_VERSION:
+    if data["format_version"] not in READABLE_VERSIONS:
         raise CheckpointError(
             f"checkpoint {path} has format version {data['format_version']}; this rhn reads "
-            f"version {FORMAT_VERSION}"
+            f"versions {', '.join(map(str, READABLE_VERSIONS))}"
         )
     return data
 

@@ -1,14 +1,15 @@
-"""Evaluation and export of a saved checkpoint, outside a training run."""
+"""A saved checkpoint outside a training run: its model (no data needed), evaluation, export."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from rhn.models import build_model
 from rhn.train.checkpoint import (
     CheckpointError,
     export_safetensors,
@@ -33,37 +34,68 @@ def resolve_checkpoint(path: Path) -> Path:
     return path
 
 
+def model_meta(ckpt: dict[str, Any], config: RunConfig) -> dict[str, Any]:
+    """What the checkpoint's model was built from besides its config (format 1: recovered
+    from the task's saved state)."""
+    if ckpt.get("model_meta") is not None:
+        return ckpt["model_meta"]
+    return config.task_class.legacy_model_meta(config, ckpt.get("task_state") or {})
+
+
 @dataclass
-class Trained:
-    """A checkpoint brought back to life: its config, task and model (eval mode)."""
+class LoadedModel:
+    """A checkpoint's model (eval mode) and what was saved with it."""
 
     config: RunConfig
-    task: Task
     model: nn.Module
     step: int
+    task_state: dict[str, Any]
     device: torch.device
 
 
-def load_trained(path: Path, device: str = "cpu") -> Trained:
+def load_model(path: Path, device: str = "cpu") -> LoadedModel:
+    """The model of checkpoint ``path``, rebuilt from its config and metadata: no data set is
+    read, so it works wherever the checkpoint alone was copied."""
     ckpt = load_checkpoint(path)
     config = build_config(ckpt["config"])
-    task = config.task_class(config)
-    task.check_checkpoint_state(ckpt.get("task_state", {}), str(path))
-    model = task.build_model()
+    try:
+        model = build_model(config.model, model_meta(ckpt, config))
+    except ValueError as err:
+        raise CheckpointError(f"checkpoint {path}: {err}") from None
     load_model_state(model, ckpt["model"], path)
     dev = resolve_device(device)
-    return Trained(config, task, model.to(dev).eval(), ckpt["step"], dev)
+    return LoadedModel(
+        config, model.to(dev).eval(), ckpt["step"], ckpt.get("task_state") or {}, dev
+    )
+
+
+@dataclass
+class Trained(LoadedModel):
+    """A checkpoint's model with its task, which holds the data it was trained on."""
+
+    task: Task = field(kw_only=True)
+
+
+def load_trained(path: Path, device: str = "cpu") -> Trained:
+    """The model and its task with all of its data (for analyses that read the training set)."""
+    loaded = load_model(path, device)
+    task = loaded.config.task_class(loaded.config)
+    task.check_checkpoint_state(loaded.task_state, str(path))
+    return Trained(**vars(loaded), task=task)
 
 
 def evaluate_checkpoint(
     path: Path, split: str, device: str = "auto", **options: Any
 ) -> dict[str, float]:
-    """``options`` go to the task's ``evaluate`` (e.g. ``batch_size``, ``mc_samples``)."""
-    trained = load_trained(path, device)
+    """Metrics of ``path`` on ``split``; only that split's data is read. ``options`` go to the
+    task's ``evaluate`` (e.g. ``batch_size``, ``mc_samples``)."""
+    loaded = load_model(path, device)
+    task = loaded.config.task_class.for_evaluation(loaded.config, loaded.task_state, split)
     with torch.no_grad():
-        metrics = trained.task.evaluate(trained.model, split, trained.device, **options)
-    return {"checkpoint": str(path), "split": split, "step": trained.step, **metrics}
+        metrics = task.evaluate(loaded.model, split, loaded.device, **options)
+    return {"checkpoint": str(path), "split": split, "step": loaded.step, **metrics}
 
 
 def export_checkpoint(path: Path, output: Path) -> None:
-    export_safetensors(load_trained(path).model, output)
+    """The checkpoint's weights as safetensors; its data is not needed."""
+    export_safetensors(load_model(path).model, output)

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from rhn.models import build_model
 from rhn.train.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -169,7 +170,8 @@ class Trainer:
         self.task: Task = config.task_class(
             config, rank=self.dist.rank, world_size=self.dist.world_size
         )
-        self.model: nn.Module = self.task.build_model().to(self.device)
+        self.model_meta = self.task.model_meta()
+        self.model: nn.Module = build_model(config.model, self.model_meta).to(self.device)
         self.optimizer = build_optimizer(self.model, config.optim)
         accum = config.optim.grad_accum
         self.steps_per_epoch = self.task.batches_per_epoch() // accum
@@ -258,6 +260,7 @@ class Trainer:
                 "hidden": hidden,
                 "rng": rngs,
                 "config": self.config.to_dict(),
+                "model_meta": self.model_meta,
                 "task_state": self.task.checkpoint_state(),
             }
             # best.pt first: a kill between the two writes leaves a best.pt newer than the

@@ -1,6 +1,9 @@
 """What the training loop needs from a task, and the registry that names tasks.
 
-A task owns its data and its model; the loop (``rhn.train.loop``) owns everything else.
+A task owns its data and its evaluation; the model is built by ``rhn.models.build_model``
+from the config's ``model`` section and the metadata the task reads off its data
+(``model_meta``: a vocabulary size, an image shape), which checkpoints save, so that a trained
+model comes back without its data. The loop (``rhn.train.loop``) owns everything else.
 Batches are addressed by ``(epoch, index)`` — random access, so that a run resumed from a
 checkpoint continues from exactly the batch it stopped at.
 
@@ -57,7 +60,22 @@ class Task:
         self.rank = rank
         self.world_size = world_size
 
-    def build_model(self) -> nn.Module:
+    @classmethod
+    def for_evaluation(cls, config: Any, task_state: dict[str, Any], split: str) -> Task:
+        """A task that can evaluate ``split`` of a checkpoint whose ``checkpoint_state`` was
+        ``task_state``; tasks that can read one split alone override this."""
+        task = cls(config)
+        task.check_checkpoint_state(task_state, "the checkpoint")
+        return task
+
+    def model_meta(self) -> dict[str, Any]:
+        """What the data decides about the model (see :mod:`rhn.models.registry`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def legacy_model_meta(cls, config: Any, task_state: dict[str, Any]) -> dict[str, Any]:
+        """``model_meta`` recovered from a format-1 checkpoint, which saved only
+        ``task_state``."""
         raise NotImplementedError
 
     def batches_per_epoch(self) -> int:

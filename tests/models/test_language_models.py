@@ -112,3 +112,50 @@ def test_rnn_backend_reaches_the_rhn_and_backends_agree() -> None:
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match=r"model\.rnn_backend='fused' needs rnn: rhn"):
         LanguageModelConfig(rnn="lstm", rnn_backend="fused")
+
+
+def test_each_layer_keeps_its_own_initialisation_in_the_char_aware_model() -> None:
+    torch.manual_seed(0)
+    cfg = CharAwareConfig(hidden_size=300, rnn="rhn", depth=2, init_range=0.05)
+    model = CharAwareLM.from_words(["<unk>", "<eos>", *(f"w{i}" for i in range(300))], cfg)
+    # The highway layer: He normal for H (std √(2/525) = 0.062 for relu, fan-in 525), the
+    # biases 0 for H and highway_gate_bias for T — not the LM's uniform ±0.05.
+    layer = model.highway[0]
+    f = layer.features
+    assert layer.weight[:f].std().item() == pytest.approx((2 / 525) ** 0.5, rel=0.03)
+    assert torch.all(layer.bias[:f] == 0) and torch.all(layer.bias[f:] == -2.0)
+    # The RHN: weights uniform ±init_range, H biases 0 and T biases gate_bias (the official
+    # code's bias_start); the decoder uniform ±init_range.
+    for weight in (model.rnn.weight_ih_l0, model.rnn.weight_hh_l0, model.decoder.weight):
+        assert 0.049 < weight.abs().max().item() <= 0.05
+    bias = model.rnn.bias_hh_l0
+    assert torch.all(bias[:, :300] == 0) and torch.all(bias[:, 300:] == cfg.gate_bias)
+    # The padding character's embedding is zero and stays zero through training.
+    pad = model.char_cnn.embedding.weight[0]
+    assert torch.all(pad == 0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9, weight_decay=0.1)
+    for _ in range(2):
+        logits, _ = model(torch.randint(0, 302, (5, 3)))
+        model.loss(logits, torch.randint(0, 302, (5, 3))).backward()
+        optimizer.step()
+    assert torch.all(model.char_cnn.embedding.weight[0] == 0)
+
+
+def test_a_models_reset_touches_only_the_parameters_it_holds() -> None:
+    model = LanguageModel(20, LanguageModelConfig(embed_size=8, hidden_size=8, init_range=0.1))
+    rnn = {k: v.clone() for k, v in model.rnn.state_dict().items()}
+    embedding = model.embedding.weight.clone()
+    model.reset_parameters()
+    assert all(torch.equal(v, model.rnn.state_dict()[k]) for k, v in rnn.items())
+    assert not torch.equal(embedding, model.embedding.weight)
+    assert model.embedding.weight.abs().max() <= 0.1
+
+
+def test_the_lstm_baseline_starts_uniform_in_init_range() -> None:
+    cfg = LanguageModelConfig(rnn="lstm", embed_size=64, hidden_size=64, init_range=0.04)
+    model = LanguageModel(50, cfg)
+    for name, p in model.rnn.named_parameters():
+        assert 0.039 < p.abs().max().item() <= 0.04, name
+    default = LanguageModel(50, LanguageModelConfig(rnn="lstm", embed_size=64, hidden_size=64))
+    # init_range null: torch's ±1/√H.
+    assert 0.12 < default.rnn.weight_hh_l0.abs().max().item() <= 64**-0.5

@@ -183,6 +183,8 @@ def test_bad_arguments_and_inputs_give_clear_errors() -> None:
         rhn.RHN(3, 4, num_layers=0)
     with pytest.raises(ValueError, match=r"state_dropout must be a number in \[0, 1\), got 1.0"):
         rhn.RHN(3, 4, state_dropout=1.0)
+    with pytest.raises(ValueError, match="init_range must be None or a number > 0, got 0"):
+        rhn.RHN(3, 4, init_range=0)
     model = rhn.RHN(3, 4, num_layers=2)
     with pytest.raises(ValueError, match=r"I = input_size = 3, got \(5, 2, 7\)"):
         model(torch.randn(5, 2, 7))

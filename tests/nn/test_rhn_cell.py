@@ -93,6 +93,14 @@ def test_parameter_layout_and_initialisation() -> None:
     assert free.weight_ih.shape == (96, 10) and free.weight_hh.shape == (2, 96, 32)
     assert torch.all(free.bias_hh[:, 64:] == 2.0)
     assert rhn.RHNCell(3, 4, 1, bias=False).bias_hh is None
+    # init_range: the weights in ±init_range (the paper's LMs: 0.04), the biases as before.
+    ranged = rhn.RHNCell(10, 32, depth=5, gate_bias=-4.0, init_range=0.04)
+    for weight in (ranged.weight_ih, ranged.weight_hh):
+        assert 0.039 < weight.abs().max().item() <= 0.04
+    assert torch.all(ranged.bias_hh[:, 32:] == -4.0)
+    for bad in (0, -0.1, float("inf")):
+        with pytest.raises(ValueError, match="init_range must be"):
+            rhn.RHNCell(3, 4, 1, init_range=bad)
 
 
 def test_torch_compile_of_the_cell_matches_eager() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from rhn.tasks.cli import eval_main, export_main, train_main
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "char_lm_tiny.yaml")

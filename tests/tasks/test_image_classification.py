@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from rhn.tasks.image_classification import ImageClassificationTask
 
+from rhn.models import build_model
+from rhn.tasks.image_classification import ImageClassificationTask
 from rhn.train.config import build_config
 from rhn.train.loop import train
 from tests.data.synthetic_images import write_cifar, write_mnist
@@ -68,7 +69,7 @@ def test_valid_size_holds_out_the_last_training_images(tmp_path: Path) -> None:
 
 def test_metrics_match_a_direct_computation(tmp_path: Path) -> None:
     task = make_task(_mnist(tmp_path), eval_train=True, eval_batch_size=3)
-    model = task.build_model()
+    model = build_model(task.config.model, task.model_meta())
     metrics = task.evaluate(model, "valid", torch.device("cpu"))
     with torch.no_grad():
         logits = model(task.test_set.images)
@@ -103,7 +104,7 @@ def test_a_50_layer_highway_mlp_trains_with_the_default_gate_bias(tmp_path: Path
 
 def test_gate_summaries_for_tensorboard(tmp_path: Path) -> None:
     task = make_task(_mnist(tmp_path))
-    model = task.build_model()
+    model = build_model(task.config.model, task.model_meta())
     summaries = task.summaries(model)
     assert summaries["gates/mean_transform_gate"].shape == (8, 2)  # 8 units × 2 highway layers
     assert torch.equal(
@@ -115,4 +116,4 @@ def test_gate_summaries_for_tensorboard(tmp_path: Path) -> None:
          "data": {"data_dir": str(tmp_path / "m"), "batch_size": 4}}
     )  # fmt: skip
     plain_task = ImageClassificationTask(plain)
-    assert plain_task.summaries(plain_task.build_model()) == {}
+    assert plain_task.summaries(build_model(plain.model, plain_task.model_meta())) == {}

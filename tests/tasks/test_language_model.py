@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from rhn.tasks.cli import sample_main
-from rhn.tasks.language_model import sample_text
 
+from rhn.data.text_file import DataFileError
+from rhn.data.vocab import vocab_from_json
+from rhn.tasks.cli import export_main, sample_main
+from rhn.tasks.language_model import sample_text
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import build_config
-from rhn.train.evaluate import evaluate_checkpoint
+from rhn.train.evaluate import evaluate_checkpoint, load_model
 from rhn.train.loop import train
 
 
@@ -103,3 +106,88 @@ def test_word_level_task_reports_perplexity(tmp_path: Path) -> None:
     result = train(config, tmp_path / "run")
     assert result.metrics["ppl"] == pytest.approx(math.exp(result.metrics["loss"]))
     assert (tmp_path / "run" / "tokenizer.json").exists()
+
+
+def corpus_folder(root: Path) -> Path:
+    """A word corpus kept one file per split, as PTB is."""
+    rng = random.Random(3)
+    words = ["the", "cat", "dog", "sat", "ran", "on", "a", "mat", "log", "red", "big"]
+    root.mkdir()
+    for split, lines in (("train", 400), ("valid", 60), ("test", 60)):
+        text = "\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(lines))
+        (root / f"{split}.txt").write_text(text + "\n")
+    return root
+
+
+def word_run(tmp_path: Path, task: str, model: dict) -> tuple[Path, Path]:
+    corpus = corpus_folder(tmp_path / "corpus")
+    config = build_config(
+        {
+            "task": task,
+            "model": model,
+            "data": {"corpus": "file", "path": str(corpus), "batch_size": 4, "seq_len": 10},
+            "optim": {"name": "adam", "lr": 0.01},
+            "train": {"max_steps": 8, "max_epochs": None, "eval_every": 8, "progress": False},
+        }
+    )
+    run = tmp_path / "run"
+    train(config, run)
+    return corpus, run
+
+
+@pytest.mark.parametrize(
+    ("task", "model"),
+    [
+        ("word_lm", {"embed_size": 12, "hidden_size": 12, "depth": 2}),
+        (
+            "char_aware_lm",
+            {"hidden_size": 12, "num_layers": 1, "widths": [1, 2], "filters": [5, 6],
+             "char_embed_size": 4, "max_word_length": 8},
+        ),
+    ],
+)  # fmt: skip
+def test_a_trained_model_needs_no_corpus_and_eval_reads_only_its_split(
+    tmp_path: Path, task: str, model: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus, run = word_run(tmp_path, task, model)
+    checkpoint = run / "checkpoints" / "best.pt"
+    before = evaluate_checkpoint(checkpoint, "valid", "cpu")
+    loaded = load_model(checkpoint)
+    prompt = torch.tensor([[1], [2], [3]])
+    expected = loaded.model(prompt)[0]
+
+    # Evaluating the valid split reads valid.txt alone, and in the saved vocabulary.
+    (corpus / "train.txt").unlink()
+    (corpus / "test.txt").unlink()
+    assert evaluate_checkpoint(checkpoint, "valid", "cpu") == before
+    with pytest.raises(DataFileError, match=r"has no test\.txt"):
+        evaluate_checkpoint(checkpoint, "test", "cpu")
+
+    # With no corpus at all: loading, sampling and export work from the checkpoint alone.
+    shutil.rmtree(corpus)
+    again = load_model(checkpoint)
+    assert type(again.model) is type(loaded.model)
+    torch.testing.assert_close(again.model(prompt)[0], expected, rtol=0, atol=0)
+    assert sample_main([str(run), "--prompt", "the cat", "--length", "5"]) == 0
+    assert capsys.readouterr().out.startswith("the cat ")
+    assert export_main([str(run), str(tmp_path / "w.safetensors")]) == 0
+    if task == "char_aware_lm":
+        # The character table is rebuilt from the saved words, equal to the trained one.
+        saved = torch.load(checkpoint, weights_only=True)
+        assert torch.equal(again.model.word_chars, saved["model"]["word_chars"])
+        vocab = vocab_from_json(saved["task_state"]["vocab"])
+        assert saved["model_meta"] == {"words": vocab.tokens}
+
+
+def test_a_format_1_checkpoint_still_loads(tmp_path: Path) -> None:
+    # Format 1 saved no model_meta: the task recovers it from the saved vocabulary.
+    _, run = word_run(tmp_path, "word_lm", {"embed_size": 8, "hidden_size": 8, "depth": 1})
+    ckpt = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    vocab_size = ckpt["model_meta"]["vocab_size"]
+    del ckpt["model_meta"]
+    ckpt["format_version"] = 1
+    old = tmp_path / "old.pt"
+    torch.save(ckpt, old)
+    loaded = load_model(old)
+    assert loaded.model.decoder.out_features == vocab_size
+    assert sample_text(old, "the", 3).startswith("the ")

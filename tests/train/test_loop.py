@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from rhn.data.sampling import epoch_batch_indices
+from rhn.models import register_model
 from rhn.train.checkpoint import load_checkpoint
 from rhn.train.config import build_config
 from rhn.train.logging import RunLogger
@@ -167,6 +168,11 @@ class ToyData:
     nan_steps: list[int] | None = None  # batches (global index) whose loss is NaN
 
 
+@register_model(ToyModel)
+def _build_toy(cfg: ToyModel, meta: dict[str, Any]) -> nn.Module:
+    return nn.Linear(cfg.features, 1)
+
+
 @register
 class ToyRegression(Task):
     name = "toy_regression"
@@ -182,8 +188,8 @@ class ToyRegression(Task):
         self.y = self.x @ torch.arange(1.0, config.model.features + 1)
         self.calls = 0
 
-    def build_model(self) -> nn.Module:
-        return nn.Linear(self.config.model.features, 1)
+    def model_meta(self) -> dict[str, Any]:
+        return {}
 
     def batches_per_epoch(self) -> int:
         return self.config.data.samples // self.config.data.batch_size
