@@ -102,13 +102,26 @@ class _LogWindow:
     steps: int = 0  # steps with a finite loss
     count: int = 0  # tokens or samples
     seconds: float = 0.0
+    grad_norm: float = 0.0  # the last step's
 
-    def add(self, loss: float | None, count: int, seconds: float) -> None:
+    def add(self, loss: float | None, count: int, seconds: float, grad_norm: float) -> None:
         if loss is not None:
             self.loss += loss
             self.steps += 1
         self.count += count
         self.seconds += seconds
+        self.grad_norm = grad_norm
+
+
+@dataclass(frozen=True)
+class _Due:
+    """What a step calls for, decided once after it."""
+
+    epoch_done: bool
+    out_of_time: bool  # train.max_minutes spent
+    stop: bool  # a signal reached some rank
+    evaluation: bool
+    checkpoint: bool  # besides the one every improvement gets
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -165,6 +178,25 @@ class Trainer:
         train = config.train
         self.dist: DistInfo = init_distributed(resolve_device(train.device).type)
         self.device = resolve_device(train.device, self.dist.local_rank)
+        self._stop_signal: int | None = None
+        self.log: RunLogger | None = None
+        # Before anything reads or writes the directory: one process owns it.
+        self._lock = RunDirLock(self.run_dir) if self.dist.is_main else None
+        try:
+            self._build(config)
+            self.log = RunLogger(
+                self.run_dir, resume_step=self.position.step, enabled=self.dist.is_main
+            )
+            if self.dist.is_main:
+                for path in remove_stale_temporaries(self.last_path.parent):
+                    self.log.message(f"removed {path}, left by a save that was killed")
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(self, config: RunConfig) -> None:
+        """Task, model, optimiser and schedule; restored from last.pt if there is one."""
+        train = config.train
         seed_everything(train.seed + self.dist.rank, deterministic=train.deterministic)
 
         self.task: Task = config.task_class(
@@ -197,7 +229,6 @@ class Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if train.compile:
             self.train_model = torch.compile(self.train_model)
-        self._stop_signal: int | None = None
 
     # -- checkpoints -------------------------------------------------------------------
 
@@ -343,143 +374,167 @@ class Trainer:
                 f"checkpoint is {self.last_path}; lower optim.lr or set optim.clip_norm."
             )
 
-    def _handle_signal(self, signum: int, _frame: object) -> None:
-        self._stop_signal = signum
+    # -- the run ---------------------------------------------------------------------
 
     def run(self) -> TrainResult:
-        train = self.config.train
-        pos = self.position
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunDirLock(self.run_dir) if self.dist.is_main else None
-        try:
-            return self._run_locked(train, pos)
-        finally:
-            if lock is not None:
-                lock.release()
-
-    def _run_locked(self, train: Any, pos: Position) -> TrainResult:
-        self.log = RunLogger(self.run_dir, resume_step=pos.step, enabled=self.dist.is_main)
-        if self.dist.is_main:
-            for path in remove_stale_temporaries(self.last_path.parent):
-                self.log.message(f"removed {path}, left by a save that was killed")
-        if self.dist.is_main:
-            save_config(self.config, self.run_dir / "config.yaml")
-            if self.origin:
-                (self.run_dir / "origin.json").write_text(json.dumps(self.origin, indent=2))
-            self.task.save_artifacts(str(self.run_dir))
-            if pos.step:
-                self.log.message(f"resuming {self.run_dir} at step {pos.step}, epoch {pos.epoch}")
-        previous = {
-            s: signal.signal(s, self._handle_signal) for s in (signal.SIGTERM, signal.SIGINT)
-        }
-        bar = tqdm(
-            total=self.total_steps,
-            initial=pos.step,
-            desc="train",
-            unit="step",
-            disable=not (self.dist.is_main and train.progress and sys.stderr.isatty()),
-            dynamic_ncols=True,
-        )
+        """Train to the step limit, the time budget or a signal; save; report."""
+        self._write_run_files()
+        pos, window = self.position, _LogWindow()
         metrics: dict[str, float] = {}
-        status = "finished"
-        window = _LogWindow()
-        try:
+        stopped = False
+        with self._signals_caught(), self._progress_bar() as bar:
             while pos.step < self.total_steps:
-                if pos.batch_index == 0:
-                    self.state = self.task.initial_state(self.model, self.device)
-                lr = self.schedule.lr(pos.step, pos.epoch)
-                set_lr(self.optimizer, lr)
-                step_start = time.perf_counter()
-                loss, grad_norm, count, applied = self._train_step()
-                seconds = time.perf_counter() - step_start
-                pos.elapsed_s += seconds
-                pos.step += 1
-                pos.batch_index += self.config.optim.grad_accum
+                lr = self._step(window)
                 bar.update(1)
-                window.add(loss if applied else None, count, seconds)
-                if applied:
-                    pos.bad_steps = 0
-                else:
-                    self._count_bad_step(loss, grad_norm)
-                if pos.step % train.log_every == 0 and window.steps:
-                    rate = window.count * self.dist.world_size / max(window.seconds, 1e-9)
-                    mean_loss = window.loss / window.steps
-                    self.log.scalars(
-                        {
-                            "train/loss": mean_loss,
-                            "lr": lr,
-                            "grad_norm": grad_norm,
-                            f"throughput/{self.task.unit}_per_s": rate,
-                        },
-                        pos.step,
-                    )
-                    bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.3g}")
+                if pos.step % self.config.train.log_every == 0 and window.steps:
+                    self._log_training(window, lr, bar)
                     window = _LogWindow()
-
-                epoch_done = pos.batch_index >= self.steps_per_epoch * self.config.optim.grad_accum
-                out_of_time = bool(train.max_minutes) and pos.elapsed_s >= 60 * train.max_minutes
-                if train.max_minutes:
-                    out_of_time = any_rank(out_of_time, self.dist, self.device)
-                finished = pos.step >= self.total_steps or out_of_time
-                eval_due = (
-                    (train.eval_every and pos.step % train.eval_every == 0)
-                    or (not train.eval_every and epoch_done)
-                    or finished
-                )
-                if epoch_done:
-                    pos.epoch += 1
-                    pos.batch_index = 0
+                due = self._due()
+                if due.epoch_done:
+                    pos.epoch, pos.batch_index = pos.epoch + 1, 0
                 improved = False
-                if eval_due:
+                if due.evaluation:
                     metrics = self._evaluate()
-                    metric = metrics[self.task.metric]
-                    self.schedule.observe(metric, self.task.higher_is_better)
-                    improved = math.isfinite(metric) and self._improved(metric)
-                    if improved:
-                        pos.best_metric = metric
-                    record = {
-                        "step": pos.step,
-                        "epoch": pos.epoch,
-                        "elapsed_s": round(pos.elapsed_s, 3),
-                        "lr": lr,
-                        **metrics,
-                    }
-                    self.log.evaluation(record)
-                    self.log.scalars({f"val/{k}": v for k, v in metrics.items()}, pos.step)
-                checkpoint_due = (
-                    (train.checkpoint_every and pos.step % train.checkpoint_every == 0)
-                    or (not train.checkpoint_every and eval_due)
-                    or finished
-                    or improved
-                )
-                # Ranks may get the signal at different steps; all stop at the first.
-                stop = any_rank(self._stop_signal is not None, self.dist, self.device)
-                if checkpoint_due or stop:
+                    improved = self._record_evaluation(metrics, lr)
+                if due.checkpoint or improved or due.stop:
                     self._checkpoint(best=improved)
-                if out_of_time:
-                    self.log.message(f"train.max_minutes reached at step {pos.step}")
+                if due.out_of_time or due.stop:
+                    self._say_why_stopped(due)
+                    stopped = due.stop
                     break
-                if stop:
-                    status = "interrupted"
-                    name = (
-                        signal.Signals(self._stop_signal).name if self._stop_signal else "a signal"
-                    )
-                    self.log.message(
-                        f"stopped by {name} at step {pos.step}; checkpoint saved to "
-                        f"{self.last_path}"
-                    )
-                    break
+        # A rank stopped by another rank's signal reports SIGTERM's status.
+        stop_signal = (self._stop_signal or signal.SIGTERM) if stopped else None
+        status = "interrupted" if stopped else "finished"
+        return TrainResult(status, pos, metrics, self.dist.is_main, stop_signal)
+
+    def _write_run_files(self) -> None:
+        """config.yaml (the resolved config), origin.json and the task's artifacts."""
+        if not self.dist.is_main:
+            return
+        save_config(self.config, self.run_dir / "config.yaml")
+        if self.origin:
+            (self.run_dir / "origin.json").write_text(json.dumps(self.origin, indent=2))
+        self.task.save_artifacts(str(self.run_dir))
+        if self.position.step:
+            pos = self.position
+            self.log.message(f"resuming {self.run_dir} at step {pos.step}, epoch {pos.epoch}")
+
+    def _step(self, window: _LogWindow) -> float:
+        """One optimiser step at the scheduled learning rate, counted in ``window``."""
+        pos = self.position
+        if pos.batch_index == 0:
+            self.state = self.task.initial_state(self.model, self.device)
+        lr = self.schedule.lr(pos.step, pos.epoch)
+        set_lr(self.optimizer, lr)
+        start = time.perf_counter()
+        loss, grad_norm, count, applied = self._train_step()
+        seconds = time.perf_counter() - start
+        pos.elapsed_s += seconds
+        pos.step += 1
+        pos.batch_index += self.config.optim.grad_accum
+        window.add(loss if applied else None, count, seconds, grad_norm)
+        if applied:
+            pos.bad_steps = 0
+        else:
+            self._count_bad_step(loss, grad_norm)
+        return lr
+
+    def _log_training(self, window: _LogWindow, lr: float, bar: tqdm) -> None:
+        rate = window.count * self.dist.world_size / max(window.seconds, 1e-9)
+        mean_loss = window.loss / window.steps
+        scalars = {
+            "train/loss": mean_loss,
+            "lr": lr,
+            "grad_norm": window.grad_norm,
+            f"throughput/{self.task.unit}_per_s": rate,
+        }
+        self.log.scalars(scalars, self.position.step)
+        bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.3g}")
+
+    def _due(self) -> _Due:
+        """What the step just taken calls for (every rank decides alike)."""
+        pos, train = self.position, self.config.train
+        epoch_done = pos.batch_index >= self.steps_per_epoch * self.config.optim.grad_accum
+        out_of_time = bool(train.max_minutes) and pos.elapsed_s >= 60 * train.max_minutes
+        if train.max_minutes:
+            out_of_time = any_rank(out_of_time, self.dist, self.device)
+        finished = pos.step >= self.total_steps or out_of_time
+        evaluation = bool(
+            (train.eval_every and pos.step % train.eval_every == 0)
+            or (not train.eval_every and epoch_done)
+            or finished
+        )
+        checkpoint = bool(
+            (train.checkpoint_every and pos.step % train.checkpoint_every == 0)
+            or (not train.checkpoint_every and evaluation)
+            or finished
+        )
+        # Ranks may get the signal at different steps; all stop at the first.
+        stop = any_rank(self._stop_signal is not None, self.dist, self.device)
+        return _Due(epoch_done, out_of_time, stop, evaluation, checkpoint)
+
+    def _record_evaluation(self, metrics: dict[str, float], lr: float) -> bool:
+        """Log an evaluation, tell the schedule; whether it is the best so far."""
+        pos = self.position
+        metric = metrics[self.task.metric]
+        self.schedule.observe(metric, self.task.higher_is_better)
+        improved = math.isfinite(metric) and self._improved(metric)
+        if improved:
+            pos.best_metric = metric
+        record = {"step": pos.step, "epoch": pos.epoch, "elapsed_s": round(pos.elapsed_s, 3)}
+        self.log.evaluation({**record, "lr": lr, **metrics})
+        self.log.scalars({f"val/{k}": v for k, v in metrics.items()}, pos.step)
+        return improved
+
+    def _say_why_stopped(self, due: _Due) -> None:
+        step = self.position.step
+        if due.out_of_time:
+            self.log.message(f"train.max_minutes reached at step {step}")
+        else:
+            name = signal.Signals(self._stop_signal).name if self._stop_signal else "a signal"
+            self.log.message(
+                f"stopped by {name} at step {step}; checkpoint saved to {self.last_path}"
+            )
+
+    @contextlib.contextmanager
+    def _signals_caught(self) -> Iterator[None]:
+        """SIGTERM and SIGINT ask the loop to stop after the step (and save), not kill it."""
+
+        def handle(signum: int, _frame: object) -> None:
+            self._stop_signal = signum
+
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
         finally:
-            bar.close()
-            self.log.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-        # A rank stopped by another rank's signal reports SIGTERM's status.
-        stopped_by = (self._stop_signal or signal.SIGTERM) if status == "interrupted" else None
-        return TrainResult(status, pos, metrics, is_main=self.dist.is_main, stop_signal=stopped_by)
+
+    def _progress_bar(self) -> tqdm:
+        return tqdm(
+            total=self.total_steps,
+            initial=self.position.step,
+            desc="train",
+            unit="step",
+            disable=not (self.dist.is_main and self.config.train.progress and sys.stderr.isatty()),
+            dynamic_ncols=True,
+        )
 
     def close(self) -> None:
+        """Close the logs, give the run directory back, leave the process group."""
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         shutdown(self.dist)
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def train(

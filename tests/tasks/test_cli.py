@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -161,6 +164,34 @@ def test_unusable_run_dirs_configs_and_corpora_are_one_line_with_exit_2(
         assert train_main([*argv, *SHORT]) == 2, message
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def _can_mount_read_only() -> bool:
+    """Whether a private mount namespace can be made here (``unshare`` as an unprivileged
+    user maps to root inside, so even root sees a read-only mount as read-only)."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True, check=False)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_read_only(), reason="needs unshare -r -m (mount namespaces)")
+def test_a_read_only_run_dir_is_one_line_with_exit_2_and_nothing_is_lost(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    # The run directory bind-mounted read-only over itself, in a namespace of its own: chmod
+    # would not do, root (as CI runs) writes through permissions but not a read-only mount.
+    train = f"{sys.executable} -m rhn.tasks {TINY} --run-dir {run} --set train.max_steps=24"
+    script = f"mount --bind {run} {run} && mount -o remount,bind,ro {run} && exec {train}"
+    proc = subprocess.run(
+        ["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        f"error: run directory {run} is not writable; choose another --run-dir"
+    )
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_resuming_with_another_batch_size_is_refused_in_one_line(

@@ -21,7 +21,6 @@ from rhn.data.sampling import epoch_batch_indices
 from rhn.models import register_model
 from rhn.train.checkpoint import load_checkpoint
 from rhn.train.config import build_config
-from rhn.train.logging import RunLogger
 from rhn.train.loop import RunDirError, TrainingDivergedError, train
 from rhn.train.task import StepResult, Task, register
 
@@ -89,6 +88,68 @@ def test_sigkill_at_an_arbitrary_moment_then_resume_equals_an_uninterrupted_run(
     # Evaluations after the resumed checkpoint were replaced, not duplicated.
     steps = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").open()]
     assert steps == [40, 80, 120]
+
+
+# Run in a child process: torch.save is wrapped so that the write of the second best.pt
+# dies by a real SIGKILL halfway through its bytes.
+KILL_DURING_BEST_WRITE = """
+import os, signal, sys, torch
+from rhn.train.config import load_config
+from rhn.train.loop import train
+
+real_save, best_writes = torch.save, []
+
+def save(obj, f, *args, **kwargs):
+    path = os.readlink(f"/proc/self/fd/{f.fileno()}") if hasattr(f, "fileno") else str(f)
+    if ".best.pt." in path:
+        best_writes.append(1)
+        if len(best_writes) == 2:
+            real_save(obj, f, *args, **kwargs)
+            f.flush()
+            os.truncate(path, os.path.getsize(path) // 2)
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_save(obj, f, *args, **kwargs)
+
+torch.save = save
+train(load_config(sys.argv[1], sys.argv[3:]), sys.argv[2])
+"""
+BEST_ARGS = [
+    "train.max_steps=40", "train.eval_every=10", "train.checkpoint_every=5",
+    "train.progress=false", "train.deterministic=true",
+]  # fmt: skip
+
+
+def test_a_real_sigkill_while_best_pt_is_written_then_resume_keeps_the_best_model(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    child = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_BEST_WRITE, str(TINY), str(run), *BEST_ARGS],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    ckpts = run / "checkpoints"
+    assert list(ckpts.glob(".best.pt.*.tmp")), "the kill should leave the torn temporary"
+    assert load_checkpoint(ckpts / "best.pt")["step"] == 10  # the first best, intact
+    # last.pt claims no better model than best.pt holds (the order of the two writes).
+    claimed = load_checkpoint(ckpts / "last.pt")["position"]["best_metric"]
+    assert claimed == load_checkpoint(ckpts / "best.pt")["position"]["best_metric"]
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "rhn.tasks", str(TINY), "--run-dir", str(run),
+         *(a for arg in BEST_ARGS for a in ("--set", arg))],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert "left by a save that was killed" in resumed.stderr
+    assert not list(ckpts.glob("*.tmp"))
+    # best.pt holds the best model the run logged, and last.pt agrees on its metric.
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    assert [r["step"] for r in records] == [10, 20, 30, 40]
+    best = min(records, key=lambda r: r["bpc"])
+    kept = load_checkpoint(ckpts / "best.pt")
+    assert kept["step"] == best["step"] and kept["position"]["best_metric"] == best["bpc"]
+    assert load_checkpoint(ckpts / "last.pt")["position"]["best_metric"] == best["bpc"]
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_with_128_plus_the_signal(tmp_path: Path) -> None:
@@ -280,12 +341,9 @@ def test_non_finite_weights_never_overwrite_a_good_checkpoint(tmp_path: Path) ->
     run = tmp_path / "run"
     train(toy_config("train.max_steps=5"), run)
     good = (run / "checkpoints" / "last.pt").read_bytes()
-    trainer = Trainer(toy_config("train.max_steps=10"), run)
-    trainer.log = RunLogger(run, resume_step=5)
-    with torch.no_grad():
+    with Trainer(toy_config("train.max_steps=10"), run) as trainer, torch.no_grad():
         trainer.model.weight[0, 0] = float("inf")
-    trainer._checkpoint(best=True)
-    trainer.log.close()
+        trainer._checkpoint(best=True)
     assert (run / "checkpoints" / "last.pt").read_bytes() == good
 
 
@@ -315,16 +373,15 @@ def test_a_kill_during_a_best_checkpoint_save_never_loses_the_best_model(
     before = {p.name: p.read_bytes() for p in ckpts.glob("*.pt")}
     old_best = load_checkpoint(ckpts / "best.pt")["position"]["best_metric"]
 
-    trainer = Trainer(toy_config("train.max_steps=10"), run)
-    trainer.log = RunLogger(run, resume_step=5)
-    trainer.position.best_metric = old_best / 10  # an evaluation that improved on it
-    _kill_at_write(monkeypatch, killed_at)
-    with pytest.raises(KeyboardInterrupt):
-        trainer._checkpoint(best=True)
-    trainer.log.close()
+    with Trainer(toy_config("train.max_steps=10"), run) as trainer:
+        trainer.position.best_metric = old_best / 10  # an evaluation that improved on it
+        _kill_at_write(monkeypatch, killed_at)
+        with pytest.raises(KeyboardInterrupt):
+            trainer._checkpoint(best=True)
     monkeypatch.undo()
 
-    resumed = Trainer(toy_config("train.max_steps=10"), run)
+    with Trainer(toy_config("train.max_steps=10"), run) as resumed:
+        pass
     kept = load_checkpoint(ckpts / "best.pt")["position"]["best_metric"]
     # Whatever was written, the best metric to beat is that of the model best.pt holds.
     assert resumed.position.best_metric == kept
@@ -374,3 +431,17 @@ def test_a_torn_metrics_line_and_stale_temporaries_are_cleaned_on_resume(
     assert not stale.exists()
     steps = [json.loads(line)["step"] for line in metrics.read_text().splitlines()]
     assert steps == [2, 4, 6, 8]
+
+
+def test_a_trainer_owns_its_run_dir_from_construction_until_closed(tmp_path: Path) -> None:
+    from rhn.train.loop import Trainer
+
+    run = tmp_path / "run"
+    with Trainer(toy_config("train.max_steps=4"), run) as first:
+        assert first.log is not None  # the logger exists before run()
+        with pytest.raises(RunDirError, match=r"in use by another training process \(pid "):
+            Trainer(toy_config("train.max_steps=4"), run)
+        first.run()
+    with Trainer(toy_config("train.max_steps=8"), run) as again:
+        assert again.position.step == 4
+        assert again.run().position.step == 8
