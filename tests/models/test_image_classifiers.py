@@ -109,3 +109,18 @@ def test_config_errors_name_the_key() -> None:
         ImageClassifierConfig(activation="swish")
     net = build_image_classifier(ImageClassifierConfig(depth=3), (1, 28, 28), 10)
     assert isinstance(net, HighwayMLP) and net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_channels_last_is_the_same_net_in_nhwc_memory_order() -> None:
+    torch.manual_seed(0)
+    nchw = ConvHighwayNet("mnist_conv", (1, 28, 28), 10, width=8, dropout=False)
+    nhwc = ConvHighwayNet("mnist_conv", (1, 28, 28), 10, width=8, dropout=False, channels_last=True)
+    nhwc.load_state_dict(nchw.state_dict())
+    conv = nhwc.layers[2]  # a highway convolution, 8 → 16 channels
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    x = torch.randn(4, 1, 28, 28)
+    torch.testing.assert_close(nhwc(x), nchw(x), rtol=1e-5, atol=1e-5)
+    nhwc(x).sum().backward()
+    nchw(x).sum().backward()
+    torch.testing.assert_close(conv.weight.grad, nchw.layers[2].weight.grad, rtol=1e-4, atol=1e-5)
