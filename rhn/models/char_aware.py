@@ -35,6 +35,9 @@ class CharAwareConfig(RecurrentConfig):
     depth: int = 1
     layer_dropout: float = 0.5
     output_dropout: float = 0.5
+    output_dropout_kind: Literal["variational", "ordinary"] = "ordinary"  # nn.Dropout in Kim's
+    # code; its criterion sums the per-step batch means over the 35 steps (lr 1, clip 5 assume it)
+    loss_reduction: Literal["mean", "sum_over_time"] = "sum_over_time"
     init_range: float | None = 0.05
     char_embed_size: int = 15
     widths: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 6])

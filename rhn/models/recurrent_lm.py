@@ -37,6 +37,8 @@ class RecurrentConfig:
     rnn: ``rhn`` or the ``lstm`` baseline (``torch.nn.LSTM``, cuDNN/oneDNN).
     input_dropout, state_dropout, output_dropout: variational (one mask per sequence), as
         the RHN paper; state dropout needs ``rnn: rhn``.
+    output_dropout_kind: ``variational`` (the RHN code's one mask per sequence) or
+        ``ordinary`` (a fresh mask at every step, ``nn.Dropout``: Kim et al.'s code).
     layer_dropout: ordinary dropout between stacked layers (``nn.LSTM``'s ``dropout``).
     loss_reduction: ``mean`` per token, or ``sum_over_time`` (summed over time, averaged
         over the batch): the RHN code's loss, for which its learning rate (SGD 0.2) and
@@ -54,6 +56,7 @@ class RecurrentConfig:
     state_dropout: float = 0.0
     layer_dropout: float = 0.0
     output_dropout: float = 0.0
+    output_dropout_kind: Literal["variational", "ordinary"] = "variational"
     loss_reduction: Literal["mean", "sum_over_time"] = "mean"
     init_range: float | None = None  # uniform ±init_range; None: ±1/√hidden_size
     rnn_backend: Literal["auto", "reference", "fused", "cuda-graph"] = "auto"
@@ -110,7 +113,11 @@ class RecurrentLM(nn.Module):
                 init_range=cfg.init_range,
             )
             self.lstm_input_dropout = VariationalDropout(cfg.input_dropout)
-        self.output_dropout = VariationalDropout(cfg.output_dropout)
+        self.output_dropout: nn.Module = (
+            VariationalDropout(cfg.output_dropout)
+            if cfg.output_dropout_kind == "variational"
+            else nn.Dropout(cfg.output_dropout)
+        )
         self.decoder = nn.Linear(cfg.hidden_size, vocab_size)
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,29 @@ def test_embedding_dropout_drops_whole_token_types_per_column() -> None:
     assert scale[0, 1] == scale[1, 1] == scale[2, 1]
 
 
+@pytest.mark.parametrize("kind", ["variational", "ordinary"])
+def test_output_dropout_kinds(kind: str) -> None:
+    cfg = LanguageModelConfig(
+        embed_size=4, hidden_size=64, depth=1, output_dropout=0.5, output_dropout_kind=kind
+    )
+    model = LanguageModel(5, cfg).train()
+    ones = torch.ones(6, 3, 64)
+    kept = model.output_dropout(ones)  # 0 or 2 per unit and step
+    assert set(kept.unique().tolist()) == {0.0, 2.0}
+    same_mask_every_step = bool((kept == kept[:1]).all())
+    assert same_mask_every_step == (kind == "variational")
+
+
+def test_kims_recipes_use_his_loss_and_dropout() -> None:
+    """Kim et al.'s Torch code: the criterion is the per-step batch mean summed over the 35
+    steps, dropout is nn.Dropout (a fresh mask every step), every weight starts ±0.05."""
+    for name in ("kim_small", "kim_large"):
+        cfg = load_config(CONFIGS / f"{name}.yaml").model
+        assert cfg.loss_reduction == "sum_over_time"
+        assert cfg.output_dropout_kind == "ordinary" and cfg.output_dropout == 0.5
+        assert cfg.layer_dropout == 0.5 and cfg.init_range == 0.05
+
+
 def test_seeded_sampling_is_repeatable() -> None:
     model = LanguageModel(12, LanguageModelConfig(embed_size=8, hidden_size=8)).eval()
     prompt = torch.tensor([1, 2, 3])
