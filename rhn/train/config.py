@@ -226,8 +226,13 @@ def build_config(data: dict[str, Any], overrides: Sequence[str] = ()) -> RunConf
     )
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
-    """Read a YAML config file and apply ``--set`` overrides (``section.key=value``)."""
+def read_config_file(path: str | Path, *, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping a YAML config file stands for, its ``base:`` (if any) merged in.
+
+    ``base: other.yaml`` (relative to the file) starts from that config: each section's keys
+    here replace the base's keys one by one, a value (a list, a schedule) replaces whole.
+    So a recipe's variant holds only what differs from the recipe.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -239,6 +244,28 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict) or "base" not in data:
+        return data
+    base_name = data.pop("base")
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError(f"{path}: base must name another config file, got {base_name!r}")
+    base_path = (path.parent / base_name).resolve()
+    if base_path in (*_seen, path.resolve()):
+        raise ConfigError(f"{path}: base {base_name!r} leads back to itself")
+    merged = read_config_file(base_path, _seen=(*_seen, path.resolve()))
+    for key, value in data.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML config file (and its ``base:``), apply ``--set`` overrides
+    (``section.key=value``)."""
+    path = Path(path)
+    data = read_config_file(path)
     try:
         return build_config(data, overrides)
     except ConfigError as err:

@@ -7,10 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-import yaml
-
 from rhn.data import corpora
-from rhn.train.config import load_config
+from rhn.train.config import load_config, read_config_file
 from rhn.train.loop import train
 from tests.data.synthetic_images import write_cifar, write_mnist
 
@@ -25,7 +23,7 @@ SMALL_DATA = [
 
 
 def shrink(path: Path) -> list[str]:
-    raw = yaml.safe_load(path.read_text())
+    raw = read_config_file(path)
     model = raw.get("model") or {}
     if raw["task"] == "image_classification":
         return ["data.batch_size=10", "data.eval_batch_size=10"]
@@ -43,7 +41,7 @@ def shrink(path: Path) -> list[str]:
 
 
 def corpus_of(path: Path) -> str:
-    return (yaml.safe_load(path.read_text()).get("data") or {}).get("corpus", "builtin")
+    return (read_config_file(path).get("data") or {}).get("corpus", "builtin")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -57,7 +55,7 @@ def test_config_smoke_runs_on_cpu(
 ) -> None:
     corpus = corpus_of(path)
     extra = []
-    dataset = (yaml.safe_load(path.read_text()).get("data") or {}).get("dataset")
+    dataset = (read_config_file(path).get("data") or {}).get("dataset")
     if dataset:
         # Synthetic files in the official formats: the loaders run, real data isn't needed.
         if dataset == "mnist":
@@ -92,3 +90,22 @@ def test_tiny_config_with_torch_compile(tmp_path: Path) -> None:
     path = next(p for p in CONFIGS if p.stem == "char_lm_tiny")
     result = train(load_config(path, [*SMOKE, "train.compile=true"]), tmp_path)
     assert result.status == "finished"
+
+
+# The official README's PTB depth sweep: recurrence depth → units per layer (tied weights).
+OFFICIAL_SWEEP_WIDTHS = {
+    1: 1275, 2: 1180, 3: 1110, 4: 1050, 5: 1000, 6: 960, 7: 920, 8: 890, 9: 860, 10: 830
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("depth", "width"), sorted(OFFICIAL_SWEEP_WIDTHS.items()))
+def test_the_ptb_depth_sweep_uses_the_official_widths(depth: int, width: int) -> None:
+    sweep = load_config(CONFIGS[0].parent / f"ptb_rhn_depth{depth:02d}.yaml")
+    sota = load_config(CONFIGS[0].parent / "ptb_rhn_d10.yaml")
+    model = sweep.model
+    assert (model.depth, model.hidden_size, model.embed_size) == (depth, width, width)
+    assert model.tie_weights and model.loss_reduction == "sum_over_time"
+    # Everything but depth and width is ptb_sota's recipe.
+    assert (sweep.data, sweep.optim, sweep.train) == (sota.data, sota.optim, sota.train)
+    assert (model.input_dropout, model.state_dropout, model.output_dropout) == (0.75, 0.25, 0.75)
+    assert model.output_dropout_kind == "variational" and model.gate_bias == -2.0

@@ -19,6 +19,39 @@ def test_yaml_holds_only_differences_and_defaults_fill_the_rest(tmp_path: Path) 
     assert config.train.max_epochs == 1
 
 
+def test_a_config_starts_from_its_base_and_replaces_key_by_key(tmp_path: Path) -> None:
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "base.yaml").write_text(
+        "task: char_lm\nmodel: {depth: 5, hidden_size: 64}\n"
+        "optim: {lr: 2, schedule: {name: multistep, milestones: [3]}}\n"
+    )
+    (tmp_path / "variant.yaml").write_text(
+        "base: recipes/base.yaml\nmodel: {depth: 2}\noptim: {schedule: {name: cosine}}\n"
+    )
+    config = load_config(tmp_path / "variant.yaml", ["optim.lr=0.5"])
+    assert (config.model.depth, config.model.hidden_size) == (2, 64)  # replaced, kept
+    assert config.optim.schedule.name == "cosine"  # a value replaces whole: no milestones
+    assert config.optim.schedule.milestones == []
+    assert config.optim.lr == 0.5  # --set comes last
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("base: self.yaml\n", "leads back to itself"),
+        ("base: loop_a.yaml\n", "leads back to itself"),
+        ("base: missing.yaml\n", "missing.yaml"),
+        ("base: [a.yaml]\n", "base must name another config file"),
+    ],
+)
+def test_bad_bases_are_named(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "loop_a.yaml").write_text("base: loop_b.yaml\n")
+    (tmp_path / "loop_b.yaml").write_text("base: loop_a.yaml\n")
+    (tmp_path / "self.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(tmp_path / "self.yaml")
+
+
 def test_overrides_are_parsed_and_type_checked() -> None:
     config = build_config(
         {"task": "char_lm"},
