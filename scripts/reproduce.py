@@ -1,11 +1,14 @@
 """Collect finished runs into a markdown table: the published number beside ours.
 
-    python scripts/reproduce.py runs/ [--split test] [--full] [--no-eval]
+    python scripts/reproduce.py runs/ [--split test] [--batched] [--mc K] [--no-eval]
 
 Each run directory (holding ``config.yaml`` and ``checkpoints/``) is matched to its recipe
 by the config file it was started from (``origin.json``). Our number is the best
-checkpoint's metric on ``--split`` (batched evaluation; ``--full`` uses batch 1 as the
-papers do, which is slow); ``--no-eval`` reports the best validation metric instead.
+checkpoint's metric on ``--split``, a language model's scored the papers' way: one column
+(batch 1) with the state carried through the split. ``--batched`` uses the config's
+``data.eval_batch_size`` instead (faster, slightly worse), ``--mc K`` adds MC dropout over K
+passes as the RHN code's ``evaluate_mc``, ``--no-eval`` reports the best validation metric
+of the training log. The ``protocol`` column says which of these each number is.
 """
 
 from __future__ import annotations
@@ -22,15 +25,27 @@ from rhn.train.evaluate import evaluate_checkpoint, resolve_checkpoint
 # recipe (config file stem) → (metric, published test value, source)
 PUBLISHED: dict[str, tuple[str, float, str]] = {
     "ptb_rhn_d10": ("ppl", 65.4, "Zilly et al. 2017, Table 3 (67.9 valid)"),
-    "ptb_rhn_depth01": ("ppl", 90.6, "Zilly et al. 2017, depth sweep"),
-    "ptb_rhn_depth02": ("ppl", 75.1, "Zilly et al. 2017, depth sweep"),
-    "ptb_rhn_depth04": ("ppl", 68.6, "Zilly et al. 2017, depth sweep"),
-    "ptb_rhn_depth06": ("ppl", 66.6, "Zilly et al. 2017, depth sweep"),
-    "ptb_rhn_depth08": ("ppl", 66.1, "Zilly et al. 2017, depth sweep"),
+    "ptb_rhn_depth01": ("ppl", 90.6, "Zilly et al. 2017, PTB depth sweep (official README)"),
+    "ptb_rhn_depth02": ("ppl", 75.1, "Zilly et al. 2017, PTB depth sweep (official README)"),
+    "ptb_rhn_depth03": ("ppl", 70.6, "Zilly et al. 2017, PTB depth sweep (official README)"),
+    "ptb_rhn_depth04": ("ppl", 68.6, "Zilly et al. 2017, PTB depth sweep (official README)"),
+    "ptb_rhn_depth05": ("ppl", 67.7, "Zilly et al. 2017, PTB depth sweep (official README)"),
+    "ptb_rhn_depth06": ("ppl", 66.6, "Zilly et al. 2017, PTB depth sweep (official README)"),
+    "ptb_rhn_depth07": ("ppl", 66.4, "Zilly et al. 2017, PTB depth sweep (official README)"),
+    "ptb_rhn_depth08": ("ppl", 66.1, "Zilly et al. 2017, PTB depth sweep (official README)"),
+    "ptb_rhn_depth09": ("ppl", 66.0, "Zilly et al. 2017, PTB depth sweep (official README)"),
+    "ptb_rhn_depth10": ("ppl", 66.0, "Zilly et al. 2017, PTB depth sweep (official README)"),
     "enwik8_rhn_d10": ("bpc", 1.27, "Zilly et al. 2017"),
     "text8_rhn_d10": ("bpc", 1.27, "Zilly et al. 2017"),
     "kim_small": ("ppl", 92.3, "Kim et al. 2016, LSTM-Char-Small"),
     "kim_large": ("ppl", 78.9, "Kim et al. 2016, LSTM-Char-Large"),
+    "mnist_conv_highway_w16": ("acc", 0.9943, "Srivastava et al. 2015 (best of runs; mean 99.4)"),
+    "mnist_conv_highway_w16_1h": ("acc", 0.9943, "Srivastava et al. 2015 (in 300 epochs)"),
+    "mnist_conv_highway_w32": ("acc", 0.9955, "Srivastava et al. 2015"),
+    "cifar10_highway_a": ("acc", 0.8918, "Srivastava et al. 2015"),
+    "cifar10_highway_b": ("acc", 0.9240, "Srivastava et al. 2015 (augmented)"),
+    "cifar10_highway_c": ("acc", 0.9120, "Srivastava et al. 2015"),
+    "cifar100_highway_b": ("acc", 0.6776, "Srivastava et al. 2015"),
 }
 
 
@@ -46,7 +61,24 @@ def count_parameters(state: dict[str, torch.Tensor]) -> int:
     return total
 
 
-def run_row(run: Path, split: str, full: bool, evaluate: bool) -> dict[str, object]:
+LM_TASKS = ("word_lm", "char_lm", "char_aware_lm")
+
+
+def protocol_options(task: str, batched: bool, mc: int) -> tuple[dict[str, object], str]:
+    """The evaluation options of a run of ``task`` and the protocol's name for the table."""
+    if task not in LM_TASKS:
+        return {}, "whole split"
+    options: dict[str, object] = {} if batched else {"batch_size": 1}
+    name = "batched" if batched else "batch 1"
+    if mc:
+        options.update(mc_samples=mc, mc_protocol="pass")
+        name += f", MC dropout {mc} passes (evaluate_mc)"
+    return options, name
+
+
+def run_row(
+    run: Path, split: str, *, batched: bool = False, mc: int = 0, evaluate: bool = True
+) -> dict[str, object]:
     origin = json.loads((run / "origin.json").read_text()) if (run / "origin.json").exists() else {}
     recipe = Path(origin.get("config_file", "?")).stem
     config = yaml.safe_load((run / "config.yaml").read_text())
@@ -55,13 +87,15 @@ def run_row(run: Path, split: str, full: bool, evaluate: bool) -> dict[str, obje
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
     metric, published, source = PUBLISHED.get(recipe, ("", float("nan"), "—"))
     if evaluate:
-        options = {"batch_size": 1} if full else {}
+        options, protocol = protocol_options(config["task"], batched, mc)
         ours = evaluate_checkpoint(checkpoint, split, "auto", **options)
-        metric = metric or ("ppl" if "ppl" in ours else "bpc")
-        value, where = ours[metric], f"{split}{' (full)' if full else ''}"
+        metric = metric or next(m for m in ("ppl", "bpc", "acc") if m in ours)
+        value, where = ours[metric], split
     else:
-        metric = metric or ("ppl" if "ppl" in records[-1] else "bpc")
-        value, where = min(r[metric] for r in records), "best valid"
+        metric = metric or next(m for m in ("ppl", "bpc", "acc") if m in records[-1])
+        best = max if metric == "acc" else min
+        values = [r[metric] for r in records if metric in r]
+        value, where, protocol = best(values), "best valid", "training log"
     return {
         "run": run.name,
         "recipe": recipe,
@@ -71,6 +105,7 @@ def run_row(run: Path, split: str, full: bool, evaluate: bool) -> dict[str, obje
         "source": source,
         "ours": value,
         "measured on": where,
+        "protocol": protocol,
         "params": count_parameters(state),
         "epochs": records[-1]["epoch"] if records else 0,
         "steps": records[-1]["step"] if records else 0,
@@ -82,7 +117,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories or folders of them")
     parser.add_argument("--split", choices=["valid", "test"], default="test")
-    parser.add_argument("--full", action="store_true", help="batch-1 evaluation (slow)")
+    parser.add_argument(
+        "--batched", action="store_true", help="data.eval_batch_size columns, not batch 1"
+    )
+    parser.add_argument("--mc", type=int, default=0, metavar="K", help="MC dropout passes")
     parser.add_argument("--no-eval", action="store_true", help="report the best valid metric")
     args = parser.parse_args()
     runs = []
@@ -92,8 +130,14 @@ def main() -> None:
             if (path / "config.yaml").exists()
             else sorted(p for p in path.iterdir() if (p / "config.yaml").exists())
         )
-    rows = [run_row(run, args.split, args.full, not args.no_eval) for run in runs]
-    header = ["run", "recipe", "metric", "published", "ours", "measured on", "params"]
+    if args.mc < 0:
+        parser.error(f"--mc must be an integer >= 0, got {args.mc}")
+    rows = [
+        run_row(run, args.split, batched=args.batched, mc=args.mc, evaluate=not args.no_eval)
+        for run in runs
+    ]
+    header = ["run", "recipe", "metric", "published", "ours", "measured on", "protocol"]
+    header += ["params"]
     header += ["epochs", "steps", "wall time", "source"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rhn.data.text_file import DataFileError
 from rhn.tasks.language_model import sample_text
+from rhn.tasks.lm_scoring import MC_PROTOCOLS, McRejectedError
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import load_config
 from rhn.train.evaluate import evaluate_checkpoint, export_checkpoint, resolve_checkpoint
@@ -25,6 +26,7 @@ EXPECTED_ERRORS = (
     RunDirError,
     TrainingDivergedError,
     DataFileError,
+    McRejectedError,
 )
 
 
@@ -109,12 +111,21 @@ def eval_main(argv: list[str] | None = None) -> int:
         metavar="K",
         help="MC dropout: average K dropout masks",
     )
+    parser.add_argument(
+        "--mc-protocol",
+        choices=MC_PROTOCOLS,
+        default="pass",
+        help="pass: the RHN code's evaluate_mc (one mask set per pass over the split, passes "
+        "above 500 ppl rejected, probabilities averaged and clipped); window: fresh masks "
+        "per window (not the paper's)",
+    )
+    parser.add_argument("--mc-seed", type=int, default=0, help="seed of the first MC pass")
     args = parser.parse_args(argv)
     options: dict[str, object] = {"progress": True}
     if args.batch_size:
         options["batch_size"] = args.batch_size
     if args.mc:
-        options["mc_samples"] = args.mc
+        options.update(mc_samples=args.mc, mc_protocol=args.mc_protocol, mc_seed=args.mc_seed)
     try:
         path = resolve_checkpoint(Path(args.path))
         metrics = evaluate_checkpoint(path, args.split, args.device, **options)

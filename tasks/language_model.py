@@ -5,21 +5,18 @@ Corpus → vocabulary → token ids (``rhn.data.lm_corpus``, cached) → truncat
 from the config and the vocabulary's size. Checkpoints keep the vocabulary, so evaluation
 reads only the split it scores and sampling reads no data at all.
 Evaluation carries the state through the whole split; ``batch_size=1`` is the papers' full
-evaluation, ``mc_samples=k`` averages the predictions of k dropout masks (MC dropout).
+evaluation, ``mc_samples=k`` is MC dropout over k mask sets (``rhn.tasks.lm_scoring``).
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from rhn.data.corpora import SPLITS
 from rhn.data.lm_corpus import CorpusSource, load_split, load_tokenized
@@ -28,6 +25,13 @@ from rhn.data.text_file import DataFileError
 from rhn.data.vocab import Vocab, WordVocab, digest, vocab_from_json
 from rhn.models import CharAwareConfig, LanguageModelConfig
 from rhn.models.recurrent_lm import RecurrentLM
+from rhn.tasks.lm_scoring import (
+    MC_PROTOCOLS,
+    McProtocol,
+    score_deterministic,
+    score_mc_passes,
+    score_mc_windows,
+)
 from rhn.train.checkpoint import CheckpointError, unwrap
 from rhn.train.evaluate import load_model
 from rhn.train.task import State, StepResult, Task, register
@@ -192,55 +196,36 @@ class LanguageModelTask(Task):
         *,
         batch_size: int | None = None,
         mc_samples: int = 0,
+        mc_protocol: McProtocol = "pass",
+        mc_seed: int = 0,
         progress: bool = False,
     ) -> dict[str, float]:
         """Mean cross-entropy over every token of ``split``, with the state carried through.
 
         ``batch_size`` (default ``data.eval_batch_size``; 1 = the papers' full evaluation)
-        sets how many columns the split is cut into. ``mc_samples`` > 0 averages the
-        predicted probabilities of that many dropout masks (MC dropout, RHN §5); each
-        window draws fresh masks (the RHN code keeps one mask per sample for the whole
-        pass).
+        sets how many columns the split is cut into. ``mc_samples`` > 0 is MC dropout
+        (RHN §5) by ``mc_protocol``: ``pass``, the RHN code's ``evaluate_mc`` (one mask set
+        per pass, passes above 500 perplexity rejected, probabilities averaged and clipped),
+        or ``window`` (fresh masks per window; not the paper's). See ``rhn.tasks.lm_scoring``.
         """
+        if mc_protocol not in MC_PROTOCOLS:
+            raise ValueError(f"mc_protocol must be one of {MC_PROTOCOLS}, got {mc_protocol!r}")
         lm = _lm(model)
         stream = TBPTTStream.for_rank(
             self.ids[split], batch_size or self.config.data.eval_batch_size,
             self.config.data.seq_len, 0, 1,
         )  # fmt: skip
-        columns = stream.columns.shape[1]
-        samples = max(1, mc_samples)
-        lm.train(mc_samples > 0)
-        states = [lm.initial_state(columns, device) for _ in range(samples)]
-        total, count = 0.0, 0
-        gate_sum, gate_windows = None, 0
-        windows = stream.all_windows()
-        if progress:
-            n = math.ceil((stream.columns.shape[0] - 1) / stream.seq_len)
-            windows = tqdm(windows, total=n, desc=f"eval {split}", disable=not sys.stderr.isatty())
-        with torch.no_grad():
-            for inputs, targets in windows:
-                inputs, targets = inputs.to(device), targets.to(device)
-                summed = None  # log Σ_k p_k, accumulated so memory doesn't grow with k
-                for k in range(samples):
-                    want_gates = k == 0 and lm.cfg.rnn == "rhn"
-                    out = lm(inputs, states[k], return_gates=want_gates)
-                    states[k] = out[1]
-                    log_p = torch.log_softmax(out[0].float(), dim=-1)
-                    summed = log_p if summed is None else torch.logaddexp(summed, log_p)
-                    if want_gates:
-                        per_depth = out[2].float().mean(dim=(0, 1, 2, 4))
-                        gate_sum = per_depth if gate_sum is None else gate_sum + per_depth
-                        gate_windows += 1
-                mean_log_prob = summed - math.log(samples)
-                total += F.nll_loss(
-                    mean_log_prob.flatten(0, 1), targets.flatten(), reduction="sum"
-                ).item()
-                count += targets.numel()
-        lm.eval()
-        metrics = self.metrics_from_loss(total / count)
-        if gate_sum is not None:
-            for depth, value in enumerate((gate_sum / gate_windows).tolist()):
-                metrics[f"gate_mean/depth{depth}"] = value
+        if mc_samples == 0:
+            score = score_deterministic(lm, stream, device, progress=progress)
+        elif mc_protocol == "pass":
+            score = score_mc_passes(lm, stream, device, mc_samples, seed=mc_seed, progress=progress)
+        else:
+            score = score_mc_windows(lm, stream, device, mc_samples, progress=progress)
+        metrics = self.metrics_from_loss(score.loss)
+        for depth, value in enumerate(score.gate_means):
+            metrics[f"gate_mean/depth{depth}"] = value
+        if mc_samples and mc_protocol == "pass":
+            metrics.update(mc_kept=score.kept, mc_rejected=score.rejected)
         return metrics
 
     # -- what a run keeps besides weights -------------------------------------------

@@ -20,7 +20,12 @@ def test_reproduce_table_from_a_finished_run(tmp_path: Path) -> None:
         text=True,
     )
     assert train.returncode == 0, train.stderr
-    for extra in ([], ["--no-eval"]):
+    for extra, protocol in (
+        ([], "batch 1"),
+        (["--batched"], "batched"),
+        (["--mc", "2"], "batch 1, MC dropout 2 passes (evaluate_mc)"),
+        (["--no-eval"], "training log"),
+    ):
         table = subprocess.run(
             [sys.executable, "scripts/reproduce.py", str(runs), *extra],
             cwd=ROOT,
@@ -32,4 +37,4 @@ def test_reproduce_table_from_a_finished_run(tmp_path: Path) -> None:
         assert lines[0].startswith("| run | recipe | metric | published | ours |")
         row = lines[2].split(" | ")
         assert row[0] == "| tiny" and row[1] == "char_lm_tiny" and row[2] == "bpc"
-        assert float(row[4]) > 0 and row[6].endswith("M")
+        assert float(row[4]) > 0 and row[6] == protocol and row[7].endswith("M")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from rhn.data import corpora
 from rhn.train.config import load_config, read_config_file
 from rhn.train.loop import train

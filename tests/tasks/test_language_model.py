@@ -82,11 +82,16 @@ def test_full_and_mc_dropout_evaluation(tmp_path: Path) -> None:
     ckpt = tmp_path / "run" / "checkpoints" / "last.pt"
     batched = evaluate_checkpoint(ckpt, "valid", "cpu")
     full = evaluate_checkpoint(ckpt, "valid", "cpu", batch_size=1)
-    torch.manual_seed(0)
     mc = evaluate_checkpoint(ckpt, "valid", "cpu", mc_samples=4)
+    per_window = evaluate_checkpoint(ckpt, "valid", "cpu", mc_samples=4, mc_protocol="window")
     # One column sees every token once with the state never reset: close to batched.
     assert abs(full["bpc"] - batched["bpc"]) < 0.1 * batched["bpc"]
     assert math.isfinite(mc["bpc"]) and mc["bpc"] != batched["bpc"]
+    assert (mc["mc_kept"], mc["mc_rejected"]) == (4, 0)  # evaluate_mc's protocol by default
+    assert mc == evaluate_checkpoint(ckpt, "valid", "cpu", mc_samples=4)  # seeded passes
+    assert math.isfinite(per_window["bpc"]) and "mc_kept" not in per_window
+    with pytest.raises(ValueError, match="mc_protocol must be one of"):
+        evaluate_checkpoint(ckpt, "valid", "cpu", mc_samples=4, mc_protocol="masks")
 
 
 def test_word_level_task_reports_perplexity(tmp_path: Path) -> None:

@@ -1,0 +1,187 @@
+"""How a language model is scored on a token split: one deterministic pass, or MC dropout.
+
+Every protocol runs the split as ``N`` columns cut into windows of ``seq_len`` steps, with the
+state carried from window to window (``batch_size = 1`` is the papers' full evaluation), and
+gives the mean negative log-likelihood per token (nats).
+
+MC dropout (Gal & Ghahramani 2016; RHN §5, "64.4 with MC dropout") has two protocols:
+
+``pass`` — the RHN code's ``evaluate_mc``, the one its published numbers used:
+    one set of dropout masks for a whole pass over the split; a pass whose perplexity
+    exceeds ``reject_above`` (500) is discarded and another drawn, until ``samples`` passes
+    are kept; each token's target probability is averaged over the kept passes and clipped
+    to [1e-10, 1 − 1e-10] before the log:
+
+        loss = mean_t −log clip( (1/K) Σ_k p_k(y_t) )
+
+    Pass ``i`` (0, 1, … counting rejected ones) draws its masks from ``torch.manual_seed(
+    seed + i)``; the same draws are replayed at every window, so every window of the pass
+    sees the same masks, as if the split were one sequence.
+``window`` — fresh masks for every window, the K predictive distributions averaged per
+    window with the states of the K samples carried separately. Cheaper to stream, no
+    rejection or clipping; *not* the paper's protocol.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rhn.data.tbptt import TBPTTStream
+from rhn.models.recurrent_lm import RecurrentLM
+
+McProtocol = Literal["pass", "window"]
+MC_PROTOCOLS: tuple[str, ...] = ("pass", "window")
+CLIP = 1e-10  # evaluate_mc clips the averaged probabilities to [CLIP, 1 − CLIP]
+
+
+class McRejectedError(RuntimeError):
+    """MC dropout could not keep enough passes under the perplexity bound."""
+
+
+@dataclass
+class StreamScore:
+    """Mean NLL per token, the mean transform-gate value per micro-layer (RHN, deterministic
+    pass only) and, for MC ``pass``, how many passes were kept and rejected."""
+
+    loss: float
+    gate_means: list[float] = field(default_factory=list)
+    kept: int = 0
+    rejected: int = 0
+
+
+def _windows(stream: TBPTTStream, label: str, progress: bool) -> Iterator:
+    windows = stream.all_windows()
+    if not progress:
+        return windows
+    n = math.ceil((stream.columns.shape[0] - 1) / stream.seq_len)
+    return tqdm(windows, total=n, desc=label, disable=not sys.stderr.isatty())
+
+
+@contextlib.contextmanager
+def _replayed_masks(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the block on a generator seeded with ``seed``, leaving the global RNG untouched:
+    entered before every window, it hands every window the same dropout masks."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _target_log_probs(
+    lm: RecurrentLM,
+    stream: TBPTTStream,
+    device: torch.device,
+    *,
+    mask_seed: int | None,
+    gates: bool = False,
+    label: str = "eval",
+    progress: bool = False,
+) -> tuple[torch.Tensor, list[float]]:
+    """One pass: log p(target) of every token (float64, window order) and the gate means.
+    ``mask_seed`` None is the deterministic pass (dropout off); else the pass's masks."""
+    lm.train(mask_seed is not None)
+    state = lm.initial_state(stream.columns.shape[1], device)
+    pieces, gate_sum, gate_windows = [], None, 0
+    want_gates = gates and lm.cfg.rnn == "rhn"
+    for inputs, targets in _windows(stream, label, progress):
+        inputs, targets = inputs.to(device), targets.to(device)
+        masks = _replayed_masks(mask_seed, device) if mask_seed is not None else None
+        with masks or contextlib.nullcontext():
+            out = lm(inputs, state, return_gates=want_gates)
+        state = out[1]
+        log_p = torch.log_softmax(out[0].float(), dim=-1)
+        pieces.append(log_p.gather(-1, targets.unsqueeze(-1)).flatten().double().cpu())
+        if want_gates:
+            per_depth = out[2].float().mean(dim=(0, 1, 2, 4))
+            gate_sum = per_depth if gate_sum is None else gate_sum + per_depth
+            gate_windows += 1
+    lm.eval()
+    means = (gate_sum / gate_windows).tolist() if gate_sum is not None else []
+    return torch.cat(pieces), means
+
+
+@torch.no_grad()
+def score_deterministic(
+    lm: RecurrentLM, stream: TBPTTStream, device: torch.device, *, progress: bool = False
+) -> StreamScore:
+    log_p, gates = _target_log_probs(
+        lm, stream, device, mask_seed=None, gates=True, progress=progress
+    )
+    return StreamScore(loss=-log_p.mean().item(), gate_means=gates)
+
+
+@torch.no_grad()
+def score_mc_passes(
+    lm: RecurrentLM,
+    stream: TBPTTStream,
+    device: torch.device,
+    samples: int,
+    *,
+    seed: int = 0,
+    reject_above: float = 500.0,
+    max_attempts: int | None = None,
+    progress: bool = False,
+) -> StreamScore:
+    """``evaluate_mc``: ``samples`` kept passes, one mask set each (see the module doc).
+
+    Raises McRejectedError when ``max_attempts`` (default 10 × samples) passes did not keep
+    ``samples`` of them.
+    """
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    max_attempts = max_attempts or 10 * samples
+    prob_sum: torch.Tensor | None = None
+    kept = attempt = 0
+    while kept < samples:
+        if attempt == max_attempts:
+            raise McRejectedError(
+                f"MC dropout: only {kept} of {attempt} passes scored perplexity <= "
+                f"{reject_above}; with dropout on this model is too poor to average"
+            )
+        label = f"mc pass {attempt + 1} ({kept}/{samples} kept)"
+        log_p, _ = _target_log_probs(
+            lm, stream, device, mask_seed=seed + attempt, label=label, progress=progress
+        )
+        attempt += 1
+        if math.exp(min(-log_p.mean().item(), 700.0)) > reject_above:
+            continue
+        prob_sum = log_p.exp() if prob_sum is None else prob_sum + log_p.exp()
+        kept += 1
+    mean_prob = (prob_sum / samples).clamp(CLIP, 1 - CLIP)
+    return StreamScore(loss=-mean_prob.log().mean().item(), kept=kept, rejected=attempt - kept)
+
+
+@torch.no_grad()
+def score_mc_windows(
+    lm: RecurrentLM,
+    stream: TBPTTStream,
+    device: torch.device,
+    samples: int,
+    *,
+    progress: bool = False,
+) -> StreamScore:
+    """Fresh masks per window, the ``samples`` predictive distributions averaged per window."""
+    lm.train()
+    states = [lm.initial_state(stream.columns.shape[1], device) for _ in range(samples)]
+    total, count = 0.0, 0
+    for inputs, targets in _windows(stream, "mc windows", progress):
+        inputs, targets = inputs.to(device), targets.to(device)
+        summed = None  # log Σ_k p_k, accumulated so memory doesn't grow with k
+        for k in range(samples):
+            logits, states[k] = lm(inputs, states[k])
+            log_p = torch.log_softmax(logits.float(), dim=-1)
+            summed = log_p if summed is None else torch.logaddexp(summed, log_p)
+        mean_log_prob = summed - math.log(samples)
+        total += F.nll_loss(mean_log_prob.flatten(0, 1), targets.flatten(), reduction="sum").item()
+        count += targets.numel()
+    lm.eval()
+    return StreamScore(loss=total / count)

@@ -1,0 +1,125 @@
+"""The MC-dropout protocols against a hand-rolled reference of the RHN code's ``evaluate_mc``:
+one mask set per pass over the whole split, passes above the perplexity bound rejected, the
+per-token probabilities averaged over kept passes and clipped to [1e-10, 1 − 1e-10]."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from rhn.data.tbptt import TBPTTStream
+from rhn.models import LanguageModel, LanguageModelConfig
+from rhn.tasks.lm_scoring import (
+    McRejectedError,
+    score_deterministic,
+    score_mc_passes,
+    score_mc_windows,
+)
+
+CPU = torch.device("cpu")
+VOCAB, COLUMNS = 12, 2
+
+
+def tiny_lm(**dropout: float) -> LanguageModel:
+    torch.manual_seed(3)
+    cfg = LanguageModelConfig(embed_size=8, hidden_size=8, depth=2, **dropout)
+    lm = LanguageModel(VOCAB, cfg).eval()
+    with torch.no_grad():  # sharper predictions than an untrained model's, so masks matter
+        lm.decoder.weight.mul_(30.0)
+    return lm
+
+
+def split_ids(n: int = 121) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (n,), generator=torch.Generator().manual_seed(5))
+
+
+def pass_log_probs(lm: LanguageModel, ids: torch.Tensor, seed: int) -> np.ndarray:
+    """One pass of evaluate_mc: masks drawn once, the whole split as a single sequence;
+    log p(target) per token."""
+    whole = TBPTTStream.for_rank(ids, COLUMNS, len(ids), 0, 1)
+    (inputs, targets), *rest = list(whole.all_windows())
+    assert not rest  # one window: one forward call, so one draw of every mask
+    torch.manual_seed(seed)
+    lm.train()
+    with torch.no_grad():
+        logits, _ = lm(inputs, lm.initial_state(COLUMNS, CPU))
+    lm.eval()
+    log_p = torch.log_softmax(logits.double(), dim=-1).gather(-1, targets.unsqueeze(-1))
+    return log_p.flatten().numpy()
+
+
+def reference_evaluate_mc(
+    lm: LanguageModel, ids: torch.Tensor, samples: int, seed: int, reject_above: float
+) -> tuple[float, int]:
+    kept, rejected, attempt = [], 0, 0
+    while len(kept) < samples:
+        log_p = pass_log_probs(lm, ids, seed + attempt)
+        attempt += 1
+        if np.exp(-log_p.mean()) > reject_above:
+            rejected += 1
+            continue
+        kept.append(np.exp(log_p))
+    mean = np.clip(np.mean(kept, axis=0), 1e-10, 1 - 1e-10)
+    return float(-np.log(mean).mean()), rejected
+
+
+def windows_of(ids: torch.Tensor, seq_len: int = 7) -> TBPTTStream:
+    return TBPTTStream.for_rank(ids, COLUMNS, seq_len, 0, 1)
+
+
+DROPOUT = dict(embed_dropout=0.3, input_dropout=0.4, state_dropout=0.4, output_dropout=0.4)
+
+
+def test_one_mask_set_per_pass_as_evaluate_mc() -> None:
+    lm, ids = tiny_lm(**DROPOUT), split_ids()
+    stream = windows_of(ids)
+    assert len(list(stream.all_windows())) > 5  # the windows must replay the pass's masks
+    score = score_mc_passes(lm, stream, CPU, 3, seed=11, reject_above=1e9)
+    expected, _ = reference_evaluate_mc(lm, ids, 3, 11, 1e9)
+    assert score.loss == pytest.approx(expected, rel=1e-5)
+    assert (score.kept, score.rejected) == (3, 0)
+    # Fresh masks per window are another estimator, so another number.
+    assert score_mc_windows(lm, stream, CPU, 3).loss != pytest.approx(expected, rel=1e-2)
+
+
+def test_passes_above_the_perplexity_bound_are_rejected() -> None:
+    lm, ids = tiny_lm(**DROPOUT), split_ids()
+    ppl = [np.exp(-pass_log_probs(lm, ids, s).mean()) for s in range(8)]
+    bound = float(np.median(ppl))  # about half the passes fail it
+    expected, rejected = reference_evaluate_mc(lm, ids, 3, 0, bound)
+    assert rejected >= 1
+    score = score_mc_passes(lm, windows_of(ids), CPU, 3, seed=0, reject_above=bound)
+    assert score.loss == pytest.approx(expected, rel=1e-5)
+    assert (score.kept, score.rejected) == (3, rejected)
+
+
+def test_averaged_probabilities_are_clipped() -> None:
+    lm, ids = tiny_lm(output_dropout=0.5), split_ids()
+    with torch.no_grad():
+        lm.decoder.weight.mul_(400.0)  # near-certain predictions: many targets get p < 1e-10
+    mean = (np.exp(pass_log_probs(lm, ids, 0)) + np.exp(pass_log_probs(lm, ids, 1))) / 2
+    assert (mean < 1e-10).any()  # the clip decides the number
+    expected, _ = reference_evaluate_mc(lm, ids, 2, 0, float("inf"))
+    score = score_mc_passes(lm, windows_of(ids), CPU, 2, seed=0, reject_above=float("inf"))
+    assert score.loss == pytest.approx(expected, rel=1e-5)
+    assert score.loss <= -np.log(1e-10)
+
+
+def test_a_model_that_fails_every_pass_is_reported() -> None:
+    lm, ids = tiny_lm(**DROPOUT), split_ids()
+    with pytest.raises(McRejectedError, match=r"only 0 of 4 passes scored perplexity <= 1.0"):
+        score_mc_passes(lm, windows_of(ids), CPU, 2, reject_above=1.0, max_attempts=4)
+
+
+def test_the_deterministic_pass_is_the_mean_nll_of_one_long_sequence() -> None:
+    lm, ids = tiny_lm(**DROPOUT), split_ids()
+    whole = TBPTTStream.for_rank(ids, COLUMNS, len(ids), 0, 1)
+    inputs, targets = next(whole.all_windows())
+    with torch.no_grad():
+        logits, _ = lm(inputs, lm.initial_state(COLUMNS, CPU))
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    score = score_deterministic(lm, windows_of(ids), CPU)
+    assert score.loss == pytest.approx(expected.item(), rel=1e-5)
+    assert len(score.gate_means) == 2 and all(0 < g < 1 for g in score.gate_means)
+    assert not lm.training
