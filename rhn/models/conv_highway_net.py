@@ -113,6 +113,9 @@ class ConvHighwayNet(ImageClassifier):
         channels_last: keep weights and activations in NHWC memory order, where oneDNN's
             convolutions run faster on CPU (15 % a step on one core for ``mnist_conv``;
             the numbers are the same up to float rounding).
+        gate_init, classifier_init_std, first_conv_init_std, classifier_decay_mult: the
+            authors' Caffe details (see :meth:`reset_parameters`); ``classifier_decay_mult``
+            scales the weight decay of the classifier's weight (Caffe's ``decay_mult``).
     """
 
     def __init__(
@@ -128,11 +131,18 @@ class ConvHighwayNet(ImageClassifier):
         coupled: bool = True,
         dropout: bool = True,
         channels_last: bool = False,
+        gate_init: str = "uniform",
+        classifier_init_std: float | None = None,
+        first_conv_init_std: float | None = None,
+        classifier_decay_mult: float = 1.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.channels_last = channels_last
+        self.classifier_init_std = classifier_init_std
+        self.first_conv_init_std = first_conv_init_std
+        self.classifier_decay_mult = classifier_decay_mult
         if block not in ("highway", "plain"):
             raise ValueError(f"block must be 'highway' or 'plain', got {block!r}")
         self.arch, self.block, self.activation = arch, block, activation
@@ -150,7 +160,13 @@ class ConvHighwayNet(ImageClassifier):
             elif op.kind == "hw" and block == "highway":
                 layers.append(
                     HighwayConv2d(
-                        channels, op.kernel, activation, self.gate_bias, coupled=coupled, **factory
+                        channels,
+                        op.kernel,
+                        activation,
+                        self.gate_bias,
+                        coupled=coupled,
+                        gate_init=gate_init,
+                        **factory,
                     )
                 )
             elif op.kind == "hw":
@@ -170,6 +186,15 @@ class ConvHighwayNet(ImageClassifier):
             self.to(memory_format=torch.channels_last)
 
     def reset_parameters(self) -> None:
+        """Highway layers their own init; plain convolutions He normal, zero bias; the
+        classifier torch's default.
+
+        The authors' Caffe nets, as options: ``first_conv_init_std`` N(0, std²) for the
+        first convolution (the CIFAR nets' is effectively std 1: Caffe ignored its
+        ``value``); ``classifier_init_std`` N(0, std²) weights and a zero bias for the
+        classifier (0.1 MNIST, 0.05 CIFAR); the gates' ``gate_init`` is the layers' own.
+        """
+        first_conv = next(m for m in self.layers if isinstance(m, nn.Conv2d))
         for layer in self.layers:
             if isinstance(layer, HighwayConv2d):
                 layer.reset_parameters()
@@ -177,7 +202,20 @@ class ConvHighwayNet(ImageClassifier):
                 he_init_(layer.conv, self.activation)
             elif isinstance(layer, nn.Conv2d):
                 he_init_(layer, self.activation)
-        self.classifier.reset_parameters()
+        with torch.no_grad():
+            if self.first_conv_init_std is not None:
+                first_conv.weight.normal_(0.0, self.first_conv_init_std)
+            if self.classifier_init_std is None:
+                self.classifier.reset_parameters()
+            else:
+                self.classifier.weight.normal_(0.0, self.classifier_init_std)
+                self.classifier.bias.zero_()
+
+    def decay_multipliers(self) -> dict[str, float]:
+        """Parameter name → factor on the run's weight decay (Caffe's ``decay_mult``)."""
+        if self.classifier_decay_mult == 1.0:
+            return {}
+        return {"classifier.weight": self.classifier_decay_mult}
 
     def _trunk(self, x: torch.Tensor, record: Trace | None) -> torch.Tensor:
         for layer in self.layers:

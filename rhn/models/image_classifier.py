@@ -49,6 +49,13 @@ class ImageClassifierConfig:
     coupled: bool = True
     dropout: bool = True  # the conv nets' published dropout (the MLPs have none)
     channels_last: bool = True  # the conv nets' NHWC memory order (faster on CPU)
+    # The authors' Caffe details (conv nets): T weights He normal like H's ("xavier" in
+    # their Caffe fork); classifier N(0, std²) (0.1 MNIST, 0.05 CIFAR) with decay × 10; the
+    # CIFAR nets' first convolution N(0, 1). Null / 1 / uniform: this library's defaults.
+    gate_init: Literal["uniform", "he_normal"] = "uniform"
+    classifier_init_std: float | None = None
+    classifier_decay_mult: float = 1.0
+    first_conv_init_std: float | None = None
 
     def __post_init__(self) -> None:
         check_activation(self.activation)
@@ -62,6 +69,27 @@ class ImageClassifierConfig:
             raise ValueError(
                 f"model.width applies to arch 'mlp' and 'mnist_conv' only; {self.arch!r} has "
                 f"the published widths (set it to null)"
+            )
+        for key in ("classifier_init_std", "first_conv_init_std"):
+            value = getattr(self, key)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"model.{key} must be null or a number > 0, got {value}")
+        if not (math.isfinite(self.classifier_decay_mult) and self.classifier_decay_mult >= 0):
+            raise ValueError(
+                f"model.classifier_decay_mult must be a number >= 0, got "
+                f"{self.classifier_decay_mult}"
+            )
+        caffe_defaults = {
+            "gate_init": "uniform",
+            "classifier_init_std": None,
+            "classifier_decay_mult": 1.0,
+            "first_conv_init_std": None,
+        }
+        changed = [k for k, default in caffe_defaults.items() if getattr(self, k) != default]
+        if self.arch == "mlp" and changed:
+            raise ValueError(
+                f"model.{changed[0]} applies to the conv nets (arch mnist_conv, highway_a/b/c), "
+                f"not arch 'mlp'"
             )
         if self.gate_bias is not None and not math.isfinite(self.gate_bias):
             raise ValueError(
@@ -156,6 +184,10 @@ def build_image_classifier(
         coupled=cfg.coupled,
         dropout=cfg.dropout,
         channels_last=cfg.channels_last,
+        gate_init=cfg.gate_init,
+        classifier_init_std=cfg.classifier_init_std,
+        first_conv_init_std=cfg.first_conv_init_std,
+        classifier_decay_mult=cfg.classifier_decay_mult,
     )
 
 

@@ -26,6 +26,10 @@ from rhn.nn._validate import check_finite, check_positive_int, check_tensor_like
 from rhn.nn.activation import INIT_GAIN, check_activation, get_activation
 from rhn.nn.functional import highway_combine
 
+# How the gate weights start: torch's default range, or He normal as H (the Highway Networks
+# authors' Caffe "xavier" filler, which is He-normal √(2/fan_in) for every weight).
+GATE_INITS = ("uniform", "he_normal")
+
 
 class GatedHighwayBase(nn.Module):
     """Parameters, initialisation and the gating rule shared by dense and conv highways.
@@ -45,10 +49,14 @@ class GatedHighwayBase(nn.Module):
         activation: str,
         gate_bias: float,
         coupled: bool,
+        gate_init: str = "uniform",
         device: torch.device | str | None,
         dtype: torch.dtype | None,
     ) -> None:
         super().__init__()
+        if gate_init not in GATE_INITS:
+            raise ValueError(f"gate_init must be one of {GATE_INITS}, got {gate_init!r}")
+        self.gate_init = gate_init
         self.features = check_positive_int("features", features)
         self.activation = check_activation(activation)
         self.gate_bias = check_finite("gate_bias", gate_bias)
@@ -66,15 +74,19 @@ class GatedHighwayBase(nn.Module):
         He initialisation keeps H's output at the scale of its input for the chosen
         activation (gain from ``INIT_GAIN``); the gate weights get torch's default
         ``nn.Linear`` range, small next to the bias, so every T starts near
-        σ(gate_bias). H's bias starts at 0; a free carry gate's bias starts at
-        −gate_bias so that C ≈ 1 − T at initialisation.
+        σ(gate_bias) — or, with ``gate_init="he_normal"``, N(0, 2/fan_in) as the authors'
+        Caffe nets. H's bias starts at 0; a free carry gate's bias starts at −gate_bias so
+        that C ≈ 1 − T at initialisation.
         """
         f = self.features
         fan_in = self.weight[0].numel()
         with torch.no_grad():
             self.weight[:f].normal_(0.0, INIT_GAIN[self.activation] / math.sqrt(fan_in))
-            bound = 1.0 / math.sqrt(fan_in)
-            self.weight[f:].uniform_(-bound, bound)
+            if self.gate_init == "he_normal":
+                self.weight[f:].normal_(0.0, math.sqrt(2.0 / fan_in))
+            else:
+                bound = 1.0 / math.sqrt(fan_in)
+                self.weight[f:].uniform_(-bound, bound)
             self.bias[:f].zero_()
             self.bias[f : 2 * f].fill_(self.gate_bias)
             if not self.coupled:
@@ -104,9 +116,10 @@ class GatedHighwayBase(nn.Module):
         return (y, t) if return_gate else y
 
     def extra_repr(self) -> str:
+        init = f", gate_init={self.gate_init!r}" if self.gate_init != "uniform" else ""
         return (
             f"{self.features}, activation={self.activation!r}, gate_bias={self.gate_bias}, "
-            f"coupled={self.coupled}"
+            f"coupled={self.coupled}{init}"
         )
 
 

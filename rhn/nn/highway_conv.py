@@ -19,6 +19,10 @@ from rhn.nn.highway import GatedHighwayBase
 
 
 class _HighwayConvNd(GatedHighwayBase):
+    """Args: ``channels``, an odd ``kernel_size``, H's ``activation``, the T-gate's
+    ``gate_bias``; ``coupled`` (C = 1 − T) or a free carry; ``gate_init`` ``uniform`` or
+    ``he_normal`` (the authors' Caffe nets); ``device``, ``dtype`` as for ``torch.nn``."""
+
     _spatial_dims: int
 
     def __init__(
@@ -29,6 +33,7 @@ class _HighwayConvNd(GatedHighwayBase):
         gate_bias: float = -2.0,
         *,
         coupled: bool = True,
+        gate_init: str = "uniform",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -42,6 +47,7 @@ class _HighwayConvNd(GatedHighwayBase):
             activation=activation,
             gate_bias=gate_bias,
             coupled=coupled,
+            gate_init=gate_init,
             device=device,
             dtype=dtype,
         )

@@ -77,6 +77,7 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     decay_biases: bool = True  # false: weight_decay spares biases (1-D parameters)
+    bias_lr_mult: float = 1.0  # biases learn at this × lr (Caffe's lr_mult; the Highway nets 2)
     clip_norm: float | None = None
     grad_accum: int = 1
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -98,6 +99,12 @@ class OptimConfig:
         )
         check(self.eps > 0, "optim.eps", self.eps, "a number > 0")
         check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
+        check(
+            self.bias_lr_mult > 0 and math.isfinite(self.bias_lr_mult),
+            "optim.bias_lr_mult",
+            self.bias_lr_mult,
+            "a number > 0",
+        )
         check(
             self.clip_norm is None or self.clip_norm > 0,
             "optim.clip_norm",

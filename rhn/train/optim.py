@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -12,16 +13,30 @@ from rhn.train.config import OptimConfig, ScheduleConfig
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    params: list[Any] = trainable
-    if cfg.weight_decay and not cfg.decay_biases:
-        # Biases out of the decay: a decayed transform-gate bias would drift from its
-        # negative start towards 0.
-        spared = {id(p) for p in no_weight_decay_parameters(model)}
-        params = [
-            {"params": [p for p in trainable if id(p) not in spared]},
-            {"params": [p for p in trainable if id(p) in spared], "weight_decay": 0.0},
-        ]
+    """The optimiser of ``model``'s trainable parameters, in groups by (rate, decay).
+
+    Biases (what :func:`no_weight_decay_parameters` names) learn at ``bias_lr_mult`` × the
+    rate and take no decay unless ``decay_biases``: a decayed transform-gate bias would drift
+    from its negative start towards 0. A module's ``decay_multipliers()`` scales the decay of
+    the weights it names (Caffe's ``decay_mult``). Each group's ``lr_mult`` is applied by
+    :func:`set_lr`.
+    """
+    biases = {id(p) for p in no_weight_decay_parameters(model)}
+    decay_mult = {id(p): mult for p, mult in decay_multiplied_parameters(model)}
+    groups: dict[tuple[bool, float, float], list[nn.Parameter]] = {}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        is_bias = id(p) in biases
+        lr_mult = cfg.bias_lr_mult if is_bias else 1.0
+        spared = is_bias and not cfg.decay_biases
+        decay = 0.0 if spared else cfg.weight_decay * decay_mult.get(id(p), 1.0)
+        groups.setdefault((is_bias, lr_mult, decay), []).append(p)
+    # Weights before biases: the group order a checkpoint's optimiser state was saved in.
+    params: list[Any] = [
+        {"params": ps, "lr": cfg.lr * lr_mult, "lr_mult": lr_mult, "weight_decay": decay}
+        for (_, lr_mult, decay), ps in sorted(groups.items(), key=lambda kv: kv[0][0])
+    ]
     if cfg.name == "sgd":
         return torch.optim.SGD(
             params,
@@ -34,17 +49,30 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     return cls(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
 
 
+def _declared(model: nn.Module, method: str) -> Iterator[tuple[nn.Parameter, Any]]:
+    """(parameter, value) for each name → value a module's ``method()`` declares (names
+    relative to that module; a method returning names gives value None)."""
+    for module in model.modules():
+        declared = getattr(module, method, None)
+        if callable(declared):
+            named = dict(module.named_parameters())
+            result = declared()
+            items = result.items() if isinstance(result, dict) else ((n, None) for n in result)
+            yield from ((named[n], value) for n, value in items if n in named)
+
+
 def no_weight_decay_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters that take no weight decay: every 1-D parameter (biases, norms), and
     those a module names in its ``no_weight_decay()`` (timm's convention; names relative to
     that module) — e.g. the RHN's ``bias_hh_l{k}``, which are ``(depth, G·H)``."""
     spared = {id(p): p for p in model.parameters() if p.dim() <= 1}
-    for module in model.modules():
-        declared = getattr(module, "no_weight_decay", None)
-        if callable(declared):
-            named = dict(module.named_parameters())
-            spared.update({id(named[n]): named[n] for n in declared() if n in named})
+    spared.update({id(p): p for p, _ in _declared(model, "no_weight_decay")})
     return list(spared.values())
+
+
+def decay_multiplied_parameters(model: nn.Module) -> list[tuple[nn.Parameter, float]]:
+    """(parameter, factor) for the weights a module's ``decay_multipliers()`` names."""
+    return list(_declared(model, "decay_multipliers"))
 
 
 class LRSchedule:
@@ -103,5 +131,6 @@ class LRSchedule:
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """The schedule's rate ``lr`` × each group's ``lr_mult``."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_mult", 1.0)

@@ -124,3 +124,35 @@ def test_channels_last_is_the_same_net_in_nhwc_memory_order() -> None:
     nhwc(x).sum().backward()
     nchw(x).sum().backward()
     torch.testing.assert_close(conv.weight.grad, nchw.layers[2].weight.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_caffe_fillers_and_decay_multiplier() -> None:
+    torch.manual_seed(0)
+    net = ConvHighwayNet(
+        "highway_b",
+        (3, 32, 32),
+        100,
+        gate_init="he_normal",
+        first_conv_init_std=1.0,
+        classifier_init_std=0.05,
+        classifier_decay_mult=10.0,
+    )
+    first = net.layers[1]  # after the input dropout
+    assert isinstance(first, torch.nn.Conv2d) and first.in_channels == 3
+    assert first.weight.std().item() == pytest.approx(1.0, rel=0.1)  # 864 weights
+    assert net.classifier.weight.std().item() == pytest.approx(0.05, rel=0.05)
+    assert torch.all(net.classifier.bias == 0)
+    assert all(layer.gate_init == "he_normal" for layer in net.highway_layers())
+    assert net.decay_multipliers() == {"classifier.weight": 10.0}
+    # The library's defaults: He-normal first conv, torch's classifier range, no multipliers.
+    plain = ConvHighwayNet("highway_b", (3, 32, 32), 100)
+    assert plain.layers[1].weight.std().item() == pytest.approx(math.sqrt(2 / 27), rel=0.1)
+    assert plain.classifier.weight.abs().max() <= 1 / math.sqrt(100)
+    assert plain.decay_multipliers() == {}
+
+
+def test_caffe_options_are_refused_for_the_mlps() -> None:
+    with pytest.raises(ValueError, match=r"model\.classifier_init_std applies to the conv nets"):
+        ImageClassifierConfig(arch="mlp", classifier_init_std=0.1)
+    with pytest.raises(ValueError, match=r"model\.first_conv_init_std must be null or a number"):
+        ImageClassifierConfig(arch="mnist_conv", first_conv_init_std=-1.0)

@@ -75,6 +75,20 @@ def test_parameter_layout_and_initialisation() -> None:
     assert rhn.HighwayConv1d(8, 5, coupled=False).weight.shape == (24, 8, 5)
 
 
+def test_gate_weights_start_he_normal_as_the_authors_caffe_nets() -> None:
+    torch.manual_seed(0)
+    fan_in = 64 * 9
+    default = rhn.HighwayConv2d(64, 3)
+    assert default.weight[64:].abs().max() <= 1 / math.sqrt(fan_in)  # torch's uniform range
+    caffe = rhn.HighwayConv2d(64, 3, gate_init="he_normal")
+    gate_weights = caffe.weight[64:]
+    assert gate_weights.mean().item() == pytest.approx(0.0, abs=3e-3)
+    assert gate_weights.std().item() == pytest.approx(math.sqrt(2 / fan_in), rel=0.03)
+    assert torch.all(caffe.bias[64:] == -2.0) and "gate_init='he_normal'" in repr(caffe)
+    with pytest.raises(ValueError, match=r"gate_init must be one of \('uniform', 'he_normal'\)"):
+        rhn.HighwayConv2d(4, gate_init="xavier")
+
+
 def test_closed_gates_carry_the_input_exactly() -> None:
     layer = rhn.HighwayConv2d(3, gate_bias=-60.0)
     x = torch.randn(2, 3, 6, 6)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rhn.train.config import OptimConfig, ScheduleConfig
-from rhn.train.optim import LRSchedule, build_optimizer
+from rhn.train.optim import LRSchedule, build_optimizer, set_lr
 
 
 def lr(cfg: ScheduleConfig, step: int = 0, epoch: int = 0, total: int = 100) -> float:
@@ -88,3 +88,43 @@ def test_the_rhn_biases_are_spared_though_they_are_2d() -> None:
     assert model[1].no_weight_decay() == {
         "bias_hh_l0", "bias_hh_l0_reverse", "bias_hh_l1", "bias_hh_l1_reverse"
     }  # fmt: skip
+
+
+class _CaffeLike(torch.nn.Module):
+    """A body and a classifier whose weight decays 10× (Caffe's decay_mult: 10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Linear(3, 3)
+        self.classifier = torch.nn.Linear(3, 2)
+
+    def decay_multipliers(self) -> dict[str, float]:
+        return {"classifier.weight": 10.0}
+
+
+def test_bias_lr_mult_and_decay_multipliers_step_as_caffe() -> None:
+    """One SGD step with zero loss gradient on the weights, a unit one on the biases:
+    weights shrink by lr·wd·mult, biases move by lr·bias_lr_mult and do not decay."""
+    model = _CaffeLike()
+    cfg = OptimConfig(lr=0.1, weight_decay=0.01, decay_biases=False, bias_lr_mult=2.0)
+    optimizer = build_optimizer(model, cfg)
+    set_lr(optimizer, 0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for name, p in model.named_parameters():
+        p.grad = torch.ones_like(p) if name.endswith("bias") else torch.zeros_like(p)
+    optimizer.step()
+    after = dict(model.named_parameters())
+    torch.testing.assert_close(after["body.weight"], before["body.weight"] * (1 - 0.1 * 0.01))
+    torch.testing.assert_close(
+        after["classifier.weight"], before["classifier.weight"] * (1 - 0.1 * 0.01 * 10)
+    )
+    for name in ("body.bias", "classifier.bias"):
+        torch.testing.assert_close(after[name], before[name] - 0.1 * 2.0)
+    # The schedule's rate reaches each group times its multiplier.
+    set_lr(optimizer, 0.05)
+    assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx([0.05, 0.05, 0.1])
+
+
+def test_bias_lr_mult_must_be_positive() -> None:
+    with pytest.raises(ValueError, match=r"optim\.bias_lr_mult"):
+        OptimConfig(bias_lr_mult=0.0)
