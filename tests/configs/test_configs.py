@@ -110,3 +110,32 @@ def test_the_ptb_depth_sweep_uses_the_official_widths(depth: int, width: int) ->
     assert (sweep.data, sweep.optim, sweep.train) == (sota.data, sota.optim, sota.train)
     assert (model.input_dropout, model.state_dropout, model.output_dropout) == (0.75, 0.25, 0.75)
     assert model.output_dropout_kind == "variational" and model.gate_bias == -2.0
+
+
+# The Highway Networks authors' Caffe definitions: (recipe, solver lr, classifier std, first
+# conv std). The CIFAR nets' Caffe first conv was N(0, 1), which diverges on our GCN'd images
+# (see cifar10_highway_b.yaml), so those keep He normal.
+CAFFE_NETS = [
+    ("mnist_conv_highway_w16", 0.01, 0.1, None),
+    ("mnist_conv_highway_w32", 0.01, 0.1, None),
+    ("mnist_conv_plain_w16", 0.01, 0.1, None),
+    ("cifar10_highway_a", 0.025, 0.05, None),
+    ("cifar10_highway_b", 0.025, 0.05, None),
+    ("cifar10_highway_c", 0.025, 0.05, None),
+    ("cifar10_plain_b", 0.025, 0.05, None),
+    ("cifar100_highway_b", 0.025, 0.05, None),
+]
+
+
+@pytest.mark.parametrize(("name", "lr", "classifier_std", "first_std"), CAFFE_NETS)
+def test_the_highway_nets_use_the_authors_caffe_fillers_and_multipliers(
+    name: str, lr: float, classifier_std: float, first_std: float | None
+) -> None:
+    config = load_config(CONFIGS[0].parent / f"{name}.yaml")
+    model, optim = config.model, config.optim
+    assert model.gate_init == "he_normal"  # "xavier" = He normal, for T as for H
+    assert (model.classifier_init_std, model.classifier_decay_mult) == (classifier_std, 10.0)
+    assert model.first_conv_init_std == first_std
+    assert (optim.bias_lr_mult, optim.decay_biases) == (2.0, False)  # lr_mult 2, no decay
+    assert (optim.name, optim.lr, optim.momentum, optim.nesterov) == ("sgd", lr, 0.9, True)
+    assert optim.weight_decay == 1e-3 and config.data.batch_size == 100
