@@ -11,7 +11,7 @@ evaluation, ``mc_samples=k`` is MC dropout over k mask sets (``rhn.tasks.lm_scor
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +36,20 @@ from rhn.train.checkpoint import CheckpointError, unwrap
 from rhn.train.evaluate import load_model
 from rhn.train.task import State, StepResult, Task, register
 
-Corpus = Literal["builtin", "file", "ptb_word", "ptb_char", "enwik8", "text8"]
+Corpus = Literal["builtin", "file", "hf", "ptb_word", "ptb_char", "enwik8", "text8"]
+
+
+@dataclass
+class HFSplitNames:
+    """``data.hf_splits``: the dataset's split to use for each of ours (null = the default:
+    ``train``; ``validation``, ``valid`` or ``dev``; ``test``)."""
+
+    train: str | None = None
+    valid: str | None = None
+    test: str | None = None
+
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        return tuple((k, v) for k, v in vars(self).items() if v is not None)
 
 
 @dataclass
@@ -44,7 +57,12 @@ class LMDataConfig:
     """The ``data`` section of language-modelling configs."""
 
     corpus: Corpus = "builtin"
-    path: str | None = None  # corpus "file": a text file or a folder of {train,valid,test}.txt
+    # corpus "file": a text file or a folder of {train,valid,test}.txt; corpus "hf": a hub
+    # dataset id, a save_to_disk folder, or local parquet/json/jsonl/csv/text/arrow files
+    path: str | None = None
+    hf_config: str | None = None  # corpus "hf": the hub dataset's subset (wikitext-2-v1)
+    text_field: str = "text"  # corpus "hf": the column holding the text
+    hf_splits: HFSplitNames = field(default_factory=HFSplitNames)
     level: Literal["auto", "word", "char", "bpe", "unigram"] = "auto"
     vocab_size: int = 8000  # bpe / unigram
     max_chars: int | None = None  # keep only the start of each split (smoke tests)
@@ -63,6 +81,18 @@ class LMDataConfig:
             raise ValueError(f"data.max_chars must be null or >= 1000, got {self.max_chars}")
         if self.corpus == "file" and not self.path:
             raise ValueError("data.path must name a text file or folder when data.corpus is 'file'")
+        if self.corpus == "hf" and not self.path:
+            raise ValueError(
+                "data.path must name a hub dataset id, a save_to_disk folder or local data "
+                "files when data.corpus is 'hf'"
+            )
+        hf_keys = [k for k in ("hf_config",) if getattr(self, k) is not None]
+        if self.text_field != "text":
+            hf_keys.append("text_field")
+        if self.hf_splits.pairs():
+            hf_keys.append("hf_splits")
+        if hf_keys and self.corpus != "hf":
+            raise ValueError(f"data.{hf_keys[0]} applies to data.corpus 'hf' only")
         if self.corpus == "builtin" and self.path:
             raise ValueError(
                 f"data.path ({self.path!r}) has no use with data.corpus 'builtin'; set "
@@ -72,7 +102,7 @@ class LMDataConfig:
     def source(self, default_level: str) -> CorpusSource:
         """``default_level`` replaces ``auto`` for text without a level of its own."""
         level = self.level
-        if level == "auto" and self.corpus in ("builtin", "file"):
+        if level == "auto" and self.corpus in ("builtin", "file", "hf"):
             level = default_level
         return CorpusSource(
             corpus=self.corpus,
@@ -82,6 +112,9 @@ class LMDataConfig:
             max_chars=self.max_chars,
             valid_fraction=self.valid_fraction,
             test_fraction=self.test_fraction,
+            hf_config=self.hf_config,
+            text_field=self.text_field,
+            hf_splits=self.hf_splits.pairs(),
         )
 
 

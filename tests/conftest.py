@@ -11,6 +11,11 @@ import torch
 # Tokenised-corpus and download caches of the test session stay out of the user's home;
 # subprocesses started by tests inherit this.
 os.environ.setdefault("RHN_CACHE_DIR", tempfile.mkdtemp(prefix="rhn-test-cache-"))
+# Hugging Face datasets: its cache in the session's temp folder too, and no network (no
+# machine here reaches the hub; read when datasets is first imported).
+os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(os.environ["RHN_CACHE_DIR"], "hf"))
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Without a GPU, Triton kernels run in its interpreter (read when kernels are defined).
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -27,6 +27,7 @@ from rhn.data.corpora import (
     split_text,
 )
 from rhn.data.data_dirs import cache_dir
+from rhn.data.hf_corpus import HFSource, load_split_hf, load_tokenized_hf
 from rhn.data.vocab import CharVocab, SentencePieceVocab, Vocab, WordVocab, vocab_from_json
 
 LEVELS = ("auto", "word", "char", "bpe", "unigram")
@@ -36,9 +37,13 @@ LEVELS = ("auto", "word", "char", "bpe", "unigram")
 class CorpusSource:
     """What to read and how to cut it into tokens.
 
-    corpus: ptb_word, ptb_char, enwik8, text8, builtin (CPython's reference docs) or file
-    path: for ``file``, a text file or a folder with train/valid/test.txt; otherwise an
-        extra directory to search before RHN_DATA_DIR
+    corpus: ptb_word, ptb_char, enwik8, text8, builtin (CPython's reference docs), file, or
+        hf (anything Hugging Face ``datasets`` opens: :mod:`rhn.data.hf_corpus`)
+    path: for ``file``, a text file or a folder with train/valid/test.txt; for ``hf``, a hub
+        dataset id, a save_to_disk folder or local data files; otherwise an extra directory
+        to search before RHN_DATA_DIR
+    hf_config, text_field, hf_splits: for ``hf``, the hub subset, the text column and
+        (ours, the dataset's) split names that replace the defaults
     level: auto (the corpus's own), word, char, bpe or unigram (sentencepiece)
     """
 
@@ -49,6 +54,22 @@ class CorpusSource:
     max_chars: int | None = None  # keep only the start of the text (smoke tests)
     valid_fraction: float = 0.05  # for a single file or the built-in corpus
     test_fraction: float = 0.05
+    hf_config: str | None = None
+    text_field: str = "text"
+    hf_splits: tuple[tuple[str, str], ...] = ()
+
+    def hf(self) -> HFSource:
+        if self.path is None:
+            raise ValueError("data.path must name a dataset when data.corpus is 'hf'")
+        return HFSource(
+            path=self.path,
+            config=self.hf_config,
+            text_field=self.text_field,
+            split_names=self.hf_splits,
+            level=self.resolved_level(),
+            vocab_size=self.vocab_size,
+            max_chars=self.max_chars,
+        )
 
     def resolved_level(self) -> str:
         if self.level != "auto":
@@ -112,6 +133,8 @@ def load_tokenized(
     source: CorpusSource, *, use_cache: bool = True
 ) -> tuple[Vocab, dict[str, torch.Tensor]]:
     """The vocabulary (built on the training split) and the ids of every split."""
+    if source.corpus == "hf":
+        return load_tokenized_hf(source.hf())  # cached by the dataset's own fingerprints
     key = hashlib.sha256(_identity(source).encode()).hexdigest()[:24]
     path = cache_dir() / "tokens" / f"{source.corpus}-{key}.pt"
     if use_cache and path.is_file():
@@ -134,4 +157,6 @@ def load_tokenized(
 def load_split(source: CorpusSource, split: str, vocab: Vocab) -> torch.Tensor:
     """The ids of one split in a saved vocabulary (evaluating a trained model): the other
     splits' files are not needed."""
+    if source.corpus == "hf":
+        return load_split_hf(source.hf(), split, vocab)
     return vocab.encode(read_splits(source, splits=(split,))[split])

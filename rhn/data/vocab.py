@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -52,10 +53,14 @@ class WordVocab:
 
     @classmethod
     def from_text(cls, text: str) -> WordVocab:
+        return cls.from_counts(Counter(text.split()))
+
+    @classmethod
+    def from_counts(cls, counts: Counter[str]) -> WordVocab:
         """Tokens ordered by frequency (ties alphabetically); ``<unk>`` and ``<eos>`` first."""
         from tokenizers import Tokenizer, models, pre_tokenizers
 
-        counts = Counter(text.split())
+        counts = Counter(counts)
         counts.pop(UNK, None)
         counts.pop(EOS, None)
         ordered = sorted(counts, key=lambda t: (-counts[t], t))
@@ -159,13 +164,20 @@ class SentencePieceVocab:
 
     @classmethod
     def train(cls, text: str, vocab_size: int, model_type: str) -> SentencePieceVocab:
+        return cls.train_from_lines(iter(text.split("\n")), vocab_size, model_type)
+
+    @classmethod
+    def train_from_lines(
+        cls, lines: Iterator[str], vocab_size: int, model_type: str
+    ) -> SentencePieceVocab:
+        """Learnt from the non-blank ``lines``, read one at a time."""
         import io
 
         import sentencepiece as spm
 
         buffer = io.BytesIO()
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(line for line in text.split("\n") if line.strip()),
+            sentence_iterator=(line for line in lines if line.strip()),
             model_writer=buffer,
             vocab_size=vocab_size,
             model_type=model_type,

@@ -13,6 +13,7 @@ from rhn.train.config import load_config, read_config_file
 from rhn.train.loop import train
 from tests.data.synthetic_images import write_cifar, write_mnist
 
+SPLIT_NAMES = ("train", "validation", "test")
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 SMOKE = ["train.max_steps=3", "train.eval_every=3", "train.progress=false", "train.device=cpu"]
 SMALL_DATA = [
@@ -68,6 +69,15 @@ def test_config_smoke_runs_on_cpu(
         data_dir = os.environ.get("RHN_DATA_DIR")
         if not data_dir or not (Path(data_dir) / "ptb").is_dir():
             pytest.skip("RHN_DATA_DIR is unset or has no ptb/ folder (the real PTB files)")
+    elif corpus == "hf":
+        # A local dataset of WikiText's shape (rows are lines, blank rows between) in place
+        # of the hub, which no machine here reaches.
+        import datasets
+
+        rows = ["", " = A heading = \n", "", " the cat sat on the <unk> . \n"] * 300
+        splits = {name: datasets.Dataset.from_dict({"text": rows}) for name in SPLIT_NAMES}
+        datasets.DatasetDict(splits).save_to_disk(tmp_path / "hf")
+        extra += [f"data.path={tmp_path / 'hf'}", "data.hf_config=null"]
     elif corpus in ("enwik8", "text8"):
         # A synthetic file in the corpus's own format; the 90M/5M/5M split scaled down.
         monkeypatch.setattr(corpora, "HUTTER_SPLIT", (18000, 3000, 3000))
@@ -139,3 +149,21 @@ def test_the_highway_nets_use_the_authors_caffe_fillers_and_multipliers(
     assert (optim.bias_lr_mult, optim.decay_biases) == (2.0, False)  # lr_mult 2, no decay
     assert (optim.name, optim.lr, optim.momentum, optim.nesterov) == ("sgd", lr, 0.9, True)
     assert optim.weight_decay == 1e-3 and config.data.batch_size == 100
+
+
+def test_the_wikitext_recipes_read_the_hub_versions_the_peers_used() -> None:
+    from rhn.models import LanguageModel
+
+    counts = {}
+    for name, subset in (
+        ("wikitext2_rhn", "wikitext-2-v1"),
+        ("wikitext2_lstm", "wikitext-2-v1"),
+        ("wikitext103_rhn", "wikitext-103-v1"),
+    ):
+        config = load_config(CONFIGS[0].parent / f"{name}.yaml")
+        assert config.task == "word_lm" and config.data.corpus == "hf"
+        assert (config.data.path, config.data.hf_config) == ("Salesforce/wikitext", subset)
+        if subset == "wikitext-2-v1":  # WikiText-2's 33,278 words
+            model = LanguageModel(33278, config.model)
+            counts[name] = sum(p.numel() for p in model.parameters())
+    assert abs(counts["wikitext2_lstm"] / counts["wikitext2_rhn"] - 1) < 0.002

@@ -1,0 +1,253 @@
+"""Language-modelling corpora through Hugging Face ``datasets``.
+
+``data.path`` names a hub dataset (``Salesforce/wikitext`` with ``data.hf_config:
+wikitext-2-v1``), a folder written by ``save_to_disk``, or local data files — one file, or a
+folder of them, in parquet, json/jsonl, csv, text or arrow — all opened by ``datasets``
+(``load_dataset`` / ``load_from_disk``):
+
+    DatasetDict → the train / valid / test splits (``validation``, ``valid`` or ``dev`` is
+    valid unless ``data.hf_splits`` names another) → rows of ``data.text_field``, each closed
+    by a line break unless it ends in one (the text loader is told to keep them)
+    → the vocabulary, counted over the training split batch by batch
+    → each split's token ids, by a batched ``map`` over the memory-mapped Arrow table
+
+Nothing holds the whole corpus as one Python string: a batch of rows is joined, counted or
+encoded, and dropped. The vocabulary is cached under the training split's fingerprint and the
+tokenisation options, the ids under each split's fingerprint and the vocabulary's digest
+(``cache_dir()/tokens``), so a second run reads both from disk. ``datasets`` is imported only
+here, when an ``hf`` corpus is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rhn.data.corpora import SPLITS
+from rhn.data.data_dirs import cache_dir
+from rhn.data.text_file import DataFileError
+from rhn.data.vocab import CharVocab, SentencePieceVocab, Vocab, WordVocab, digest, vocab_from_json
+
+# Local data files: suffix → the ``datasets`` builder that reads them.
+LOCAL_BUILDERS = {
+    ".parquet": "parquet",
+    ".json": "json",
+    ".jsonl": "json",
+    ".csv": "csv",
+    ".txt": "text",
+    ".arrow": "arrow",
+}
+SPLIT_ALIASES = {"train": ("train",), "valid": ("validation", "valid", "dev"), "test": ("test",)}
+BATCH_ROWS = 10_000
+ENCODING_VERSION = 1  # bump when the way rows become ids changes: old caches are ignored
+
+
+@dataclass(frozen=True)
+class HFSource:
+    """Where the dataset is, and which column and split names to use."""
+
+    path: str
+    config: str | None = None
+    text_field: str = "text"
+    split_names: tuple[tuple[str, str], ...] = ()  # (ours, the dataset's) overrides
+    level: str = "char"
+    vocab_size: int = 8000  # bpe / unigram
+    max_chars: int | None = None  # keep only the first rows up to this many characters
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and any(
+        (path / name).is_file() for name in ("dataset_dict.json", "state.json")
+    )
+
+
+def open_dataset(source: HFSource) -> Any:
+    """The ``DatasetDict`` ``source.path`` stands for (a lone ``Dataset`` becomes ``train``)."""
+    import datasets
+
+    path = Path(source.path).expanduser()
+    if path.exists() and source.config:
+        raise DataFileError(
+            f"data.hf_config ({source.config!r}) names a subset of a hub dataset; {path} is "
+            f"local (leave data.hf_config unset)"
+        )
+    if _is_saved_dataset(path):
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.Dataset):
+            loaded = datasets.DatasetDict({"train": loaded})
+        return loaded
+    if path.exists():
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        builders = {LOCAL_BUILDERS[p.suffix] for p in files if p.suffix in LOCAL_BUILDERS}
+        if len(builders) != 1:
+            found = "none" if not builders else ", ".join(sorted(builders))
+            raise DataFileError(
+                f"{path}: expected data files of one kind ({', '.join(LOCAL_BUILDERS)}) or a "
+                f"save_to_disk folder; found {found}"
+            )
+        builder = builders.pop()
+        options: dict[str, Any] = {"keep_linebreaks": True} if builder == "text" else {}
+        if path.is_file():
+            options["data_files"] = {"train": str(path)}
+        else:
+            options["data_dir"] = str(path)
+        try:
+            return datasets.load_dataset(builder, **options)
+        except Exception as err:  # datasets raises many kinds; the user needs one line
+            raise DataFileError(f"{path}: datasets could not read it ({_one_line(err)})") from None
+    try:
+        return datasets.load_dataset(source.path, source.config)
+    except Exception as err:
+        offline = datasets.config.HF_HUB_OFFLINE
+        raise DataFileError(
+            f"could not load the hub dataset {source.path!r}"
+            f"{f' (config {source.config!r})' if source.config else ''}"
+            f"{' with HF_DATASETS_OFFLINE / HF_HUB_OFFLINE set' if offline else ''}: "
+            f"{_one_line(err)}. Offline, point data.path at a save_to_disk folder or at local "
+            f"data files ({', '.join(LOCAL_BUILDERS)})"
+        ) from None
+
+
+def open_splits(source: HFSource, wanted: tuple[str, ...] = SPLITS) -> dict[str, Any]:
+    """Our ``wanted`` splits as ``Dataset`` objects holding only the text column."""
+    loaded = open_dataset(source)
+    named = dict(source.split_names)
+    out = {}
+    for split in wanted:
+        candidates = (named[split],) if split in named else SPLIT_ALIASES[split]
+        name = next((c for c in candidates if c in loaded), None)
+        if name is None:
+            raise DataFileError(
+                f"{source.path}: no {split} split (looked for {' or '.join(candidates)}); the "
+                f"dataset has {sorted(loaded)}; name one with data.hf_splits.{split}"
+            )
+        dataset = loaded[name]
+        if source.text_field not in dataset.column_names:
+            raise DataFileError(
+                f"{source.path} split {name!r} has no column {source.text_field!r}; its "
+                f"columns are {dataset.column_names}; set data.text_field"
+            )
+        dataset = dataset.select_columns([source.text_field])
+        out[split] = _first_chars(dataset, source) if source.max_chars else dataset
+    return out
+
+
+def _first_chars(dataset: Any, source: HFSource) -> Any:
+    """The first rows of ``dataset`` holding up to ``source.max_chars`` characters."""
+    total = rows = 0
+    for batch in dataset.iter(batch_size=BATCH_ROWS):
+        for text in batch[source.text_field]:
+            if total >= source.max_chars:
+                return dataset.select(range(rows))
+            total += len(text or "") + 1
+            rows += 1
+    return dataset
+
+
+def join_rows(rows: list[str | None]) -> str:
+    """Rows as text: each a line, closed by a line break unless it ends in one (a text
+    file's rows keep theirs; a wikitext row is a line with its break; a json row may have
+    none). An empty row is an empty line."""
+    return "".join(r if r.endswith("\n") else f"{r}\n" for r in (row or "" for row in rows))
+
+
+def _chunks(dataset: Any, field: str) -> Iterator[str]:
+    for batch in dataset.iter(batch_size=BATCH_ROWS):
+        yield join_rows(batch[field])
+
+
+def build_vocab(train: Any, source: HFSource) -> Vocab:
+    """The vocabulary of the training split, read batch by batch."""
+    if source.level == "word":
+        counts: Counter[str] = Counter()
+        for chunk in _chunks(train, source.text_field):
+            counts.update(chunk.split())
+        return WordVocab.from_counts(counts)
+    if source.level == "char":
+        symbols: set[str] = set()
+        for chunk in _chunks(train, source.text_field):
+            symbols.update(chunk)
+        return CharVocab(sorted(symbols))
+    lines = (line for chunk in _chunks(train, source.text_field) for line in chunk.split("\n"))
+    return SentencePieceVocab.train_from_lines(lines, source.vocab_size, source.level)
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:24]
+
+
+def _fingerprint(dataset: Any) -> str:
+    # datasets keeps a dataset's identity as its fingerprint (a hash of its source files
+    # and every transform applied); it has no public accessor.
+    return dataset._fingerprint
+
+
+def encode_split(dataset: Any, vocab: Vocab, source: HFSource) -> torch.Tensor:
+    """The token ids of one split: a batched map over its Arrow table, cached on disk."""
+    import datasets
+    import pyarrow.compute as pc
+
+    key = _key(_fingerprint(dataset), digest(vocab), source.text_field, ENCODING_VERSION)
+    cache = cache_dir() / "tokens" / f"hf-ids-{key}.arrow"
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    field = source.text_field
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        return {"ids": [vocab.encode(join_rows(batch[field])).numpy().astype(np.int32)]}
+
+    tokenized = dataset.map(
+        encode,
+        batched=True,
+        batch_size=BATCH_ROWS,
+        remove_columns=dataset.column_names,
+        features=datasets.Features({"ids": datasets.Sequence(datasets.Value("int32"))}),
+        cache_file_name=str(cache),
+        new_fingerprint=key,
+        desc="tokenising",
+    )
+    ids = pc.list_flatten(tokenized.data.column("ids")).to_numpy()
+    return torch.from_numpy(ids.astype(np.int64))
+
+
+def load_vocab(train: Any, source: HFSource) -> Vocab:
+    """The training split's vocabulary, from the cache when this split and these options
+    made one before."""
+    options = (source.level, source.vocab_size, source.text_field, ENCODING_VERSION)
+    path = cache_dir() / "tokens" / f"hf-vocab-{_key(_fingerprint(train), *options)}.json"
+    if path.is_file():
+        try:
+            return vocab_from_json(path.read_text(encoding="utf-8"))
+        except Exception:  # a torn cache file is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    vocab = build_vocab(train, source)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(vocab.to_json(), encoding="utf-8")
+    os.replace(tmp, path)
+    return vocab
+
+
+def load_tokenized_hf(source: HFSource) -> tuple[Vocab, dict[str, torch.Tensor]]:
+    """The vocabulary (built on the training split) and the ids of every split."""
+    splits = open_splits(source)
+    vocab = load_vocab(splits["train"], source)
+    return vocab, {name: encode_split(ds, vocab, source) for name, ds in splits.items()}
+
+
+def load_split_hf(source: HFSource, split: str, vocab: Vocab) -> torch.Tensor:
+    """The ids of one split in a saved vocabulary: only that split is read."""
+    return encode_split(open_splits(source, (split,))[split], vocab, source)

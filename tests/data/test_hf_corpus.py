@@ -1,0 +1,215 @@
+"""LM corpora through Hugging Face datasets, from real ``datasets`` objects made here: a
+save_to_disk folder and local parquet, json, csv and text files, at char and word level."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+
+from rhn.data import hf_corpus
+from rhn.data.hf_corpus import HFSource, join_rows, load_tokenized_hf, open_splits
+from rhn.data.text_file import DataFileError
+from rhn.data.vocab import CharVocab, WordVocab
+from rhn.train.config import build_config
+from rhn.train.evaluate import evaluate_checkpoint
+from rhn.train.loop import train
+
+ROWS = {
+    "train": [f"the cat sat on mat {i % 7}" for i in range(600)],
+    "validation": [f"the mat sat on cat {i % 5}" for i in range(80)],
+    "test": [f"a cat on the mat {i % 3}" for i in range(80)],
+}
+
+
+def dataset_dict(rows: dict[str, list[str]] = ROWS, column: str = "text") -> datasets.DatasetDict:
+    return datasets.DatasetDict(
+        {name: datasets.Dataset.from_dict({column: r}) for name, r in rows.items()}
+    )
+
+
+def write_kind(kind: str, root: Path) -> Path:
+    """The same three splits as a save_to_disk folder or a folder of data files."""
+    data = dataset_dict()
+    if kind == "save_to_disk":
+        data.save_to_disk(root)
+        return root
+    root.mkdir(parents=True)
+    for name, split in data.items():
+        if kind == "parquet":
+            split.to_parquet(root / f"{name}.parquet")
+        elif kind == "jsonl":
+            split.to_json(root / f"{name}.jsonl")
+        elif kind == "csv":
+            split.to_csv(root / f"{name}.csv", index=False)
+        elif kind == "text":
+            (root / f"{name}.txt").write_text("".join(f"{r}\n" for r in ROWS[name]))
+    return root
+
+
+def lm_config(task: str, path: Path, *overrides: str):
+    return build_config(
+        {
+            "task": task,
+            "model": {"embed_size": 16, "hidden_size": 16, "depth": 2},
+            "data": {"corpus": "hf", "path": str(path), "batch_size": 4, "seq_len": 10},
+            "optim": {"name": "adam", "lr": 0.01},
+            "train": {"max_steps": 6, "max_epochs": None, "eval_every": 6, "progress": False},
+        },
+        list(overrides),
+    )
+
+
+@pytest.mark.parametrize("kind", ["save_to_disk", "parquet", "jsonl", "csv", "text"])
+@pytest.mark.parametrize("task", ["char_lm", "word_lm"])
+def test_training_runs_from_every_kind_of_dataset(task: str, kind: str, tmp_path: Path) -> None:
+    path = write_kind(kind, tmp_path / kind)
+    result = train(lm_config(task, path), tmp_path / "run")
+    assert result.status == "finished" and result.position.step == 6
+    metric = "bpc" if task == "char_lm" else "ppl"
+    assert 0 < result.metrics[metric] < (5 if task == "char_lm" else 60)
+
+
+@pytest.mark.parametrize("kind", ["save_to_disk", "parquet", "jsonl", "csv", "text"])
+def test_every_kind_yields_the_same_tokens(kind: str, tmp_path: Path) -> None:
+    vocab, ids = load_tokenized_hf(HFSource(str(write_kind(kind, tmp_path / kind)), level="word"))
+    expected = WordVocab.from_text("\n".join(ROWS["train"]))
+    assert vocab.tokens == expected.tokens
+    for ours, theirs in (("train", "train"), ("valid", "validation"), ("test", "test")):
+        text = "".join(f"{r}\n" for r in ROWS[theirs])
+        assert ids[ours].tolist() == expected.encode(text).tolist()
+
+
+def test_line_breaks_survive_and_a_char_model_learns_to_write_them(tmp_path: Path) -> None:
+    folder = tmp_path / "lines"
+    folder.mkdir()
+    for name, count in (("train", 3000), ("validation", 200), ("test", 200)):
+        (folder / f"{name}.txt").write_text("abc\n" * count)
+    vocab, ids = load_tokenized_hf(HFSource(str(folder), level="char"))
+    assert isinstance(vocab, CharVocab) and "\n" in vocab.symbols
+    assert vocab.decode(ids["train"]) == "abc\n" * 3000  # datasets' text loader kept them
+    config = lm_config(
+        "char_lm", folder, "train.max_steps=150", "train.eval_every=150", "model.hidden_size=32"
+    )
+    train(config, tmp_path / "run")
+    from rhn.tasks.language_model import sample_text
+
+    sample = sample_text(tmp_path / "run" / "checkpoints" / "last.pt", "abc\na", 11, 0.0)
+    assert sample == "abc\nabc\nabc\nabc\n"
+
+
+def test_rows_without_a_break_are_closed_by_one() -> None:
+    assert join_rows(["a b", "c\n", "", None, "d"]) == "a b\nc\n\n\nd\n"
+
+
+def test_split_names_map_and_errors_list_what_exists(tmp_path: Path) -> None:
+    rows = {"train": ROWS["train"], "dev": ROWS["validation"], "heldout": ROWS["test"]}
+    dataset_dict(rows).save_to_disk(tmp_path / "d")
+    with pytest.raises(
+        DataFileError,
+        match=r"no test split \(looked for test\); the dataset "
+        r"has \['dev', 'heldout', 'train'\]; name one with data.hf_splits.test",
+    ):
+        open_splits(HFSource(str(tmp_path / "d")))
+    splits = open_splits(HFSource(str(tmp_path / "d"), split_names=(("test", "heldout"),)))
+    assert splits["valid"]["text"] == ROWS["validation"]  # "dev" is valid by default
+    assert splits["test"]["text"] == ROWS["test"]
+    config = lm_config("char_lm", tmp_path / "d", "data.hf_splits.test=heldout")
+    assert train(config, tmp_path / "run").status == "finished"
+
+
+def test_a_missing_text_column_names_the_columns(tmp_path: Path) -> None:
+    dataset_dict(column="sentence").save_to_disk(tmp_path / "d")
+    with pytest.raises(
+        DataFileError,
+        match=r"has no column 'text'; its columns are "
+        r"\['sentence'\]; set data.text_field",
+    ):
+        open_splits(HFSource(str(tmp_path / "d")))
+    config = lm_config("char_lm", tmp_path / "d", "data.text_field=sentence")
+    assert train(config, tmp_path / "run").status == "finished"
+
+
+def test_the_second_run_reads_vocabulary_and_ids_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_kind("parquet", tmp_path / "p")
+    first_vocab, first_ids = load_tokenized_hf(HFSource(str(path), level="word"))
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cache should have answered")
+
+    monkeypatch.setattr(hf_corpus, "build_vocab", refuse)
+    monkeypatch.setattr(WordVocab, "encode", refuse)
+    vocab, ids = load_tokenized_hf(HFSource(str(path), level="word"))
+    assert vocab.tokens == first_vocab.tokens
+    assert all(ids[k].tolist() == first_ids[k].tolist() for k in ids)
+    # Another level is another cache entry: the vocabulary is built again.
+    with pytest.raises(AssertionError, match="the cache should have answered"):
+        load_tokenized_hf(HFSource(str(path), level="char"))
+
+
+def test_evaluation_reads_only_the_split_it_scores(tmp_path: Path) -> None:
+    path = write_kind("parquet", tmp_path / "p")
+    train(lm_config("word_lm", path), tmp_path / "run")
+    (path / "train.parquet").unlink()
+    (path / "test.parquet").unlink()
+    metrics = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", "valid", "cpu")
+    assert 1 < metrics["ppl"] < 60
+
+
+def test_max_chars_keeps_the_first_rows(tmp_path: Path) -> None:
+    path = write_kind("save_to_disk", tmp_path / "d")
+    splits = open_splits(HFSource(str(path), max_chars=100))
+    assert splits["train"]["text"] == ROWS["train"][:5]  # 21 + 1 characters a row
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.mkdir(), "expected data files of one kind"),
+        (
+            lambda p: (p.mkdir(), (p / "a.parquet").write_text("x"), (p / "b.csv").write_text("x")),
+            "found csv, parquet",
+        ),
+        (
+            lambda p: (p.mkdir(), (p / "train.parquet").write_text("not parquet")),
+            "datasets could not read it",
+        ),
+    ],
+)
+def test_unreadable_local_data_is_one_clear_error(tmp_path: Path, make, message: str) -> None:
+    make(tmp_path / "d")
+    with pytest.raises(DataFileError, match=message):
+        open_splits(HFSource(str(tmp_path / "d")))
+
+
+def test_a_hub_name_offline_is_one_line_saying_what_to_do(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "task: word_lm\ndata: {corpus: hf, path: Salesforce/wikitext, hf_config: wikitext-2-v1}\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "rhn.tasks", str(config), "--run-dir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"},
+    )
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr
+    assert (
+        "could not load the hub dataset 'Salesforce/wikitext' (config 'wikitext-2-v1')" in lines[0]
+    )
+    assert "point data.path at a save_to_disk folder or at local data files" in lines[0]
+
+
+def test_hf_options_need_the_hf_corpus() -> None:
+    with pytest.raises(ValueError, match=r"data\.hf_config applies to data\.corpus 'hf' only"):
+        build_config({"task": "char_lm", "data": {"hf_config": "wikitext-2-v1"}})
+    with pytest.raises(ValueError, match=r"data\.path must name a hub dataset id"):
+        build_config({"task": "char_lm", "data": {"corpus": "hf"}})
