@@ -20,6 +20,7 @@ from torch import nn
 
 from rhn.analysis.gates import gate_statistics
 from rhn.data.cifar import load_cifar
+from rhn.data.hf_images import load_hf_images
 from rhn.data.image_set import ImageSet, ImageSplits
 from rhn.data.image_transforms import augment, global_contrast_normalize
 from rhn.data.mnist import load_mnist
@@ -39,7 +40,12 @@ class ImageDataConfig:
     """The ``data`` section of image-classification configs."""
 
     dataset: Literal["mnist", "cifar10", "cifar100"] = "mnist"
-    data_dir: str | None = None  # else RHN_DATA_DIR, the download cache, or a download
+    # official: the official files (data_dir, else RHN_DATA_DIR, the download cache, or a
+    # download); hf: through Hugging Face datasets, from hf_path (default: the hub id
+    # ylecun/mnist, uoft-cs/cifar10 or uoft-cs/cifar100; or a save_to_disk / parquet folder)
+    source: Literal["official", "hf"] = "official"
+    data_dir: str | None = None
+    hf_path: str | None = None
     preprocess: Literal["auto", "scale", "gcn"] = "auto"  # auto: scale MNIST, GCN for CIFAR
     train_size: int | None = None  # keep only the first N training images
     valid_size: int = 0  # hold out the last N training images; 0: validate on the test set
@@ -59,9 +65,17 @@ class ImageDataConfig:
             raise ValueError(f"data.valid_size must be >= 0, got {self.valid_size}")
         if self.crop_padding < 0:
             raise ValueError(f"data.crop_padding must be >= 0, got {self.crop_padding}")
+        if self.source == "official" and self.hf_path:
+            raise ValueError(
+                "data.hf_path needs data.source: hf (the official loader reads data_dir)"
+            )
+        if self.source == "hf" and self.data_dir:
+            raise ValueError("data.data_dir is for data.source: official; use data.hf_path with hf")
 
 
 def load_images(cfg: ImageDataConfig) -> ImageSplits:
+    if cfg.source == "hf":
+        return load_hf_images(cfg.dataset, cfg.hf_path)
     if cfg.dataset == "mnist":
         return load_mnist(cfg.data_dir)
     return load_cifar(cfg.dataset, cfg.data_dir)

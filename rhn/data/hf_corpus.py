@@ -62,6 +62,7 @@ class HFSource:
     level: str = "char"
     vocab_size: int = 8000  # bpe / unigram
     max_chars: int | None = None  # keep only the first rows up to this many characters
+    path_key: str = "data.path"  # the config key that names ``path``, for messages
 
 
 def _one_line(err: BaseException) -> str:
@@ -117,7 +118,7 @@ def open_dataset(source: HFSource) -> Any:
             f"could not load the hub dataset {source.path!r}"
             f"{f' (config {source.config!r})' if source.config else ''}"
             f"{' with HF_DATASETS_OFFLINE / HF_HUB_OFFLINE set' if offline else ''}: "
-            f"{_one_line(err)}. Offline, point data.path at a save_to_disk folder or at local "
+            f"{_one_line(err)}. Offline, point {source.path_key} at a save_to_disk folder or at local "
             f"data files ({', '.join(LOCAL_BUILDERS)})"
         ) from None
 

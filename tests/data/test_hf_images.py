@@ -1,0 +1,113 @@
+"""The vision sets' Hugging Face door against the official-format loaders: a local parquet
+(and save_to_disk) copy, made here with ``datasets``, yields the same tensors and labels."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from rhn.data.cifar import load_cifar
+from rhn.data.hf_images import HUB_IMAGE_SETS, load_hf_images
+from rhn.data.image_set import ImageSplits
+from rhn.data.mnist import load_mnist
+from rhn.data.text_file import DataFileError
+from rhn.train.config import build_config
+from rhn.train.loop import train
+from tests.data.synthetic_images import write_mnist
+
+
+def as_hub_dataset(splits: ImageSplits, dataset: str) -> datasets.DatasetDict:
+    """The splits as the hub's copy holds them: PIL images in an Image column, ClassLabel."""
+    spec = HUB_IMAGE_SETS[dataset]
+    features = datasets.Features(
+        {spec.image: datasets.Image(), spec.label: datasets.ClassLabel(num_classes=spec.classes)}
+    )
+    out = {}
+    for name in ("train", "test"):
+        split = getattr(splits, name)
+        pixels = split.images.permute(0, 2, 3, 1).numpy()
+        if pixels.shape[-1] == 1:
+            pixels = pixels[..., 0]
+        images = [Image.fromarray(np.ascontiguousarray(p)) for p in pixels]
+        rows = {spec.image: images, spec.label: split.labels.tolist()}
+        out[name] = datasets.Dataset.from_dict(rows, features=features)
+    return datasets.DatasetDict(out)
+
+
+def write_parquet(data: datasets.DatasetDict, folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    for name, split in data.items():
+        split.to_parquet(folder / f"{name}.parquet")
+    return folder
+
+
+def assert_same(ours: ImageSplits, official: ImageSplits) -> None:
+    for name in ("train", "test"):
+        a, b = getattr(ours, name), getattr(official, name)
+        assert a.images.dtype == b.images.dtype == torch.uint8
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+        assert a.num_classes == b.num_classes
+
+
+@pytest.mark.skipif(
+    not os.environ.get("RHN_DATA_DIR"), reason="RHN_DATA_DIR is unset (real CIFAR subset)"
+)
+def test_cifar10_subset_through_both_doors_is_identical(tmp_path: Path) -> None:
+    official = load_cifar("cifar10", allow_download=False)
+    assert len(official.train) == 4000 and len(official.test) == 1000
+    hub_copy = as_hub_dataset(official, "cifar10")
+    parquet = load_hf_images("cifar10", str(write_parquet(hub_copy, tmp_path / "parquet")))
+    assert_same(parquet, official)
+    hub_copy.save_to_disk(tmp_path / "saved")
+    assert_same(load_hf_images("cifar10", str(tmp_path / "saved")), official)
+
+
+def test_greyscale_mnist_through_both_doors_is_identical(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "idx", n_train=40, n_test=12)
+    official = load_mnist(tmp_path / "idx", allow_download=False)
+    folder = write_parquet(as_hub_dataset(official, "mnist"), tmp_path / "parquet")
+    ours = load_hf_images("mnist", str(folder))
+    assert_same(ours, official)
+    assert ours.train.images.shape == (40, 1, 28, 28)
+    config = build_config(
+        {
+            "task": "image_classification",
+            "model": {"arch": "mnist_conv", "width": 4},
+            "data": {"source": "hf", "hf_path": str(folder), "batch_size": 10},
+            "train": {"max_steps": 3, "eval_every": 3, "progress": False},
+        }
+    )
+    assert train(config, tmp_path / "run").status == "finished"
+
+
+def test_wrong_columns_and_splits_are_named(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "idx", n_train=20, n_test=10)
+    data = as_hub_dataset(load_mnist(tmp_path / "idx", allow_download=False), "mnist")
+    data.save_to_disk(tmp_path / "mnist")
+    with pytest.raises(DataFileError, match=r"has no column 'img'; its columns are \['image'"):
+        load_hf_images("cifar10", str(tmp_path / "mnist"))
+    datasets.DatasetDict({"train": data["train"]}).save_to_disk(tmp_path / "no_test")
+    with pytest.raises(DataFileError, match=r"no test split; the dataset has \['train'\]"):
+        load_hf_images("mnist", str(tmp_path / "no_test"))
+
+
+def test_the_hub_offline_says_how_to_use_local_files() -> None:
+    with pytest.raises(
+        DataFileError,
+        match=r"could not load the hub dataset 'ylecun/mnist'.*"
+        r"point data\.hf_path at a save_to_disk folder",
+    ):
+        load_hf_images("mnist")
+
+
+def test_source_options_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"data\.hf_path needs data\.source: hf"):
+        build_config({"task": "image_classification", "data": {"hf_path": "x"}})
+    with pytest.raises(ValueError, match=r"data\.data_dir is for data\.source: official"):
+        build_config({"task": "image_classification", "data": {"source": "hf", "data_dir": "x"}})
