@@ -118,8 +118,8 @@ def open_dataset(source: HFSource) -> Any:
             f"could not load the hub dataset {source.path!r}"
             f"{f' (config {source.config!r})' if source.config else ''}"
             f"{' with HF_DATASETS_OFFLINE / HF_HUB_OFFLINE set' if offline else ''}: "
-            f"{_one_line(err)}. Offline, point {source.path_key} at a save_to_disk folder or at local "
-            f"data files ({', '.join(LOCAL_BUILDERS)})"
+            f"{_one_line(err)}. Offline, point {source.path_key} at a save_to_disk folder or at "
+            f"local data files ({', '.join(LOCAL_BUILDERS)})"
         ) from None
 
 

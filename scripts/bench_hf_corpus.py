@@ -1,0 +1,107 @@
+"""Time and peak memory of tokenising a WikiText-103-sized corpus through ``data.corpus: hf``.
+
+    python scripts/bench_hf_corpus.py [--tokens 103000000] [--vocab 267735] [--dir DIR]
+
+Writes a synthetic word corpus of WikiText-103's size (Zipf-distributed words, lines of about
+a paragraph, train / validation / test parquet files) unless ``DIR`` holds one, then, in a
+fresh process each, tokenises it twice with :func:`rhn.data.hf_corpus.load_tokenized_hf`
+(word level): the first run counts the vocabulary and encodes every split, the second is
+served by the caches. Prints the corpus's size beside each run's seconds and peak resident
+memory, so the ratio of peak memory to text size shows that no whole-corpus string is held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROW_TOKENS = 90  # about a WikiText paragraph line
+
+
+def write_corpus(folder: Path, tokens: int, vocab: int, seed: int = 0) -> None:
+    """The corpus as parquet files, a slice at a time; its text size beside it (DIR.json)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    words = np.array([f"w{i}" for i in range(vocab)], dtype=object)
+    ranks = np.arange(1, vocab + 1, dtype=np.float64)
+    probs = 1.0 / ranks
+    probs /= probs.sum()
+    folder.mkdir(parents=True, exist_ok=True)
+    held_out = tokens // 460  # WikiText-103: 103M training tokens, 218k / 246k valid / test
+    text_bytes = 0
+    for name, count in (("train", tokens), ("validation", held_out), ("test", held_out)):
+        writer = None
+        done = 0
+        while done < count:
+            n = min(5_000_000, count - done)
+            ids = rng.choice(vocab, size=n, p=probs)
+            rows = [" ".join(words[ids[i : i + ROW_TOKENS]]) for i in range(0, n, ROW_TOKENS)]
+            lines = [f" {r} \n" for r in rows]
+            text_bytes += sum(map(len, lines))  # ASCII: one byte a character
+            table = pa.table({"text": lines})
+            writer = writer or pq.ParquetWriter(folder / f"{name}.parquet", table.schema)
+            writer.write_table(table)
+            done += n
+        writer.close()
+    folder.with_name(folder.name + ".json").write_text(
+        json.dumps({"tokens": tokens, "text_bytes": text_bytes})
+    )
+
+
+def measure(folder: Path) -> None:
+    from rhn.data.hf_corpus import HFSource, load_tokenized_hf
+
+    start = time.perf_counter()
+    vocab, ids = load_tokenized_hf(HFSource(str(folder), level="word"))
+    seconds = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    report = {"seconds": seconds, "peak_rss_mib": peak_mib, "vocab": len(vocab)}
+    report["tokens"] = {k: int(v.numel()) for k, v in ids.items()}
+    print(json.dumps(report))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tokens", type=int, default=103_000_000)
+    parser.add_argument("--vocab", type=int, default=267_735)
+    parser.add_argument("--dir", type=Path, help="where the corpus is (or is written)")
+    parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        measure(args.measure)
+        return
+    folder = args.dir or Path(tempfile.mkdtemp(prefix="rhn-hf-bench-")) / "corpus"
+    if not (folder / "train.parquet").is_file():
+        start = time.perf_counter()
+        write_corpus(folder, args.tokens, args.vocab)
+        print(f"wrote {folder} in {time.perf_counter() - start:.0f} s")
+    corpus = json.loads(folder.with_name(folder.name + ".json").read_text())
+    parquet_mib = sum(p.stat().st_size for p in folder.glob("*.parquet")) / 2**20
+    env = {**os.environ, "RHN_CACHE_DIR": str(folder.parent / "cache")}
+    print(
+        f"corpus: {corpus['tokens']:,} training tokens, text {corpus['text_bytes'] / 2**20:.0f} "
+        f"MiB (all splits), parquet {parquet_mib:.0f} MiB"
+    )
+    for label in ("first run (count + encode)", "second run (cached)"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--measure", str(folder)],
+            env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        report = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{label}: {report['seconds']:.1f} s, peak RSS {report['peak_rss_mib']:.0f} MiB, "
+              f"vocab {report['vocab']:,}, tokens {report['tokens']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
