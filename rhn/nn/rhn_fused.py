@@ -20,6 +20,7 @@ a few percent, below bfloat16's resolution of 2⁻⁸ after many steps.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,7 @@ import torch
 from einops import rearrange
 from torch.autograd.function import once_differentiable
 
+from rhn.nn.checked_pointwise import SelfCheckingPointwise
 from rhn.nn.rhn_cell import TORCH_POINTWISE, Pointwise
 from rhn.nn.rhn_gemm import RecurrentMatmul, recurrent_matmul
 from rhn.nn.rhn_graph import GraphedStepLoops, GraphRunner
@@ -331,14 +333,23 @@ def compute_dtype(weight: torch.Tensor) -> torch.dtype:
 
 
 def default_pointwise(device: torch.device) -> Pointwise:
-    """Triton kernels on CUDA when Triton is importable, torch ops otherwise."""
+    """Triton kernels on CUDA when Triton is importable — each variant checked against the
+    torch ops on its first use, and replaced by them if it fails
+    (:class:`~rhn.nn.checked_pointwise.SelfCheckingPointwise`) — torch ops otherwise."""
     if device.type == "cuda":
-        try:
-            from rhn.nn.rhn_triton import TRITON_POINTWISE
-        except ImportError:
-            return TORCH_POINTWISE
-        return TRITON_POINTWISE
+        checked = _checked_triton()
+        return TORCH_POINTWISE if checked is None else checked
     return TORCH_POINTWISE
+
+
+@functools.cache
+def _checked_triton() -> Pointwise | None:
+    """One checker per process, so each variant is checked once."""
+    try:
+        from rhn.nn.rhn_triton import TRITON_POINTWISE
+    except ImportError:
+        return None
+    return SelfCheckingPointwise(TRITON_POINTWISE)
 
 
 FLOATING = (torch.float64, torch.float32, torch.bfloat16, torch.float16)

@@ -1,0 +1,128 @@
+"""The kernel self-check: a variant that disagrees or fails to build is replaced by the torch
+ops after one warning, the others keep their kernels (CPU: Triton's interpreter)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from rhn.nn.checked_pointwise import SelfCheckingPointwise
+from rhn.nn.rhn_cell import TORCH_POINTWISE, Pointwise
+from rhn.nn.rhn_fused import default_pointwise, rhn_recurrence_fused
+from rhn.nn.rhn_reference import rhn_recurrence
+
+triton_module = pytest.importorskip("rhn.nn.rhn_triton", reason="Triton is not installed")
+triton = pytest.importorskip("triton")
+TRITON = triton_module.TRITON_POINTWISE
+
+
+class OffByALittle(Pointwise):
+    """Right backward, a forward whose new state is 1e-3 off: wrong, and plausibly so."""
+
+    def forward(self, a, s, h, t, c, s_next, mask=None, s_next_in=None) -> None:
+        TORCH_POINTWISE.forward(a, s, h, t, c, s_next, mask, s_next_in)
+        s_next.add_(1e-3)
+
+
+@triton.jit
+def _broken_kernel(x_ptr):
+    tl_undefined.store(x_ptr, 1.0)  # noqa: F821  (the build error under test)
+
+
+class FailsToBuild(Pointwise):
+    """A backward whose Triton kernel cannot be built."""
+
+    def backward(self, ds, s, h, t, c, da, carry, g=None, mask=None) -> None:
+        _broken_kernel[(1,)](ds)
+
+
+def recurrence_case(coupled: bool = True, dropout: bool = True):
+    g = torch.Generator().manual_seed(1)
+    rows = (2 if coupled else 3) * 6
+    x = torch.randn(5, 3, rows, generator=g, requires_grad=True)
+    s0 = torch.randn(3, 6, generator=g, requires_grad=True)
+    w = (0.5 * torch.randn(2, rows, 6, generator=g)).requires_grad_()
+    b = torch.randn(2, rows, generator=g).requires_grad_()
+    mask = (torch.rand(3, 6, generator=g) < 0.7).float() / 0.7 if dropout else None
+    return x, s0, w, b, mask
+
+
+def run(pointwise: Pointwise | None, coupled: bool = True, dropout: bool = True):
+    x, s0, w, b, mask = recurrence_case(coupled, dropout)
+    if pointwise is None:
+        out = rhn_recurrence(
+            x, s0, w.transpose(1, 2).unbind(0), b.unbind(0), coupled=coupled, state_mask=mask
+        )
+    else:
+        out = rhn_recurrence_fused(
+            x, s0, w, b, coupled=coupled, state_mask=mask, pointwise=pointwise
+        )
+    grads = torch.autograd.grad(out[0].sum() + out[1].pow(2).sum(), (x, s0, w, b))
+    return [out[0], out[1], *grads]
+
+
+def assert_matches_reference(got: list, coupled: bool = True, dropout: bool = True) -> None:
+    for ours, expected in zip(got, run(None, coupled, dropout), strict=True):
+        torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+@pytest.mark.parametrize("coupled", [True, False])
+def test_real_kernels_pass_their_checks_and_are_used(coupled: bool, dropout: bool) -> None:
+    checked = SelfCheckingPointwise(TRITON)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = run(checked, coupled, dropout)
+    assert_matches_reference(got, coupled, dropout)
+    assert set(checked.verdicts.values()) == {True} and len(checked.verdicts) >= 2
+    assert {v[0] for v in checked.verdicts} == {"forward", "backward"}
+
+
+def test_mixed_precision_variants_pass_their_checks() -> None:
+    checked = SelfCheckingPointwise(TRITON)
+    s = torch.randn(4, 5)
+    a = torch.randn(4, 10).bfloat16()
+    h, t, s_next = (torch.empty_like(s) for _ in range(3))
+    s_next_in = torch.empty_like(s, dtype=torch.bfloat16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        checked.forward(a, s, h, t, None, s_next, None, s_next_in)
+        da, carry = torch.empty_like(a), torch.empty_like(s)
+        checked.backward(torch.randn_like(s), s, h, t, None, da, carry, s_next_in, None)
+    assert list(checked.verdicts.values()) == [True, True]
+
+
+def test_a_kernel_that_disagrees_warns_once_and_the_torch_ops_answer() -> None:
+    checked = SelfCheckingPointwise(OffByALittle())
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"OffByALittle kernel for \('forward'.*failed its "
+        r"check.*s_next differs from the torch ops by up to 0\.001",
+    ):
+        got = run(checked)
+    assert_matches_reference(got)  # the wrong forward was never used
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per variant: no second warning
+        assert_matches_reference(run(checked))
+    forward = [v for v, ok in checked.verdicts.items() if v[0] == "forward"]
+    assert forward and not any(checked.verdicts[v] for v in forward)
+    backward = [v for v, ok in checked.verdicts.items() if v[0] == "backward"]
+    assert backward and all(checked.verdicts[v] for v in backward)  # kept: it is right
+
+
+def test_a_kernel_that_fails_to_build_warns_and_falls_back() -> None:
+    checked = SelfCheckingPointwise(FailsToBuild())
+    with pytest.warns(RuntimeWarning, match=r"FailsToBuild kernel for \('backward'.*failed"):
+        got = run(checked)
+    assert_matches_reference(got)
+
+
+def test_the_default_on_cuda_is_the_checked_triton_kernel() -> None:
+    from rhn.nn import rhn_fused
+
+    checked = rhn_fused._checked_triton()
+    assert isinstance(checked, SelfCheckingPointwise) and checked.kernels is TRITON
+    assert rhn_fused._checked_triton() is checked  # one per process: each variant once
+    assert default_pointwise(torch.device("cpu")) is TORCH_POINTWISE
