@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format bench clean
+.PHONY: demo test test-slow lint format bench gpu-check gpu-check-dry gpu-data clean
 
 DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 
@@ -35,6 +35,21 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python scripts/bench_rnn.py
+
+# GPU readiness in one command, on a GPU machine with its own python (torch and triton
+# there; nothing installed from here): kernels, CUDA graphs, benchmarks, short training runs.
+# Report: runs/gpu-check/report.md. Real PTB and MNIST come from gpu-data/ (make gpu-data).
+GPU_DATA := $(wildcard gpu-data)
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py --out runs/gpu-check $(if $(GPU_DATA),--data-dir gpu-data)
+
+# The same check on CPU at toy sizes (part of make test, through tests/test_gpu_check.py).
+gpu-check-dry: $(STAMP)
+	$(BIN)/python scripts/gpu_check.py --dry-run --out runs/gpu-check-dry
+
+# PTB and MNIST copied into the git-ignored gpu-data/, which a GPU run carries along.
+gpu-data:
+	mkdir -p gpu-data && cp -r $${RHN_DATA_DIR:-../shared/data}/ptb $${RHN_DATA_DIR:-../shared/data}/mnist gpu-data/
 
 # torch goes in first, pinned by constraints.txt, so nothing can pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml constraints.txt

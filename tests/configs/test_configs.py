@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from rhn.data import corpora
+from rhn.data.synthetic import write_cifar, write_mnist
 from rhn.train.config import load_config, read_config_file
 from rhn.train.loop import train
-from tests.data.synthetic_images import write_cifar, write_mnist
 
 SPLIT_NAMES = ("train", "validation", "test")
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))

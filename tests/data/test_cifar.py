@@ -11,8 +11,8 @@ import pytest
 
 from rhn.data import data_dirs
 from rhn.data.cifar import CIFAR, load_cifar, parse_cifar_binary
+from rhn.data.synthetic import cifar_bytes, write_cifar
 from rhn.data.text_file import DataFileError
-from tests.data.synthetic_images import cifar_bytes, write_cifar
 
 
 def test_record_layout_hand_made() -> None:

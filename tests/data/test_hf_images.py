@@ -16,10 +16,10 @@ from rhn.data.cifar import load_cifar
 from rhn.data.hf_images import HUB_IMAGE_SETS, load_hf_images
 from rhn.data.image_set import ImageSplits
 from rhn.data.mnist import load_mnist
+from rhn.data.synthetic import write_mnist
 from rhn.data.text_file import DataFileError
 from rhn.train.config import build_config
 from rhn.train.loop import train
-from tests.data.synthetic_images import write_mnist
 
 
 def as_hub_dataset(splits: ImageSplits, dataset: str) -> datasets.DatasetDict:

@@ -11,8 +11,8 @@ import torch
 
 from rhn.data import data_dirs
 from rhn.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, MIRRORS, load_mnist, parse_idx, read_idx
+from rhn.data.synthetic import idx_bytes, write_mnist
 from rhn.data.text_file import DataFileError
-from tests.data.synthetic_images import idx_bytes, write_mnist
 
 
 def test_parse_idx_hand_made_file() -> None:

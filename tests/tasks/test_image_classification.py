@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rhn.data.synthetic import write_cifar, write_mnist
 from rhn.models import build_model
 from rhn.tasks.image_classification import ImageClassificationTask
 from rhn.train.config import build_config
 from rhn.train.loop import train
-from tests.data.synthetic_images import write_cifar, write_mnist
 
 
 def make_task(data_dir: Path, **data: object) -> ImageClassificationTask:

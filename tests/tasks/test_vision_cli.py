@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from rhn.data.synthetic import write_mnist
 from rhn.tasks.depth_study import DepthStudyConfig, plan, sample_params
 from rhn.tasks.vision_cli import analyze_gates_main, depth_study_main, lesion_main
 from rhn.train.config import build_config
 from rhn.train.loop import train
-from tests.data.synthetic_images import write_mnist
 
 
 @pytest.fixture

@@ -1,4 +1,6 @@
-"""Tiny data sets in the official file formats, for tests that must not need the real ones."""
+"""Tiny data sets in the official file formats, for tests and dry runs that must not need
+the real ones: MNIST (gzipped IDX), CIFAR-10/100 (the binary batches) and PTB (word text).
+Random content, real formats: the loaders cannot tell them from the real files."""
 
 from __future__ import annotations
 
@@ -54,3 +56,14 @@ def write_cifar(folder: Path, name: str = "cifar10", n_train: int = 20, n_test: 
     (target / spec.test_file).write_bytes(
         cifar_bytes([i % k for i in range(n_test)], spec.label_bytes, seed=1)
     )
+
+
+def write_ptb(folder: Path, words: int = 2000, vocab: int = 50, seed: int = 0) -> None:
+    """A tiny PTB (``ptb.{train,valid,test}.txt``): lines of random words from a ``vocab``-word
+    list, one line break per sentence as in Mikolov's files."""
+    g = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", words), ("valid", words // 5), ("test", words // 5)):
+        ids = torch.randint(0, vocab, (n,), generator=g).tolist()
+        lines = [" ".join(f"w{i}" for i in ids[k : k + 12]) for k in range(0, n, 12)]
+        (folder / f"ptb.{split}.txt").write_text("".join(f" {line} \n" for line in lines))

@@ -1,0 +1,61 @@
+"""scripts/gpu_check.py --dry-run: the GPU acceptance check's own code, on CPU at toy sizes,
+so it cannot rot between GPU loans; and nothing on its path imports ``datasets``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu_check.py"
+
+
+def dry_run(out: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+    # A `datasets` that cannot be imported, first on the path: the GPU machine has none.
+    blocker = tmp / "no_datasets" / "datasets"
+    blocker.mkdir(parents=True, exist_ok=True)
+    (blocker / "__init__.py").write_text("raise ImportError('datasets is not on a GPU machine')\n")
+    env = {**os.environ, "PYTHONPATH": str(blocker.parent), "RHN_DATA_DIR": ""}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), *extra],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_the_dry_run_measures_every_section(tmp_path: Path) -> None:
+    done = dry_run(tmp_path / "report", tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert {"device", "kernels", "cuda_graphs", "bench", "train"} <= set(report)
+    assert all(report[s]["ok"] for s in ("device", "kernels", "cuda_graphs", "bench", "train"))
+    assert report["device"]["data"]["datasets_imported"] is False
+    variants = report["kernels"]["data"]["variants"]
+    # 3 GEMM dtypes × carry × dropout × fused GEMM input/gradient × full / length-masked rows.
+    assert len(variants) == 3 * 2 * 2 * 2 * 2 and all(v["passed"] for v in variants)
+    assert all(v["self_check_all_passed"] for v in variants)
+    layouts = {r["layout"] for r in report["kernels"]["data"]["recurrence"]}
+    assert layouts == {"padded", "packed", "bidirectional"}
+    models = {row["model"] for row in report["bench"]["data"]["rows"]}
+    assert {"lstm", "rhn-fused", "rhn-reference"} <= models
+    train = report["train"]["data"]
+    assert set(train) == {"ptb_rhn_d10", "ptb_lstm_baseline", "mnist_conv_highway_w16"}
+    assert train["ptb_rhn_d10"]["tokens_per_s"] > 0 and train["ptb_rhn_d10"]["loss_curve"]
+    assert train["mnist_conv_highway_w16"]["samples_per_s"] > 0
+    md = (tmp_path / "report" / "report.md").read_text()
+    for heading in ("## device", "## kernels", "## cuda_graphs", "## bench", "## train"):
+        assert heading in md
+
+
+def test_a_failing_section_is_recorded_and_the_rest_still_run(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-data"
+    empty.mkdir()  # no ptb/ or mnist/: the train section must fail, alone
+    done = dry_run(tmp_path / "report", tmp_path, "--only", "device", "train", "cuda_graphs",
+                   "--data-dir", str(empty))  # fmt: skip
+    assert done.returncode == 1
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["train"]["ok"] is False and "ptb" in report["train"]["error"].lower()
+    assert report["device"]["ok"] and report["cuda_graphs"]["ok"]
+    assert "## train — FAILED" in (tmp_path / "report" / "report.md").read_text()
