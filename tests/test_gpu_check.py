@@ -59,3 +59,39 @@ def test_a_failing_section_is_recorded_and_the_rest_still_run(tmp_path: Path) ->
     assert report["train"]["ok"] is False and "ptb" in report["train"]["error"].lower()
     assert report["device"]["ok"] and report["cuda_graphs"]["ok"]
     assert "## train — FAILED" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_it_runs_from_a_plain_copy_of_the_repository(tmp_path: Path) -> None:
+    """As on a GPU machine: torch and friends installed, rhn not (no entry points, no
+    rhn.tasks mapping), the repository a copied tree."""
+    import sysconfig
+
+    subprocess.run(
+        [sys._base_executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True
+    )
+    python = tmp_path / "venv" / "bin" / "python"
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    # The test environment's packages, but not its .pth files (so not the editable rhn).
+    (Path(purelib) / "borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    copy = tmp_path / "repo"
+    archive = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True)
+    for name in archive.stdout.decode().split("\0"):
+        if name and (ROOT / name).is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            (copy / name).write_bytes((ROOT / name).read_bytes())
+    probe = subprocess.run(
+        [python, "-c", "import importlib.util as u; print(u.find_spec('rhn'))"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert probe.stdout.strip() == "None"  # rhn really is not installed there
+    done = subprocess.run(
+        [python, str(copy / "scripts" / "gpu_check.py"), "--dry-run", "--only", "device",
+         "--out", str(tmp_path / "report")],
+        cwd=copy, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["device"]["ok"] and report["device"]["data"]["torch"]
