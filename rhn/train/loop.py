@@ -51,7 +51,7 @@ from rhn.train.distributed import (
     shutdown,
 )
 from rhn.train.logging import RunLogger
-from rhn.train.optim import LRSchedule, build_optimizer, set_lr
+from rhn.train.optim import LRSchedule, build_optimizer, load_optimizer_state, set_lr
 from rhn.train.run_dir import (
     RunDirError,
     RunDirLock,
@@ -245,7 +245,10 @@ class Trainer:
             )
         self.task.check_checkpoint_state(ckpt.get("task_state", {}), str(path))
         load_model_state(self.model, ckpt["model"], path)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        try:
+            load_optimizer_state(self.optimizer, ckpt["optimizer"])
+        except ValueError as err:
+            raise CheckpointError(f"checkpoint {path}: {err}") from None
         self.schedule.load_state_dict(ckpt["schedule"])
         self.position = Position(**ckpt["position"])
         rngs = ckpt["rng"]

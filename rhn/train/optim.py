@@ -23,19 +23,21 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     """
     biases = {id(p) for p in no_weight_decay_parameters(model)}
     decay_mult = {id(p): mult for p, mult in decay_multiplied_parameters(model)}
-    groups: dict[tuple[bool, float, float], list[nn.Parameter]] = {}
-    for p in model.parameters():
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for p in model.parameters():  # model order within each group
         if not p.requires_grad:
             continue
         is_bias = id(p) in biases
         lr_mult = cfg.bias_lr_mult if is_bias else 1.0
         spared = is_bias and not cfg.decay_biases
         decay = 0.0 if spared else cfg.weight_decay * decay_mult.get(id(p), 1.0)
-        groups.setdefault((is_bias, lr_mult, decay), []).append(p)
-    # Weights before biases: the group order a checkpoint's optimiser state was saved in.
+        groups.setdefault((lr_mult, decay), []).append(p)
+    # Groups holding weights before bias-only ones: the layout checkpoints were saved in
+    # (one group when nothing differs; weights, then spared biases).
+    ordered = sorted(groups.items(), key=lambda kv: all(id(p) in biases for p in kv[1]))
     params: list[Any] = [
         {"params": ps, "lr": cfg.lr * lr_mult, "lr_mult": lr_mult, "weight_decay": decay}
-        for (_, lr_mult, decay), ps in sorted(groups.items(), key=lambda kv: kv[0][0])
+        for (lr_mult, decay), ps in ordered
     ]
     if cfg.name == "sgd":
         return torch.optim.SGD(
@@ -128,6 +130,26 @@ class LRSchedule:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.plateau_scale = state["plateau_scale"]
         self.plateau_last = state["plateau_last"]
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """A checkpoint's optimiser state into ``optimizer``, keeping what the config decides:
+    each group's ``lr_mult`` and ``weight_decay`` come from the freshly built groups (a saved
+    state carries its own, or none), the moments and step counts from the checkpoint.
+
+    Raises ValueError when the saved groups do not match (another grouping of parameters).
+    """
+    decided = [(g.get("lr_mult", 1.0), g["weight_decay"]) for g in optimizer.param_groups]
+    saved = [len(g["params"]) for g in state["param_groups"]]
+    built = [len(g["params"]) for g in optimizer.param_groups]
+    if saved != built:
+        raise ValueError(
+            f"the checkpoint's optimiser has parameter groups of sizes {saved}, this run's "
+            f"{built} (optim.decay_biases, bias_lr_mult or a decay multiplier changed?)"
+        )
+    optimizer.load_state_dict(state)
+    for group, (lr_mult, decay) in zip(optimizer.param_groups, decided, strict=True):
+        group["lr_mult"], group["weight_decay"] = lr_mult, decay
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from rhn.train.config import OptimConfig, ScheduleConfig
-from rhn.train.optim import LRSchedule, build_optimizer, set_lr
+from rhn.train.optim import LRSchedule, build_optimizer, load_optimizer_state, set_lr
 
 
 def lr(cfg: ScheduleConfig, step: int = 0, epoch: int = 0, total: int = 100) -> float:
@@ -128,3 +128,40 @@ def test_bias_lr_mult_and_decay_multipliers_step_as_caffe() -> None:
 def test_bias_lr_mult_must_be_positive() -> None:
     with pytest.raises(ValueError, match=r"optim\.bias_lr_mult"):
         OptimConfig(bias_lr_mult=0.0)
+
+
+LAYOUTS = [(0.0, False), (1e-7, True), (1e-3, False)]
+
+
+@pytest.mark.parametrize(("weight_decay", "decay_biases"), LAYOUTS)
+def test_groups_keep_the_layout_older_checkpoints_were_saved_in(
+    weight_decay: float, decay_biases: bool
+) -> None:
+    """Before multipliers: one group in model order, or [weights, spared biases] when the
+    decay spared the biases; a checkpoint's optimiser state is matched by that layout."""
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 2))
+    cfg = OptimConfig(weight_decay=weight_decay, decay_biases=decay_biases)
+    groups = [[id(p) for p in g["params"]] for g in build_optimizer(model, cfg).param_groups]
+    if weight_decay and not decay_biases:
+        weights = [id(p) for p in model.parameters() if p.dim() > 1]
+        biases = [id(p) for p in model.parameters() if p.dim() == 1]
+        assert groups == [weights, biases]
+    else:
+        assert groups == [[id(p) for p in model.parameters()]]
+
+
+def test_a_loaded_state_keeps_this_runs_multipliers_and_refuses_another_grouping() -> None:
+    model = _CaffeLike()
+    old = build_optimizer(model, OptimConfig(lr=0.1))
+    saved = old.state_dict()
+    for group in saved["param_groups"]:
+        group.pop("lr_mult")  # as a checkpoint written before multipliers existed
+    new = build_optimizer(model, OptimConfig(lr=0.1, bias_lr_mult=1.0))
+    load_optimizer_state(new, saved)
+    set_lr(new, 0.1)
+    assert [g["lr"] for g in new.param_groups] == [0.1]
+    spared = build_optimizer(model, OptimConfig(lr=0.1, weight_decay=0.1, decay_biases=False))
+    with pytest.raises(
+        ValueError, match=r"parameter groups of sizes \[4\], this run's \[1, 1, 2\]"
+    ):
+        load_optimizer_state(spared, saved)
