@@ -16,7 +16,9 @@ MC dropout (Gal & Ghahramani 2016; RHN §5, "64.4 with MC dropout") has two prot
 
     Pass ``i`` (0, 1, … counting rejected ones) draws its masks from ``torch.manual_seed(
     seed + i)``; the same draws are replayed at every window, so every window of the pass
-    sees the same masks, as if the split were one sequence.
+    sees the same masks, as if the split were one sequence. Every mask must therefore be one
+    per sequence (the RHN's variational dropouts, the embedding's word dropout); a model with
+    per-step dropout (ordinary output dropout, ``layer_dropout``) is refused.
 ``window`` — fresh masks for every window, the K predictive distributions averaged per
     window with the states of the K samples carried separately. Cheaper to stream, no
     rejection or clipping; *not* the paper's protocol.
@@ -70,7 +72,10 @@ def _windows(stream: TBPTTStream, label: str, progress: bool) -> Iterator:
 def _replayed_masks(seed: int, device: torch.device) -> Iterator[None]:
     """Run the block on a generator seeded with ``seed``, leaving the global RNG untouched:
     entered before every window, it hands every window the same dropout masks."""
-    devices = [device.index or 0] if device.type == "cuda" else []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
+    else:
+        devices = []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
@@ -109,6 +114,17 @@ def _target_log_probs(
     return torch.cat(pieces), means
 
 
+def per_step_dropout(lm: RecurrentLM) -> list[str]:
+    """The model's dropouts that draw a fresh mask at every step (not one per sequence)."""
+    cfg = lm.cfg
+    found = []
+    if cfg.output_dropout > 0 and cfg.output_dropout_kind == "ordinary":
+        found.append("ordinary output dropout")
+    if cfg.layer_dropout > 0 and cfg.num_layers > 1:
+        found.append("layer_dropout")
+    return found
+
+
 @torch.no_grad()
 def score_deterministic(
     lm: RecurrentLM, stream: TBPTTStream, device: torch.device, *, progress: bool = False
@@ -138,6 +154,13 @@ def score_mc_passes(
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    per_step = per_step_dropout(lm)
+    if per_step:
+        raise ValueError(
+            f"MC protocol 'pass' keeps one set of per-sequence masks for a whole pass; this "
+            f"model's {' and '.join(per_step)} draw a fresh mask every step, which a pass "
+            f"cannot hold fixed; use mc_protocol 'window' (rhn-eval --mc-protocol window)"
+        )
     max_attempts = max_attempts or 10 * samples
     prob_sum: torch.Tensor | None = None
     kept = attempt = 0

@@ -123,3 +123,17 @@ def test_the_deterministic_pass_is_the_mean_nll_of_one_long_sequence() -> None:
     assert score.loss == pytest.approx(expected.item(), rel=1e-5)
     assert len(score.gate_means) == 2 and all(0 < g < 1 for g in score.gate_means)
     assert not lm.training
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        (dict(output_dropout=0.3, output_dropout_kind="ordinary"), "ordinary output dropout"),
+        (dict(num_layers=2, layer_dropout=0.3), "layer_dropout"),
+    ],
+)
+def test_per_step_dropout_cannot_be_held_for_a_pass(settings: dict, named: str) -> None:
+    lm, ids = tiny_lm(**settings), split_ids()
+    with pytest.raises(ValueError, match=f"this model's {named} draw a fresh mask every step"):
+        score_mc_passes(lm, windows_of(ids), CPU, 2)
+    assert score_mc_windows(lm, windows_of(ids), CPU, 2).loss > 0  # the per-window variant
