@@ -32,6 +32,7 @@ test suite, so this script cannot rot between GPU loans.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import math
@@ -128,7 +129,24 @@ def section_device(ctx: Context) -> dict[str, Any]:
 # -- kernels -----------------------------------------------------------------------------
 
 
+def _step(impl: Any, a: Any, s: Any, ds: Any, variant: dict[str, Any], mask: Any, g: Any) -> dict:
+    """One forward and one backward micro-step of ``impl``; every output by name."""
+    import torch
+
+    h, t, s_next = (torch.empty_like(s) for _ in range(3))
+    c = None if variant["coupled"] else torch.empty_like(s)
+    s_in = torch.empty_like(s, dtype=a.dtype) if variant["fused_io"] else None
+    impl.forward(a, s, h, t, c, s_next, mask, s_in)
+    da, carry = torch.empty_like(a), torch.empty_like(s)
+    impl.backward(ds, s, h, t, c, da, carry, g, mask)
+    return {"h": h, "t": t, "s_next": s_next, "c": c, "s_next_in": s_in, "da": da, "carry": carry}
+
+
 def kernel_variants(ctx: Context) -> list[dict[str, Any]]:
+    """Each Triton variant against the torch ops at a training-size step (PTB: 20 × 830),
+    and the verdict of a fresh self-check on the same call."""
+    import itertools
+
     import torch
 
     from rhn.nn.checked_pointwise import TOLERANCE, SelfCheckingPointwise
@@ -136,67 +154,48 @@ def kernel_variants(ctx: Context) -> list[dict[str, Any]]:
     from rhn.nn.rhn_triton import TRITON_POINTWISE
 
     rows, hidden = (4, 37) if ctx.dry_run else (20, 830)
-    dev = ctx.device
-    checker = SelfCheckingPointwise(TRITON_POINTWISE)
-    results = []
     gen = torch.Generator().manual_seed(0)
 
     def rand(*shape: int, dtype: Any = torch.float32, scale: float = 1.0) -> Any:
-        return (torch.randn(*shape, generator=gen) * scale).to(dev, dtype)
+        return (torch.randn(*shape, generator=gen) * scale).to(ctx.device, dtype)
 
-    for compute in (torch.float32, torch.bfloat16, torch.float16):
-        for coupled in (True, False):
-            for dropout in (False, True):
-                for fused_io in (False, True):
-                    for active in (rows, rows // 2):  # all rows, a length-masked prefix
-                        blocks = 2 if coupled else 3
-                        a = rand(rows, blocks * hidden, dtype=compute, scale=3.0)[:active]
-                        s, ds = rand(rows, hidden)[:active], rand(rows, hidden)[:active]
-                        mask = (rand(rows, hidden) > 0).float()[:active] * 2 if dropout else None
-                        g = rand(rows, hidden, dtype=compute)[:active] if fused_io else None
-                        errors: dict[str, float] = {}
-                        outs = []
-                        for impl in (TRITON_POINTWISE, TORCH_POINTWISE):
-                            h, t, s_next = (torch.empty_like(s) for _ in range(3))
-                            c = None if coupled else torch.empty_like(s)
-                            s_in = torch.empty_like(s, dtype=compute) if fused_io else None
-                            impl.forward(a, s, h, t, c, s_next, mask, s_in)
-                            da, carry = torch.empty_like(a), torch.empty_like(s)
-                            impl.backward(ds, s, h, t, c, da, carry, g, mask)
-                            named = {"h": h, "t": t, "s_next": s_next, "c": c, "s_next_in": s_in}
-                            outs.append(named | {"da": da, "carry": carry})
-                        passed = True
-                        for name, ours in outs[0].items():
-                            if ours is None:
-                                continue
-                            expected = outs[1][name]
-                            errors[name] = max_error(ours, expected)
-                            rtol, atol = TOLERANCE[ours.dtype]
-                            close = torch.allclose(
-                                ours.double(), expected.double(), rtol=rtol, atol=atol
-                            )
-                            passed = passed and close
-                        # The self-check's verdict on the same calls (what training would use).
-                        h, t, s_next = (torch.empty_like(s) for _ in range(3))
-                        c = None if coupled else torch.empty_like(s)
-                        s_in = torch.empty_like(s, dtype=compute) if fused_io else None
-                        checker.forward(a, s, h, t, c, s_next, mask, s_in)
-                        checker.backward(ds, s, h, t, c, torch.empty_like(a), s_next, g, mask)
-                        results.append(
-                            {
-                                "compute": str(compute).removeprefix("torch."),
-                                "coupled": coupled,
-                                "dropout": dropout,
-                                "fused_io": fused_io,
-                                "rows": f"{active}/{rows}",
-                                "max_error": max(errors.values()),
-                                "worst_output": max(errors, key=errors.get),
-                                "passed": passed,
-                            }
-                        )
-    verdicts = list(checker.verdicts.values())
-    for row in results:
-        row["self_check_all_passed"] = all(verdicts)
+    results = []
+    grid = itertools.product(
+        (torch.float32, torch.bfloat16, torch.float16), (True, False), (False, True),
+        (False, True), (rows, rows // 2),
+    )  # fmt: skip
+    for compute, coupled, dropout, fused_io, active in grid:  # active < rows: length-masked
+        name = str(compute).removeprefix("torch.")
+        variant = {"compute": name, "coupled": coupled, "dropout": dropout,
+                   "fused_io": fused_io, "rows": f"{active}/{rows}"}  # fmt: skip
+        blocks = 2 if coupled else 3
+        a = rand(rows, blocks * hidden, dtype=compute, scale=3.0)[:active]
+        s, ds = rand(rows, hidden)[:active], rand(rows, hidden)[:active]
+        mask = (rand(rows, hidden) > 0).float()[:active] * 2 if dropout else None
+        g = rand(rows, hidden, dtype=compute)[:active] if fused_io else None
+        try:
+            ours = _step(TRITON_POINTWISE, a, s, ds, variant, mask, g)
+        except Exception as err:  # this variant failed to build or launch; the rest go on
+            results.append(variant | {"passed": False, "error": repr(err)[:300]})
+            continue
+        expected = _step(TORCH_POINTWISE, a, s, ds, variant, mask, g)
+        errors, passed = {}, True
+        for name, out in ours.items():
+            if out is not None:
+                errors[name] = max_error(out, expected[name])
+                rtol, atol = TOLERANCE[out.dtype]
+                passed &= torch.allclose(out.double(), expected[name].double(), rtol, atol)
+        checker = SelfCheckingPointwise(TRITON_POINTWISE)  # what training would decide
+        _step(checker, a, s, ds, variant, mask, g)
+        results.append(
+            variant
+            | {
+                "max_error": max(errors.values()),
+                "worst_output": max(errors, key=errors.get),
+                "passed": passed,
+                "self_check_passed": all(checker.verdicts.values()),
+            }
+        )
     return results
 
 
@@ -319,7 +318,7 @@ def section_bench(ctx: Context) -> dict[str, Any]:
     rows = []
     for args in runs:
         with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            _run([sys.executable, script, *args, "--json", f.name], ctx, timeout=300)
+            _run([sys.executable, script, *args, "--json", f.name], ctx, timeout=240)
             rows += json.loads(Path(f.name).read_text())
     return {"rows": rows}
 
@@ -345,7 +344,7 @@ def _synthetic_data(root: Path) -> Path:
 
 def section_train(ctx: Context) -> dict[str, Any]:
     if ctx.data_dir is None:
-        ctx = Context(ctx.out, ctx.dry_run, _synthetic_data(ctx.out / "synthetic-data"), 0.0)
+        ctx = dataclasses.replace(ctx, data_dir=_synthetic_data(ctx.out / "synthetic-data"))
     common = ["train.progress=false", f"train.device={ctx.device.type}"]
     if ctx.dry_run:
         lm = ["model.hidden_size=16", "model.embed_size=16", "train.max_steps=4",
@@ -366,7 +365,7 @@ def section_train(ctx: Context) -> dict[str, Any]:
         sets = [arg for o in [*common, *overrides] for arg in ("--set", o)]
         cmd = [sys.executable, __file__, "--train-one", f"configs/{name}.yaml", str(run_dir)]
         started = time.perf_counter()
-        _run([*cmd, *sets], ctx, timeout=600)
+        _run([*cmd, *sets], ctx, timeout=60 * ctx.train_minutes + 150)
         records = [json.loads(x) for x in (run_dir / "metrics.jsonl").open() if x.strip()]
         unit = "samples" if name.startswith("mnist") else "tokens"
         rates = [v for _, v in _scalars(run_dir, f"throughput/{unit}_per_s")]
@@ -436,7 +435,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines += _table([data], list(data))
         elif name == "kernels":
             keys = ["compute", "coupled", "dropout", "fused_io", "rows", "max_error",
-                    "worst_output", "passed"]  # fmt: skip
+                    "worst_output", "passed", "self_check_passed", "error"]  # fmt: skip
             lines += [*_table(data["variants"], keys), ""]
             lines += _table(data["recurrence"], ["layout", "max_error", "passed"])
         elif name == "cuda_graphs":
@@ -486,8 +485,15 @@ def main() -> int:
 
     if args.dry_run or not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernels are defined
-    bootstrap()
     args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        bootstrap()
+    except Exception as err:  # nothing can run; say why in the report a person will read
+        failure = {"ok": False, "error": f"importing rhn failed: {err!r}", "seconds": 0.0}
+        (args.out / "report.json").write_text(json.dumps({"bootstrap": failure}, indent=2))
+        (args.out / "report.md").write_text(f"# gpu-check\n\nFAILED: {failure['error']}\n")
+        print(failure["error"], file=sys.stderr)
+        return 1
     data_dir = args.data_dir.resolve() if args.data_dir else None
     ctx = Context(args.out.resolve(), args.dry_run, data_dir, args.train_minutes)
     report = run_sections(ctx, args.only)
