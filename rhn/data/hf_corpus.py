@@ -87,7 +87,10 @@ def open_dataset(source: HFSource) -> Any:
             f"local (leave data.hf_config unset)"
         )
     if _is_saved_dataset(path):
-        loaded = datasets.load_from_disk(str(path))
+        try:
+            loaded = datasets.load_from_disk(str(path))
+        except Exception as err:  # a torn or foreign folder: one line, not datasets' traceback
+            raise DataFileError(f"{path}: datasets could not load it ({_one_line(err)})") from None
         if isinstance(loaded, datasets.Dataset):
             loaded = datasets.DatasetDict({"train": loaded})
         return loaded
@@ -220,6 +223,8 @@ def encode_split(dataset: Any, vocab: Vocab, source: HFSource) -> torch.Tensor:
         new_fingerprint=key,
         desc="tokenising",
     )
+    if "ids" not in tokenized.column_names:  # an empty split: map had no batch to run
+        return torch.zeros(0, dtype=torch.long)
     ids = pc.list_flatten(tokenized.data.column("ids")).to_numpy()
     return torch.from_numpy(ids.astype(np.int64))
 

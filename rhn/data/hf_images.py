@@ -48,7 +48,12 @@ def _decode(dataset: object, spec: HubImageSet, name: str, split: str) -> ImageS
     images, labels = [], []
     numpy_rows = dataset.select_columns([spec.image, spec.label]).with_format("numpy")
     for batch in numpy_rows.iter(batch_size=BATCH_IMAGES):
-        pixels = np.stack(list(batch[spec.image])).astype(np.uint8)
+        pixels = np.stack(list(batch[spec.image]))
+        if pixels.dtype != np.uint8:
+            raise DataFileError(
+                f"{name} split {split!r}: images decode to {pixels.dtype}, expected 8-bit "
+                f"pixels (uint8) as in {spec.hub_id}"
+            )
         if pixels.ndim == 3:  # greyscale (N, H, W)
             pixels = pixels[..., None]
         if pixels.shape[-1] != spec.channels:

@@ -149,4 +149,6 @@ def export_safetensors(model: nn.Module, path: str | Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(unwrap(model), str(path))
+    # force_contiguous: channels-last conv weights are not contiguous; safetensors stores
+    # plain row-major tensors (older versions refuse the others).
+    save_model(unwrap(model), str(path), force_contiguous=True)

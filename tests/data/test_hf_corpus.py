@@ -10,6 +10,7 @@ from pathlib import Path
 
 import datasets
 import pytest
+import torch
 
 from rhn.data import hf_corpus
 from rhn.data.hf_corpus import HFSource, join_rows, load_tokenized_hf, open_splits
@@ -213,3 +214,10 @@ def test_hf_options_need_the_hf_corpus() -> None:
         build_config({"task": "char_lm", "data": {"hf_config": "wikitext-2-v1"}})
     with pytest.raises(ValueError, match=r"data\.path must name a hub dataset id"):
         build_config({"task": "char_lm", "data": {"corpus": "hf"}})
+
+
+def test_an_empty_split_encodes_to_no_tokens() -> None:
+    empty = datasets.Dataset.from_dict({"text": []}, features=datasets.Features(
+        {"text": datasets.Value("string")}))  # fmt: skip
+    ids = hf_corpus.encode_split(empty, CharVocab(["a"]), HFSource("-"))
+    assert ids.shape == (0,) and ids.dtype == torch.long
