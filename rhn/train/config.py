@@ -236,9 +236,10 @@ def build_config(data: dict[str, Any], overrides: Sequence[str] = ()) -> RunConf
 def read_config_file(path: str | Path, *, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The mapping a YAML config file stands for, its ``base:`` (if any) merged in.
 
-    ``base: other.yaml`` (relative to the file) starts from that config: each section's keys
-    here replace the base's keys one by one, a value (a list, a schedule) replaces whole.
-    So a recipe's variant holds only what differs from the recipe.
+    ``base: other.yaml`` (relative to the file) starts from that config and merges this file
+    into it at every depth: a mapping (a section, ``optim.schedule``) is merged key by key, any
+    other value (a number, a list) replaces the base's. So a recipe's variant holds only what
+    differs from the recipe, ``optim: {schedule: {milestones: [50]}}`` included.
     """
     path = Path(path)
     try:
@@ -259,13 +260,18 @@ def read_config_file(path: str | Path, *, _seen: tuple[Path, ...] = ()) -> dict[
     base_path = (path.parent / base_name).resolve()
     if base_path in (*_seen, path.resolve()):
         raise ConfigError(f"{path}: base {base_name!r} leads back to itself")
-    merged = read_config_file(base_path, _seen=(*_seen, path.resolve()))
-    for key, value in data.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = {**merged[key], **value}
+    return _merged(read_config_file(base_path, _seen=(*_seen, path.resolve())), data)
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` merged into ``base`` at every depth (a new mapping; neither is changed)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
         else:
-            merged[key] = value
-    return merged
+            out[key] = value
+    return out
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:

@@ -19,20 +19,27 @@ def test_yaml_holds_only_differences_and_defaults_fill_the_rest(tmp_path: Path) 
     assert config.train.max_epochs == 1
 
 
-def test_a_config_starts_from_its_base_and_replaces_key_by_key(tmp_path: Path) -> None:
+def test_a_config_starts_from_its_base_and_merges_at_every_depth(tmp_path: Path) -> None:
     (tmp_path / "recipes").mkdir()
     (tmp_path / "recipes" / "base.yaml").write_text(
         "task: char_lm\nmodel: {depth: 5, hidden_size: 64}\n"
-        "optim: {lr: 2, schedule: {name: multistep, milestones: [3]}}\n"
+        "optim: {lr: 2, schedule: {name: multistep, gamma: 0.5, milestones: [3, 6]}}\n"
     )
     (tmp_path / "variant.yaml").write_text(
-        "base: recipes/base.yaml\nmodel: {depth: 2}\noptim: {schedule: {name: cosine}}\n"
+        "base: recipes/base.yaml\nmodel: {depth: 2}\noptim: {schedule: {milestones: [4]}}\n"
+    )
+    (tmp_path / "variant_of_variant.yaml").write_text(
+        "base: variant.yaml\noptim: {schedule: {gamma: 0.25}}\n"
     )
     config = load_config(tmp_path / "variant.yaml", ["optim.lr=0.5"])
     assert (config.model.depth, config.model.hidden_size) == (2, 64)  # replaced, kept
-    assert config.optim.schedule.name == "cosine"  # a value replaces whole: no milestones
-    assert config.optim.schedule.milestones == []
+    schedule = config.optim.schedule
+    # a nested mapping merges key by key (the name and gamma stay); a list replaces whole
+    assert (schedule.name, schedule.gamma, schedule.milestones) == ("multistep", 0.5, [4])
     assert config.optim.lr == 0.5  # --set comes last
+    chained = load_config(tmp_path / "variant_of_variant.yaml").optim.schedule
+    assert (chained.name, chained.gamma, chained.milestones) == ("multistep", 0.25, [4])
+    assert load_config(tmp_path / "variant.yaml").optim.lr == 2.0  # the base's, not the --set
 
 
 @pytest.mark.parametrize(
