@@ -73,25 +73,28 @@ class ImageDataConfig:
             raise ValueError("data.data_dir is for data.source: official; use data.hf_path with hf")
 
 
-def load_images(cfg: ImageDataConfig) -> ImageSplits:
+def load_images(cfg: ImageDataConfig, *, train: bool = True) -> ImageSplits:
+    """The configured data set's images (the test set alone when ``train`` is false)."""
     if cfg.source == "hf":
-        return load_hf_images(cfg.dataset, cfg.hf_path)
+        return load_hf_images(cfg.dataset, cfg.hf_path, train=train)
     if cfg.dataset == "mnist":
-        return load_mnist(cfg.data_dir)
-    return load_cifar(cfg.dataset, cfg.data_dir)
+        return load_mnist(cfg.data_dir, train=train)
+    return load_cifar(cfg.dataset, cfg.data_dir, train=train)
 
 
-def preprocess(splits: ImageSplits, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Float train and test images: pixels / 255, or GCN then the training mean image
-    subtracted (the authors' CIFAR pipeline)."""
+def preprocessing(dataset: str, method: str) -> str:
+    """``scale`` or ``gcn``: what ``data.preprocess`` means for ``dataset`` (``auto``: pixels
+    / 255 for MNIST, the authors' GCN and mean-image pipeline for CIFAR)."""
     if method == "auto":
-        method = "scale" if splits.name == "mnist" else "gcn"
-    train, test = splits.train.images.float() / 255, splits.test.images.float() / 255
-    if method == "gcn":
-        train, test = global_contrast_normalize(train), global_contrast_normalize(test)
-        mean_image = train.mean(dim=0, keepdim=True)
-        train, test = train - mean_image, test - mean_image
-    return train, test
+        return "scale" if dataset == "mnist" else "gcn"
+    return method
+
+
+def normalize(images: torch.Tensor, method: str) -> torch.Tensor:
+    """uint8 ``(N, C, H, W)`` → float: pixels / 255, then per-image GCN for ``gcn``. (``gcn``
+    also subtracts the training set's mean image, which the task holds.)"""
+    scaled = images.float() / 255
+    return global_contrast_normalize(scaled) if method == "gcn" else scaled
 
 
 @register
@@ -103,16 +106,40 @@ class ImageClassificationTask(Task):
     higher_is_better = True
     unit = "samples"
 
-    def __init__(self, config: Any, *, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        config: Any,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        test_alone: bool = False,
+        mean_image: torch.Tensor | None = None,
+    ) -> None:
+        """``test_alone``: read the test set only, centred by ``mean_image`` (a checkpoint's,
+        for ``gcn``), to score it; such a task cannot train."""
         super().__init__(config, rank=rank, world_size=world_size)
         data: ImageDataConfig = config.data
-        splits = load_images(data)
-        train_images, test_images = preprocess(splits, data.preprocess)
-        train = ImageSet(train_images, splits.train.labels, splits.train.num_classes)
+        splits = load_images(data, train=not test_alone)
+        self.dataset = splits.name
+        method = preprocessing(splits.name, data.preprocess)
+        if splits.train is None:
+            if method == "gcn" and mean_image is None:
+                raise ValueError(
+                    "test_alone with data.preprocess gcn needs the training set's "
+                    "mean_image (a checkpoint's task_state holds it)"
+                )
+            self.mean_image = mean_image
+            self._set_test(splits.test, method)
+            self.train_set = None
+            return
+        train_images = normalize(splits.train.images, method)
+        # The mean image of every training image (before train_size / valid_size): saved
+        # with checkpoints, so that scoring needs no training file (for_evaluation).
+        self.mean_image = train_images.mean(dim=0, keepdim=True) if method == "gcn" else None
+        train = ImageSet(self._centred(train_images), splits.train.labels, splits.train.num_classes)
         if data.train_size is not None:
             train = train.subset(slice(0, data.train_size))
-        self.test_set = ImageSet(test_images, splits.test.labels, splits.test.num_classes)
-        self.valid_set = self.test_set
+        self._set_test(splits.test, method)
         if data.valid_size:
             if data.valid_size >= len(train):
                 raise ConfigError(
@@ -121,8 +148,7 @@ class ImageClassificationTask(Task):
                 )
             self.valid_set = train.subset(slice(len(train) - data.valid_size, None))
             train = train.subset(slice(0, len(train) - data.valid_size))
-        self.train_set = train
-        self.dataset = splits.name
+        self.train_set: ImageSet | None = train
         self._epoch_indices: tuple[int, torch.Tensor] | None = None
         if self.batches_per_epoch() < 1:
             raise ConfigError(
@@ -130,12 +156,36 @@ class ImageClassificationTask(Task):
                 f"{len(train)} training images"
             )
 
+    @classmethod
+    def for_evaluation(cls, config: Any, task_state: dict[str, Any], split: str) -> Task:
+        """The test split alone is read when the checkpoint holds what preprocessing took
+        from the training set (its mean image, for ``gcn``); ``valid`` (held out of the
+        training images when ``data.valid_size``), ``train`` and older checkpoints read all."""
+        data: ImageDataConfig = config.data
+        method = preprocessing(data.dataset, data.preprocess)
+        mean_image = task_state.get("mean_image")
+        test_alone = split == "test" or (split == "valid" and not data.valid_size)
+        if not test_alone or (method == "gcn" and mean_image is None):
+            task = cls(config)
+        else:
+            task = cls(config, test_alone=True, mean_image=mean_image)
+        task.check_checkpoint_state(task_state, "the checkpoint")
+        return task
+
+    def _centred(self, images: torch.Tensor) -> torch.Tensor:
+        return images if self.mean_image is None else images - self.mean_image
+
+    def _set_test(self, test: ImageSet, method: str) -> None:
+        images = self._centred(normalize(test.images, method))
+        self.test_set = ImageSet(images, test.labels, test.num_classes)
+        self.valid_set = self.test_set
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.train_set.images.shape[1:])  # type: ignore[return-value]
+        return tuple(self.test_set.images.shape[1:])  # type: ignore[return-value]
 
     def model_meta(self) -> dict[str, Any]:
-        return {"image_shape": list(self.image_shape), "num_classes": self.train_set.num_classes}
+        return {"image_shape": list(self.image_shape), "num_classes": self.test_set.num_classes}
 
     @classmethod
     def legacy_model_meta(cls, config: Any, task_state: dict[str, Any]) -> dict[str, Any]:
@@ -185,7 +235,10 @@ class ImageClassificationTask(Task):
         sets = {"train": self.train_set, "valid": self.valid_set, "test": self.test_set}
         if name not in sets:
             raise ValueError(f"split must be one of {sorted(sets)}, got {name!r}")
-        return sets[name]
+        chosen = sets[name]
+        if chosen is None:
+            raise ValueError("this task read the test set alone (test_alone); it has no train")
+        return chosen
 
     def evaluate(
         self,
@@ -220,9 +273,20 @@ class ImageClassificationTask(Task):
         }
 
     def checkpoint_state(self) -> dict[str, Any]:
-        return {"dataset": self.dataset, "image_shape": list(self.image_shape)}
+        state: dict[str, Any] = {"dataset": self.dataset, "image_shape": list(self.image_shape)}
+        if self.mean_image is not None:
+            state["mean_image"] = self.mean_image
+        return state
 
     def check_checkpoint_state(self, state: dict[str, Any], path: str) -> None:
         saved = state.get("dataset")
         if saved is not None and saved != self.dataset:
             raise CheckpointError(f"checkpoint {path} was trained on {saved}, not {self.dataset}")
+        saved_mean, mean = state.get("mean_image"), self.mean_image
+        if saved_mean is not None and mean is not None:
+            same = saved_mean.shape == mean.shape and torch.allclose(saved_mean, mean, atol=1e-5)
+            if not same:
+                raise CheckpointError(
+                    f"checkpoint {path} was trained on other {self.dataset} training images: "
+                    f"their mean image (the GCN pipeline's) differs from this data's"
+                )

@@ -108,12 +108,17 @@ def _download(spec: CifarSpec) -> None:
 
 
 def load_cifar(
-    name: str, data_dir: str | Path | None = None, *, allow_download: bool = True
+    name: str,
+    data_dir: str | Path | None = None,
+    *,
+    allow_download: bool = True,
+    train: bool = True,
 ) -> ImageSplits:
     """CIFAR-10 (``cifar10``) or CIFAR-100 (``cifar100``), uint8 ``(N, 3, 32, 32)``.
 
     The training set is every training batch file found in the folder (the official
     set has all five for CIFAR-10; a partial copy with fewer loads with what it has).
+    ``train=False`` reads the test file alone.
     """
     if name not in CIFAR:
         raise ValueError(f"CIFAR data set must be one of {sorted(CIFAR)}, got {name!r}")
@@ -132,12 +137,13 @@ def load_cifar(
         except (OSError, tarfile.TarError) as err:
             note = f" Downloading {spec.url} failed: {err}."
     train_paths = [folder / f for f in spec.train_files if (folder / f).is_file()] if folder else []
-    if folder is None or not train_paths:
+    if folder is None or (train and not train_paths):
         what = spec.test_file if folder is None else " or ".join(spec.train_files)
         raise DataFileError(
             f"{name}: could not find {what} in: {', '.join(map(str, dirs))}.{note} Get "
             f"{spec.url}, unpack it and point RHN_DATA_DIR or data.data_dir at the folder."
         )
-    train = _concat([read_cifar_binary(p, spec) for p in train_paths])
     test = read_cifar_binary(folder / spec.test_file, spec)
-    return ImageSplits(name, train, test)
+    if not train:
+        return ImageSplits(name, None, test)
+    return ImageSplits(name, _concat([read_cifar_binary(p, spec) for p in train_paths]), test)

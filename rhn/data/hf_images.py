@@ -68,18 +68,20 @@ def _decode(dataset: object, spec: HubImageSet, name: str, split: str) -> ImageS
     return ImageSet(torch.cat(images), torch.cat(labels), spec.classes)
 
 
-def load_hf_images(dataset: str, path: str | None = None) -> ImageSplits:
-    """``dataset`` (mnist, cifar10, cifar100) from ``path`` (default: its hub id)."""
+def load_hf_images(dataset: str, path: str | None = None, *, train: bool = True) -> ImageSplits:
+    """``dataset`` (mnist, cifar10, cifar100) from ``path`` (default: its hub id); with
+    ``train=False`` only the test split is decoded."""
     if dataset not in HUB_IMAGE_SETS:
         raise ValueError(f"dataset must be one of {sorted(HUB_IMAGE_SETS)}, got {dataset!r}")
     spec = HUB_IMAGE_SETS[dataset]
     name = path or spec.hub_id
     loaded = open_dataset(HFSource(name, path_key="data.hf_path"))
-    missing = [s for s in ("train", "test") if s not in loaded]
+    wanted = ("train", "test") if train else ("test",)
+    missing = [s for s in wanted if s not in loaded]
     if missing:
         raise DataFileError(
-            f"{name}: no {missing[0]} split; the dataset has {sorted(loaded)} (expected train "
-            f"and test)"
+            f"{name}: no {missing[0]} split; the dataset has {sorted(loaded)} (expected "
+            f"{' and '.join(wanted)})"
         )
-    sets = {split: _decode(loaded[split], spec, name, split) for split in ("train", "test")}
-    return ImageSplits(dataset, sets["train"], sets["test"])
+    sets = {split: _decode(loaded[split], spec, name, split) for split in wanted}
+    return ImageSplits(dataset, sets.get("train"), sets["test"])

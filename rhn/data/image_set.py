@@ -31,8 +31,12 @@ class ImageSet:
 
 @dataclass
 class ImageSplits:
-    """A data set's train and test sets (validation is carved from train by the task)."""
+    """A data set's train and test sets (validation is carved from train by the task).
+
+    ``train`` is None when a loader was asked for the test set alone (``train=False``:
+    scoring a trained model reads no training files).
+    """
 
     name: str
-    train: ImageSet
+    train: ImageSet | None
     test: ImageSet

@@ -108,12 +108,16 @@ def _download(target: Path) -> None:
                 raise OSError("; ".join(errors))
 
 
-def load_mnist(data_dir: str | Path | None = None, *, allow_download: bool = True) -> ImageSplits:
-    """MNIST's 60,000 training and 10,000 test images, uint8 ``(N, 1, 28, 28)``."""
+def load_mnist(
+    data_dir: str | Path | None = None, *, allow_download: bool = True, train: bool = True
+) -> ImageSplits:
+    """MNIST's 60,000 training and 10,000 test images, uint8 ``(N, 1, 28, 28)``; with
+    ``train=False`` the test images alone (the training files need not exist)."""
     dirs = data_dirs.search_dirs("mnist", "mnist", data_dir)
+    wanted = {split: FILES[split] for split in (("train", "test") if train else ("test",))}
 
     def locate() -> dict[str, Path | None]:
-        names = [name for pair in FILES.values() for name in pair]
+        names = [name for pair in wanted.values() for name in pair]
         return {name: data_dirs.find_file(name, dirs, ("", ".gz")) for name in names}
 
     found = locate()
@@ -128,8 +132,8 @@ def load_mnist(data_dir: str | Path | None = None, *, allow_download: bool = Tru
     if missing:
         raise DataFileError(
             f"MNIST: could not find {', '.join(missing)} (plain or .gz) in: "
-            f"{', '.join(map(str, dirs))}.{note} Get the four files from {MIRRORS[0]} and put "
+            f"{', '.join(map(str, dirs))}.{note} Get the files from {MIRRORS[0]} and put "
             f"them in a folder named by RHN_DATA_DIR (or its mnist/ sub-folder) or data.data_dir."
         )
-    sets = {split: _read_split(found[a], found[b]) for split, (a, b) in FILES.items()}  # type: ignore[arg-type]
-    return ImageSplits("mnist", sets["train"], sets["test"])
+    sets = {split: _read_split(found[a], found[b]) for split, (a, b) in wanted.items()}  # type: ignore[arg-type]
+    return ImageSplits("mnist", sets.get("train"), sets["test"])

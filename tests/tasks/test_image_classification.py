@@ -10,9 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from rhn.data.synthetic import write_cifar, write_mnist
+from rhn.data.text_file import DataFileError
 from rhn.models import build_model
 from rhn.tasks.image_classification import ImageClassificationTask
+from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import build_config
+from rhn.train.evaluate import evaluate_checkpoint
 from rhn.train.loop import train
 
 
@@ -117,3 +120,69 @@ def test_gate_summaries_for_tensorboard(tmp_path: Path) -> None:
     )  # fmt: skip
     plain_task = ImageClassificationTask(plain)
     assert plain_task.summaries(build_model(plain.model, plain_task.model_meta())) == {}
+
+
+def _trained(tmp_path: Path, dataset: str, data_dir: Path) -> Path:
+    config = build_config(
+        {
+            "task": "image_classification",
+            "model": {"arch": "mlp", "depth": 2, "width": 8},
+            "data": {"dataset": dataset, "data_dir": str(data_dir), "batch_size": 5},
+            "train": {"max_epochs": 1, "progress": False},
+        }
+    )
+    run = tmp_path / f"run_{dataset}"
+    train(config, run)
+    return run / "checkpoints" / "best.pt"
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "mnist"])
+def test_scoring_the_test_set_reads_no_training_file(tmp_path: Path, dataset: str) -> None:
+    data_dir = tmp_path / "data"
+    if dataset == "cifar10":
+        write_cifar(data_dir, "cifar10", n_train=20)
+        train_files = list(data_dir.glob("**/data_batch_*"))
+    else:
+        write_mnist(data_dir, n_train=20, n_test=10)
+        train_files = list(data_dir.glob("train-*"))
+    checkpoint = _trained(tmp_path, dataset, data_dir)
+    state = torch.load(checkpoint, weights_only=True)["task_state"]
+    # GCN's mean image is the training set's, saved with the checkpoint (CIFAR only).
+    reference = make_task(data_dir, dataset=dataset)
+    if dataset == "cifar10":
+        torch.testing.assert_close(state["mean_image"], reference.mean_image, rtol=0, atol=0)
+    else:
+        assert "mean_image" not in state  # pixels / 255 take nothing from the training set
+    before = {s: evaluate_checkpoint(checkpoint, s, "cpu") for s in ("test", "valid", "train")}
+
+    for path in train_files:
+        path.unlink()
+    assert evaluate_checkpoint(checkpoint, "test", "cpu") == before["test"]
+    assert evaluate_checkpoint(checkpoint, "valid", "cpu") == before["valid"]  # = the test set
+    with pytest.raises(DataFileError):  # the training split still needs its files
+        evaluate_checkpoint(checkpoint, "train", "cpu")
+
+
+def test_a_checkpoint_without_a_mean_image_still_scores_and_other_data_is_refused(
+    tmp_path: Path,
+) -> None:
+    data_dir = tmp_path / "data"
+    write_cifar(data_dir, "cifar10", n_train=20)
+    checkpoint = _trained(tmp_path, "cifar10", data_dir)
+    before = evaluate_checkpoint(checkpoint, "test", "cpu")
+    # A checkpoint saved before the mean image was recorded reads the training files again.
+    ckpt = torch.load(checkpoint, weights_only=True)
+    del ckpt["task_state"]["mean_image"]
+    torch.save(ckpt, tmp_path / "old.pt")
+    assert evaluate_checkpoint(tmp_path / "old.pt", "test", "cpu") == {
+        **before,
+        "checkpoint": str(tmp_path / "old.pt"),
+    }
+    # Other training images (another mean image) would preprocess differently: refused.
+    write_cifar(tmp_path / "other", "cifar10", n_train=25)
+    other = make_task(tmp_path / "other", dataset="cifar10")
+    saved = torch.load(checkpoint, weights_only=True)["task_state"]
+    with pytest.raises(CheckpointError, match="other cifar10 training images"):
+        other.check_checkpoint_state(saved, "x.pt")
+    with pytest.raises(ValueError, match="needs the training set's mean_image"):
+        ImageClassificationTask(other.config, test_alone=True)
