@@ -84,6 +84,12 @@ def test_greyscale_mnist_through_both_doors_is_identical(tmp_path: Path) -> None
         }
     )
     assert train(config, tmp_path / "run").status == "finished"
+    # The test split alone (for scoring) needs no training file.
+    (folder / "train.parquet").unlink()
+    test_only = load_hf_images("mnist", str(folder), train=False)
+    assert test_only.train is None and torch.equal(test_only.test.images, official.test.images)
+    with pytest.raises(DataFileError, match=r"no train split"):
+        load_hf_images("mnist", str(folder))
 
 
 def test_wrong_columns_and_splits_are_named(tmp_path: Path) -> None:
