@@ -93,7 +93,9 @@ class Context:
 
 
 def max_error(ours: Any, expected: Any) -> float:
-    return (ours.double() - expected.double()).abs().max().item() if ours.numel() else 0.0
+    from rhn.nn.checked_pointwise import kernel_error
+
+    return kernel_error(ours, expected)[0]
 
 
 # -- device ------------------------------------------------------------------------------
@@ -149,7 +151,7 @@ def kernel_variants(ctx: Context) -> list[dict[str, Any]]:
 
     import torch
 
-    from rhn.nn.checked_pointwise import TOLERANCE, SelfCheckingPointwise
+    from rhn.nn.checked_pointwise import SelfCheckingPointwise, kernel_error
     from rhn.nn.rhn_cell import TORCH_POINTWISE
     from rhn.nn.rhn_triton import TRITON_POINTWISE
 
@@ -182,9 +184,8 @@ def kernel_variants(ctx: Context) -> list[dict[str, Any]]:
         errors, passed = {}, True
         for name, out in ours.items():
             if out is not None:
-                errors[name] = max_error(out, expected[name])
-                rtol, atol = TOLERANCE[out.dtype]
-                passed &= torch.allclose(out.double(), expected[name].double(), rtol, atol)
+                errors[name], within = kernel_error(out, expected[name])
+                passed &= within
         checker = SelfCheckingPointwise(TRITON_POINTWISE)  # what training would decide
         _step(checker, a, s, ds, variant, mask, g)
         results.append(

@@ -36,12 +36,17 @@ def _dtype(x: torch.Tensor | None) -> torch.dtype | None:
 
 
 def _like(x: torch.Tensor | None, rows: int, g: torch.Generator, scale: float = 1.0) -> Any:
-    """A random (rows, ·) tensor like ``x`` (None stays None); masks stay 0 or 2."""
+    """A random (rows, ·) tensor like ``x`` (None stays None)."""
     if x is None:
         return None
     shape = (rows, *x.shape[1:])
     values = torch.randn(shape, generator=g, dtype=torch.float64) * scale
     return values.to(device=x.device, dtype=x.dtype)
+
+
+def _mask_like(mask: torch.Tensor | None, rows: int, g: torch.Generator) -> Any:
+    """A random dropout mask like ``mask``: each entry 0 or 2 (keep 1/2, scaled)."""
+    return None if mask is None else (_like(mask, rows, g) > 0).to(mask.dtype) * 2
 
 
 def _capturing() -> bool:
@@ -52,10 +57,18 @@ class KernelCheckError(AssertionError):
     """A kernel's outputs disagree with the torch ops."""
 
 
-def _compare(name: str, ours: torch.Tensor, expected: torch.Tensor) -> None:
+def kernel_error(ours: torch.Tensor, expected: torch.Tensor) -> tuple[float, bool]:
+    """(largest absolute difference, whether ``ours`` is within its dtype's TOLERANCE of
+    ``expected``): a kernel's output against the torch ops'. A NaN never passes."""
     rtol, atol = TOLERANCE.get(ours.dtype, (1e-5, 1e-6))
-    if not torch.allclose(ours.double(), expected.double(), rtol=rtol, atol=atol, equal_nan=False):
-        worst = (ours.double() - expected.double()).abs().max().item()
+    a, b = ours.double(), expected.double()
+    worst = (a - b).abs().max().item() if a.numel() else 0.0
+    return worst, torch.allclose(a, b, rtol=rtol, atol=atol, equal_nan=False)
+
+
+def _compare(name: str, ours: torch.Tensor, expected: torch.Tensor) -> None:
+    worst, passed = kernel_error(ours, expected)
+    if not passed:
         raise KernelCheckError(f"{name} differs from the torch ops by up to {worst:.3g}")
 
 
@@ -113,7 +126,7 @@ class SelfCheckingPointwise(Pointwise):
         gen = torch.Generator().manual_seed(0)
         rows = CHECK_ROWS
         a_, s_ = _like(a, rows, gen, 3.0), _like(s, rows, gen)
-        mask_ = None if mask is None else (_like(mask, rows, gen) > 0).to(mask.dtype) * 2
+        mask_ = _mask_like(mask, rows, gen)
         results = []
         for impl in (self.kernels, self.reference):
             out = [torch.empty_like(s_) for _ in range(3)]  # h, t, s_next
@@ -136,7 +149,7 @@ class SelfCheckingPointwise(Pointwise):
         t_ = torch.sigmoid(_like(s, rows, gen))
         c_ = None if c is None else torch.sigmoid(_like(s, rows, gen))
         g_ = _like(g, rows, gen)
-        mask_ = None if mask is None else (_like(mask, rows, gen) > 0).to(mask.dtype) * 2
+        mask_ = _mask_like(mask, rows, gen)
         results = []
         for impl in (self.kernels, self.reference):
             da_ = torch.empty((rows, *da.shape[1:]), dtype=da.dtype, device=da.device)

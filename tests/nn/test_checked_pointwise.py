@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from rhn.nn.checked_pointwise import SelfCheckingPointwise
+from rhn.nn.checked_pointwise import SelfCheckingPointwise, kernel_error
 from rhn.nn.rhn_cell import TORCH_POINTWISE, Pointwise
 from rhn.nn.rhn_fused import default_pointwise, rhn_recurrence_fused
 from rhn.nn.rhn_reference import rhn_recurrence
@@ -126,3 +126,16 @@ def test_the_default_on_cuda_is_the_checked_triton_kernel() -> None:
     assert isinstance(checked, SelfCheckingPointwise) and checked.kernels is TRITON
     assert rhn_fused._checked_triton() is checked  # one per process: each variant once
     assert default_pointwise(torch.device("cpu")) is TORCH_POINTWISE
+
+
+def test_kernel_error_is_the_largest_difference_within_the_dtypes_tolerance() -> None:
+    expected = torch.tensor([1.0, 2.0, -3.0])
+    # float32: rtol 1e-5, atol 1e-6, so 2 + 1e-5 is within (2e-5 + 1e-6), 2 + 1e-4 is not
+    worst, passed = kernel_error(expected + torch.tensor([0.0, 1e-5, 0.0]), expected)
+    assert worst == pytest.approx(1e-5, rel=1e-2) and passed
+    worst, passed = kernel_error(expected + torch.tensor([0.0, 1e-4, 0.0]), expected)
+    assert worst == pytest.approx(1e-4, rel=1e-2) and not passed
+    # bfloat16 is stored with 8 bits of mantissa: 2.0 + 1/64 (one ulp at 2) is within 2e-2
+    assert kernel_error(torch.tensor([1.0, 2.0 + 1 / 64, -3.0]).bfloat16(), expected)[1]
+    assert not kernel_error(torch.tensor([1.0, float("nan"), -3.0]), expected)[1]
+    assert kernel_error(torch.empty(0), torch.empty(0)) == (0.0, True)
