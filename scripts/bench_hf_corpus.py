@@ -1,6 +1,7 @@
 """Time and peak memory of tokenising a WikiText-103-sized corpus through ``data.corpus: hf``.
 
     python scripts/bench_hf_corpus.py [--tokens 103000000] [--vocab 267735] [--dir DIR]
+                                      [--num-proc 1 2 ...]
 
 Writes a synthetic word corpus of WikiText-103's size (Zipf-distributed words, lines of about
 a paragraph, train / validation / test parquet files) unless ``DIR`` holds one, then, in a
@@ -8,6 +9,8 @@ fresh process each, tokenises it twice with :func:`rhn.data.hf_corpus.load_token
 (word level): the first run counts the vocabulary and encodes every split, the second is
 served by the caches. Prints the corpus's size beside each run's seconds and peak resident
 memory, so the ratio of peak memory to text size shows that no whole-corpus string is held.
+With several ``--num-proc`` values (``data.num_proc``) each tokenises into a cache of its own,
+and the first runs' times are printed as ratios to the first value's.
 """
 
 from __future__ import annotations
@@ -59,14 +62,16 @@ def write_corpus(folder: Path, tokens: int, vocab: int, seed: int = 0) -> None:
     )
 
 
-def measure(folder: Path) -> None:
+def measure(folder: Path, num_proc: int) -> None:
     from rhn.data.hf_corpus import HFSource, load_tokenized_hf
 
     start = time.perf_counter()
-    vocab, ids = load_tokenized_hf(HFSource(str(folder), level="word"))
+    vocab, ids = load_tokenized_hf(HFSource(str(folder), level="word", num_proc=num_proc))
     seconds = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     report = {"seconds": seconds, "peak_rss_mib": peak_mib, "vocab": len(vocab)}
+    report["worker_peak_rss_mib"] = workers_mib
     report["tokens"] = {k: int(v.numel()) for k, v in ids.items()}
     print(json.dumps(report))
 
@@ -76,10 +81,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=103_000_000)
     parser.add_argument("--vocab", type=int, default=267_735)
     parser.add_argument("--dir", type=Path, help="where the corpus is (or is written)")
+    parser.add_argument("--num-proc", type=int, nargs="+", default=[1], metavar="N")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if min(args.num_proc) < 1:
+        parser.error(f"--num-proc values must be >= 1, got {args.num_proc}")
     if args.measure:
-        measure(args.measure)
+        measure(args.measure, args.num_proc[0])
         return
     folder = args.dir or Path(tempfile.mkdtemp(prefix="rhn-hf-bench-")) / "corpus"
     if not (folder / "train.parquet").is_file():
@@ -88,19 +96,30 @@ def main() -> None:
         print(f"wrote {folder} in {time.perf_counter() - start:.0f} s")
     corpus = json.loads(folder.with_name(folder.name + ".json").read_text())
     parquet_mib = sum(p.stat().st_size for p in folder.glob("*.parquet")) / 2**20
-    env = {**os.environ, "RHN_CACHE_DIR": str(folder.parent / "cache")}
     print(
         f"corpus: {corpus['tokens']:,} training tokens, text {corpus['text_bytes'] / 2**20:.0f} "
         f"MiB (all splits), parquet {parquet_mib:.0f} MiB"
     )
-    for label in ("first run (count + encode)", "second run (cached)"):
-        out = subprocess.run(
-            [sys.executable, __file__, "--measure", str(folder)],
-            env=env, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        report = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{label}: {report['seconds']:.1f} s, peak RSS {report['peak_rss_mib']:.0f} MiB, "
-              f"vocab {report['vocab']:,}, tokens {report['tokens']}")  # fmt: skip
+    first_runs: dict[int, float] = {}
+    for num_proc in args.num_proc:
+        cache = folder.parent / ("cache" if num_proc == 1 else f"cache-np{num_proc}")
+        env = {**os.environ, "RHN_CACHE_DIR": str(cache)}
+        for label in ("first run (count + encode)", "second run (cached)"):
+            out = subprocess.run(
+                [sys.executable, __file__, "--measure", str(folder), "--num-proc", str(num_proc)],
+                env=env, capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            report = json.loads(out.stdout.strip().splitlines()[-1])
+            first_runs.setdefault(num_proc, report["seconds"])
+            print(f"num_proc {num_proc}, {label}: {report['seconds']:.1f} s, peak RSS "
+                  f"{report['peak_rss_mib']:.0f} MiB (largest worker "
+                  f"{report['worker_peak_rss_mib']:.0f} MiB), vocab {report['vocab']:,}, "
+                  f"tokens {report['tokens']}")  # fmt: skip
+    base = args.num_proc[0]
+    for num_proc, seconds in first_runs.items():
+        if num_proc != base:
+            print(f"first run, num_proc {num_proc} / num_proc {base}: "
+                  f"{seconds / first_runs[base]:.2f}× the time")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ class LMDataConfig:
     path: str | None = None
     hf_config: str | None = None  # corpus "hf": the hub dataset's subset (wikitext-2-v1)
     text_field: str = "text"  # corpus "hf": the column holding the text
+    num_proc: int = 1  # corpus "hf": processes that tokenise (the ids do not depend on it)
     hf_splits: HFSplitNames = field(default_factory=HFSplitNames)
     level: Literal["auto", "word", "char", "bpe", "unigram"] = "auto"
     vocab_size: int = 8000  # bpe / unigram
@@ -74,7 +75,7 @@ class LMDataConfig:
     eval_batch_size: int = 10
 
     def __post_init__(self) -> None:
-        for key in ("batch_size", "seq_len", "eval_batch_size", "vocab_size"):
+        for key in ("batch_size", "seq_len", "eval_batch_size", "vocab_size", "num_proc"):
             if getattr(self, key) < 1:
                 raise ValueError(f"data.{key} must be >= 1, got {getattr(self, key)}")
         if self.max_chars is not None and self.max_chars < 1000:
@@ -86,9 +87,8 @@ class LMDataConfig:
                 "data.path must name a hub dataset id, a save_to_disk folder or local data "
                 "files when data.corpus is 'hf'"
             )
-        hf_keys = [k for k in ("hf_config",) if getattr(self, k) is not None]
-        if self.text_field != "text":
-            hf_keys.append("text_field")
+        hf_defaults = {"hf_config": None, "text_field": "text", "num_proc": 1}
+        hf_keys = [k for k, default in hf_defaults.items() if getattr(self, k) != default]
         if self.hf_splits.pairs():
             hf_keys.append("hf_splits")
         if hf_keys and self.corpus != "hf":
@@ -115,6 +115,7 @@ class LMDataConfig:
             hf_config=self.hf_config,
             text_field=self.text_field,
             hf_splits=self.hf_splits.pairs(),
+            num_proc=self.num_proc,
         )
 
 

@@ -63,6 +63,7 @@ class HFSource:
     vocab_size: int = 8000  # bpe / unigram
     max_chars: int | None = None  # keep only the first rows up to this many characters
     path_key: str = "data.path"  # the config key that names ``path``, for messages
+    num_proc: int = 1  # processes that tokenise a split (``Dataset.map``'s num_proc)
 
 
 def _one_line(err: BaseException) -> str:
@@ -201,7 +202,8 @@ def _fingerprint(dataset: Any) -> str:
 
 
 def encode_split(dataset: Any, vocab: Vocab, source: HFSource) -> torch.Tensor:
-    """The token ids of one split: a batched map over its Arrow table, cached on disk."""
+    """The token ids of one split: a batched map over its Arrow table, cached on disk
+    (``source.num_proc`` processes, each a contiguous shard; the ids come out in order)."""
     import datasets
     import pyarrow.compute as pc
 
@@ -213,10 +215,13 @@ def encode_split(dataset: Any, vocab: Vocab, source: HFSource) -> torch.Tensor:
     def encode(batch: dict[str, list]) -> dict[str, list]:
         return {"ids": [vocab.encode(join_rows(batch[field])).numpy().astype(np.int32)]}
 
+    # No more processes than batches: datasets would warn and lower it anyway.
+    num_proc = min(source.num_proc, -(-len(dataset) // BATCH_ROWS)) if len(dataset) else 1
     tokenized = dataset.map(
         encode,
         batched=True,
         batch_size=BATCH_ROWS,
+        num_proc=num_proc if num_proc > 1 else None,
         remove_columns=dataset.column_names,
         features=datasets.Features({"ids": datasets.Sequence(datasets.Value("int32"))}),
         cache_file_name=str(cache),

@@ -44,6 +44,7 @@ class CorpusSource:
         to search before RHN_DATA_DIR
     hf_config, text_field, hf_splits: for ``hf``, the hub subset, the text column and
         (ours, the dataset's) split names that replace the defaults
+    num_proc: for ``hf``, the processes that tokenise each split (the ids are the same)
     level: auto (the corpus's own), word, char, bpe or unigram (sentencepiece)
     """
 
@@ -57,6 +58,7 @@ class CorpusSource:
     hf_config: str | None = None
     text_field: str = "text"
     hf_splits: tuple[tuple[str, str], ...] = ()
+    num_proc: int = 1
 
     def hf(self) -> HFSource:
         if self.path is None:
@@ -69,6 +71,7 @@ class CorpusSource:
             level=self.resolved_level(),
             vocab_size=self.vocab_size,
             max_chars=self.max_chars,
+            num_proc=self.num_proc,
         )
 
     def resolved_level(self) -> str:

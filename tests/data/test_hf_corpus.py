@@ -221,3 +221,30 @@ def test_an_empty_split_encodes_to_no_tokens() -> None:
         {"text": datasets.Value("string")}))  # fmt: skip
     ids = hf_corpus.encode_split(empty, CharVocab(["a"]), HFSource("-"))
     assert ids.shape == (0,) and ids.dtype == torch.long
+
+
+def test_tokenising_in_several_processes_gives_the_same_ids_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = {name: [f"{name} {i} w{i % 97} w{(i * 7) % 89}" for i in range(n)] for name, n in
+            (("train", 300), ("validation", 40), ("test", 40))}  # fmt: skip
+    dataset_dict(rows).save_to_disk(tmp_path / "d")
+    monkeypatch.setattr(hf_corpus, "BATCH_ROWS", 25)  # 12 training batches to share out
+    shards = hf_corpus.cache_dir() / "tokens"
+    vocab, three = load_tokenized_hf(HFSource(str(tmp_path / "d"), level="word", num_proc=3))
+    # Three processes ran on the training split (each wrote its shard); valid and test have
+    # two batches each, so two processes.
+    assert len(list(shards.glob("hf-ids-*_of_00003.arrow"))) == 3
+    assert len(list(shards.glob("hf-ids-*_of_00002.arrow"))) == 4
+    for path in shards.glob("hf-ids-*"):
+        path.unlink()  # so the one-process run below tokenises again
+    one_vocab, one = load_tokenized_hf(HFSource(str(tmp_path / "d"), level="word"))
+    expected = WordVocab.from_text("\n".join(rows["train"]))
+    assert vocab.tokens == one_vocab.tokens == expected.tokens
+    for ours, theirs in (("train", "train"), ("valid", "validation"), ("test", "test")):
+        text = "".join(f"{r}\n" for r in rows[theirs])
+        assert three[ours].tolist() == one[ours].tolist() == expected.encode(text).tolist()
+    with pytest.raises(ValueError, match=r"data\.num_proc must be >= 1"):
+        build_config({"task": "word_lm", "data": {"corpus": "hf", "path": "x", "num_proc": 0}})
+    with pytest.raises(ValueError, match=r"data\.num_proc applies to data\.corpus 'hf' only"):
+        build_config({"task": "word_lm", "data": {"num_proc": 2}})
