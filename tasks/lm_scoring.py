@@ -96,7 +96,9 @@ def _target_log_probs(
     lm.train(mask_seed is not None)
     state = lm.initial_state(stream.columns.shape[1], device)
     pieces, gate_sum, gate_windows = [], None, 0
-    want_gates = gates and lm.cfg.rnn == "rhn"
+    # Gate activity comes from the reference recurrence; a model that asked for a fast
+    # backend by name (fused, cuda-graph) keeps it for evaluation and logs no gate means.
+    want_gates = gates and lm.cfg.rnn == "rhn" and lm.cfg.rnn_backend in ("auto", "reference")
     for inputs, targets in _windows(stream, label, progress):
         inputs, targets = inputs.to(device), targets.to(device)
         masks = _replayed_masks(mask_seed, device) if mask_seed is not None else None

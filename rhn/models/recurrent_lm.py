@@ -44,7 +44,9 @@ class RecurrentConfig:
         over the batch): the RHN code's loss, for which its learning rate (SGD 0.2) and
         clip norm (10) were tuned — with ``mean`` the same run needs both × seq_len.
     rnn_backend: how :class:`rhn.nn.RHN` computes the recurrence (``auto``, ``reference``,
-        ``fused``, or ``cuda-graph`` on a GPU); the numbers agree, the speed differs.
+        ``fused``, or ``cuda-graph`` on a GPU); the numbers agree, the speed differs. Gate
+        activity is read off the reference recurrence, so ``auto`` evaluates through it and
+        logs the gate means, while a fast backend named here is kept and logs none.
     """
 
     rnn: Literal["rhn", "lstm"] = "rhn"

@@ -94,6 +94,20 @@ def test_full_and_mc_dropout_evaluation(tmp_path: Path) -> None:
         evaluate_checkpoint(ckpt, "valid", "cpu", mc_samples=4, mc_protocol="masks")
 
 
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+def test_a_backend_named_in_the_config_trains_and_evaluates(tmp_path: Path, backend: str) -> None:
+    # Gate activity needs the reference recurrence: a run that named the fused backend keeps
+    # it for evaluation (no gate means), with the same loss as the default run.
+    corpus = periodic_text(tmp_path / "c.txt")
+    overrides = ["train.max_steps=20", "train.eval_every=20", "model.state_dropout=0.2"]
+    named = train(char_config(corpus, *overrides, f"model.rnn_backend={backend}"), tmp_path / "a")
+    default = train(char_config(corpus, *overrides), tmp_path / "b").metrics
+    assert named.metrics["loss"] == pytest.approx(default["loss"], rel=1e-5)
+    gate_keys = {"gate_mean/depth0", "gate_mean/depth1"}
+    assert gate_keys <= set(default)
+    assert (gate_keys <= set(named.metrics)) == (backend == "reference")
+
+
 def test_word_level_task_reports_perplexity(tmp_path: Path) -> None:
     corpus = tmp_path / "words.txt"
     rng = random.Random(1)
