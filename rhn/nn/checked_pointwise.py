@@ -2,10 +2,13 @@
 
 The Triton step kernels are compiled per variant — direction (forward, backward), the state's
 and the GEMM's dtypes, coupled or free carry, with or without a dropout mask, with or without
-the fused GEMM input / gradient, and the hidden size — on GPUs we may never have tried. So on
-the first call of each variant in a process, :class:`SelfCheckingPointwise` runs it once on a
-small case (the call's own dtypes, hidden size and device; a few rows of random values)
-beside the torch ops and compares every output. A variant that fails to compile, raises, or
+the fused GEMM input / gradient, and the hidden size — on GPUs we may never have tried; and
+Triton compiles a separate binary for each pattern of its runtime arguments' divisibility by
+16 (the element count, each pointer's address). So on the first call of each variant in a
+process — that pattern included — :class:`SelfCheckingPointwise` runs it once on a small case
+with the call's own dtypes, hidden size, device and divisibility pattern (at most 16 rows of
+random values, each tensor placed at an address as aligned as the call's) beside the torch
+ops and compares every output. A variant that fails to compile, raises, or
 disagrees beyond its dtype's tolerance is reported by one warning and served by the torch
 ops from then on; the others keep the kernels. The check costs one extra small launch per
 variant per process.
@@ -13,6 +16,7 @@ variant per process.
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -20,7 +24,7 @@ import torch
 
 from rhn.nn.rhn_cell import TORCH_POINTWISE, Pointwise
 
-CHECK_ROWS = 3
+ALIGN = 16  # bytes: Triton specialises pointers and integers on divisibility by 16
 # (rtol, atol) by the dtype an output is stored in: the gate math runs in the state's dtype,
 # bfloat16 / float16 outputs are that result rounded once.
 TOLERANCE = {
@@ -35,18 +39,43 @@ def _dtype(x: torch.Tensor | None) -> torch.dtype | None:
     return None if x is None else x.dtype
 
 
-def _like(x: torch.Tensor | None, rows: int, g: torch.Generator, scale: float = 1.0) -> Any:
-    """A random (rows, ·) tensor like ``x`` (None stays None)."""
+def check_rows(rows: int) -> int:
+    """Rows for the check of a call with ``rows`` rows: at most 16, and ≡ ``rows`` mod 16, so
+    that its element count (rows × H) is divisible by 16 exactly when the call's is."""
+    return rows if rows <= ALIGN else (rows % ALIGN or ALIGN)
+
+
+def _aligned(x: torch.Tensor | None) -> bool | None:
+    return None if x is None else x.data_ptr() % ALIGN == 0
+
+
+def _empty(x: torch.Tensor | None, rows: int, dtype: torch.dtype | None = None) -> Any:
+    """An empty (rows, ·) tensor on ``x``'s device whose address is 16-byte aligned exactly
+    when ``x``'s is (fresh allocations are; one element in is not)."""
     if x is None:
         return None
+    dtype = dtype or x.dtype
     shape = (rows, *x.shape[1:])
-    values = torch.randn(shape, generator=g, dtype=torch.float64) * scale
-    return values.to(device=x.device, dtype=x.dtype)
+    numel = rows * math.prod(x.shape[1:])
+    skip = 0 if _aligned(x) else 1
+    flat = torch.empty(numel + skip, dtype=dtype, device=x.device)
+    return flat[skip:].view(shape)
+
+
+def _like(x: torch.Tensor | None, rows: int, g: torch.Generator, scale: float = 1.0) -> Any:
+    """A random (rows, ·) tensor like ``x``, as aligned as ``x`` (None stays None)."""
+    out = _empty(x, rows)
+    if out is not None:
+        values = torch.randn(out.shape, generator=g, dtype=torch.float64) * scale
+        out.copy_(values)
+    return out
 
 
 def _mask_like(mask: torch.Tensor | None, rows: int, g: torch.Generator) -> Any:
-    """A random dropout mask like ``mask``: each entry 0 or 2 (keep 1/2, scaled)."""
-    return None if mask is None else (_like(mask, rows, g) > 0).to(mask.dtype) * 2
+    """A random dropout mask like ``mask`` (and as aligned): each entry 0 or 2 (keep 1/2,
+    scaled)."""
+    out = _like(mask, rows, g)
+    return None if out is None else out.copy_((out > 0) * 2)
 
 
 def _capturing() -> bool:
@@ -105,55 +134,54 @@ class SelfCheckingPointwise(Pointwise):
     # -- the two directions ------------------------------------------------------------
 
     def forward(self, a, s, h, t, c, s_next, mask=None, s_next_in=None) -> None:
+        tensors = (a, s, h, t, c, s_next, mask, s_next_in)
         variant = (
             "forward", s.device.type, s.dtype, a.dtype, s.shape[1], c is None,
-            mask is not None, _dtype(s_next_in),
+            mask is not None, _dtype(s_next_in), s.numel() % ALIGN == 0,
+            tuple(map(_aligned, tensors)),
         )  # fmt: skip
-        chosen = self._choose(variant, lambda: self._check_forward(a, s, c, mask, s_next_in))
-        chosen.forward(a, s, h, t, c, s_next, mask, s_next_in)
+        chosen = self._choose(variant, lambda: self._check_forward(*tensors))
+        chosen.forward(*tensors)
 
     def backward(self, ds, s, h, t, c, da, carry, g=None, mask=None) -> None:
+        tensors = (ds, s, h, t, c, da, carry, g, mask)
         variant = (
             "backward", s.device.type, s.dtype, da.dtype, s.shape[1], c is None,
-            mask is not None, _dtype(g),
+            mask is not None, _dtype(g), s.numel() % ALIGN == 0,
+            tuple(map(_aligned, tensors)),
         )  # fmt: skip
-        chosen = self._choose(variant, lambda: self._check_backward(s, c, da, g, mask))
-        chosen.backward(ds, s, h, t, c, da, carry, g, mask)
+        chosen = self._choose(variant, lambda: self._check_backward(*tensors))
+        chosen.backward(*tensors)
 
     # -- the small cases -----------------------------------------------------------------
 
-    def _check_forward(self, a, s, c, mask, s_next_in) -> None:
+    def _check_forward(self, a, s, h, t, c, s_next, mask, s_next_in) -> None:
         gen = torch.Generator().manual_seed(0)
-        rows = CHECK_ROWS
+        rows = check_rows(s.shape[0])
         a_, s_ = _like(a, rows, gen, 3.0), _like(s, rows, gen)
         mask_ = _mask_like(mask, rows, gen)
         results = []
         for impl in (self.kernels, self.reference):
-            out = [torch.empty_like(s_) for _ in range(3)]  # h, t, s_next
-            c_ = None if c is None else torch.empty_like(s_)
-            s_in = None if s_next_in is None else torch.empty(
-                (rows, *s_next_in.shape[1:]), dtype=s_next_in.dtype, device=s_next_in.device
-            )  # fmt: skip
-            impl.forward(a_, s_, out[0], out[1], c_, out[2], mask_, s_in)
-            results.append([*out, c_, s_in])
-        names = ("h", "t", "s_next", "c", "s_next_in")
+            out = [_empty(x, rows) for x in (h, t, c, s_next, s_next_in)]
+            h_, t_, c_, s_next_, s_in_ = out
+            impl.forward(a_, s_, h_, t_, c_, s_next_, mask_, s_in_)
+            results.append(out)
+        names = ("h", "t", "c", "s_next", "s_next_in")
         for name, ours, expected in zip(names, *results, strict=True):
             if ours is not None:
                 _compare(name, ours, expected)
 
-    def _check_backward(self, s, c, da, g, mask) -> None:
+    def _check_backward(self, ds, s, h, t, c, da, carry, g, mask) -> None:
         gen = torch.Generator().manual_seed(1)
-        rows = CHECK_ROWS
-        s_, ds_ = _like(s, rows, gen), _like(s, rows, gen)
-        h_ = torch.tanh(_like(s, rows, gen))
-        t_ = torch.sigmoid(_like(s, rows, gen))
-        c_ = None if c is None else torch.sigmoid(_like(s, rows, gen))
+        rows = check_rows(s.shape[0])
+        s_, ds_ = _like(s, rows, gen), _like(ds, rows, gen)
+        h_, t_ = _like(h, rows, gen).tanh_(), _like(t, rows, gen).sigmoid_()
+        c_ = None if c is None else _like(c, rows, gen).sigmoid_()
         g_ = _like(g, rows, gen)
         mask_ = _mask_like(mask, rows, gen)
         results = []
         for impl in (self.kernels, self.reference):
-            da_ = torch.empty((rows, *da.shape[1:]), dtype=da.dtype, device=da.device)
-            carry_ = torch.empty_like(s_)
+            da_, carry_ = _empty(da, rows), _empty(carry, rows)
             impl.backward(ds_, s_, h_, t_, c_, da_, carry_, g_, mask_)
             results.append([da_, carry_])
         for name, ours, expected in zip(("da", "carry"), *results, strict=True):

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-from rhn.nn.checked_pointwise import SelfCheckingPointwise, kernel_error
+from rhn.nn.checked_pointwise import SelfCheckingPointwise, check_rows, kernel_error
 from rhn.nn.rhn_cell import TORCH_POINTWISE, Pointwise
 from rhn.nn.rhn_fused import default_pointwise, rhn_recurrence_fused
 from rhn.nn.rhn_reference import rhn_recurrence
@@ -36,6 +36,20 @@ class FailsToBuild(Pointwise):
 
     def backward(self, ds, s, h, t, c, da, carry, g=None, mask=None) -> None:
         _broken_kernel[(1,)](ds)
+
+
+class WrongWhenSpecialised(Pointwise):
+    """Right except where Triton would have compiled another binary: a new state 1e-2 off
+    when the element count is divisible by 16, or when the state's address is not."""
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+
+    def forward(self, a, s, h, t, c, s_next, mask=None, s_next_in=None) -> None:
+        TORCH_POINTWISE.forward(a, s, h, t, c, s_next, mask, s_next_in)
+        divisible, aligned = s.numel() % 16 == 0, s.data_ptr() % 16 == 0
+        if (self.when == "divisible" and divisible) or (self.when == "unaligned" and not aligned):
+            s_next.add_(1e-2)
 
 
 def recurrence_case(coupled: bool = True, dropout: bool = True):
@@ -139,3 +153,40 @@ def test_kernel_error_is_the_largest_difference_within_the_dtypes_tolerance() ->
     assert kernel_error(torch.tensor([1.0, 2.0 + 1 / 64, -3.0]).bfloat16(), expected)[1]
     assert not kernel_error(torch.tensor([1.0, float("nan"), -3.0]), expected)[1]
     assert kernel_error(torch.empty(0), torch.empty(0)) == (0.0, True)
+
+
+def test_check_rows_keep_the_element_counts_divisibility_by_16() -> None:
+    assert [check_rows(n) for n in (1, 3, 16, 17, 20, 32, 33, 640)] == [1, 3, 16, 1, 4, 16, 1, 16]
+    for rows in range(1, 70):
+        for hidden in range(1, 40):
+            assert ((check_rows(rows) * hidden) % 16 == 0) == ((rows * hidden) % 16 == 0)
+
+
+def _forward_step(pointwise: Pointwise, rows: int, offset: int = 0) -> torch.Tensor:
+    """One forward micro-step of ``pointwise`` with the state ``offset`` elements into its
+    buffer (1: an address not 16-byte aligned); the new state."""
+    g = torch.Generator().manual_seed(2)
+    hidden = 8
+    a = torch.randn(rows, 2 * hidden, generator=g)
+    s = torch.randn(rows * hidden + offset, generator=g)[offset:].view(rows, hidden)
+    h, t, s_next = (torch.empty_like(s) for _ in range(3))
+    pointwise.forward(a, s, h, t, None, s_next)
+    return s_next
+
+
+@pytest.mark.parametrize(("when", "rows", "offset"), [("divisible", 32, 0), ("unaligned", 20, 1)])
+def test_a_kernel_wrong_only_in_another_specialisation_is_caught(
+    when: str, rows: int, offset: int
+) -> None:
+    # 32 rows × 8 are divisible by 16 where 3 check rows × 8 would not be; a state one
+    # element into its buffer is unaligned where a fresh check tensor would be aligned.
+    checked = SelfCheckingPointwise(WrongWhenSpecialised(when))
+    expected = _forward_step(TORCH_POINTWISE, rows, offset)
+    with pytest.warns(RuntimeWarning, match="s_next differs from the torch ops by up to 0.01"):
+        got = _forward_step(checked, rows, offset)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)  # the torch ops answered
+    # The other specialisation is its own variant, checked on its own, and keeps the kernel.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _forward_step(checked, 3 if when == "divisible" else rows)  # 24 elements; aligned
+    assert sorted(checked.verdicts.values()) == [False, True]
