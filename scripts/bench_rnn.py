@@ -19,6 +19,14 @@ Cases:
     ptb  batch 20, seq 35, input 830, RHN hidden 830, depth 10 (the PTB recipe's cell)
     enwik8  batch 128, seq 50, input 205, hidden 1500, depth 10 (GPU; not in the default set)
 
+With ``--bf16`` every model runs under bfloat16 autocast. Autocast runs cuDNN's LSTM in
+float16 whatever dtype it is given (its RNN rule casts to half), so each row records the
+dtype its output came out in (``output_dtype``), and a further row ``lstm-bf16`` runs the
+LSTM with bfloat16 weights and input outside autocast (cuDNN ≥ 9.13; an error row where
+unsupported). Peak memory is what a model's fwd+bwd allocated above what was already
+resident (every model's weights and the inputs). A model that fails is an error row; the
+others are still timed, and ``--json`` is rewritten after every case.
+
 Usage: python scripts/bench_rnn.py [--cases a ptb] [--layouts padded packed] [--repeats 5]
        [--bf16] [--json out.json]
 """
@@ -28,10 +36,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -101,19 +111,24 @@ def lstm_hidden_for(params: int, input_size: int) -> int:
 LAYOUTS = ("padded", "packed", "bidirectional", "bidirectional-packed")
 
 
+Run = tuple[nn.Module, "torch.Tensor | PackedSequence", bool]  # model, input, autocast
+
+
 def fwd_bwd_step(
     model: nn.Module, x: torch.Tensor | PackedSequence, bf16: bool
-) -> Callable[[], None]:
-    """One forward+backward of ``model`` on ``x`` (under bfloat16 autocast with ``bf16``)."""
+) -> Callable[[], torch.dtype]:
+    """One forward+backward of ``model`` on ``x`` (under bfloat16 autocast with ``bf16``);
+    returns the dtype the output came out in."""
     device_type = (x.data if isinstance(x, PackedSequence) else x).device.type
 
-    def step() -> None:
+    def step() -> torch.dtype:
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
             output, _ = model(x)
         if isinstance(output, PackedSequence):
             output = output.data
         output.float().sum().backward()
         model.zero_grad(set_to_none=True)
+        return output.dtype
 
     return step
 
@@ -128,34 +143,50 @@ def timed(fn: Callable[[], None], cuda: bool) -> float:
     return time.perf_counter() - start
 
 
-def time_models(
-    runs: dict[str, tuple[nn.Module, torch.Tensor | PackedSequence]],
-    repeats: int,
-    warmup: int,
-    bf16: bool,
-    cuda: bool,
-) -> dict[str, tuple[float, float, float | None]]:
-    """Per (model, input) run: (first call seconds, median seconds per fwd+bwd, peak CUDA
-    MiB or None).
+@dataclass
+class Timing:
+    first_call_s: float | None = None
+    seconds: float | None = None  # median per fwd+bwd
+    peak_mib: float | None = None  # CUDA only: allocated above what was resident before
+    output_dtype: str | None = None
+    error: str | None = None
+
+
+def time_models(runs: dict[str, Run], repeats: int, warmup: int, cuda: bool) -> dict[str, Timing]:
+    """Per (model, input, autocast) run, its :class:`Timing`; a run that raises keeps the
+    error and leaves the rounds.
 
     The timed repeats go in rounds, every run once per round, so a slow spell of a
     shared machine slows all runs alike instead of whichever happened to be running.
     """
-    steps = {name: fwd_bwd_step(m, x, bf16) for name, (m, x) in runs.items()}
-    first: dict[str, float] = {}
-    peak: dict[str, float | None] = {}
+    steps = {name: fwd_bwd_step(m, x, autocast) for name, (m, x, autocast) in runs.items()}
+    result = {name: Timing() for name in steps}
     for name, step in steps.items():
-        if cuda:
-            torch.cuda.reset_peak_memory_stats()
-        first[name] = timed(step, cuda)
-        for _ in range(warmup):
-            step()
-        peak[name] = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
-    times: dict[str, list[float]] = {name: [] for name in steps}
+        timing = result[name]
+        try:
+            if cuda:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                resident = torch.cuda.memory_allocated()
+            start = time.perf_counter()
+            timing.output_dtype = str(step()).removeprefix("torch.")
+            if cuda:
+                torch.cuda.synchronize()
+            timing.first_call_s = time.perf_counter() - start
+            for _ in range(warmup):
+                step()
+            if cuda:
+                timing.peak_mib = (torch.cuda.max_memory_allocated() - resident) / 2**20
+        except Exception as err:  # this model cannot run here; the others still can
+            timing.error = f"{type(err).__name__}: {err}"[:300]
+    live = {name: step for name, step in steps.items() if result[name].error is None}
+    times: dict[str, list[float]] = {name: [] for name in live}
     for _ in range(repeats):
-        for name, step in steps.items():
+        for name, step in live.items():
             times[name].append(timed(step, cuda))
-    return {name: (first[name], statistics.median(times[name]), peak[name]) for name in steps}
+    for name in live:
+        result[name].seconds = statistics.median(times[name]) if times[name] else None
+    return result
 
 
 def run_case(
@@ -178,6 +209,10 @@ def run_case(
     lstm_hidden = lstm_hidden_for(count_parameters(fused) // fused.num_directions, case.input_size)
     lstm = nn.LSTM(case.input_size, lstm_hidden, bidirectional=bidirectional, device=device)
     models = {"lstm": lstm, "rhn-fused": fused, "rhn-reference": reference}
+    if bf16:  # bfloat16 weights and input, no autocast (which would make it float16)
+        lstm_bf16 = nn.LSTM(case.input_size, lstm_hidden, bidirectional=bidirectional)
+        lstm_bf16.load_state_dict(lstm.state_dict())
+        models["lstm-bf16"] = lstm_bf16.to(device=device, dtype=torch.bfloat16)
     if naive and layout == "padded":
         models["rhn-naive"] = NaiveRHN(reference)
     if device.type == "cuda":  # last: its cached graphs stay allocated, and peaks add up
@@ -185,39 +220,58 @@ def run_case(
         graphed.load_state_dict(fused.state_dict())
         models["rhn-cuda-graph"] = graphed
     x = torch.randn(case.seq, case.batch, case.input_size, device=device)
-    runs: dict[str, tuple[nn.Module, torch.Tensor | PackedSequence]] = {}
-    if packed:
-        lengths = torch.randint(1, case.seq + 1, (case.batch,))
-        lengths[case.batch // 2] = case.seq
-        x_packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
-        runs = {name: (m, x_packed) for name, m in models.items()}
-    runs |= {f"{name}@padded" if packed else name: (m, x) for name, m in models.items()}
-    timings = time_models(runs, repeats, warmup, bf16, cuda=device.type == "cuda")
+    lengths = torch.randint(1, case.seq + 1, (case.batch,))
+    lengths[case.batch // 2] = case.seq
+
+    def run(name: str, model: nn.Module, inputs: torch.Tensor, pack: bool) -> Run:
+        if name == "lstm-bf16":
+            inputs = inputs.bfloat16()
+        feed = pack_padded_sequence(inputs, lengths, enforce_sorted=False) if pack else inputs
+        return model, feed, bf16 and name != "lstm-bf16"
+
+    runs = {name: run(name, m, x, True) for name, m in models.items()} if packed else {}
+    runs |= {f"{name}@padded" if packed else name: run(name, m, x, False)
+             for name, m in models.items()}  # fmt: skip
+    timings = time_models(runs, repeats, warmup, cuda=device.type == "cuda")
     clear_graphs()  # free this case's captured graphs before the next case
     rows = []
     for name, m in models.items():
-        first, seconds, peak = timings[name]
+        timing = timings[name]
+        seconds = timing.seconds
+        tokens = int(lengths.sum()) if packed else case.batch * case.seq
         row = {
             **asdict(case),
             "layout": layout,
             "model": name,
             "hidden_size": lstm_hidden if name == "lstm" else case.hidden,
             "params": count_parameters(m),
-            "first_call_s": first,
-            "ms_per_batch": seconds * 1e3,
-            "tokens_per_s": (int(lengths.sum()) if packed else case.batch * case.seq) / seconds,
-            "peak_mem_mib": peak,
+            "first_call_s": timing.first_call_s,
+            "ms_per_batch": None if seconds is None else seconds * 1e3,
+            "tokens_per_s": None if seconds is None else tokens / seconds,
+            "peak_mem_mib": timing.peak_mib,
             "device": str(device),
-            "precision": "bf16 autocast" if bf16 else "fp32",
+            "precision": ("bf16 weights" if name == "lstm-bf16" else "bf16 autocast")
+            if bf16
+            else "fp32",
+            "output_dtype": timing.output_dtype,
             "threads": torch.get_num_threads(),
+            "error": timing.error,
         }
-        if packed:
-            row["packed_over_padded"] = seconds / timings[f"{name}@padded"][1]
+        padded = timings.get(f"{name}@padded")
+        if packed and seconds is not None and padded and padded.seconds:
+            row["packed_over_padded"] = seconds / padded.seconds
         rows.append(row)
     lstm_ms = rows[0]["ms_per_batch"]
     for row in rows:
-        row["ratio_to_lstm"] = row["ms_per_batch"] / lstm_ms
+        ms = row["ms_per_batch"]
+        row["ratio_to_lstm"] = None if ms is None or lstm_ms is None else ms / lstm_ms
     return rows
+
+
+def error_rows(case: Case, layout: str, err: Exception) -> list[dict]:
+    """The row of a case that failed before any model ran (it could not be built)."""
+    return [{**asdict(case), "layout": layout, "model": "-", "error": f"{type(err).__name__}: "
+             f"{err}"[:300]}]  # fmt: skip
 
 
 def print_table(rows: list[dict]) -> None:
@@ -225,13 +279,19 @@ def print_table(rows: list[dict]) -> None:
     header += ["tokens/s", "×LSTM", "×padded", "first call s"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
+
+    def cell(value: float | None, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
     for r in rows:
-        depth = "-" if r["model"] == "lstm" else r["depth"]
-        over_padded = r.get("packed_over_padded")
+        depth = "-" if r["model"].startswith("lstm") else r["depth"]
+        if r.get("ms_per_batch") is None:
+            print(f"| {r['name']} | {r['layout']} | {r['model']} | failed: {r['error']} |")
+            continue
         print(
             f"| {r['name']} | {r['layout']} | {r['model']} | {r['hidden_size']} | {depth} | "
             f"{r['params']:,} | {r['ms_per_batch']:.1f} | {r['tokens_per_s']:,.0f} | "
-            f"{r['ratio_to_lstm']:.2f} | {'-' if over_padded is None else f'{over_padded:.2f}'} | "
+            f"{cell(r['ratio_to_lstm'], '.2f')} | {cell(r.get('packed_over_padded'), '.2f')} | "
             f"{r['first_call_s']:.2f} |"
         )
 
@@ -253,21 +313,24 @@ def main() -> None:
     if args.bf16 and device.type == "cpu":
         # oneDNN's bf16 LSTM needs AVX512-BF16 or AMX, which most CPUs (this one) lack.
         parser.error("--bf16 is for GPUs: the CPU LSTM baseline has no portable bf16 kernel")
-    rows = [
-        row
-        for name in args.cases
-        for layout in args.layouts
-        for row in run_case(
-            CASES[name], device, args.repeats, args.warmup, args.naive, args.bf16, layout
-        )
-    ]
+    rows: list[dict] = []
+    for name in args.cases:
+        for layout in args.layouts:
+            case = CASES[name]
+            try:
+                rows += run_case(
+                    case, device, args.repeats, args.warmup, args.naive, args.bf16, layout
+                )
+            except Exception as err:  # out of memory building it, say: the next case runs
+                rows += error_rows(case, layout, err)
+            if args.json:  # as it goes: a run stopped by a time limit keeps what it measured
+                tmp = Path(f"{args.json}.tmp")
+                tmp.write_text(json.dumps(rows, indent=2))
+                os.replace(tmp, args.json)
     precision = "bf16 autocast" if args.bf16 else "fp32"
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, device {device}, {threads} threads, {precision}")
     print_table(rows)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,59 @@
+"""scripts/bench_rnn.py: a model that fails is an error row, the others are still timed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("bench_rnn", ROOT / "scripts" / "bench_rnn.py")
+bench_rnn = importlib.util.module_from_spec(spec)
+sys.modules["bench_rnn"] = bench_rnn  # its dataclasses look their module up
+spec.loader.exec_module(bench_rnn)
+
+
+class Broken(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+
+def test_a_failing_model_is_an_error_and_the_others_are_timed() -> None:
+    x = torch.randn(5, 2, 4)
+    runs = {
+        "lstm": (nn.LSTM(4, 3), x, False),
+        "broken": (Broken(), x, False),
+        "lstm-float64": (nn.LSTM(4, 3).double(), x.double(), False),
+    }
+    timings = bench_rnn.time_models(runs, repeats=2, warmup=1, cuda=False)
+    assert timings["broken"].error == (
+        "RuntimeError: no kernel image is available for execution on the device"
+    )
+    assert timings["broken"].seconds is None
+    assert timings["lstm"].error is None and timings["lstm"].seconds > 0
+    # Each row says what dtype its output came out in (autocast may choose another).
+    assert timings["lstm"].output_dtype == "float32"
+    assert timings["lstm-float64"].output_dtype == "float64"
+
+
+def test_the_json_is_written_and_rows_say_their_dtype(tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    done = subprocess.run(
+        [sys.executable, "scripts/bench_rnn.py", "--cases", "a", "--repeats", "1",
+         "--warmup", "0", "--device", "cpu", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())
+    assert [r["model"] for r in rows] == ["lstm", "rhn-fused", "rhn-reference"]
+    assert {r["output_dtype"] for r in rows} == {"float32"} and rows[0]["ratio_to_lstm"] == 1.0
+    assert all(r["error"] is None for r in rows)
