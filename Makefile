@@ -38,10 +38,12 @@ bench: $(STAMP)
 
 # GPU readiness in one command, on a GPU machine with its own python (torch and triton
 # there; nothing installed from here): kernels, CUDA graphs, benchmarks, short training runs.
-# Report: runs/gpu-check/report.md. Real PTB and MNIST come from gpu-data/ (make gpu-data).
+# Report: $(OUT)/report.md (on the device tool: make gpu-check PYTHON=python3 OUT=$$OUT, so
+# that it comes back). Real PTB and MNIST come from gpu-data/ (make gpu-data).
 GPU_DATA := $(wildcard gpu-data)
+OUT ?= runs/gpu-check
 gpu-check:
-	$(PYTHON) scripts/gpu_check.py --out runs/gpu-check $(if $(GPU_DATA),--data-dir gpu-data)
+	$(PYTHON) scripts/gpu_check.py --out $(OUT) $(if $(GPU_DATA),--data-dir gpu-data)
 
 # The same check on CPU at toy sizes (part of make test, through tests/test_gpu_check.py).
 gpu-check-dry: $(STAMP)

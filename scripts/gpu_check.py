@@ -1,6 +1,7 @@
 """GPU readiness in one command: everything a short GPU loan should measure, in one report.
 
     python3 scripts/gpu_check.py --out DIR [--data-dir D] [--train-minutes 1.5] [--only S ...]
+                                 [--budget-minutes 7.5]
     python3 scripts/gpu_check.py --out DIR --dry-run      # the same code on CPU, toy sizes
 
 Runs with the machine's own python from a plain copy of the repository (``rhn`` need not be
@@ -17,11 +18,18 @@ even when another fails:
                  interleaved, captured then replayed, outputs and gradients
     bench        scripts/bench_rnn.py cases a, b, ptb, enwik8 in fp32 and bf16 against cuDNN
                  nn.LSTM of equal parameters (ms, tokens/s, peak memory, ratio), every backend
-    train        configs/ptb_rhn_d10.yaml and ptb_lstm_baseline.yaml for --train-minutes each
-                 on real PTB (tokens/s, loss curve), one epoch of mnist_conv_highway_w16
+    train        configs/ptb_rhn_d10.yaml (fused kernels and CUDA graphs; ``auto`` if that
+                 fails) and ptb_lstm_baseline.yaml for --train-minutes each (less if the
+                 budget is short) on real PTB (tokens/s, loss curve), one epoch of
+                 mnist_conv_highway_w16
 
 It writes ``DIR/report.json`` (one key per section: ``ok``, ``seconds``, ``error`` and its
-data) and ``DIR/report.md`` (the tables). On an H100/H200 the whole check takes about 7
+data) and ``DIR/report.md`` (the tables), both again after every section. Each section but
+``device`` runs in a process of its own (a kernel that corrupts its CUDA context, or hangs,
+takes only its section down) under a time limit cut to what is left of ``--budget-minutes``;
+it saves its results as it goes, so a section that fails or runs out of time still reports
+what it measured, and one failing part (a kernel variant, a bench model, a training job) is
+a row, not the end of its section. On an H100/H200 the whole check should take about 7
 minutes. Data: a GPU machine gets the working tree only, so bring PTB and MNIST in a
 git-ignored folder of the repository (``gpu-data/``, see ``make gpu-data``) and pass it as
 ``--data-dir``; without it the train section uses tiny synthetic files of the same formats.
@@ -40,7 +48,6 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -50,6 +57,13 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("device", "kernels", "cuda_graphs", "bench", "train")
+# Seconds each section may take on a GPU (each is also cut to what the budget has left), and
+# in a dry run. The whole check must fit a 10-minute command with time to spare.
+SECTION_LIMIT_S = {"kernels": 100, "cuda_graphs": 60, "bench": 160, "train": 400}
+DRY_SECTION_LIMIT_S = 240
+RESERVE_S = 10  # kept back from the budget for writing the report
+MIN_SECTION_S = 20  # a section with less time than this left is skipped, and says so
+FAULT_ENV = "RHN_GPU_CHECK_FAULT"  # tests: "hang-after-save:SECTION" stalls that section
 
 
 def bootstrap() -> None:
@@ -78,6 +92,22 @@ class Context:
     dry_run: bool
     data_dir: Path | None
     train_minutes: float
+    deadline: float  # time.time() by which this process must be done
+    section: str | None = None  # in a section's own process: its name
+
+    def remaining(self) -> float:
+        return self.deadline - time.time()
+
+    def section_file(self, name: str) -> Path:
+        return self.out / "sections" / f"{name}.json"
+
+    def save(self, data: Any, *, complete: bool = False, error: str | None = None) -> None:
+        """A section's results so far (its process writes them as it goes)."""
+        assert self.section is not None
+        record = {"data": data, "complete": complete, "error": error}
+        _write_atomic(self.section_file(self.section), json.dumps(record, default=str))
+        if os.environ.get(FAULT_ENV) == f"hang-after-save:{self.section}":
+            time.sleep(3600)  # tests: a section that stalls once it has saved something
 
     @property
     def cuda(self) -> bool:
@@ -90,6 +120,29 @@ class Context:
         import torch
 
         return torch.device("cuda" if self.cuda else "cpu")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run_limited(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str]:
+    """(exit status, or None if it ran out of time; the tail of its stderr). A process that
+    runs out of time is killed with everything it started (its own session)."""
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        _, stderr = proc.communicate(timeout=max(1.0, timeout))
+        return proc.returncode, stderr[-2000:]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        _, stderr = proc.communicate()
+        return None, stderr[-2000:]
 
 
 def max_error(ours: Any, expected: Any) -> float:
@@ -167,6 +220,7 @@ def kernel_variants(ctx: Context) -> list[dict[str, Any]]:
         (False, True), (rows, rows // 2),
     )  # fmt: skip
     for compute, coupled, dropout, fused_io, active in grid:  # active < rows: length-masked
+        ctx.save({"variants": results})
         name = str(compute).removeprefix("torch.")
         variant = {"compute": name, "coupled": coupled, "dropout": dropout,
                    "fused_io": fused_io, "rows": f"{active}/{rows}"}  # fmt: skip
@@ -202,7 +256,17 @@ def kernel_variants(ctx: Context) -> list[dict[str, Any]]:
 
 def recurrence_checks(ctx: Context) -> list[dict[str, Any]]:
     """The fused RHN against the reference recurrence on the device: padded, packed and
-    bidirectional, float32 outputs and gradients."""
+    bidirectional, float32 outputs and gradients; a layout that fails to run is a row."""
+    out = []
+    for layout in ("padded", "packed", "bidirectional"):
+        try:
+            out.append({"layout": layout, **_recurrence_check(ctx, layout)})
+        except Exception as err:  # this layout failed to run; the others go on
+            out.append({"layout": layout, "passed": False, "error": repr(err)[:300]})
+    return out
+
+
+def _recurrence_check(ctx: Context, layout: str) -> dict[str, Any]:
     import torch
     from torch.nn.utils.rnn import pack_padded_sequence
 
@@ -210,41 +274,38 @@ def recurrence_checks(ctx: Context) -> list[dict[str, Any]]:
 
     dev = ctx.device
     seq, batch, size, depth = (6, 3, 8, 2) if ctx.dry_run else (35, 20, 256, 4)
-    out = []
-    for layout in ("padded", "packed", "bidirectional"):
-        torch.manual_seed(0)
-        kw = {"depth": depth, "bidirectional": layout == "bidirectional", "device": dev}
-        fused = rhn.RHN(size, size, backend="fused", **kw)
-        ref = rhn.RHN(size, size, backend="reference", **kw)
-        ref.load_state_dict(fused.state_dict())
-        x = torch.randn(seq, batch, size, device=dev)
-        errors = {}
-        results = []
-        for model in (fused, ref):
-            inputs = x.clone().requires_grad_()
-            feed = inputs
-            if layout == "packed":
-                lengths = torch.tensor([seq] + [max(1, seq - 1 - i) for i in range(batch - 1)])
-                feed = pack_padded_sequence(inputs, lengths, enforce_sorted=False)
-            y, state = model(feed)
-            y = y.data if layout == "packed" else y
-            loss = y.pow(2).sum() + state.sum()
-            grads = torch.autograd.grad(loss, [inputs, *model.parameters()])
-            results.append([y, state, *grads])
-        for i, (a, b) in enumerate(zip(*results, strict=True)):
-            errors[f"t{i}"] = max_error(a, b)
-        worst = max(errors.values())
-        out.append({"layout": layout, "max_error": worst, "passed": worst < 1e-3})
-    return out
+    torch.manual_seed(0)
+    kw = {"depth": depth, "bidirectional": layout == "bidirectional", "device": dev}
+    fused = rhn.RHN(size, size, backend="fused", **kw)
+    ref = rhn.RHN(size, size, backend="reference", **kw)
+    ref.load_state_dict(fused.state_dict())
+    x = torch.randn(seq, batch, size, device=dev)
+    results = []
+    for model in (fused, ref):
+        inputs = x.clone().requires_grad_()
+        feed = inputs
+        if layout == "packed":
+            lengths = torch.tensor([seq] + [max(1, seq - 1 - i) for i in range(batch - 1)])
+            feed = pack_padded_sequence(inputs, lengths, enforce_sorted=False)
+        y, state = model(feed)
+        y = y.data if layout == "packed" else y
+        loss = y.pow(2).sum() + state.sum()
+        grads = torch.autograd.grad(loss, [inputs, *model.parameters()])
+        results.append([y, state, *grads])
+    worst = max(max_error(a, b) for a, b in zip(*results, strict=True))
+    return {"max_error": worst, "passed": worst < 1e-3}
+
+
+def _failures(rows: list[dict[str, Any]], name: str) -> list[str]:
+    return [f"{name} {r}" for r in rows if not r.get("passed", True) or r.get("error")]
 
 
 def section_kernels(ctx: Context) -> dict[str, Any]:
     variants = kernel_variants(ctx)
+    ctx.save({"variants": variants})
     recurrence = recurrence_checks(ctx)
-    failed = [v for v in variants if not v["passed"]] + [r for r in recurrence if not r["passed"]]
-    if failed:
-        raise AssertionError(f"{len(failed)} kernel checks failed: {failed[:3]}")
-    return {"variants": variants, "recurrence": recurrence}
+    failures = _failures(variants, "variant") + _failures(recurrence, "recurrence")
+    return {"variants": variants, "recurrence": recurrence, "failures": failures}
 
 
 # -- CUDA graphs -------------------------------------------------------------------------
@@ -252,7 +313,9 @@ def section_kernels(ctx: Context) -> dict[str, Any]:
 
 def section_cuda_graphs(ctx: Context) -> dict[str, Any]:
     """Two same-shape layers interleaved (A, B, A), captured on the first call and replayed on
-    the second, against the same calls of the eager fused backend."""
+    the second, against the same calls of the eager fused backend; without dropout, then
+    with the PTB recipe's input and state dropout (the RNG reseeded before each model's
+    calls, so that both draw the same masks)."""
     import torch
 
     import rhn
@@ -260,29 +323,33 @@ def section_cuda_graphs(ctx: Context) -> dict[str, Any]:
     backend = "cuda-graph" if ctx.cuda else "fused"  # no graphs on CPU: the same code path
     dev = ctx.device
     seq, batch, size, depth = (5, 3, 8, 2) if ctx.dry_run else (35, 20, 830, 10)
-    torch.manual_seed(0)
-    graphed = [rhn.RHN(size, size, depth=depth, backend=backend, device=dev) for _ in range(2)]
-    eager = [rhn.RHN(size, size, depth=depth, backend="fused", device=dev) for _ in range(2)]
-    for g, e in zip(graphed, eager, strict=True):
-        e.load_state_dict(g.state_dict())
-    rounds = []
-    for round_ in range(2):  # capture, then replay
-        x1, x2 = (torch.randn(seq, batch, size, device=dev) for _ in range(2))
-        results = []
-        for a, b in (graphed, eager):
-            inputs = [x1.clone().requires_grad_(), x2.clone().requires_grad_()]
-            ya, _ = a(inputs[0])
-            yb, _ = b(ya)
-            ya2, sa2 = a(inputs[1])  # A again, same shape: must not overwrite the first call
-            loss = yb.pow(2).sum() + ya2.sum() + sa2.pow(2).sum()
-            params = [*a.parameters(), *b.parameters()]
-            grads = torch.autograd.grad(loss, [*inputs, *params])
-            results.append([ya, yb, ya2, *grads])
-        worst = max(max_error(p, q) for p, q in zip(*results, strict=True))
-        rounds.append({"round": "capture" if round_ == 0 else "replay", "max_error": worst})
-    if any(r["max_error"] > 1e-4 for r in rounds):
-        raise AssertionError(f"{backend} differs from eager: {rounds}")
-    return {"backend": backend, "rounds": rounds}
+    rounds: list[dict[str, Any]] = []
+    for dropout in (0.0, 0.25):
+        torch.manual_seed(0)
+        kw = {"depth": depth, "device": dev, "input_dropout": dropout, "state_dropout": dropout}
+        graphed = [rhn.RHN(size, size, backend=backend, **kw) for _ in range(2)]
+        eager = [rhn.RHN(size, size, backend="fused", **kw) for _ in range(2)]
+        for g, e in zip(graphed, eager, strict=True):
+            e.load_state_dict(g.state_dict())
+        for round_ in range(2):  # capture, then replay
+            x1, x2 = (torch.randn(seq, batch, size, device=dev) for _ in range(2))
+            results = []
+            for a, b in (graphed, eager):
+                torch.manual_seed(100 + round_)  # the same masks for both
+                inputs = [x1.clone().requires_grad_(), x2.clone().requires_grad_()]
+                ya, _ = a(inputs[0])
+                yb, _ = b(ya)
+                ya2, sa2 = a(inputs[1])  # A again, same shape: must not overwrite the first
+                loss = yb.pow(2).sum() + ya2.sum() + sa2.pow(2).sum()
+                params = [*a.parameters(), *b.parameters()]
+                grads = torch.autograd.grad(loss, [*inputs, *params])
+                results.append([ya, yb, ya2, *grads])
+            worst = max(max_error(p, q) for p, q in zip(*results, strict=True))
+            rounds.append({"round": "capture" if round_ == 0 else "replay",
+                           "dropout": dropout, "max_error": worst})  # fmt: skip
+            ctx.save({"backend": backend, "rounds": rounds})
+    failures = [f"{backend} differs from eager: {r}" for r in rounds if r["max_error"] > 1e-4]
+    return {"backend": backend, "rounds": rounds, "failures": failures}
 
 
 # -- bench -------------------------------------------------------------------------------
@@ -299,16 +366,20 @@ def _env(ctx: Context) -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], ctx: Context, timeout: float) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        cmd, cwd=ROOT, env=_env(ctx), capture_output=True, text=True, timeout=timeout
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[1:3])} exited {done.returncode}: {done.stderr[-800:]}")
-    return done
+def _run(cmd: list[str], ctx: Context, timeout: float) -> None:
+    """Run a job of this section; raise if it fails or runs past ``timeout`` (cut to what the
+    section has left)."""
+    limit = min(timeout, ctx.remaining())
+    status, stderr = run_limited(cmd, _env(ctx), limit)
+    if status is None:
+        raise TimeoutError(f"{' '.join(cmd[1:3])} ran out of its {limit:.0f} s")
+    if status != 0:
+        raise RuntimeError(f"{' '.join(cmd[1:3])} exited {status}: {stderr[-800:]}")
 
 
 def section_bench(ctx: Context) -> dict[str, Any]:
+    """bench_rnn.py in fp32 then bf16, each given half of what is left; its rows as it
+    writes them (a run cut short keeps the cases it finished)."""
     script = str(ROOT / "scripts" / "bench_rnn.py")
     runs = []
     if ctx.dry_run:
@@ -316,12 +387,23 @@ def section_bench(ctx: Context) -> dict[str, Any]:
     else:
         cases = ["--cases", "a", "b", "ptb", "enwik8", "--repeats", "5", "--device", "cuda"]
         runs += [cases, [*cases, "--bf16"]]
-    rows = []
-    for args in runs:
-        with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            _run([sys.executable, script, *args, "--json", f.name], ctx, timeout=240)
-            rows += json.loads(Path(f.name).read_text())
-    return {"rows": rows}
+    rows: list[dict[str, Any]] = []
+    failures = []
+    for i, args in enumerate(runs):
+        json_path = ctx.out / "sections" / f"bench-{i}.json"
+        json_path.unlink(missing_ok=True)
+        try:
+            share = ctx.remaining() / (len(runs) - i)
+            _run([sys.executable, script, *args, "--json", str(json_path)], ctx, share)
+        except Exception as err:  # fp32 failing must not stop bf16; what it wrote is kept
+            failures.append(f"bench {' '.join(args)}: {err}")
+        if json_path.is_file():
+            rows += json.loads(json_path.read_text())
+        ctx.save({"rows": rows, "failures": failures})
+    failures += [
+        f"bench row {r['name']} {r['model']}: {r['error']}" for r in rows if r.get("error")
+    ]
+    return {"rows": rows, "failures": failures}
 
 
 # -- train -------------------------------------------------------------------------------
@@ -343,71 +425,159 @@ def _synthetic_data(root: Path) -> Path:
     return root
 
 
+def _train_result(name: str, run_dir: Path, started: float) -> dict[str, Any]:
+    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").open() if x.strip()]
+    unit = "samples" if name.startswith("mnist") else "tokens"
+    rates = [v for _, v in _scalars(run_dir, f"throughput/{unit}_per_s")]
+    return {
+        "wall_s": round(time.perf_counter() - started, 1),
+        "train_s": records[-1]["elapsed_s"] if records else None,
+        "steps": records[-1]["step"] if records else None,
+        f"{unit}_per_s": sorted(rates)[len(rates) // 2] if rates else None,
+        "loss_curve": _scalars(run_dir, "train/loss"),
+        "final": {k: v for k, v in records[-1].items() if isinstance(v, float)} if records else {},
+    }
+
+
 def section_train(ctx: Context) -> dict[str, Any]:
+    """The PTB recipes for --train-minutes each (cut to fit what is left), the RHN's with the
+    fused kernels and CUDA graphs on a GPU (then, if that fails, with ``auto``), and one
+    epoch of the w16 MNIST net; each job a row, saved as it finishes."""
     if ctx.data_dir is None:
         ctx = dataclasses.replace(ctx, data_dir=_synthetic_data(ctx.out / "synthetic-data"))
     common = ["train.progress=false", f"train.device={ctx.device.type}"]
+    overhead_s = 20 if ctx.dry_run else 40  # start-up, data, compiling, the final evaluation
+    vision_s = 20 if ctx.dry_run else 45  # one w16 epoch on a GPU, with its test evaluation
     if ctx.dry_run:
         lm = ["model.hidden_size=16", "model.embed_size=16", "train.max_steps=4",
               "train.eval_every=4", "train.log_every=1", "data.max_chars=20000"]  # fmt: skip
         vision = ["model.width=4", "train.max_epochs=1", "train.log_every=1"]
     else:
-        minutes = ctx.train_minutes
-        lm = [f"train.max_minutes={minutes}", "train.eval_every=1000000", "train.log_every=50"]
+        lm = ["train.eval_every=1000000", "train.log_every=50"]
         vision = ["train.max_epochs=1"]
-    jobs = {
-        "ptb_rhn_d10": lm,
-        "ptb_lstm_baseline": lm,
-        "mnist_conv_highway_w16": vision,
-    }
-    results = {}
-    for name, overrides in jobs.items():
-        run_dir = ctx.out / "runs" / name
+    graphs = ["model.rnn_backend=cuda-graph"] if ctx.cuda else []
+    # (label, config, overrides, a fallback job if this one fails)
+    jobs: list[tuple[str, str, list[str], Any]] = [
+        ("ptb_rhn_d10", "ptb_rhn_d10", lm + graphs,
+         ("ptb_rhn_d10 (auto)", "ptb_rhn_d10", lm, None) if graphs else None),
+        ("ptb_lstm_baseline", "ptb_lstm_baseline", lm, None),
+        ("mnist_conv_highway_w16", "mnist_conv_highway_w16", vision, None),
+    ]  # fmt: skip
+    results: dict[str, Any] = {}
+    failures: list[str] = []
+    while jobs:
+        label, config, overrides, fallback = jobs.pop(0)
+        lm_jobs = 1 + sum(c.startswith("ptb") for _, c, _, _ in jobs)
+        is_lm = config.startswith("ptb")
+        if is_lm and not ctx.dry_run:
+            # What this and the later jobs need besides LM training, then an equal share.
+            fixed = overhead_s * (1 + len(jobs)) + vision_s
+            minutes = min(ctx.train_minutes, (ctx.remaining() - fixed) / lm_jobs / 60)
+            if minutes < 0.25:
+                results[label] = {"error": "skipped: no time left in the budget"}
+                failures.append(f"train {label}: skipped")
+                continue
+            overrides = [*overrides, f"train.max_minutes={minutes:.2f}"]
+            timeout = 60 * minutes + overhead_s
+        else:
+            timeout = vision_s + overhead_s if not is_lm else overhead_s * 4
+        run_dir = ctx.out / "runs" / label.replace(" ", "_").replace("(", "").replace(")", "")
         sets = [arg for o in [*common, *overrides] for arg in ("--set", o)]
-        cmd = [sys.executable, __file__, "--train-one", f"configs/{name}.yaml", str(run_dir)]
+        cmd = [sys.executable, __file__, "--train-one", f"configs/{config}.yaml", str(run_dir)]
         started = time.perf_counter()
-        _run([*cmd, *sets], ctx, timeout=60 * ctx.train_minutes + 150)
-        records = [json.loads(x) for x in (run_dir / "metrics.jsonl").open() if x.strip()]
-        unit = "samples" if name.startswith("mnist") else "tokens"
-        rates = [v for _, v in _scalars(run_dir, f"throughput/{unit}_per_s")]
-        results[name] = {
-            "wall_s": round(time.perf_counter() - started, 1),
-            "train_s": records[-1]["elapsed_s"] if records else None,
-            "steps": records[-1]["step"] if records else None,
-            f"{unit}_per_s": sorted(rates)[len(rates) // 2] if rates else None,
-            "loss_curve": _scalars(run_dir, "train/loss"),
-            "final": {k: v for k, v in records[-1].items() if isinstance(v, float)}
-            if records
-            else {},
-        }
-    return results
+        try:
+            _run([*cmd, *sets], ctx, timeout=timeout)
+            results[label] = _train_result(config, run_dir, started)
+        except Exception as err:  # this job failed; the next ones still run
+            results[label] = {"error": f"{type(err).__name__}: {err}"[:600]}
+            if (run_dir / "metrics.jsonl").is_file():  # what it logged before it stopped
+                results[label] |= _train_result(config, run_dir, started)
+            failures.append(f"train {label}: {type(err).__name__}")
+            if fallback is not None:
+                jobs.insert(0, fallback)
+        ctx.save({"jobs": results, "failures": failures})
+    return {"jobs": results, "failures": failures}
 
 
 # -- the report --------------------------------------------------------------------------
 
 
+FUNCTIONS: dict[str, Callable[[Context], Any]] = {
+    "device": section_device,
+    "kernels": section_kernels,
+    "cuda_graphs": section_cuda_graphs,
+    "bench": section_bench,
+    "train": section_train,
+}
+
+
+def run_section_here(ctx: Context) -> int:
+    """A section's own process: run it, saving its results; an exception is saved with
+    whatever the section had saved before it."""
+    assert ctx.section is not None
+    try:
+        ctx.save(FUNCTIONS[ctx.section](ctx), complete=True)
+        return 0
+    except Exception as err:
+        path = ctx.section_file(ctx.section)
+        saved = json.loads(path.read_text())["data"] if path.is_file() else None
+        ctx.save(saved, error=f"{type(err).__name__}: {err}\n{traceback.format_exc()[-2500:]}")
+        return 1
+
+
+def _section_in_child(ctx: Context, name: str) -> dict[str, Any]:
+    limit = DRY_SECTION_LIMIT_S if ctx.dry_run else SECTION_LIMIT_S[name]
+    timeout = min(limit, ctx.remaining() - RESERVE_S)
+    if timeout < MIN_SECTION_S:
+        return {"ok": False, "error": "skipped: the budget has no time left", "data": None}
+    ctx.section_file(name).unlink(missing_ok=True)
+    cmd = [sys.executable, __file__, "--section", name, "--out", str(ctx.out),
+           "--deadline", f"{time.time() + timeout - 2:.1f}",
+           "--train-minutes", str(ctx.train_minutes)]  # fmt: skip
+    cmd += ["--data-dir", str(ctx.data_dir)] if ctx.data_dir else []
+    cmd += ["--dry-run"] if ctx.dry_run else []
+    status, stderr = run_limited(cmd, dict(os.environ), timeout)
+    path = ctx.section_file(name)
+    record = json.loads(path.read_text()) if path.is_file() else {}
+    data = record.get("data")
+    failures = data.get("failures", []) if isinstance(data, dict) else []
+    entry: dict[str, Any] = {"data": data}
+    if status is None:
+        error = f"timed out after {timeout:.0f} s (what it had saved is kept)"
+    elif record.get("error"):
+        error, _, entry["traceback"] = record["error"].partition("\n")
+    elif status != 0 or not record.get("complete"):
+        error = f"its process exited {status}: {stderr[-1500:]}"
+    elif failures:
+        error = f"{len(failures)} failed: {'; '.join(failures[:3])}"
+    else:
+        error = None
+    return {"ok": error is None, "error": error, **entry}
+
+
+def write_report(ctx: Context, report: dict[str, Any]) -> None:
+    _write_atomic(ctx.out / "report.json", json.dumps(report, indent=2, default=str))
+    _write_atomic(ctx.out / "report.md", markdown(report))
+
+
 def run_sections(ctx: Context, only: list[str]) -> dict[str, Any]:
-    functions: dict[str, Callable[[Context], Any]] = {
-        "device": section_device,
-        "kernels": section_kernels,
-        "cuda_graphs": section_cuda_graphs,
-        "bench": section_bench,
-        "train": section_train,
-    }
+    """Each section in turn (the device's here, the others each in a process of its own),
+    the report rewritten after each."""
     report: dict[str, Any] = {"dry_run": ctx.dry_run}
     for name in only:
         started = time.perf_counter()
-        entry: dict[str, Any] = {"ok": True, "error": None}
-        try:
-            entry["data"] = functions[name](ctx)
-        except Exception as err:  # record it and go on: one broken section must not hide the rest
-            entry.update(ok=False, error=f"{type(err).__name__}: {err}", data=None)
-            entry["traceback"] = traceback.format_exc()[-3000:]
+        if name == "device":
+            try:
+                entry = {"ok": True, "error": None, "data": section_device(ctx)}
+            except Exception as err:  # recorded; the other sections still run
+                entry = {"ok": False, "error": f"{type(err).__name__}: {err}", "data": None}
+        else:
+            entry = _section_in_child(ctx, name)
         entry["seconds"] = round(time.perf_counter() - started, 1)
         report[name] = entry
         print(f"{name}: {'ok' if entry['ok'] else 'FAILED ' + entry['error']} "
               f"({entry['seconds']} s)", flush=True)  # fmt: skip
-        (ctx.out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        write_report(ctx, report)
     return report
 
 
@@ -437,24 +607,28 @@ def markdown(report: dict[str, Any]) -> str:
         elif name == "kernels":
             keys = ["compute", "coupled", "dropout", "fused_io", "rows", "max_error",
                     "worst_output", "passed", "self_check_passed", "error"]  # fmt: skip
-            lines += [*_table(data["variants"], keys), ""]
-            lines += _table(data["recurrence"], ["layout", "max_error", "passed"])
+            lines += [*_table(data.get("variants", []), keys), ""]
+            lines += _table(data.get("recurrence", []), ["layout", "max_error", "passed", "error"])
         elif name == "cuda_graphs":
             lines += [f"backend: {data['backend']}", ""]
-            lines += _table(data["rounds"], ["round", "max_error"])
+            lines += _table(data["rounds"], ["round", "dropout", "max_error"])
         elif name == "bench":
-            keys = ["name", "precision", "model", "hidden_size", "depth", "params",
-                    "ms_per_batch", "tokens_per_s", "peak_mem_mib", "ratio_to_lstm"]  # fmt: skip
+            keys = ["name", "precision", "output_dtype", "model", "hidden_size", "depth",
+                    "params", "ms_per_batch", "tokens_per_s", "peak_mem_mib", "ratio_to_lstm",
+                    "error"]  # fmt: skip
             lines += _table(data["rows"], keys)
         elif name == "train":
-            rows = [{"config": k, **{x: y for x, y in v.items() if x != "loss_curve"}}
-                    for k, v in data.items()]  # fmt: skip
-            keys = sorted({k for r in rows for k in r} - {"final"}, key=lambda k: k != "config")
+            jobs = data["jobs"]
+            rows = [{"job": k, **{x: y for x, y in v.items() if x != "loss_curve"}}
+                    for k, v in jobs.items()]  # fmt: skip
+            keys = sorted({k for r in rows for k in r} - {"final"}, key=lambda k: k != "job")
             lines += [*_table(rows, keys), ""]
-            for config, result in data.items():
-                curve = result["loss_curve"]
+            for job, result in jobs.items():
+                curve = result.get("loss_curve", [])
                 points = ", ".join(f"{s}: {v:.3f}" for s, v in curve[:: max(1, len(curve) // 8)])
-                lines.append(f"- {config} loss curve (step: loss): {points or '-'}")
+                lines.append(f"- {job} loss curve (step: loss): {points or '-'}")
+        failures = data.get("failures", []) if isinstance(data, dict) else []
+        lines += ["", *(f"- failed: {f}" for f in failures)] if failures else []
         lines.append("")
     return "\n".join(lines)
 
@@ -465,10 +639,12 @@ def main() -> int:
     parser.add_argument("--data-dir", type=Path, help="a folder holding ptb/ and mnist/")
     parser.add_argument("--dry-run", action="store_true", help="CPU, toy sizes (< 3 minutes)")
     parser.add_argument("--train-minutes", type=float, default=1.5, help="per LM config")
+    parser.add_argument("--budget-minutes", type=float, default=7.5, help="the whole check")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
-    parser.add_argument(
-        "--train-one", nargs=2, metavar=("CONFIG", "RUN_DIR"), help=argparse.SUPPRESS
-    )
+    hidden = {"help": argparse.SUPPRESS}  # the check's own child processes
+    parser.add_argument("--train-one", nargs=2, metavar=("CONFIG", "RUN_DIR"), **hidden)
+    parser.add_argument("--section", choices=SECTIONS, **hidden)
+    parser.add_argument("--deadline", type=float, **hidden)
     args, rest = parser.parse_known_args()
     if args.train_one:  # a train section's child process: rhn-train, from this checkout
         bootstrap()
@@ -482,9 +658,13 @@ def main() -> int:
         parser.error("--out is required")
     if args.data_dir is not None and not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a folder")
+    if args.budget_minutes <= 0:
+        parser.error(f"--budget-minutes must be > 0, got {args.budget_minutes}")
     import torch
 
-    if args.dry_run or not torch.cuda.is_available():
+    if not args.dry_run and not torch.cuda.is_available():
+        parser.error("no CUDA device (torch.cuda.is_available() is False); on CPU use --dry-run")
+    if args.dry_run:
         os.environ.setdefault("TRITON_INTERPRET", "1")  # read when the kernels are defined
     args.out.mkdir(parents=True, exist_ok=True)
     try:
@@ -496,9 +676,11 @@ def main() -> int:
         print(failure["error"], file=sys.stderr)
         return 1
     data_dir = args.data_dir.resolve() if args.data_dir else None
-    ctx = Context(args.out.resolve(), args.dry_run, data_dir, args.train_minutes)
+    deadline = args.deadline or time.time() + 60 * args.budget_minutes
+    ctx = Context(args.out.resolve(), args.dry_run, data_dir, args.train_minutes, deadline)
+    if args.section:
+        return run_section_here(dataclasses.replace(ctx, section=args.section))
     report = run_sections(ctx, args.only)
-    (ctx.out / "report.md").write_text(markdown(report))
     print(f"wrote {ctx.out / 'report.json'} and {ctx.out / 'report.md'}")
     return 0 if all(report[s]["ok"] for s in args.only) else 1
 

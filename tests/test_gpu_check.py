@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +14,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 
 
-def dry_run(out: Path, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+def dry_run(
+    out: Path, tmp: Path, *extra: str, fault: str = "", dry: bool = True
+) -> subprocess.CompletedProcess:
     # A `datasets` that cannot be imported, first on the path: the GPU machine has none.
     blocker = tmp / "no_datasets" / "datasets"
     blocker.mkdir(parents=True, exist_ok=True)
     (blocker / "__init__.py").write_text("raise ImportError('datasets is not on a GPU machine')\n")
     env = {**os.environ, "PYTHONPATH": str(blocker.parent), "RHN_DATA_DIR": ""}
+    env["RHN_GPU_CHECK_FAULT"] = fault
     return subprocess.run(
-        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), *extra],
+        [sys.executable, str(SCRIPT), *(["--dry-run"] if dry else []), "--out", str(out), *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
@@ -38,9 +42,13 @@ def test_the_dry_run_measures_every_section(tmp_path: Path) -> None:
     assert all(v["self_check_passed"] for v in variants)
     layouts = {r["layout"] for r in report["kernels"]["data"]["recurrence"]}
     assert layouts == {"padded", "packed", "bidirectional"}
+    rounds = report["cuda_graphs"]["data"]["rounds"]
+    assert [(r["round"], r["dropout"]) for r in rounds] == [
+        ("capture", 0.0), ("replay", 0.0), ("capture", 0.25), ("replay", 0.25)
+    ]  # fmt: skip
     models = {row["model"] for row in report["bench"]["data"]["rows"]}
     assert {"lstm", "rhn-fused", "rhn-reference"} <= models
-    train = report["train"]["data"]
+    train = report["train"]["data"]["jobs"]
     assert set(train) == {"ptb_rhn_d10", "ptb_lstm_baseline", "mnist_conv_highway_w16"}
     assert train["ptb_rhn_d10"]["tokens_per_s"] > 0 and train["ptb_rhn_d10"]["loss_curve"]
     assert train["mnist_conv_highway_w16"]["samples_per_s"] > 0
@@ -49,16 +57,48 @@ def test_the_dry_run_measures_every_section(tmp_path: Path) -> None:
         assert heading in md
 
 
-def test_a_failing_section_is_recorded_and_the_rest_still_run(tmp_path: Path) -> None:
-    empty = tmp_path / "empty-data"
-    empty.mkdir()  # no ptb/ or mnist/: the train section must fail, alone
+def test_a_failing_job_is_a_row_and_the_rest_still_run(tmp_path: Path) -> None:
+    from rhn.data.synthetic import write_mnist
+
+    data = tmp_path / "data"
+    write_mnist(data / "mnist", n_train=200, n_test=50)  # MNIST but no ptb/: the LM jobs fail
     done = dry_run(tmp_path / "report", tmp_path, "--only", "device", "train", "cuda_graphs",
-                   "--data-dir", str(empty))  # fmt: skip
+                   "--data-dir", str(data))  # fmt: skip
     assert done.returncode == 1
     report = json.loads((tmp_path / "report" / "report.json").read_text())
-    assert report["train"]["ok"] is False and "ptb" in report["train"]["error"].lower()
+    train = report["train"]
+    assert train["ok"] is False and train["error"].startswith("2 failed: train ptb_rhn_d10")
+    jobs = train["data"]["jobs"]
+    assert all(
+        "could not find ptb.train" in jobs[j]["error"] for j in ("ptb_rhn_d10", "ptb_lstm_baseline")
+    )
+    assert jobs["mnist_conv_highway_w16"]["samples_per_s"] > 0  # measured all the same
     assert report["device"]["ok"] and report["cuda_graphs"]["ok"]
-    assert "## train — FAILED" in (tmp_path / "report" / "report.md").read_text()
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## train — FAILED" in md and "- failed: train ptb_lstm_baseline" in md
+
+
+def test_a_section_that_hangs_is_stopped_and_keeps_what_it_saved(tmp_path: Path) -> None:
+    # The budget leaves cuda_graphs about 25 s; it stalls after saving its first round.
+    done = dry_run(tmp_path / "report", tmp_path, "--only", "cuda_graphs", "device",
+                   "--budget-minutes", "0.6", fault="hang-after-save:cuda_graphs")  # fmt: skip
+    assert done.returncode == 1
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    graphs = report["cuda_graphs"]
+    assert graphs["ok"] is False
+    assert re.fullmatch(r"timed out after 2\d s \(what it had saved is kept\)", graphs["error"])
+    assert graphs["seconds"] < 40
+    assert graphs["data"]["rounds"][0]["round"] == "capture"  # saved before the stall: kept
+    assert report["device"]["ok"]  # the next section still ran
+    assert "## cuda_graphs — FAILED: timed out" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_the_real_check_without_cuda_says_so(tmp_path: Path) -> None:
+    done = dry_run(tmp_path / "report", tmp_path, dry=False)
+    assert done.returncode == 2
+    assert "no CUDA device (torch.cuda.is_available() is False); on CPU use --dry-run" in (
+        done.stderr
+    )
 
 
 def test_it_runs_from_a_plain_copy_of_the_repository(tmp_path: Path) -> None:
