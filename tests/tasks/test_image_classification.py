@@ -137,7 +137,10 @@ def _trained(tmp_path: Path, dataset: str, data_dir: Path) -> Path:
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "mnist"])
-def test_scoring_the_test_set_reads_no_training_file(tmp_path: Path, dataset: str) -> None:
+def test_scoring_the_test_set_reads_no_training_file(
+    tmp_path: Path, dataset: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)  # only the files written here
     data_dir = tmp_path / "data"
     if dataset == "cifar10":
         write_cifar(data_dir, "cifar10", n_train=20)
