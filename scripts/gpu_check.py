@@ -456,10 +456,10 @@ def section_train(ctx: Context) -> dict[str, Any]:
         lm = ["train.eval_every=1000000", "train.log_every=50"]
         vision = ["train.max_epochs=1"]
     graphs = ["model.rnn_backend=cuda-graph"] if ctx.cuda else []
-    # (label, config, overrides, a fallback job if this one fails)
+    # (label and run directory, config, overrides, a fallback job if this one fails)
     jobs: list[tuple[str, str, list[str], Any]] = [
         ("ptb_rhn_d10", "ptb_rhn_d10", lm + graphs,
-         ("ptb_rhn_d10 (auto)", "ptb_rhn_d10", lm, None) if graphs else None),
+         ("ptb_rhn_d10_auto", "ptb_rhn_d10", lm, None) if graphs else None),
         ("ptb_lstm_baseline", "ptb_lstm_baseline", lm, None),
         ("mnist_conv_highway_w16", "mnist_conv_highway_w16", vision, None),
     ]  # fmt: skip
@@ -481,7 +481,7 @@ def section_train(ctx: Context) -> dict[str, Any]:
             timeout = 60 * minutes + overhead_s
         else:
             timeout = vision_s + overhead_s if not is_lm else overhead_s * 4
-        run_dir = ctx.out / "runs" / label.replace(" ", "_").replace("(", "").replace(")", "")
+        run_dir = ctx.out / "runs" / label
         sets = [arg for o in [*common, *overrides] for arg in ("--set", o)]
         cmd = [sys.executable, __file__, "--train-one", f"configs/{config}.yaml", str(run_dir)]
         started = time.perf_counter()

@@ -49,16 +49,15 @@ def _aligned(x: torch.Tensor | None) -> bool | None:
     return None if x is None else x.data_ptr() % ALIGN == 0
 
 
-def _empty(x: torch.Tensor | None, rows: int, dtype: torch.dtype | None = None) -> Any:
-    """An empty (rows, ·) tensor on ``x``'s device whose address is 16-byte aligned exactly
-    when ``x``'s is (fresh allocations are; one element in is not)."""
+def _empty(x: torch.Tensor | None, rows: int) -> Any:
+    """An empty (rows, ·) tensor like ``x`` whose address is 16-byte aligned exactly when
+    ``x``'s is (fresh allocations are; one element in is not)."""
     if x is None:
         return None
-    dtype = dtype or x.dtype
     shape = (rows, *x.shape[1:])
     numel = rows * math.prod(x.shape[1:])
     skip = 0 if _aligned(x) else 1
-    flat = torch.empty(numel + skip, dtype=dtype, device=x.device)
+    flat = torch.empty(numel + skip, dtype=x.dtype, device=x.device)
     return flat[skip:].view(shape)
 
 
@@ -133,23 +132,25 @@ class SelfCheckingPointwise(Pointwise):
 
     # -- the two directions ------------------------------------------------------------
 
-    def forward(self, a, s, h, t, c, s_next, mask=None, s_next_in=None) -> None:
-        tensors = (a, s, h, t, c, s_next, mask, s_next_in)
-        variant = (
-            "forward", s.device.type, s.dtype, a.dtype, s.shape[1], c is None,
-            mask is not None, _dtype(s_next_in), s.numel() % ALIGN == 0,
+    @staticmethod
+    def _variant(direction: str, s, gemm, c, mask, fused_io, tensors: tuple) -> tuple:
+        """What selects a compiled kernel: the direction, device, dtypes, hidden size, carry,
+        dropout, fused GEMM input / gradient, and the divisible-by-16 pattern."""
+        return (
+            direction, s.device.type, s.dtype, gemm.dtype, s.shape[1], c is None,
+            mask is not None, _dtype(fused_io), s.numel() % ALIGN == 0,
             tuple(map(_aligned, tensors)),
         )  # fmt: skip
+
+    def forward(self, a, s, h, t, c, s_next, mask=None, s_next_in=None) -> None:
+        tensors = (a, s, h, t, c, s_next, mask, s_next_in)
+        variant = self._variant("forward", s, a, c, mask, s_next_in, tensors)
         chosen = self._choose(variant, lambda: self._check_forward(*tensors))
         chosen.forward(*tensors)
 
     def backward(self, ds, s, h, t, c, da, carry, g=None, mask=None) -> None:
         tensors = (ds, s, h, t, c, da, carry, g, mask)
-        variant = (
-            "backward", s.device.type, s.dtype, da.dtype, s.shape[1], c is None,
-            mask is not None, _dtype(g), s.numel() % ALIGN == 0,
-            tuple(map(_aligned, tensors)),
-        )  # fmt: skip
+        variant = self._variant("backward", s, da, c, mask, g, tensors)
         chosen = self._choose(variant, lambda: self._check_backward(*tensors))
         chosen.backward(*tensors)
 
