@@ -15,21 +15,22 @@ from rhn.train.config import OptimConfig, ScheduleConfig
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """The optimiser of ``model``'s trainable parameters, in groups by (rate, decay).
 
-    Biases (what :func:`no_weight_decay_parameters` names) learn at ``bias_lr_mult`` × the
-    rate and take no decay unless ``decay_biases``: a decayed transform-gate bias would drift
-    from its negative start towards 0. A module's ``decay_multipliers()`` scales the decay of
-    the weights it names (Caffe's ``decay_mult``). Each group's ``lr_mult`` is applied by
-    :func:`set_lr`.
+    What :func:`no_weight_decay_parameters` names (biases, norm weights) takes no decay
+    unless ``decay_biases``: a decayed transform-gate bias would drift from its negative
+    start towards 0. Biases alone (:func:`bias_parameters`) learn at ``bias_lr_mult`` × the
+    rate, as Caffe's ``lr_mult`` on a layer's bias; a norm's scale is not a bias. A module's
+    ``decay_multipliers()`` scales the decay of the weights it names (Caffe's
+    ``decay_mult``). Each group's ``lr_mult`` is applied by :func:`set_lr`.
     """
     biases = {id(p) for p in no_weight_decay_parameters(model)}
+    faster = {id(p) for p in bias_parameters(model)}
     decay_mult = {id(p): mult for p, mult in decay_multiplied_parameters(model)}
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for p in model.parameters():  # model order within each group
         if not p.requires_grad:
             continue
-        is_bias = id(p) in biases
-        lr_mult = cfg.bias_lr_mult if is_bias else 1.0
-        spared = is_bias and not cfg.decay_biases
+        lr_mult = cfg.bias_lr_mult if id(p) in faster else 1.0
+        spared = id(p) in biases and not cfg.decay_biases
         decay = 0.0 if spared else cfg.weight_decay * decay_mult.get(id(p), 1.0)
         groups.setdefault((lr_mult, decay), []).append(p)
     # Groups holding weights before bias-only ones: the layout checkpoints were saved in
@@ -70,6 +71,13 @@ def no_weight_decay_parameters(model: nn.Module) -> list[nn.Parameter]:
     spared = {id(p): p for p in model.parameters() if p.dim() <= 1}
     spared.update({id(p): p for p, _ in _declared(model, "no_weight_decay")})
     return list(spared.values())
+
+
+def bias_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The biases: parameters whose own name starts with ``bias`` (``bias``, the RHN's
+    ``bias_hh_l{k}``, the LSTM's ``bias_ih_l{k}``), a norm's ``bias`` among them but not
+    its ``weight``."""
+    return [p for name, p in model.named_parameters() if name.rpartition(".")[2].startswith("bias")]
 
 
 def decay_multiplied_parameters(model: nn.Module) -> list[tuple[nn.Parameter, float]]:

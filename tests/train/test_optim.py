@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from rhn.train.config import OptimConfig, ScheduleConfig
 from rhn.train.optim import LRSchedule, build_optimizer, load_optimizer_state, set_lr
@@ -123,6 +124,24 @@ def test_bias_lr_mult_and_decay_multipliers_step_as_caffe() -> None:
     # The schedule's rate reaches each group times its multiplier.
     set_lr(optimizer, 0.05)
     assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx([0.05, 0.05, 0.1])
+
+
+def test_bias_lr_mult_moves_a_norms_bias_but_not_its_scale() -> None:
+    """A LayerNorm's weight is 1-D, so it takes no decay like a bias, but it is a scale:
+    it learns at the base rate, its bias at bias_lr_mult × the rate."""
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    cfg = OptimConfig(lr=0.1, weight_decay=0.5, decay_biases=False, bias_lr_mult=2.0)
+    optimizer = build_optimizer(model, cfg)
+    set_lr(optimizer, 0.1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    optimizer.step()
+    after = dict(model.named_parameters())
+    torch.testing.assert_close(after["1.weight"], before["1.weight"] - 0.1)  # no decay, 1×
+    torch.testing.assert_close(after["1.bias"], before["1.bias"] - 0.2)
+    torch.testing.assert_close(after["0.bias"], before["0.bias"] - 0.2)
+    torch.testing.assert_close(after["0.weight"], before["0.weight"] * (1 - 0.05) - 0.1)
 
 
 def test_bias_lr_mult_must_be_positive() -> None:
