@@ -38,6 +38,7 @@ PUBLISHED: dict[str, tuple[str, float, str]] = {
     "enwik8_rhn_d10": ("bpc", 1.27, "Zilly et al. 2017"),
     "text8_rhn_d10": ("bpc", 1.27, "Zilly et al. 2017"),
     "kim_small": ("ppl", 92.3, "Kim et al. 2016, LSTM-Char-Small"),
+    "ptb_lstm_zaremba_small": ("ppl", 115.0, "Zaremba et al. 2014, official code (small)"),
     "kim_large": ("ppl", 78.9, "Kim et al. 2016, LSTM-Char-Large"),
     "mnist_conv_highway_w16": ("acc", 0.9943, "Srivastava et al. 2015 (best of runs; mean 99.4)"),
     "mnist_conv_highway_w16_1h": ("acc", 0.9943, "Srivastava et al. 2015 (in 300 epochs)"),

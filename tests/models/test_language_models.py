@@ -30,6 +30,24 @@ def test_parameter_counts_match_the_published_models(
     assert abs(n_params(model) - published) / published < 0.005, n_params(model)
 
 
+# Zaremba et al.'s small model, counted by hand from the official main.lua: the embedding
+# and decoder (10000 × 200, + 10000 biases), two LSTM layers of 4·200·(200 + 200) weights and
+# two 4·200 biases (i2h and h2h are nn.Linear, each with its own).
+ZAREMBA_SMALL = 10000 * 200 + 2 * (4 * 200 * 400 + 2 * 4 * 200) + 200 * 10000 + 10000
+# The RHN in its place: W_ih 2·200 × 200, then 7 micro-layers of 2·200 × 200 weights + 400 biases.
+RHN_IN_ITS_PLACE = 10000 * 200 + (2 * 200 * 200 + 7 * (2 * 200 * 200 + 400)) + 200 * 10000 + 10000
+
+
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [("ptb_lstm_zaremba_small", ZAREMBA_SMALL), ("ptb_rhn_zaremba_small", RHN_IN_ITS_PLACE)],
+)
+def test_zaremba_small_and_its_rhn_have_the_hand_counted_sizes(config: str, expected: int) -> None:
+    model = LanguageModel(10000, load_config(CONFIGS / f"{config}.yaml").model)
+    assert n_params(model) == expected
+    assert abs(RHN_IN_ITS_PLACE - ZAREMBA_SMALL) / ZAREMBA_SMALL < 1e-4  # equal size
+
+
 @pytest.mark.parametrize(("config", "published"), [("kim_small", 5e6), ("kim_large", 19e6)])
 def test_char_aware_parameter_counts(config: str, published: float) -> None:
     cfg = load_config(CONFIGS / f"{config}.yaml").model
