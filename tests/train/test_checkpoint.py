@@ -60,6 +60,15 @@ def test_truncated_or_corrupt_files_give_one_clear_error(tmp_path: Path, keep: i
         load_checkpoint(path)
 
 
+def test_a_file_that_is_no_checkpoint_gives_one_clear_error(tmp_path: Path) -> None:
+    """A run's config.yaml handed over as the checkpoint: torch's unpickler raises an
+    IndexError on it, which must still be the one CheckpointError."""
+    path = tmp_path / "config.yaml"
+    path.write_text("task: word_lm\nmodel: {depth: 2}\n")
+    with pytest.raises(CheckpointError, match=r"config\.yaml is corrupt or truncated, or not a"):
+        load_checkpoint(path)
+
+
 def test_missing_foreign_and_other_model_checkpoints(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"nope\.pt does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
