@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rhn.data.text_file import DataFileError
 from rhn.tasks.language_model import sample_text
-from rhn.tasks.lm_scoring import MC_PROTOCOLS, McRejectedError
+from rhn.tasks.lm_scoring import MC_PROTOCOLS, McProtocolError, McRejectedError
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import load_config
 from rhn.train.evaluate import evaluate_checkpoint, export_checkpoint, resolve_checkpoint
@@ -27,6 +27,7 @@ EXPECTED_ERRORS = (
     TrainingDivergedError,
     DataFileError,
     McRejectedError,
+    McProtocolError,
 )
 
 

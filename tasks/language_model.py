@@ -160,16 +160,23 @@ class LanguageModelTask(Task):
         self.train_stream: TBPTTStream | None = None
         if "train" not in self.ids:
             return
-        tokens = self.ids["train"].numel()
-        if tokens // data.batch_size < 2:
-            raise DataFileError(
-                f"the training split has {tokens} tokens, too few for data.batch_size = "
-                f"{data.batch_size} columns of at least 2 tokens; use a larger corpus or a "
-                "smaller data.batch_size"
-            )
+        # Every split is checked now, not at the first evaluation, hours into a run.
+        self._check_columns("train", data.batch_size, "data.batch_size")
+        for split in self.ids:
+            if split != "train":
+                self._check_columns(split, data.eval_batch_size, "data.eval_batch_size")
         self.train_stream = TBPTTStream.for_rank(
             self.ids["train"], data.batch_size, data.seq_len, rank, world_size
         )
+
+    def _check_columns(self, split: str, columns: int, setting: str) -> None:
+        """``split`` must fill ``columns`` columns of at least 2 tokens each."""
+        tokens = self.ids[split].numel()
+        if tokens // columns < 2:
+            raise DataFileError(
+                f"the {split} split has {tokens} tokens, too few for {setting} = {columns} "
+                f"columns of at least 2 tokens; use a larger corpus or a smaller {setting}"
+            )
 
     @classmethod
     def for_evaluation(cls, config: Any, task_state: dict[str, Any], split: str) -> Task:
@@ -245,10 +252,9 @@ class LanguageModelTask(Task):
         if mc_protocol not in MC_PROTOCOLS:
             raise ValueError(f"mc_protocol must be one of {MC_PROTOCOLS}, got {mc_protocol!r}")
         lm = _lm(model)
-        stream = TBPTTStream.for_rank(
-            self.ids[split], batch_size or self.config.data.eval_batch_size,
-            self.config.data.seq_len, 0, 1,
-        )  # fmt: skip
+        columns = batch_size or self.config.data.eval_batch_size
+        self._check_columns(split, columns, "batch_size" if batch_size else "data.eval_batch_size")
+        stream = TBPTTStream.for_rank(self.ids[split], columns, self.config.data.seq_len, 0, 1)
         if mc_samples == 0:
             score = score_deterministic(lm, stream, device, progress=progress)
         elif mc_protocol == "pass":

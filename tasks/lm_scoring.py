@@ -7,10 +7,13 @@ gives the mean negative log-likelihood per token (nats).
 MC dropout (Gal & Ghahramani 2016; RHN §5, "64.4 with MC dropout") has two protocols:
 
 ``pass`` — the RHN code's ``evaluate_mc``, the one its published numbers used:
-    one set of dropout masks for a whole pass over the split; a pass whose perplexity
-    exceeds ``reject_above`` (500) is discarded and another drawn, until ``samples`` passes
-    are kept; each token's target probability is averaged over the kept passes and clipped
-    to [1e-10, 1 − 1e-10] before the log:
+    one set of dropout masks for a whole pass over the split. Embedding dropout is drawn
+    once per pass for a column's whole input, as ``evaluate_mc`` does (at batch 1 and one
+    step per call its ``noise_x`` is a single number): a pass either scales every embedding
+    by 1 / (1 − p) or zeroes them all, and the bound below rejects the latter. A pass
+    whose perplexity exceeds ``reject_above`` (500) is discarded and another drawn, until
+    ``samples`` passes are kept; each token's target probability is averaged over the kept
+    passes and clipped to [1e-10, 1 − 1e-10] before the log:
 
         loss = mean_t −log clip( (1/K) Σ_k p_k(y_t) )
 
@@ -49,6 +52,10 @@ class McRejectedError(RuntimeError):
     """MC dropout could not keep enough passes under the perplexity bound."""
 
 
+class McProtocolError(ValueError):
+    """The model's dropout cannot be scored by the MC protocol asked for."""
+
+
 @dataclass
 class StreamScore:
     """Mean NLL per token, the mean transform-gate value per micro-layer (RHN, deterministic
@@ -81,6 +88,20 @@ def _replayed_masks(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _column_word_dropout(lm: RecurrentLM) -> Iterator[None]:
+    """Embedding dropout drops a column's whole input in the block (``evaluate_mc``)."""
+    before = getattr(lm, "embed_dropout_unit", None)
+    if before is None:  # a model without word dropout (the char-aware LM)
+        yield
+        return
+    lm.embed_dropout_unit = "column"
+    try:
+        yield
+    finally:
+        lm.embed_dropout_unit = before
+
+
 def _target_log_probs(
     lm: RecurrentLM,
     stream: TBPTTStream,
@@ -95,7 +116,7 @@ def _target_log_probs(
     ``mask_seed`` None is the deterministic pass (dropout off); else the pass's masks."""
     lm.train(mask_seed is not None)
     state = lm.initial_state(stream.columns.shape[1], device)
-    pieces, gate_sum, gate_windows = [], None, 0
+    pieces, gate_sum, gate_steps = [], None, 0
     # Gate activity comes from the reference recurrence; a model that asked for a fast
     # backend by name (fused, cuda-graph) keeps it for evaluation and logs no gate means.
     want_gates = gates and lm.cfg.rnn == "rhn" and lm.cfg.rnn_backend in ("auto", "reference")
@@ -107,12 +128,12 @@ def _target_log_probs(
         state = out[1]
         log_p = torch.log_softmax(out[0].float(), dim=-1)
         pieces.append(log_p.gather(-1, targets.unsqueeze(-1)).flatten().double().cpu())
-        if want_gates:
-            per_depth = out[2].float().mean(dim=(0, 1, 2, 4))
+        if want_gates:  # summed over steps, so a short last window counts for its steps
+            per_depth = out[2].float().sum(dim=1).mean(dim=(0, 1, 3))  # (K·D, T, N, L, H)
             gate_sum = per_depth if gate_sum is None else gate_sum + per_depth
-            gate_windows += 1
+            gate_steps += targets.shape[0]
     lm.eval()
-    means = (gate_sum / gate_windows).tolist() if gate_sum is not None else []
+    means = (gate_sum / gate_steps).tolist() if gate_sum is not None else []
     return torch.cat(pieces), means
 
 
@@ -158,7 +179,7 @@ def score_mc_passes(
         raise ValueError(f"samples must be >= 1, got {samples}")
     per_step = per_step_dropout(lm)
     if per_step:
-        raise ValueError(
+        raise McProtocolError(
             f"MC protocol 'pass' keeps one set of per-sequence masks for a whole pass; this "
             f"model's {' and '.join(per_step)} draw a fresh mask every step, which a pass "
             f"cannot hold fixed; use mc_protocol 'window' (rhn-eval --mc-protocol window)"
@@ -173,9 +194,10 @@ def score_mc_passes(
                 f"{reject_above}; with dropout on this model is too poor to average"
             )
         label = f"mc pass {attempt + 1} ({kept}/{samples} kept)"
-        log_p, _ = _target_log_probs(
-            lm, stream, device, mask_seed=seed + attempt, label=label, progress=progress
-        )
+        with _column_word_dropout(lm):
+            log_p, _ = _target_log_probs(
+                lm, stream, device, mask_seed=seed + attempt, label=label, progress=progress
+            )
         attempt += 1
         if math.exp(min(-log_p.mean().item(), 700.0)) > reject_above:
             continue

@@ -10,6 +10,7 @@ Zilly et al. 2017 (arXiv 1607.03474), §5 and the official ``rhn_train.py``:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -40,7 +41,15 @@ class LanguageModelConfig(RecurrentConfig):
 
 
 class LanguageModel(RecurrentLM):
-    """``forward(tokens (T, N), state) → (logits (T, N, V), state)``."""
+    """``forward(tokens (T, N), state) → (logits (T, N, V), state)``.
+
+    ``embed_dropout_unit`` is what embedding dropout drops: ``word_type`` (training: every
+    occurrence of a word type within a column, the RHN code's ``noise_x``) or ``column`` (a
+    column's whole input at once — what ``noise_x`` amounts to in the RHN code's
+    ``evaluate_mc``, which runs batch 1, one step at a time, and draws it once per pass).
+    """
+
+    embed_dropout_unit: Literal["word_type", "column"] = "word_type"
 
     def __init__(self, vocab_size: int, cfg: LanguageModelConfig) -> None:
         super().__init__(vocab_size, cfg.embed_size, cfg)
@@ -59,6 +68,9 @@ class LanguageModel(RecurrentLM):
         p = self.cfg.embed_dropout
         if not self.training or p == 0.0:
             return embedded
+        if self.embed_dropout_unit == "column":
+            keep = torch.empty(1, tokens.shape[1], 1, device=tokens.device)
+            return embedded * keep.bernoulli_(1 - p).div_(1 - p)
         # Drop whole token types per sequence (Gal & Ghahramani; the RHN code's noise_x):
         # within a batch column every occurrence of a dropped token is zeroed.
         keep = torch.empty(tokens.shape[1], self.vocab_size, device=tokens.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,13 @@ def test_train_eval_export_round_trip(tmp_path: Path, capsys: pytest.CaptureFixt
     assert evaluated["bpc"] == pytest.approx(min(trained["bpc"], evaluated["bpc"]))
     assert eval_main([str(run / "checkpoints" / "last.pt"), "--split", "test"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 12
+    assert eval_main([str(run), "--split", "test", "--batch-size", "100000"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.fullmatch(
+        r"error: the test split has \d+ tokens, too few for batch_size = 100000 columns of at "
+        r"least 2 tokens; use a larger corpus or a smaller batch_size",
+        err,
+    ), err
 
     out = tmp_path / "weights.safetensors"
     assert export_main([str(run), str(out)]) == 0
@@ -44,6 +52,20 @@ def test_train_eval_export_round_trip(tmp_path: Path, capsys: pytest.CaptureFixt
     exported = load_file(str(out))
     saved = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(exported[k], saved[k]) for k in exported)
+
+
+def test_mc_passes_on_per_step_dropout_are_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    ordinary = ["--set", "model.output_dropout=0.3", "--set", "model.output_dropout_kind=ordinary"]
+    assert train_main([TINY, "--run-dir", str(run), *SHORT, *ordinary]) == 0
+    capsys.readouterr()
+    assert eval_main([str(run), "--split", "test", "--mc", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: MC protocol 'pass' keeps one set of per-sequence masks")
+    assert "use mc_protocol 'window'" in err and len(err.splitlines()) == 1
+    assert eval_main([str(run), "--split", "test", "--mc", "2", "--mc-protocol", "window"]) == 0
 
 
 @pytest.mark.parametrize(
@@ -153,17 +175,22 @@ def test_unusable_run_dirs_configs_and_corpora_are_one_line_with_exit_2(
         ([str(binary), "--run-dir", str(tmp_path / "r1")], "is not text (not UTF-8)"),
         (
             [TINY, "--run-dir", str(tmp_path / "r2"), *corpus, "--set", f"data.path={empty}"],
-            "the training split has 0 tokens, too few for data.batch_size",
+            "the train split has 0 tokens, too few for data.batch_size",
         ),
         (
             [TINY, "--run-dir", str(tmp_path / "r3"), *corpus, "--set", f"data.path={short}"],
-            "the training split has 3 tokens, too few for data.batch_size",
+            "the train split has 3 tokens, too few for data.batch_size",
+        ),
+        (  # refused before any step, not at the first evaluation
+            [TINY, "--run-dir", str(tmp_path / "r4"), "--set", "data.eval_batch_size=999999"],
+            "tokens, too few for data.eval_batch_size = 999999 columns",
         ),
     ]
     for argv, message in cases:
         assert train_main([*argv, *SHORT]) == 2, message
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "r4" / "checkpoints").exists()
 
 
 def _can_mount_read_only() -> bool:

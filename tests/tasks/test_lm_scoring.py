@@ -11,6 +11,7 @@ import torch
 from rhn.data.tbptt import TBPTTStream
 from rhn.models import LanguageModel, LanguageModelConfig
 from rhn.tasks.lm_scoring import (
+    McProtocolError,
     McRejectedError,
     score_deterministic,
     score_mc_passes,
@@ -36,15 +37,24 @@ def split_ids(n: int = 121) -> torch.Tensor:
 
 def pass_log_probs(lm: LanguageModel, ids: torch.Tensor, seed: int) -> np.ndarray:
     """One pass of evaluate_mc: masks drawn once, the whole split as a single sequence;
-    log p(target) per token."""
+    log p(target) per token. Its word dropout (noise_x, shape (batch 1, 1 step, 1)) is one
+    number per column for the whole pass, drawn first; here it scales the embedding's output
+    while the model's own word dropout is off."""
     whole = TBPTTStream.for_rank(ids, COLUMNS, len(ids), 0, 1)
     (inputs, targets), *rest = list(whole.all_windows())
     assert not rest  # one window: one forward call, so one draw of every mask
     torch.manual_seed(seed)
+    p, lm.cfg.embed_dropout = lm.cfg.embed_dropout, 0.0
+    noise_x = torch.empty(1, COLUMNS, 1).bernoulli_(1 - p).div_(1 - p) if p else 1.0
+    hook = lm.embedding.register_forward_hook(lambda _m, _i, out: out * noise_x)
     lm.train()
-    with torch.no_grad():
-        logits, _ = lm(inputs, lm.initial_state(COLUMNS, CPU))
-    lm.eval()
+    try:
+        with torch.no_grad():
+            logits, _ = lm(inputs, lm.initial_state(COLUMNS, CPU))
+    finally:
+        lm.eval()
+        hook.remove()
+        lm.cfg.embed_dropout = p
     log_p = torch.log_softmax(logits.double(), dim=-1).gather(-1, targets.unsqueeze(-1))
     return log_p.flatten().numpy()
 
@@ -81,6 +91,27 @@ def test_one_mask_set_per_pass_as_evaluate_mc() -> None:
     assert (score.kept, score.rejected) == (3, 0)
     # Fresh masks per window are another estimator, so another number.
     assert score_mc_windows(lm, stream, CPU, 3).loss != pytest.approx(expected, rel=1e-2)
+
+
+def test_word_dropout_in_a_pass_drops_a_columns_whole_input() -> None:
+    """evaluate_mc's noise_x is drawn once per pass at batch 1: each pass sees every
+    embedding scaled by 1 / (1 − p), or none of them, never single words dropped."""
+    lm, ids = tiny_lm(embed_dropout=0.5), split_ids()
+    one_column = TBPTTStream.for_rank(ids, 1, 7, 0, 1)
+    outcomes = {}
+    for scale in (2.0, 0.0):
+        scaled = tiny_lm(embed_dropout=0.5)
+        with torch.no_grad():
+            scaled.embedding.weight.mul_(scale)
+        outcomes[scale] = score_deterministic(scaled, one_column, CPU).loss
+    seen = set()
+    for seed in range(8):
+        loss = score_mc_passes(lm, one_column, CPU, 1, seed=seed, reject_above=1e9).loss
+        match = [k for k, v in outcomes.items() if loss == pytest.approx(v, rel=1e-6)]
+        assert len(match) == 1, (seed, loss, outcomes)
+        seen.add(match[0])
+    assert seen == {2.0, 0.0}
+    assert lm.embed_dropout_unit == "word_type"  # training's word dropout is back
 
 
 def test_passes_above_the_perplexity_bound_are_rejected() -> None:
@@ -123,6 +154,13 @@ def test_the_deterministic_pass_is_the_mean_nll_of_one_long_sequence() -> None:
     assert score.loss == pytest.approx(expected.item(), rel=1e-5)
     assert len(score.gate_means) == 2 and all(0 < g < 1 for g in score.gate_means)
     assert not lm.training
+    # The gate means are those of the one long sequence too, also when the last window
+    # is short (59 steps as windows of 50 and 9): each step counts once.
+    with torch.no_grad():
+        gates = lm(inputs, lm.initial_state(COLUMNS, CPU), return_gates=True)[2]
+    expected_gates = gates.mean(dim=(0, 1, 2, 4)).tolist()
+    uneven = score_deterministic(lm, windows_of(ids, 50), CPU).gate_means
+    assert uneven == pytest.approx(expected_gates, rel=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -134,6 +172,6 @@ def test_the_deterministic_pass_is_the_mean_nll_of_one_long_sequence() -> None:
 )
 def test_per_step_dropout_cannot_be_held_for_a_pass(settings: dict, named: str) -> None:
     lm, ids = tiny_lm(**settings), split_ids()
-    with pytest.raises(ValueError, match=f"this model's {named} draw a fresh mask every step"):
+    with pytest.raises(McProtocolError, match=f"this model's {named} draw a fresh mask every step"):
         score_mc_passes(lm, windows_of(ids), CPU, 2)
     assert score_mc_windows(lm, windows_of(ids), CPU, 2).loss > 0  # the per-window variant
