@@ -8,18 +8,27 @@ checkpoint's metric on ``--split``, a language model's scored the papers' way: o
 (batch 1) with the state carried through the split. ``--batched`` uses the config's
 ``data.eval_batch_size`` instead (faster, slightly worse), ``--mc K`` adds MC dropout over K
 passes as the RHN code's ``evaluate_mc``, ``--no-eval`` reports the best validation metric
-of the training log. The ``protocol`` column says which of these each number is.
+of the training log. The ``protocol`` column says which of these each number is; ``epochs``,
+``steps`` and ``wall time`` are those of the scored checkpoint. The published (test) number
+stands beside a run only when it is scored on the test split and was trained on the recipe
+as it is: overrides that change the run (``--set``, kept in ``origin.json``) are listed in
+``changes`` and blank the published number. A run that cannot be scored (no checkpoint yet,
+missing data) is skipped with one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
 import yaml
 
+from rhn.tasks.cli import EXPECTED_ERRORS
+from rhn.tasks.lm_scoring import McProtocolError
+from rhn.train.checkpoint import load_checkpoint
 from rhn.train.evaluate import evaluate_checkpoint, resolve_checkpoint
 
 # recipe (config file stem) → (metric, published test value, source)
@@ -77,26 +86,49 @@ def protocol_options(task: str, batched: bool, mc: int) -> tuple[dict[str, objec
     return options, name
 
 
+# Overrides that leave a run's result as it is: where it ran and how much it printed.
+NEUTRAL_OVERRIDES = ("train.progress", "train.device", "train.log_every", "train.checkpoint_every")
+
+
+def changes(origin: dict[str, object]) -> list[str]:
+    """The ``--set`` overrides of a run that may change its result."""
+    overrides = [str(o) for o in origin.get("overrides") or []]  # type: ignore[union-attr]
+    return [o for o in overrides if o.split("=", 1)[0].strip() not in NEUTRAL_OVERRIDES]
+
+
 def run_row(
     run: Path, split: str, *, batched: bool = False, mc: int = 0, evaluate: bool = True
 ) -> dict[str, object]:
     origin = json.loads((run / "origin.json").read_text()) if (run / "origin.json").exists() else {}
     recipe = Path(origin.get("config_file", "?")).stem
     config = yaml.safe_load((run / "config.yaml").read_text())
-    records = [json.loads(line) for line in (run / "metrics.jsonl").open() if line.strip()]
+    metrics = run / "metrics.jsonl"
+    records = (
+        [json.loads(line) for line in metrics.open() if line.strip()] if metrics.exists() else []
+    )
     checkpoint = resolve_checkpoint(run)
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    ckpt = load_checkpoint(checkpoint)
     metric, published, source = PUBLISHED.get(recipe, ("", float("nan"), "—"))
     if evaluate:
         options, protocol = protocol_options(config["task"], batched, mc)
-        ours = evaluate_checkpoint(checkpoint, split, "auto", **options)
+        try:
+            ours = evaluate_checkpoint(checkpoint, split, "auto", **options)
+        except McProtocolError:  # per-step dropout (Kim et al.'s): no pass can hold it
+            options, protocol = protocol_options(config["task"], batched, 0)
+            ours = evaluate_checkpoint(checkpoint, split, "auto", **options)
+            protocol += " (no MC: per-step dropout)"
         metric = metric or next(m for m in ("ppl", "bpc", "acc") if m in ours)
-        value, where = ours[metric], split
+        value, where, step = ours[metric], split, ckpt["step"]
     else:
         metric = metric or next(m for m in ("ppl", "bpc", "acc") if m in records[-1])
         best = max if metric == "acc" else min
-        values = [r[metric] for r in records if metric in r]
-        value, where, protocol = best(values), "best valid", "training log"
+        logged = [r for r in records if metric in r]
+        top = best(logged, key=lambda r: r[metric])
+        value, where, protocol, step = top[metric], "best valid", "training log", top["step"]
+    changed = changes(origin)
+    if changed or where != "test":
+        published = float("nan")  # not the published recipe's test number
+    at = next((r for r in reversed(records) if r["step"] == step), None)
     return {
         "run": run.name,
         "recipe": recipe,
@@ -107,10 +139,11 @@ def run_row(
         "ours": value,
         "measured on": where,
         "protocol": protocol,
-        "params": count_parameters(state),
-        "epochs": records[-1]["epoch"] if records else 0,
-        "steps": records[-1]["step"] if records else 0,
-        "wall time": f"{records[-1].get('elapsed_s', 0) / 60:.1f} min" if records else "-",
+        "params": count_parameters(ckpt["model"]),
+        "epochs": at["epoch"] if at else "-",
+        "steps": step,
+        "wall time": f"{at.get('elapsed_s', 0) / 60:.1f} min" if at else "-",
+        "changes": ", ".join(changed) or "—",
     }
 
 
@@ -124,22 +157,35 @@ def main() -> None:
     parser.add_argument("--mc", type=int, default=0, metavar="K", help="MC dropout passes")
     parser.add_argument("--no-eval", action="store_true", help="report the best valid metric")
     args = parser.parse_args()
+    if args.mc < 0:
+        parser.error(f"--mc must be an integer >= 0, got {args.mc}")
     runs = []
     for path in args.runs:
+        if not path.is_dir():
+            parser.error(f"{path} is not a run directory or a folder of them")
         runs += (
             [path]
             if (path / "config.yaml").exists()
             else sorted(p for p in path.iterdir() if (p / "config.yaml").exists())
         )
-    if args.mc < 0:
-        parser.error(f"--mc must be an integer >= 0, got {args.mc}")
-    rows = [
-        run_row(run, args.split, batched=args.batched, mc=args.mc, evaluate=not args.no_eval)
-        for run in runs
-    ]
+    rows = []
+    for run in runs:
+        try:
+            row = run_row(
+                run, args.split, batched=args.batched, mc=args.mc, evaluate=not args.no_eval
+            )
+        except (*EXPECTED_ERRORS, OSError, ValueError, KeyError, StopIteration) as err:
+            print(f"skipped {run}: {type(err).__name__}: {err}", file=sys.stderr)
+            continue
+        rows.append(row)
+    if not rows:
+        print(
+            f"error: no run under {', '.join(map(str, args.runs))} could be scored", file=sys.stderr
+        )
+        sys.exit(2)
     header = ["run", "recipe", "metric", "published", "ours", "measured on", "protocol"]
     header += ["params"]
-    header += ["epochs", "steps", "wall time", "source"]
+    header += ["epochs", "steps", "wall time", "changes", "source"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:

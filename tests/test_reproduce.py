@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,3 +42,60 @@ def test_reproduce_table_from_a_finished_run(tmp_path: Path) -> None:
         row = lines[2].split(" | ")
         assert row[0] == "| tiny" and row[1] == "char_lm_tiny" and row[2] == "bpc"
         assert float(row[4]) > 0 and row[6] == protocol and row[7].endswith("M")
+
+
+def _reproduce(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "scripts/reproduce.py", *args], cwd=ROOT, capture_output=True, text=True
+    )
+
+
+def _rows(stdout: str) -> dict[str, dict[str, str]]:
+    lines = stdout.strip().splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        for line in lines[2:]
+    ]
+    return {row["run"]: row for row in rows}
+
+
+def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: Path) -> None:
+    """A run's overrides that change it blank the published number and are listed; the
+    step columns are the scored checkpoint's; a run without a checkpoint is skipped in one
+    line; a path that is not there is refused with exit 2."""
+    runs = tmp_path / "runs"
+    config = str(ROOT / "configs" / "char_lm_tiny.yaml")
+    # Diverging on purpose (Adam at lr 0.3): best.pt stays at an early evaluation.
+    short = ["--set", "train.max_steps=20", "--set", "train.eval_every=5", "--set", "optim.lr=0.3"]
+    train = subprocess.run(
+        [sys.executable, "-m", "tasks", config, "--run-dir", str(runs / "tiny"), *short],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert train.returncode == 0, train.stderr
+    best_step = torch.load(runs / "tiny" / "checkpoints" / "best.pt", weights_only=True)["step"]
+    # The same run filed as the RHN paper's enwik8 recipe (bpc too), as it is and changed.
+    for name, overrides in (("as_is", ["train.progress=false"]), ("changed", ["model.depth=2"])):
+        shutil.copytree(runs / "tiny", runs / name)
+        origin = {"config_file": "configs/enwik8_rhn_d10.yaml", "overrides": overrides}
+        (runs / name / "origin.json").write_text(json.dumps(origin))
+    (runs / "live").mkdir()
+    shutil.copy(runs / "tiny" / "config.yaml", runs / "live" / "config.yaml")  # no checkpoint
+
+    table = _reproduce(str(runs))
+    assert table.returncode == 0, table.stderr
+    rows = _rows(table.stdout)
+    assert set(rows) == {"tiny", "as_is", "changed"}
+    assert rows["as_is"]["published"] == "1.270" and rows["as_is"]["changes"] == "—"
+    assert rows["changed"]["published"] == "-" and rows["changed"]["changes"] == "model.depth=2"
+    assert rows["tiny"]["changes"] == "train.max_steps=20, train.eval_every=5, optim.lr=0.3"
+    assert rows["tiny"]["steps"] == str(best_step) != "20"
+    assert table.stderr.strip().startswith(f"skipped {runs / 'live'}: CheckpointError: ")
+    assert len(table.stderr.strip().splitlines()) == 1
+    valid = _rows(_reproduce(str(runs), "--split", "valid").stdout)
+    assert valid["as_is"]["published"] == "-"  # the published number is a test number
+
+    missing = _reproduce(str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "is not a run directory" in missing.stderr
