@@ -13,17 +13,22 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_reproduce_table_from_a_finished_run(tmp_path: Path) -> None:
-    runs = tmp_path / "runs"
+def _train_tiny(run: Path, *overrides: str) -> None:
+    """char_lm_tiny trained into ``run`` with ``--set`` of each override."""
     config = str(ROOT / "configs" / "char_lm_tiny.yaml")
-    short = ["--set", "train.max_steps=10", "--set", "train.eval_every=5"]
+    sets = [arg for o in overrides for arg in ("--set", o)]
     train = subprocess.run(
-        [sys.executable, "-m", "tasks", config, "--run-dir", str(runs / "tiny"), *short],
+        [sys.executable, "-m", "tasks", config, "--run-dir", str(run), *sets],
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
     assert train.returncode == 0, train.stderr
+
+
+def test_reproduce_table_from_a_finished_run(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _train_tiny(runs / "tiny", "train.max_steps=10", "train.eval_every=5")
     for extra, protocol in (
         ([], "batch 1"),
         (["--batched"], "batched"),
@@ -65,16 +70,8 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     step columns are the scored checkpoint's; a run without a checkpoint is skipped in one
     line; a path that is not there is refused with exit 2."""
     runs = tmp_path / "runs"
-    config = str(ROOT / "configs" / "char_lm_tiny.yaml")
     # Diverging on purpose (Adam at lr 0.3): best.pt stays at an early evaluation.
-    short = ["--set", "train.max_steps=20", "--set", "train.eval_every=5", "--set", "optim.lr=0.3"]
-    train = subprocess.run(
-        [sys.executable, "-m", "tasks", config, "--run-dir", str(runs / "tiny"), *short],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert train.returncode == 0, train.stderr
+    _train_tiny(runs / "tiny", "train.max_steps=20", "train.eval_every=5", "optim.lr=0.3")
     best_step = torch.load(runs / "tiny" / "checkpoints" / "best.pt", weights_only=True)["step"]
     # The same run filed as the RHN paper's enwik8 recipe (bpc too), as it is and changed.
     for name, overrides in (("as_is", ["train.progress=false"]), ("changed", ["model.depth=2"])):
