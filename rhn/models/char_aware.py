@@ -70,12 +70,16 @@ class CharAwareLM(RecurrentLM):
     """
 
     def __init__(self, word_chars: torch.Tensor, num_chars: int, cfg: CharAwareConfig) -> None:
-        cnn = CharCNN(num_chars, cfg.char_embed_size, cfg.widths, cfg.filters)
+        # init_range reaches every layer: Kim's code draws all parameters from U(±0.05).
+        r = cfg.init_range
+        cnn = CharCNN(num_chars, cfg.char_embed_size, cfg.widths, cfg.filters, init_range=r)
         super().__init__(word_chars.shape[0], cnn.output_size, cfg)
         self.register_buffer("word_chars", word_chars.clone())
         self.char_cnn = cnn
         self.highway = (
-            Highway(cnn.output_size, cfg.highway_layers, "relu", cfg.highway_gate_bias)
+            Highway(
+                cnn.output_size, cfg.highway_layers, "relu", cfg.highway_gate_bias, init_range=r
+            )
             if cfg.highway_layers
             else nn.Identity()
         )

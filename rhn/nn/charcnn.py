@@ -14,12 +14,17 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from rhn.nn._validate import check_positive_int
+from rhn.nn._validate import check_init_range, check_positive_int
 from rhn.nn.activation import check_activation, get_activation
 
 
 class CharCNN(nn.Module):
-    """``(..., W)`` character ids → ``(..., sum(filters))`` word vectors."""
+    """``(..., W)`` character ids → ``(..., sum(filters))`` word vectors.
+
+    ``init_range`` None keeps torch's starts (embedding N(0, 1), convolutions ±1/√fan_in);
+    r draws the embedding and every convolution weight and bias from U(−r, r), as Kim et
+    al.'s code (r = 0.05). The padding character's vector is zero either way.
+    """
 
     def __init__(
         self,
@@ -30,6 +35,7 @@ class CharCNN(nn.Module):
         *,
         activation: str = "tanh",
         padding_idx: int | None = 0,
+        init_range: float | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -53,6 +59,20 @@ class CharCNN(nn.Module):
             nn.Conv1d(embed_size, f, w, **factory) for w, f in zip(widths, filters, strict=True)
         )
         self.output_size = sum(filters)
+        self.init_range = check_init_range(init_range)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.init_range is None:
+            self.embedding.reset_parameters()
+            for conv in self.convs:
+                conv.reset_parameters()
+            return
+        with torch.no_grad():
+            for param in self.parameters():
+                param.uniform_(-self.init_range, self.init_range)
+            if self.embedding.padding_idx is not None:
+                self.embedding.weight[self.embedding.padding_idx].zero_()
 
     def _check_ids(self, chars: object) -> None:
         if not isinstance(chars, torch.Tensor):

@@ -22,7 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rhn.nn._validate import check_finite, check_positive_int, check_tensor_like
+from rhn.nn._validate import (
+    check_finite,
+    check_init_range,
+    check_positive_int,
+    check_tensor_like,
+)
 from rhn.nn.activation import INIT_GAIN, check_activation, get_activation
 from rhn.nn.functional import highway_combine
 
@@ -50,6 +55,7 @@ class GatedHighwayBase(nn.Module):
         gate_bias: float,
         coupled: bool,
         gate_init: str = "uniform",
+        init_range: float | None = None,
         device: torch.device | str | None,
         dtype: torch.dtype | None,
     ) -> None:
@@ -57,6 +63,9 @@ class GatedHighwayBase(nn.Module):
         if gate_init not in GATE_INITS:
             raise ValueError(f"gate_init must be one of {GATE_INITS}, got {gate_init!r}")
         self.gate_init = gate_init
+        self.init_range = check_init_range(init_range)
+        if self.init_range is not None and gate_init != "uniform":
+            raise ValueError("init_range sets every weight; it can't be combined with gate_init")
         self.features = check_positive_int("features", features)
         self.activation = check_activation(activation)
         self.gate_bias = check_finite("gate_bias", gate_bias)
@@ -77,10 +86,22 @@ class GatedHighwayBase(nn.Module):
         σ(gate_bias) — or, with ``gate_init="he_normal"``, N(0, 2/fan_in) as the authors'
         Caffe nets. H's bias starts at 0; a free carry gate's bias starts at −gate_bias so
         that C ≈ 1 − T at initialisation.
+
+        With ``init_range`` r, every weight and bias starts in U(−r, r) and each gate's bias
+        is offset by its start (b_T = gate_bias + U(−r, r)): Kim et al.'s code, which draws
+        every parameter from U(−0.05, 0.05) and adds the gate bias as a constant.
         """
         f = self.features
         fan_in = self.weight[0].numel()
         with torch.no_grad():
+            if self.init_range is not None:
+                r = self.init_range
+                self.weight.uniform_(-r, r)
+                self.bias.uniform_(-r, r)
+                self.bias[f : 2 * f].add_(self.gate_bias)
+                if not self.coupled:
+                    self.bias[2 * f :].sub_(self.gate_bias)
+                return
             self.weight[:f].normal_(0.0, INIT_GAIN[self.activation] / math.sqrt(fan_in))
             if self.gate_init == "he_normal":
                 self.weight[f:].normal_(0.0, math.sqrt(2.0 / fan_in))
@@ -117,6 +138,7 @@ class GatedHighwayBase(nn.Module):
 
     def extra_repr(self) -> str:
         init = f", gate_init={self.gate_init!r}" if self.gate_init != "uniform" else ""
+        init += f", init_range={self.init_range}" if self.init_range is not None else ""
         return (
             f"{self.features}, activation={self.activation!r}, gate_bias={self.gate_bias}, "
             f"coupled={self.coupled}{init}"
@@ -133,6 +155,7 @@ class HighwayLayer(GatedHighwayBase):
         gate_bias: float = -2.0,
         *,
         coupled: bool = True,
+        init_range: float | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -142,6 +165,7 @@ class HighwayLayer(GatedHighwayBase):
             activation=activation,
             gate_bias=gate_bias,
             coupled=coupled,
+            init_range=init_range,
             device=device,
             dtype=dtype,
         )
@@ -159,6 +183,8 @@ class Highway(nn.Module):
         activation: H's nonlinearity: relu, tanh, sigmoid, gelu or identity.
         gate_bias: initial transform-gate bias (negative: start by carrying).
         coupled: C = 1 − T (True, default) or a free carry gate.
+        init_range: None (He normal H, the gates at torch's range) or r: every parameter
+            U(−r, r), the gate biases offset by their start (Kim et al.'s code).
         device, dtype: as for ``torch.nn`` layers.
 
     Layer ``i``'s parameters are ``layers[i].weight`` ``(2F, F)`` and ``layers[i].bias``
@@ -174,14 +200,16 @@ class Highway(nn.Module):
         gate_bias: float = -2.0,
         *,
         coupled: bool = True,
+        init_range: float | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         check_positive_int("num_layers", num_layers)
+        factory = {"device": device, "dtype": dtype}
         self.layers = nn.ModuleList(
             HighwayLayer(
-                features, activation, gate_bias, coupled=coupled, device=device, dtype=dtype
+                features, activation, gate_bias, coupled=coupled, init_range=init_range, **factory
             )
             for _ in range(num_layers)
         )

@@ -1,9 +1,10 @@
 """``torch.nn.LSTM`` with the uniform initialisation of the LSTM language-model papers.
 
 Zaremba et al. 2014 (arXiv 1409.2329) and Kim et al. 2016 draw every LSTM parameter from
-U(−r, r) (r = 0.05 for the small models, 0.04 for the large); torch's default is the same
-rule with r = 1/√H. This is the baseline the RHN is compared against, so it keeps cuDNN /
-oneDNN's fused kernels: only the initialisation differs from ``nn.LSTM``.
+U(−r, r) (Zaremba's code: r = 0.1 for the small model, 0.04 for the large; Kim's: 0.05 for
+both sizes); torch's default is the same rule with r = 1/√H. This is the baseline the RHN
+is compared against, so it keeps cuDNN / oneDNN's fused kernels: only the initialisation
+differs from ``nn.LSTM``.
 """
 
 from __future__ import annotations

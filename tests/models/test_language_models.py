@@ -1,3 +1,4 @@
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,22 @@ def test_char_aware_parameter_counts(config: str, published: float) -> None:
     words = ["<unk>", "<eos>", *(f"w{i:05d}" for i in range(9998))]
     table, _ = word_char_table(words, cfg.max_word_length)
     assert abs(n_params(CharAwareLM(table, 51, cfg)) - published) / published < 0.07
+
+
+@pytest.mark.parametrize("config", ["kim_small", "kim_large"])
+def test_char_aware_recipes_start_every_parameter_as_kims_code(config: str) -> None:
+    """main.lua: params:uniform(−0.05, 0.05) over the whole model, then the padding
+    character's vector zeroed; the highway gates add their −2 as a constant."""
+    cfg = load_config(CONFIGS / f"{config}.yaml").model
+    words = ["<unk>", "<eos>", *(f"w{i:04d}" for i in range(300))]
+    model = CharAwareLM.from_words(words, cfg)
+    for name, param in model.named_parameters():
+        values = param.detach().clone()
+        if name.startswith("highway.") and name.endswith("bias"):
+            values[values.shape[0] // 2 :] += 2.0  # the T half: −2 + U(±0.05)
+        if name == "char_cnn.embedding.weight":
+            assert torch.all(values[0] == 0)  # padding
+        assert values.abs().max().item() <= 0.05, name
 
 
 def test_tied_weights_share_storage_and_shapes() -> None:
@@ -159,12 +176,16 @@ def test_each_layer_keeps_its_own_initialisation_in_the_char_aware_model() -> No
     torch.manual_seed(0)
     cfg = CharAwareConfig(hidden_size=300, rnn="rhn", depth=2, init_range=0.05)
     model = CharAwareLM.from_words(["<unk>", "<eos>", *(f"w{i}" for i in range(300))], cfg)
-    # The highway layer: He normal for H (std √(2/525) = 0.062 for relu, fan-in 525), the
-    # biases 0 for H and highway_gate_bias for T — not the LM's uniform ±0.05.
+    # The highway layer draws its own start from init_range (Kim's rule: U(±0.05), the T
+    # biases −2 + U(±0.05)); without init_range it keeps He normal for H (std √(2/525)).
     layer = model.highway[0]
     f = layer.features
-    assert layer.weight[:f].std().item() == pytest.approx((2 / 525) ** 0.5, rel=0.03)
-    assert torch.all(layer.bias[:f] == 0) and torch.all(layer.bias[f:] == -2.0)
+    assert 0.049 < layer.weight.abs().max().item() <= 0.05
+    assert (layer.bias[f:] + 2.0).abs().max().item() <= 0.05
+    default = CharAwareLM.from_words(["<unk>", "<eos>", "w"], replace(cfg, init_range=None))
+    he = default.highway[0]
+    assert he.weight[:f].std().item() == pytest.approx((2 / 525) ** 0.5, rel=0.03)
+    assert torch.all(he.bias[:f] == 0) and torch.all(he.bias[f:] == -2.0)
     # The RHN: weights uniform ±init_range, H biases 0 and T biases gate_bias (the official
     # code's bias_start); the decoder uniform ±init_range.
     for weight in (model.rnn.weight_ih_l0, model.rnn.weight_hh_l0, model.decoder.weight):

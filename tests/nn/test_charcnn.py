@@ -33,6 +33,21 @@ def test_padding_character_embeds_to_zero() -> None:
     assert torch.all(cnn.embedding.weight[0] == 0)
 
 
+def test_init_range_draws_every_parameter_uniform_but_the_padding_vector() -> None:
+    r = 0.05
+    cnn = rhn.CharCNN(30, embed_size=15, init_range=r)
+    default = rhn.CharCNN(30, embed_size=15)
+    assert default.embedding.weight.std().item() > 0.5  # torch's N(0, 1)
+    for name, param in cnn.named_parameters():
+        values = param[1:] if name == "embedding.weight" else param
+        assert values.abs().max().item() <= r and values.abs().max().item() > 0.5 * r, name
+    assert torch.all(cnn.embedding.weight[0] == 0)
+    with torch.no_grad():
+        cnn.convs[0].weight.fill_(1.0)
+    cnn.reset_parameters()
+    assert cnn.convs[0].weight.abs().max().item() <= r
+
+
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="equal length"):
         rhn.CharCNN(10, widths=[1, 2], filters=[5])

@@ -6,6 +6,7 @@ from torch import nn
 
 import rhn
 from rhn.nn.activation import get_activation
+from rhn.nn.highway import GatedHighwayBase
 
 
 def naive_highway_layer(layer: rhn.HighwayLayer, x: torch.Tensor) -> torch.Tensor:
@@ -72,6 +73,29 @@ def test_parameter_layout_and_initialisation() -> None:
     free = rhn.HighwayLayer(f, gate_bias=-2.0, coupled=False)
     assert free.weight.shape == (3 * f, f)
     assert torch.all(free.bias[2 * f :] == 2.0)
+
+
+def test_init_range_starts_every_parameter_uniform_and_offsets_the_gate_biases() -> None:
+    """Kim et al.'s code: params:uniform(−0.05, 0.05) over everything, the gate's −2 a
+    constant added to a learned bias that itself starts in U(−0.05, 0.05)."""
+    f, r = 64, 0.05
+    layer = rhn.HighwayLayer(f, gate_bias=-2.0, init_range=r)
+    rows = {"weight": layer.weight, "H bias": layer.bias[:f], "T bias": layer.bias[f:] + 2.0}
+    for name, values in rows.items():
+        assert values.abs().max().item() <= r, name
+        assert values.abs().max().item() > 0.8 * r, name  # drawn over the whole range
+    assert layer.weight.mean().abs().item() < 0.002 and layer.weight.std().item() == (
+        pytest.approx(r / math.sqrt(3), rel=0.05)  # U(−r, r) has std r/√3
+    )
+    free = rhn.HighwayLayer(f, gate_bias=-2.0, coupled=False, init_range=r)
+    assert (free.bias[2 * f :] - 2.0).abs().max().item() <= r
+    layer.reset_parameters()  # the same rule again, not the default one
+    assert layer.weight.abs().max().item() <= r
+    with pytest.raises(ValueError, match="can't be combined with gate_init"):
+        GatedHighwayBase(
+            4, (), activation="relu", gate_bias=-2.0, coupled=True, gate_init="he_normal",
+            init_range=r, device=None, dtype=None,
+        )  # fmt: skip
 
 
 def test_reset_parameters_restores_the_initial_state() -> None:
