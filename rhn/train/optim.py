@@ -22,20 +22,20 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     ``decay_multipliers()`` scales the decay of the weights it names (Caffe's
     ``decay_mult``). Each group's ``lr_mult`` is applied by :func:`set_lr`.
     """
-    biases = {id(p) for p in no_weight_decay_parameters(model)}
-    faster = {id(p) for p in bias_parameters(model)}
+    no_decay = {id(p) for p in no_weight_decay_parameters(model)}
+    biases = {id(p) for p in bias_parameters(model)}
     decay_mult = {id(p): mult for p, mult in decay_multiplied_parameters(model)}
     groups: dict[tuple[float, float], list[nn.Parameter]] = {}
     for p in model.parameters():  # model order within each group
         if not p.requires_grad:
             continue
-        lr_mult = cfg.bias_lr_mult if id(p) in faster else 1.0
-        spared = id(p) in biases and not cfg.decay_biases
+        lr_mult = cfg.bias_lr_mult if id(p) in biases else 1.0
+        spared = id(p) in no_decay and not cfg.decay_biases
         decay = 0.0 if spared else cfg.weight_decay * decay_mult.get(id(p), 1.0)
         groups.setdefault((lr_mult, decay), []).append(p)
-    # Groups holding weights before bias-only ones: the layout checkpoints were saved in
-    # (one group when nothing differs; weights, then spared biases).
-    ordered = sorted(groups.items(), key=lambda kv: all(id(p) in biases for p in kv[1]))
+    # Groups holding weights before those of no-decay parameters only: the layout checkpoints
+    # were saved in (one group when nothing differs; weights, then spared biases).
+    ordered = sorted(groups.items(), key=lambda kv: all(id(p) in no_decay for p in kv[1]))
     params: list[Any] = [
         {"params": ps, "lr": cfg.lr * lr_mult, "lr_mult": lr_mult, "weight_decay": decay}
         for (lr_mult, decay), ps in ordered
