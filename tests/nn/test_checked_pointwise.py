@@ -144,11 +144,20 @@ def test_the_default_on_cuda_is_the_checked_triton_kernel() -> None:
 
 def test_kernel_error_is_the_largest_difference_within_the_dtypes_tolerance() -> None:
     expected = torch.tensor([1.0, 2.0, -3.0])
-    # float32: rtol 1e-5, atol 1e-6, so 2 + 1e-5 is within (2e-5 + 1e-6), 2 + 1e-4 is not
+    # float32: rtol 1e-5, atol 1e-5 × the largest |expected| (3), so at 2 an error of 1e-5
+    # is within 2e-5 + 3e-5, one of 1e-4 is not
     worst, passed = kernel_error(expected + torch.tensor([0.0, 1e-5, 0.0]), expected)
     assert worst == pytest.approx(1e-5, rel=1e-2) and passed
     worst, passed = kernel_error(expected + torch.tensor([0.0, 1e-4, 0.0]), expected)
     assert worst == pytest.approx(1e-4, rel=1e-2) and not passed
+    # A near-zero element among large ones (a saturated tanh's gradient u·(1 − h²) beside
+    # unsaturated ones of size u = 8) may be off by a few ulp of 8 (~1e-6): within 8e-5,
+    # while an error of 1e-3 there, far below 8 but a wrong kernel's, is not
+    grads = torch.tensor([8.0, 1e-4, -6.0])
+    assert kernel_error(grads + torch.tensor([0.0, 2e-6, 0.0]), grads)[1]
+    assert not kernel_error(grads + torch.tensor([0.0, 1e-3, 0.0]), grads)[1]
+    # and below a scale of 1 the atol is absolute: 1e-4 off at 0.5 fails
+    assert not kernel_error(torch.tensor([0.5001]), torch.tensor([0.5]))[1]
     # bfloat16 is stored with 8 bits of mantissa: 2.0 + 1/64 (one ulp at 2) is within 2e-2
     assert kernel_error(torch.tensor([1.0, 2.0 + 1 / 64, -3.0]).bfloat16(), expected)[1]
     assert not kernel_error(torch.tensor([1.0, float("nan"), -3.0]), expected)[1]
