@@ -1,7 +1,7 @@
 """GPU readiness in one command: everything a short GPU loan should measure, in one report.
 
     python3 scripts/gpu_check.py --out DIR [--data-dir D] [--train-minutes 1.5] [--only S ...]
-                                 [--budget-minutes 7.5]
+                                 [--budget-minutes 7.5] [--work W]
     python3 scripts/gpu_check.py --out DIR --dry-run      # the same code on CPU, toy sizes
 
 Runs with the machine's own python from a plain copy of the repository (``rhn`` need not be
@@ -24,9 +24,13 @@ even when another fails:
                  mnist_conv_highway_w16
 
 It writes ``DIR/report.json`` (one key per section: ``ok``, ``seconds``, ``error`` and its
-data) and ``DIR/report.md`` (the tables), both again after every section. Each section but
+data) and ``DIR/report.md`` (the tables), both again after every section, and nothing else
+there: a device tool brings back only a few files, so the run folders (with their
+checkpoints) and the sections' partial results go to ``--work`` (a new temporary folder
+unless given), and the tables are printed at the end too. Each section but
 ``device`` runs in a process of its own (a kernel that corrupts its CUDA context, or hangs,
-takes only its section down) under a time limit cut to what is left of ``--budget-minutes``;
+takes only its section down) under a time limit cut to what is left of ``--budget-minutes``
+(counted from the script's start, less what the later sections are kept);
 it saves its results as it goes, so a section that fails or runs out of time still reports
 what it measured, and one failing part (a kernel variant, a bench model, a training job) is
 a row, not the end of its section. On an H100/H200 the whole check should take about 7
@@ -48,6 +52,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -55,14 +60,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+STARTED = time.time()  # the budget counts from here, before torch and rhn are imported
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("device", "kernels", "cuda_graphs", "bench", "train")
 # Seconds each section may take on a GPU (each is also cut to what the budget has left), and
 # in a dry run. The whole check must fit a 10-minute command with time to spare.
 SECTION_LIMIT_S = {"kernels": 100, "cuda_graphs": 60, "bench": 160, "train": 400}
 DRY_SECTION_LIMIT_S = 240
+# Seconds a section leaves for each later one it would otherwise crowd out: the train
+# section's RHN run is the headline number, so the bench cannot eat its time.
+KEEP_FOR_LATER_S = {"train": 210}
 RESERVE_S = 10  # kept back from the budget for writing the report
 MIN_SECTION_S = 20  # a section with less time than this left is skipped, and says so
+SAVE_MARGIN_S = 8  # a section's own deadline comes this long before it is killed: time to
+# read a stopped job's logs (tensorboard's reader) and save
 FAULT_ENV = "RHN_GPU_CHECK_FAULT"  # tests: "hang-after-save:SECTION" stalls that section
 
 
@@ -88,7 +99,8 @@ def bootstrap() -> None:
 
 @dataclass
 class Context:
-    out: Path
+    out: Path  # report.json and report.md only (a device tool brings back a few files)
+    work: Path  # everything else: the sections' results so far, run folders, synthetic data
     dry_run: bool
     data_dir: Path | None
     train_minutes: float
@@ -99,7 +111,7 @@ class Context:
         return self.deadline - time.time()
 
     def section_file(self, name: str) -> Path:
-        return self.out / "sections" / f"{name}.json"
+        return self.work / "sections" / f"{name}.json"
 
     def save(self, data: Any, *, complete: bool = False, error: str | None = None) -> None:
         """A section's results so far (its process writes them as it goes)."""
@@ -129,18 +141,25 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def run_limited(cmd: list[str], env: dict[str, str], timeout: float) -> tuple[int | None, str]:
-    """(exit status, or None if it ran out of time; the tail of its stderr). A process that
-    runs out of time is killed with everything it started (its own session)."""
+def run_limited(
+    cmd: list[str], env: dict[str, str], timeout: float, *, own_group: bool = True
+) -> tuple[int | None, str]:
+    """(exit status, or None if it ran out of time; the tail of its stderr). A section runs
+    in a process group of its own (``own_group``) that holds its jobs too, so a section
+    that runs out of time is killed with every job it started; a job that runs out of time
+    is killed alone."""
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=own_group,
     )  # fmt: skip
     try:
         _, stderr = proc.communicate(timeout=max(1.0, timeout))
         return proc.returncode, stderr[-2000:]
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
+        if own_group:
+            os.killpg(proc.pid, 9)
+        else:
+            proc.kill()
         _, stderr = proc.communicate()
         return None, stderr[-2000:]
 
@@ -184,17 +203,24 @@ def section_device(ctx: Context) -> dict[str, Any]:
 # -- kernels -----------------------------------------------------------------------------
 
 
-def _step(impl: Any, a: Any, s: Any, ds: Any, variant: dict[str, Any], mask: Any, g: Any) -> dict:
-    """One forward and one backward micro-step of ``impl``; every output by name."""
+def _forward(impl: Any, a: Any, s: Any, variant: dict[str, Any], mask: Any) -> dict:
+    """One forward micro-step of ``impl``; every output by name."""
     import torch
 
     h, t, s_next = (torch.empty_like(s) for _ in range(3))
     c = None if variant["coupled"] else torch.empty_like(s)
     s_in = torch.empty_like(s, dtype=a.dtype) if variant["fused_io"] else None
     impl.forward(a, s, h, t, c, s_next, mask, s_in)
+    return {"h": h, "t": t, "s_next": s_next, "c": c, "s_next_in": s_in}
+
+
+def _backward(impl: Any, ds: Any, s: Any, fwd: dict, a: Any, mask: Any, g: Any) -> dict:
+    """One backward micro-step of ``impl`` from the forward outputs ``fwd``."""
+    import torch
+
     da, carry = torch.empty_like(a), torch.empty_like(s)
-    impl.backward(ds, s, h, t, c, da, carry, g, mask)
-    return {"h": h, "t": t, "s_next": s_next, "c": c, "s_next_in": s_in, "da": da, "carry": carry}
+    impl.backward(ds, s, fwd["h"], fwd["t"], fwd["c"], da, carry, g, mask)
+    return {"da": da, "carry": carry}
 
 
 def kernel_variants(ctx: Context) -> list[dict[str, Any]]:
@@ -229,19 +255,23 @@ def kernel_variants(ctx: Context) -> list[dict[str, Any]]:
         s, ds = rand(rows, hidden)[:active], rand(rows, hidden)[:active]
         mask = (rand(rows, hidden) > 0).float()[:active] * 2 if dropout else None
         g = rand(rows, hidden, dtype=compute)[:active] if fused_io else None
+        # Both backwards start from the torch ops' forward outputs, so that each direction
+        # is judged on its own (a forward's last-ulp differences are not fed to the backward).
+        expected = _forward(TORCH_POINTWISE, a, s, variant, mask)
+        expected |= _backward(TORCH_POINTWISE, ds, s, expected, a, mask, g)
         try:
-            ours = _step(TRITON_POINTWISE, a, s, ds, variant, mask, g)
+            ours = _forward(TRITON_POINTWISE, a, s, variant, mask)
+            ours |= _backward(TRITON_POINTWISE, ds, s, expected, a, mask, g)
         except Exception as err:  # this variant failed to build or launch; the rest go on
             results.append(variant | {"passed": False, "error": repr(err)[:300]})
             continue
-        expected = _step(TORCH_POINTWISE, a, s, ds, variant, mask, g)
         errors, passed = {}, True
         for name, out in ours.items():
             if out is not None:
                 errors[name], within = kernel_error(out, expected[name])
                 passed &= within
         checker = SelfCheckingPointwise(TRITON_POINTWISE)  # what training would decide
-        _step(checker, a, s, ds, variant, mask, g)
+        _backward(checker, ds, s, _forward(checker, a, s, variant, mask), a, mask, g)
         results.append(
             variant
             | {
@@ -370,7 +400,7 @@ def _run(cmd: list[str], ctx: Context, timeout: float) -> None:
     """Run a job of this section; raise if it fails or runs past ``timeout`` (cut to what the
     section has left)."""
     limit = min(timeout, ctx.remaining())
-    status, stderr = run_limited(cmd, _env(ctx), limit)
+    status, stderr = run_limited(cmd, _env(ctx), limit, own_group=False)
     if status is None:
         raise TimeoutError(f"{' '.join(cmd[1:3])} ran out of its {limit:.0f} s")
     if status != 0:
@@ -390,7 +420,7 @@ def section_bench(ctx: Context) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     failures = []
     for i, args in enumerate(runs):
-        json_path = ctx.out / "sections" / f"bench-{i}.json"
+        json_path = ctx.work / "sections" / f"bench-{i}.json"
         json_path.unlink(missing_ok=True)
         try:
             share = ctx.remaining() / (len(runs) - i)
@@ -400,8 +430,12 @@ def section_bench(ctx: Context) -> dict[str, Any]:
         if json_path.is_file():
             rows += json.loads(json_path.read_text())
         ctx.save({"rows": rows, "failures": failures})
+    # lstm-bf16 (cuDNN's LSTM on bfloat16 tensors) is an error row wherever cuDNN lacks it:
+    # a fact about the machine, kept in the table, not a failure of ours.
     failures += [
-        f"bench row {r['name']} {r['model']}: {r['error']}" for r in rows if r.get("error")
+        f"bench row {r['name']} {r['model']}: {r['error']}"
+        for r in rows
+        if r.get("error") and r.get("model") != "lstm-bf16"
     ]
     return {"rows": rows, "failures": failures}
 
@@ -439,12 +473,40 @@ def _train_result(name: str, run_dir: Path, started: float) -> dict[str, Any]:
     }
 
 
+MIN_LM_MINUTES = 0.25
+
+
+def lm_minutes(
+    remaining_s: float,
+    cap: float,
+    later_jobs: int,
+    later_lm: int,
+    overhead_s: float,
+    vision_s: float,
+) -> float | None:
+    """Minutes of training for the next LM job (at most ``cap``), or None to skip it: an
+    equal share with the ``later_lm`` LM jobs among the ``later_jobs`` of what is left once
+    each job has its ``overhead_s`` and the vision job its epoch; if that share is under
+    MIN_LM_MINUTES, the later LM jobs give theirs up (this job comes first)."""
+    for sharing in (later_lm, 0):
+        fixed = overhead_s * (1 + later_jobs - (later_lm - sharing)) + vision_s
+        minutes = min(cap, (remaining_s - fixed) / (1 + sharing) / 60)
+        if minutes >= MIN_LM_MINUTES:
+            return minutes
+    return None
+
+
 def section_train(ctx: Context) -> dict[str, Any]:
     """The PTB recipes for --train-minutes each (cut to fit what is left), the RHN's with the
     fused kernels and CUDA graphs on a GPU (then, if that fails, with ``auto``), and one
-    epoch of the w16 MNIST net; each job a row, saved as it finishes."""
+    epoch of the w16 MNIST net; each job a row, saved as it finishes. Earlier jobs come
+    first: when the budget is short the later ones are skipped, not all cut below use."""
+    # Loaded now, not after a stopped job, when the section's last seconds are for saving.
+    from tensorboard.backend.event_processing import event_accumulator  # noqa: F401
+
+    data = f"real ({ctx.data_dir})" if ctx.data_dir else "synthetic (no --data-dir)"
     if ctx.data_dir is None:
-        ctx = dataclasses.replace(ctx, data_dir=_synthetic_data(ctx.out / "synthetic-data"))
+        ctx = dataclasses.replace(ctx, data_dir=_synthetic_data(ctx.work / "synthetic-data"))
     common = ["train.progress=false", f"train.device={ctx.device.type}"]
     overhead_s = 20 if ctx.dry_run else 40  # start-up, data, compiling, the final evaluation
     vision_s = 20 if ctx.dry_run else 45  # one w16 epoch on a GPU, with its test evaluation
@@ -467,13 +529,12 @@ def section_train(ctx: Context) -> dict[str, Any]:
     failures: list[str] = []
     while jobs:
         label, config, overrides, fallback = jobs.pop(0)
-        lm_jobs = 1 + sum(c.startswith("ptb") for _, c, _, _ in jobs)
+        later_lm = sum(c.startswith("ptb") for _, c, _, _ in jobs)
         is_lm = config.startswith("ptb")
         if is_lm and not ctx.dry_run:
-            # What this and the later jobs need besides LM training, then an equal share.
-            fixed = overhead_s * (1 + len(jobs)) + vision_s
-            minutes = min(ctx.train_minutes, (ctx.remaining() - fixed) / lm_jobs / 60)
-            if minutes < 0.25:
+            later = (len(jobs), later_lm)
+            minutes = lm_minutes(ctx.remaining(), ctx.train_minutes, *later, overhead_s, vision_s)
+            if minutes is None:
                 results[label] = {"error": "skipped: no time left in the budget"}
                 failures.append(f"train {label}: skipped")
                 continue
@@ -481,7 +542,7 @@ def section_train(ctx: Context) -> dict[str, Any]:
             timeout = 60 * minutes + overhead_s
         else:
             timeout = vision_s + overhead_s if not is_lm else overhead_s * 4
-        run_dir = ctx.out / "runs" / label
+        run_dir = ctx.work / "runs" / label
         sets = [arg for o in [*common, *overrides] for arg in ("--set", o)]
         cmd = [sys.executable, __file__, "--train-one", f"configs/{config}.yaml", str(run_dir)]
         started = time.perf_counter()
@@ -495,8 +556,8 @@ def section_train(ctx: Context) -> dict[str, Any]:
             failures.append(f"train {label}: {type(err).__name__}")
             if fallback is not None:
                 jobs.insert(0, fallback)
-        ctx.save({"jobs": results, "failures": failures})
-    return {"jobs": results, "failures": failures}
+        ctx.save({"data": data, "jobs": results, "failures": failures})
+    return {"data": data, "jobs": results, "failures": failures}
 
 
 # -- the report --------------------------------------------------------------------------
@@ -525,14 +586,26 @@ def run_section_here(ctx: Context) -> int:
         return 1
 
 
-def _section_in_child(ctx: Context, name: str) -> dict[str, Any]:
+def section_timeout(
+    ctx: Context, name: str, later: list[str], remaining: float | None = None
+) -> float:
+    """Seconds section ``name`` may run: its limit, cut to what the budget has left
+    (``remaining``, by default the context's) less the report's reserve and what the
+    ``later`` sections are kept."""
     limit = DRY_SECTION_LIMIT_S if ctx.dry_run else SECTION_LIMIT_S[name]
-    timeout = min(limit, ctx.remaining() - RESERVE_S)
+    keep = sum(KEEP_FOR_LATER_S.get(n, 0) for n in later)
+    left = ctx.remaining() if remaining is None else remaining
+    return min(limit, left - RESERVE_S - keep)
+
+
+def _section_in_child(ctx: Context, name: str, later: list[str]) -> dict[str, Any]:
+    """Run section ``name`` in a process of its own, leaving time for the ``later`` ones."""
+    timeout = section_timeout(ctx, name, later)
     if timeout < MIN_SECTION_S:
         return {"ok": False, "error": "skipped: the budget has no time left", "data": None}
     ctx.section_file(name).unlink(missing_ok=True)
     cmd = [sys.executable, __file__, "--section", name, "--out", str(ctx.out),
-           "--deadline", f"{time.time() + timeout - 2:.1f}",
+           "--work", str(ctx.work), "--deadline", f"{time.time() + timeout - SAVE_MARGIN_S:.1f}",
            "--train-minutes", str(ctx.train_minutes)]  # fmt: skip
     cmd += ["--data-dir", str(ctx.data_dir)] if ctx.data_dir else []
     cmd += ["--dry-run"] if ctx.dry_run else []
@@ -563,8 +636,8 @@ def write_report(ctx: Context, report: dict[str, Any]) -> None:
 def run_sections(ctx: Context, only: list[str]) -> dict[str, Any]:
     """Each section in turn (the device's here, the others each in a process of its own),
     the report rewritten after each."""
-    report: dict[str, Any] = {"dry_run": ctx.dry_run}
-    for name in only:
+    report: dict[str, Any] = {"dry_run": ctx.dry_run, "work": str(ctx.work)}
+    for i, name in enumerate(only):
         started = time.perf_counter()
         if name == "device":
             try:
@@ -572,7 +645,7 @@ def run_sections(ctx: Context, only: list[str]) -> dict[str, Any]:
             except Exception as err:  # recorded; the other sections still run
                 entry = {"ok": False, "error": f"{type(err).__name__}: {err}", "data": None}
         else:
-            entry = _section_in_child(ctx, name)
+            entry = _section_in_child(ctx, name, only[i + 1 :])
         entry["seconds"] = round(time.perf_counter() - started, 1)
         report[name] = entry
         print(f"{name}: {'ok' if entry['ok'] else 'FAILED ' + entry['error']} "
@@ -618,6 +691,7 @@ def markdown(report: dict[str, Any]) -> str:
                     "error"]  # fmt: skip
             lines += _table(data["rows"], keys)
         elif name == "train":
+            lines += [f"data: {data.get('data', '-')}", ""]
             jobs = data["jobs"]
             rows = [{"job": k, **{x: y for x, y in v.items() if x != "loss_curve"}}
                     for k, v in jobs.items()]  # fmt: skip
@@ -635,7 +709,12 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, help="the report's folder")
+    parser.add_argument("--out", type=Path, help="the report's folder (report.json, report.md)")
+    parser.add_argument(
+        "--work", type=Path,
+        help="an empty or new folder for the run folders and partial results "
+        "(default: a new temporary folder)",
+    )  # fmt: skip
     parser.add_argument("--data-dir", type=Path, help="a folder holding ptb/ and mnist/")
     parser.add_argument("--dry-run", action="store_true", help="CPU, toy sizes (< 3 minutes)")
     parser.add_argument("--train-minutes", type=float, default=1.5, help="per LM config")
@@ -660,6 +739,9 @@ def main() -> int:
         parser.error(f"--data-dir {args.data_dir} is not a folder")
     if args.budget_minutes <= 0:
         parser.error(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+    work_used = args.work is not None and args.work.exists()
+    if not args.section and work_used and (not args.work.is_dir() or any(args.work.iterdir())):
+        parser.error(f"--work {args.work} must be a new or empty folder")
     import torch
 
     if not args.dry_run and not torch.cuda.is_available():
@@ -676,12 +758,18 @@ def main() -> int:
         print(failure["error"], file=sys.stderr)
         return 1
     data_dir = args.data_dir.resolve() if args.data_dir else None
-    deadline = args.deadline or time.time() + 60 * args.budget_minutes
-    ctx = Context(args.out.resolve(), args.dry_run, data_dir, args.train_minutes, deadline)
+    deadline = args.deadline or STARTED + 60 * args.budget_minutes
+    work = args.work or Path(tempfile.mkdtemp(prefix="rhn-gpu-check-"))
+    work.mkdir(parents=True, exist_ok=True)
+    ctx = Context(
+        args.out.resolve(), work.resolve(), args.dry_run, data_dir, args.train_minutes, deadline
+    )
     if args.section:
         return run_section_here(dataclasses.replace(ctx, section=args.section))
     report = run_sections(ctx, args.only)
-    print(f"wrote {ctx.out / 'report.json'} and {ctx.out / 'report.md'}")
+    # The tables on stdout too: where only a command's output comes back, they do.
+    print(markdown(report))
+    print(f"wrote {ctx.out / 'report.json'} and {ctx.out / 'report.md'}; runs in {ctx.work}")
     return 0 if all(report[s]["ok"] for s in args.only) else 1
 
 

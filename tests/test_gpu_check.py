@@ -3,6 +3,7 @@ so it cannot rot between GPU loans; and nothing on its path imports ``datasets``
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -10,8 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
+spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+gpu_check = importlib.util.module_from_spec(spec)
+sys.modules["gpu_check"] = gpu_check  # its dataclasses look their module up
+spec.loader.exec_module(gpu_check)
 
 
 def dry_run(
@@ -30,9 +37,14 @@ def dry_run(
 
 
 def test_the_dry_run_measures_every_section(tmp_path: Path) -> None:
-    done = dry_run(tmp_path / "report", tmp_path)
+    done = dry_run(tmp_path / "report", tmp_path, "--work", str(tmp_path / "work"))
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    # A device tool brings back a few files: the report folder holds the two reports alone,
+    # the run folders and partial results are in --work.
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["report.json", "report.md"]
+    assert (tmp_path / "work" / "runs" / "ptb_rhn_d10" / "metrics.jsonl").is_file()
     report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["work"] == str((tmp_path / "work").resolve())
     assert {"device", "kernels", "cuda_graphs", "bench", "train"} <= set(report)
     assert all(report[s]["ok"] for s in ("device", "kernels", "cuda_graphs", "bench", "train"))
     assert report["device"]["data"]["datasets_imported"] is False
@@ -48,6 +60,7 @@ def test_the_dry_run_measures_every_section(tmp_path: Path) -> None:
     ]  # fmt: skip
     models = {row["model"] for row in report["bench"]["data"]["rows"]}
     assert {"lstm", "rhn-fused", "rhn-reference"} <= models
+    assert report["train"]["data"]["data"] == "synthetic (no --data-dir)"
     train = report["train"]["data"]["jobs"]
     assert set(train) == {"ptb_rhn_d10", "ptb_lstm_baseline", "mnist_conv_highway_w16"}
     assert train["ptb_rhn_d10"]["tokens_per_s"] > 0 and train["ptb_rhn_d10"]["loss_curve"]
@@ -55,6 +68,7 @@ def test_the_dry_run_measures_every_section(tmp_path: Path) -> None:
     md = (tmp_path / "report" / "report.md").read_text()
     for heading in ("## device", "## kernels", "## cuda_graphs", "## bench", "## train"):
         assert heading in md
+    assert md in done.stdout  # the tables also come back where only the output does
 
 
 def test_a_failing_job_is_a_row_and_the_rest_still_run(tmp_path: Path) -> None:
@@ -91,6 +105,43 @@ def test_a_section_that_hangs_is_stopped_and_keeps_what_it_saved(tmp_path: Path)
     assert graphs["data"]["rounds"][0]["round"] == "capture"  # saved before the stall: kept
     assert report["device"]["ok"]  # the next section still ran
     assert "## cuda_graphs — FAILED: timed out" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_work_folder_in_use_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "runs").mkdir()  # an earlier check's: --fresh runs would collide
+    done = dry_run(tmp_path / "report", tmp_path, "--work", str(tmp_path / "work"))
+    assert done.returncode == 2
+    assert f"--work {tmp_path / 'work'} must be a new or empty folder" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("remaining", "later_jobs", "later_lm", "expected"),
+    [
+        (600, 2, 1, 1.5),  # plenty: the cap
+        # 300 s: 3 × 40 s start-ups and 45 s for the vision epoch leave 135 s, 67.5 s each
+        (300, 2, 1, 1.125),
+        # 170 s: a share would be 2.5 s, so the later LM job gives its time up: 170 − 2 × 40
+        # − 45 = 45 s for this one (the RHN run, the headline, is not the one skipped)
+        (170, 2, 1, 0.75),
+        (130, 2, 1, None),  # not even 15 s for this one alone: skipped
+        (170, 1, 0, 0.75),  # the last LM job, only the vision job after it
+    ],
+)
+def test_lm_minutes_shares_the_budget_and_the_first_job_comes_first(
+    remaining: float, later_jobs: int, later_lm: int, expected: float | None
+) -> None:
+    minutes = gpu_check.lm_minutes(remaining, 1.5, later_jobs, later_lm, 40, 45)
+    assert minutes == (None if expected is None else pytest.approx(expected))
+
+
+def test_a_section_leaves_the_train_section_its_time() -> None:
+    # The bench may run 160 s, but not into the 210 s kept for training after it.
+    ctx = gpu_check.Context(Path("/nonexistent"), Path("/nonexistent"), False, None, 1.5, 0)
+    assert gpu_check.section_timeout(ctx, "bench", ["train"], remaining=500) == 160
+    assert gpu_check.section_timeout(ctx, "bench", ["train"], remaining=300) == 300 - 10 - 210
+    assert gpu_check.section_timeout(ctx, "bench", [], remaining=300) == 160
+    assert gpu_check.section_timeout(ctx, "train", [], remaining=300) == 290
 
 
 def test_the_real_check_without_cuda_says_so(tmp_path: Path) -> None:
