@@ -16,14 +16,14 @@ the metadata from ``task_state``).
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from rhn.train.atomic_file import atomic_open
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -39,23 +39,18 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it.
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it
+    (:func:`rhn.train.atomic_file.atomic_open`).
 
     A crash at any moment leaves either the old file or the new one, never a torn file.
     A failed write (disk full, file size limit, I/O error) is one :class:`CheckpointError`
     naming the file and the cause; the previous file at ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as err:
-        Path(tmp).unlink(missing_ok=True)
         # torch.save reports a failed write as a RuntimeError from its zip writer
         # ("inline_container.cc ..."), raised while handling the OSError of the write; say
         # what it means. Other RuntimeErrors (an object that can't be saved) pass through.
@@ -68,14 +63,6 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             f"could not write checkpoint {path}: {cause} ({free:,.0f} MiB free on its disk); "
             f"the previous {path.name} is unchanged"
         ) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

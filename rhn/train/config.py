@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from rhn.train.atomic_file import atomic_write_text
 from rhn.train.schema import ConfigError, check, coerce, from_dict, to_dict
 from rhn.train.task import Task, get_task
 
@@ -286,4 +287,4 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
 
 
 def save_config(config: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
+from rhn.train.atomic_file import atomic_write_text
+
 
 class RunLogger:
     def __init__(self, run_dir: str | Path, *, resume_step: int = 0, enabled: bool = True) -> None:
@@ -37,7 +39,8 @@ class RunLogger:
                     continue
                 if isinstance(record, dict) and record.get("step", 0) <= resume_step:
                     kept.append(line)
-            self.metrics_path.write_text("".join(line + "\n" for line in kept))
+            # Atomic: a kill during this rewrite must not cost the run its history.
+            atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is None:

@@ -1,0 +1,45 @@
+"""Files replaced whole or not at all: a temporary file beside the target, fsync, rename.
+
+A run killed at any moment leaves either the old file or the new one, never a torn or
+truncated one. The temporary is named ``.NAME.*.tmp``, so
+:func:`rhn.train.run_dir.remove_stale_temporaries` can recognise one left by a kill.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """A file opened for writing (``mode`` ``"w"`` or ``"wb"``) that replaces ``path`` when
+    the block ends without an exception; on an exception ``path`` is left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, **kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    # The rename is durable only once the directory entry is.
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8), atomically."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)

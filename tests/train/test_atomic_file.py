@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rhn.train.atomic_file import atomic_open, atomic_write_text
+
+
+def test_atomic_write_text_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "config.yaml"
+    atomic_write_text(path, "a: 1\n")
+    atomic_write_text(path, "a: 2\n")
+    assert path.read_text() == "a: 2\n"
+    assert [p.name for p in path.parent.iterdir()] == ["config.yaml"]
+
+
+def test_a_write_that_dies_leaves_the_old_file_whole(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n')
+    with pytest.raises(KeyboardInterrupt), atomic_open(path) as f:
+        f.write('{"step": 1}\n')  # half of the new content, then a kill
+        raise KeyboardInterrupt
+    assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
