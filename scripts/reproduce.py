@@ -91,16 +91,27 @@ NEUTRAL_OVERRIDES = ("train.progress", "train.device", "train.log_every", "train
 
 
 def changes(origin: dict[str, object]) -> list[str]:
-    """The ``--set`` overrides of a run that may change its result."""
-    overrides = [str(o) for o in origin.get("overrides") or []]  # type: ignore[union-attr]
-    return [o for o in overrides if o.split("=", 1)[0].strip() not in NEUTRAL_OVERRIDES]
+    """The ``--set`` overrides of a run that may change its result, given to any of the
+    commands that trained it (``origin.json``'s ``invocations``), and a config file other
+    than the one it was started from."""
+    invocations = origin.get("invocations") or [origin]
+    first = invocations[0].get("config_file")  # type: ignore[union-attr]
+    found: list[str] = []
+    for inv in invocations:  # type: ignore[union-attr]
+        for o in map(str, inv.get("overrides") or []):
+            if o.split("=", 1)[0].strip() not in NEUTRAL_OVERRIDES and o not in found:
+                found.append(o)
+        if inv.get("config_file") != first:
+            found.append(f"config {inv.get('config_file')} from step {inv.get('step')}")
+    return found
 
 
 def run_row(
     run: Path, split: str, *, batched: bool = False, mc: int = 0, evaluate: bool = True
 ) -> dict[str, object]:
     origin = json.loads((run / "origin.json").read_text()) if (run / "origin.json").exists() else {}
-    recipe = Path(origin.get("config_file", "?")).stem
+    started = (origin.get("invocations") or [origin])[0]  # the recipe the run began as
+    recipe = Path(started.get("config_file", "?")).stem
     config = yaml.safe_load((run / "config.yaml").read_text())
     metrics = run / "metrics.jsonl"
     records = (

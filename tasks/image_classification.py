@@ -253,7 +253,9 @@ class ImageClassificationTask(Task):
         size = batch_size or self.config.data.eval_batch_size
         images = self.split(split)
         metrics = classification_metrics(model, images.images, images.labels, size)
-        if self.config.data.eval_train and split == "valid":
+        # The training-set metrics ride along with validation during training; an evaluation
+        # that read only the test images (rhn-eval of a run without valid_size) has none.
+        if self.config.data.eval_train and split == "valid" and self.train_set is not None:
             train = classification_metrics(
                 model, self.train_set.images, self.train_set.labels, size
             )

@@ -78,13 +78,20 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
         shutil.copytree(runs / "tiny", runs / name)
         origin = {"config_file": "configs/enwik8_rhn_d10.yaml", "overrides": overrides}
         (runs / name / "origin.json").write_text(json.dumps(origin))
+    # Started with an override, resumed without it: the run is still a changed recipe.
+    shutil.copytree(runs / "tiny", runs / "resumed")
+    started = {"config_file": "configs/enwik8_rhn_d10.yaml", "overrides": ["optim.lr=0.5"]}
+    resumed = {"config_file": "configs/enwik8_rhn_d10.yaml", "overrides": []}
+    origin = {**resumed, "invocations": [started | {"step": 0}, resumed | {"step": 10}]}
+    (runs / "resumed" / "origin.json").write_text(json.dumps(origin))
     (runs / "live").mkdir()
     shutil.copy(runs / "tiny" / "config.yaml", runs / "live" / "config.yaml")  # no checkpoint
 
     table = _reproduce(str(runs))
     assert table.returncode == 0, table.stderr
     rows = _rows(table.stdout)
-    assert set(rows) == {"tiny", "as_is", "changed"}
+    assert set(rows) == {"tiny", "as_is", "changed", "resumed"}
+    assert rows["resumed"]["published"] == "-" and rows["resumed"]["changes"] == "optim.lr=0.5"
     assert rows["as_is"]["published"] == "1.270" and rows["as_is"]["changes"] == "—"
     assert rows["changed"]["published"] == "-" and rows["changed"]["changes"] == "model.depth=2"
     assert rows["tiny"]["changes"] == "train.max_steps=20, train.eval_every=5, optim.lr=0.3"

@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from rhn.models import build_model
+from rhn.train.atomic_file import atomic_write_text
 from rhn.train.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -188,8 +189,9 @@ class Trainer:
                 self.run_dir, resume_step=self.position.step, enabled=self.dist.is_main
             )
             if self.dist.is_main:
-                for path in remove_stale_temporaries(self.last_path.parent):
-                    self.log.message(f"removed {path}, left by a save that was killed")
+                for folder in (self.run_dir, self.last_path.parent):
+                    for path in remove_stale_temporaries(folder):
+                        self.log.message(f"removed {path}, left by a save that was killed")
         except BaseException:
             self.close()
             raise
@@ -244,6 +246,13 @@ class Trainer:
                 f"data.batch_size={saved_batch}, or start a fresh --run-dir"
             )
         self.task.check_checkpoint_state(ckpt.get("task_state", {}), str(path))
+        saved_optim = ckpt["config"].get("optim", {}).get("name")
+        if saved_optim is not None and saved_optim != self.config.optim.name:
+            raise CheckpointError(
+                f"checkpoint {path} was trained with optim.name = {saved_optim!r}, but this run "
+                f"asks for {self.config.optim.name!r}, whose state its moments are not; resume "
+                f"with --set optim.name={saved_optim}, or start a fresh --run-dir"
+            )
         load_model_state(self.model, ckpt["model"], path)
         try:
             load_optimizer_state(self.optimizer, ckpt["optimizer"])
@@ -385,8 +394,17 @@ class Trainer:
         pos, window = self.position, _LogWindow()
         metrics: dict[str, float] = {}
         stopped = False
+        budget = self.config.train.max_minutes
+        # A run that has spent its time budget is finished: running it again takes no step
+        # (as one that has reached its step limit). Every rank restored the same position.
+        spent = bool(budget) and pos.elapsed_s >= 60 * budget
+        if spent and self.dist.is_main:
+            self.log.message(
+                f"{self.run_dir} has spent its train.max_minutes = {budget:g} at step "
+                f"{pos.step}; nothing to do (raise it to train on)"
+            )
         with self._signals_caught(), self._progress_bar() as bar:
-            while pos.step < self.total_steps:
+            while pos.step < self.total_steps and not spent:
                 lr = self._step(window)
                 bar.update(1)
                 if pos.step % self.config.train.log_every == 0 and window.steps:
@@ -411,12 +429,30 @@ class Trainer:
         return TrainResult(status, pos, metrics, self.dist.is_main, stop_signal)
 
     def _write_run_files(self) -> None:
-        """config.yaml (the resolved config), origin.json and the task's artifacts."""
+        """config.yaml (the resolved config), origin.json and the task's artifacts, each
+        written atomically. origin.json is this command's ``origin`` (the config file and
+        overrides), with ``invocations``: every command that trained this run, from the
+        step it started at, so a report sees an override given to an earlier part of it."""
         if not self.dist.is_main:
             return
         save_config(self.config, self.run_dir / "config.yaml")
         if self.origin:
-            (self.run_dir / "origin.json").write_text(json.dumps(self.origin, indent=2))
+            path = self.run_dir / "origin.json"
+            earlier = []
+            if self.position.step and path.is_file():  # a resumed run: what trained it so far
+                try:
+                    saved = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    saved = {}
+                saved = saved if isinstance(saved, dict) else {}
+                invocations = saved.get("invocations")
+                fallback = [{k: v for k, v in saved.items() if k != "invocations"}]
+                earlier = invocations if isinstance(invocations, list) else fallback
+                # One that started at or after this step trained nothing that was kept.
+                earlier = [e for e in earlier if e.get("step", 0) < self.position.step]
+            now = {**self.origin, "step": self.position.step}
+            origin = {**self.origin, "invocations": [*earlier, now]}
+            atomic_write_text(path, json.dumps(origin, indent=2))
         self.task.save_artifacts(str(self.run_dir))
         if self.position.step:
             pos = self.position

@@ -142,12 +142,15 @@ class LRSchedule:
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """A checkpoint's optimiser state into ``optimizer``, keeping what the config decides:
-    each group's ``lr_mult`` and ``weight_decay`` come from the freshly built groups (a saved
-    state carries its own, or none), the moments and step counts from the checkpoint.
+    every setting of each group (``lr_mult``, ``weight_decay``, ``momentum``, ``nesterov``,
+    ``betas``, ``eps``, …) comes from the freshly built groups — ``load_state_dict`` would
+    put back the saved ones, so a resume with ``--set optim.momentum=0.9`` would train on
+    with the old momentum —, the moments and step counts from the checkpoint. The two must
+    be of one optimiser class (the caller checks ``optim.name``).
 
     Raises ValueError when the saved groups do not match (another grouping of parameters).
     """
-    decided = [(g.get("lr_mult", 1.0), g["weight_decay"]) for g in optimizer.param_groups]
+    decided = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
     saved = [len(g["params"]) for g in state["param_groups"]]
     built = [len(g["params"]) for g in optimizer.param_groups]
     if saved != built:
@@ -156,8 +159,8 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]
             f"{built} (optim.decay_biases, bias_lr_mult or a decay multiplier changed?)"
         )
     optimizer.load_state_dict(state)
-    for group, (lr_mult, decay) in zip(optimizer.param_groups, decided, strict=True):
-        group["lr_mult"], group["weight_decay"] = lr_mult, decay
+    for group, settings in zip(optimizer.param_groups, decided, strict=True):
+        group.update(settings)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -19,10 +19,23 @@ class RunDirError(RuntimeError):
     one another process is training in)."""
 
 
+LOCK_NAME = "lock"  # every run directory has one from its first moment: it marks a run
+
+
 def prepare_run_dir(run_dir: Path) -> None:
-    """Create ``run_dir`` (and its parents) or say in one line why it can't be used."""
+    """Create ``run_dir`` (and its parents) or say in one line why it can't be used: a file,
+    unwritable, or a folder of other files (no run's ``lock``, no ``checkpoints/``), which
+    training would overwrite (``config.yaml``) and append to (``metrics.jsonl``)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} is a file; choose another --run-dir")
+    if run_dir.is_dir() and not (run_dir / LOCK_NAME).exists():
+        others = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+        if others and "checkpoints" not in others:
+            shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
+            raise RunDirError(
+                f"run directory {run_dir} holds files but no run ({shown}); training would "
+                f"overwrite them: choose a new or empty --run-dir"
+            )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -35,7 +48,7 @@ class RunDirLock:
     """An exclusive, non-blocking lock on ``run_dir``; :meth:`release` gives it back."""
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.path = Path(run_dir) / "lock"
+        self.path = Path(run_dir) / LOCK_NAME
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

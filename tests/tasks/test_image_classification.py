@@ -189,3 +189,26 @@ def test_a_checkpoint_without_a_mean_image_still_scores_and_other_data_is_refuse
         other.check_checkpoint_state(saved, "x.pt")
     with pytest.raises(ValueError, match="needs the training set's mean_image"):
         ImageClassificationTask(other.config, test_alone=True)
+
+
+def test_scoring_valid_of_a_run_that_tracked_training_error_reads_the_test_set_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # data.eval_train adds the training set's loss to every validation during training
+    # (mnist_highway_mlp_d50 does); rhn-eval's valid, the test set here, scores without it.
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    data_dir = tmp_path / "data"
+    write_mnist(data_dir, n_train=20, n_test=10)
+    config = build_config(
+        {
+            "task": "image_classification",
+            "model": {"arch": "mlp", "depth": 2, "width": 8},
+            "data": {"data_dir": str(data_dir), "batch_size": 5, "eval_train": True},
+            "train": {"max_epochs": 1, "progress": False},
+        }
+    )
+    train(config, tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoints" / "best.pt"
+    valid = evaluate_checkpoint(checkpoint, "valid", "cpu")
+    assert valid | {"split": "test"} == evaluate_checkpoint(checkpoint, "test", "cpu")
+    assert "train_loss" not in valid

@@ -445,3 +445,72 @@ def test_a_trainer_owns_its_run_dir_from_construction_until_closed(tmp_path: Pat
     with Trainer(toy_config("train.max_steps=8"), run) as again:
         assert again.position.step == 4
         assert again.run().position.step == 8
+
+
+def test_resuming_with_another_optimizer_is_refused_before_anything_is_written(
+    tmp_path: Path,
+) -> None:
+    from rhn.train.checkpoint import CheckpointError
+
+    run = tmp_path / "run"
+    train(toy_config("train.max_steps=4", "optim.name=adam"), run)
+    written = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError, match=r"trained with optim.name = 'adam', but this run"):
+        train(toy_config("train.max_steps=8", "optim.name=sgd"), run)
+    # config.yaml still says what the checkpoint was trained with
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == written
+
+
+def test_a_resumed_optimizer_takes_its_settings_from_the_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(toy_config("train.max_steps=4", "optim.momentum=0.0"), run)
+    train(toy_config("train.max_steps=8", "optim.momentum=0.9", "optim.weight_decay=0.1"), run)
+    (group,) = load_checkpoint(run / "checkpoints" / "last.pt")["optimizer"]["param_groups"]
+    assert group["momentum"] == 0.9 and group["weight_decay"] == 0.1
+
+
+def test_a_run_that_spent_its_time_budget_takes_no_step_when_run_again(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = toy_config("train.max_steps=1000000", "train.max_minutes=0.0005")
+    first = train(config, run)
+    lines = (run / "metrics.jsonl").read_text()
+    again = train(config, run)
+    assert again.status == "finished" and again.position.step == first.position.step
+    assert (run / "metrics.jsonl").read_text() == lines  # no step, no evaluation appended
+
+
+def test_origin_json_keeps_every_command_that_trained_the_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    first = {"config_file": "a.yaml", "overrides": ["optim.lr=0.1"]}
+    train(toy_config("train.max_steps=4"), run, origin=first)
+    # Resumed without the override: the report must still see the first part's.
+    second = {"config_file": "a.yaml", "overrides": []}
+    train(toy_config("train.max_steps=8"), run, origin=second)
+    origin = json.loads((run / "origin.json").read_text())
+    assert origin["overrides"] == []  # what config.yaml now reflects
+    assert origin["invocations"] == [first | {"step": 0}, second | {"step": 4}]
+    # Killed before its first checkpoint, then run again from step 8: one entry for step 8.
+    third = {"config_file": "a.yaml", "overrides": ["train.seed=3"]}
+    (run / "origin.json").write_text(
+        json.dumps({**third, "invocations": [*origin["invocations"], third | {"step": 8}]})
+    )
+    train(toy_config("train.max_steps=8"), run, origin=third)
+    steps = [e["step"] for e in json.loads((run / "origin.json").read_text())["invocations"]]
+    assert steps == [0, 4, 8]
+
+
+def test_a_folder_of_other_files_is_refused_as_a_run_dir(tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.yaml").write_text("my notes\n")
+    (mine / "metrics.jsonl").write_text('{"mine": 1}\n')
+    with pytest.raises(RunDirError, match=r"holds files but no run \(config.yaml, metrics.jsonl\)"):
+        train(toy_config("train.max_steps=2"), mine)
+    assert (mine / "config.yaml").read_text() == "my notes\n"
+    assert (mine / "metrics.jsonl").read_text() == '{"mine": 1}\n'
+    assert sorted(p.name for p in mine.iterdir()) == ["config.yaml", "metrics.jsonl"]
+    # An empty folder, or one holding only hidden files, is a new run.
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_bytes(b"")
+    assert train(toy_config("train.max_steps=2"), hidden).status == "finished"
