@@ -6,7 +6,7 @@ rate (log-uniform), momentum, per-epoch learning-rate decay, activation (relu / 
 for highway nets, the transform-gate bias (uniform in [−10, −1]). The metric is the
 training set's cross-entropy after each epoch. Layout of a study directory:
 
-    study.yaml               the resolved study (a rerun must match it)
+    study.yaml               the resolved study (a rerun must match it, ``device`` aside)
     trials/<trial>/          each trial's run: checkpoints, metrics.jsonl, TensorBoard
     trials/<trial>/result.json   written when the trial ends (finished or diverged)
     trials.jsonl             every ended trial: hyperparameters, final CE, curve
@@ -25,6 +25,7 @@ import json
 import math
 import os
 import random
+import re
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -36,8 +37,9 @@ from typing import Any, Literal
 import torch
 import yaml
 
+from rhn.train.atomic_file import atomic_write_text
 from rhn.train.config import apply_overrides, build_config
-from rhn.train.loop import TrainingDivergedError, train
+from rhn.train.loop import RunDirError, TrainingDivergedError, resolve_device, train
 from rhn.train.schema import ConfigError, check, from_dict, to_dict
 
 
@@ -94,8 +96,31 @@ class DepthStudyConfig:
             self.depths,
             "integers >= 2",
         )
+        # Repeated cells would be the same trials (one name, one run directory) run twice.
+        check(len(set(self.depths)) == len(self.depths), "depths", self.depths, "distinct depths")
+        check(
+            bool(self.blocks) and len(set(self.blocks)) == len(self.blocks),
+            "blocks",
+            self.blocks,
+            "a non-empty list of distinct blocks (plain, highway)",
+        )
         check(self.trials >= 1, "trials", self.trials, "an integer >= 1")
         check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        # The trials' own configs reject these too, but only once a trial starts and under
+        # their names there (data.train_size, train.device); checked here under the study's.
+        check(
+            self.train_size is None or self.train_size >= 1,
+            "train_size",
+            self.train_size,
+            "null (the whole training set) or an integer >= 1",
+        )
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check(
+            re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
+            "device",
+            self.device,
+            "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",
+        )
 
 
 @dataclass(frozen=True)
@@ -219,7 +244,12 @@ def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: i
 
 def load_study(path: str | Path, overrides: Sequence[str] = ()) -> DepthStudyConfig:
     """A study file with ``--set`` overrides (``trials=3``, ``search.lr=[0.01, 0.1]``)."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read study file {path}: {err.strerror or err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
     try:
         apply_overrides(raw, overrides, sectioned=False)
         return from_dict(DepthStudyConfig, raw, prefix="")
@@ -227,22 +257,93 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> DepthStudyCon
         raise ConfigError(f"{path}: {err}") from None
 
 
-def _check_same_study(study: DepthStudyConfig, study_dir: Path) -> None:
+# Keys of study.yaml that say where the trials run, not what they compute: a study started
+# on the CPU may continue on a GPU (each trial resumes from its checkpoint, whose model check
+# ignores the device), and a wrong device must not lock a directory. ``workers`` is never
+# saved: it is an argument of the run, not part of the study. ``data_dir`` does count: it may
+# name other data under the same dataset name.
+NOT_PART_OF_THE_STUDY = ("device",)
+
+
+def check_trial_configs(study: DepthStudyConfig, trials: Sequence[Trial]) -> None:
+    """Build every trial's ``rhn-train`` config, so that whatever one would reject is reported
+    before the study directory is touched, not when that trial's turn comes."""
+    for trial in trials:
+        try:
+            build_config(run_config(study, trial))
+        except ValueError as err:  # ConfigError included
+            raise ConfigError(f"trial {trial.name}: {err}") from None
+    try:
+        resolve_device(study.device)
+    except RunDirError as err:
+        raise ConfigError(f"device: {err}") from None
+
+
+def _trials_started(study_dir: Path) -> bool:
+    """Whether any trial has left something behind. A trial directory holding only its lock
+    is one that failed before its first write (its data not found, say): nothing to lose."""
+    if (study_dir / "trials.jsonl").exists():
+        return True
+    trials = study_dir / "trials"
+    files = (p for p in trials.glob("**/*") if not p.is_dir())
+    return any(not (p.name == "lock" and p.parent.parent == trials) for p in files)
+
+
+def _read_saved_study(path: Path) -> dict[str, Any] | None:
+    """The mapping in a study.yaml, or None if it can't be read as one."""
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def prepare_study_dir(study: DepthStudyConfig, study_dir: Path) -> str | None:
+    """Create ``study_dir`` with the resolved study in study.yaml, or check that it holds this
+    study. A study.yaml whose study no trial has started is replaced (a corrected typo must
+    not need a new directory); returns a line saying so, else None."""
+    if study_dir.exists() and not study_dir.is_dir():
+        raise RunDirError(f"study directory {study_dir} is a file; choose another --out")
     saved_path = study_dir / "study.yaml"
     resolved = to_dict(study)
+    note = None
     if saved_path.exists():
-        saved = yaml.safe_load(saved_path.read_text())
-        if saved != resolved:
+        saved = _read_saved_study(saved_path)
+        if saved == resolved:
+            return None
+        started = _trials_started(study_dir)
+        if saved is None:
+            if started:
+                raise ConfigError(
+                    f"{saved_path} can't be read as a study, and {study_dir} holds trials; "
+                    f"restore the file or use another output directory"
+                )
+            changed = ["an unreadable study.yaml"]
+        else:
             changed = sorted(
-                k for k in set(saved) | set(resolved) if saved.get(k) != resolved.get(k)
+                k
+                for k in set(saved) | set(resolved)
+                if saved.get(k) != resolved.get(k) and k not in NOT_PART_OF_THE_STUDY
             )
+        if changed and started:
             raise ConfigError(
                 f"{study_dir} holds a different study (changed: {', '.join(changed)}); use "
                 f"another output directory to run this one"
             )
-    else:
+        # Past here study.yaml is rewritten: either no trial has started, or only a key
+        # outside the study (the device) changed, which study.yaml then records anew.
+        if changed:
+            note = f"{saved_path}: replaced, no trial had started (changed: {', '.join(changed)})"
+    try:
         study_dir.mkdir(parents=True, exist_ok=True)
-        saved_path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+        # Written whole or not at all: a half-written study.yaml would refuse every rerun.
+        atomic_write_text(saved_path, yaml.safe_dump(resolved, sort_keys=False))
+    except OSError as err:
+        raise RunDirError(
+            f"cannot write the study directory {study_dir}: {err.strerror or err}; choose "
+            f"another --out"
+        ) from None
+    return note
 
 
 def _log_trial(log: Callable[[str], None], record: dict) -> None:
@@ -258,8 +359,12 @@ def run_study(
 ) -> list[dict]:
     """Run (or continue) every trial of ``study`` and write the study's reports."""
     study_dir = Path(study_dir)
-    _check_same_study(study, study_dir)
     trials = plan(study)
+    # Everything a trial would refuse is refused before anything is written.
+    check_trial_configs(study, trials)
+    note = prepare_study_dir(study, study_dir)
+    if note:
+        log(note)
     pending = [t for t in trials if not (study_dir / "trials" / t.name / "result.json").exists()]
     log(f"depth study: {len(trials)} trials, {len(trials) - len(pending)} already done")
     if workers > 1 and len(pending) > 1:

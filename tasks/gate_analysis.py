@@ -19,9 +19,11 @@ from rhn.analysis.plots import gate_figure, lesion_figure
 from rhn.models.image_classifier import ImageClassifier
 from rhn.tasks.image_classification import ImageClassificationTask
 from rhn.train.evaluate import Trained, load_trained, resolve_checkpoint
+from rhn.train.loop import resolve_device
 
 
 def _load(path: Path, out: str | Path | None, device: str) -> tuple[Trained, Path]:
+    resolve_device(device)  # a device this machine lacks: one line, before anything loads
     checkpoint = resolve_checkpoint(path)
     trained = load_trained(checkpoint, device)
     if not isinstance(trained.task, ImageClassificationTask):
@@ -43,10 +45,31 @@ def _describe(trained: Trained) -> str:
     return f"{name} on {trained.config.data.dataset}, step {trained.step}"
 
 
+def _check_examples(examples: int) -> None:
+    """Refuse a count that slicing would misread, before the checkpoint and its data load.
+
+    Checked here and not only by the CLIs: a negative count would slice from the end
+    (``images[:-5]`` is all but five images) and zero would analyse nothing.
+    """
+    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
+        raise ValueError(f"examples must be an integer >= 1, got {examples!r}")
+
+
+def _first_examples(trained: Trained, examples: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``examples`` training images and labels (all if there are fewer), on the
+    model's device."""
+    train = trained.task.train_set
+    return (
+        train.images[:examples].to(trained.device),
+        train.labels[:examples].to(trained.device),
+    )
+
+
 def analyze_gates(path: Path, out: str | Path | None, examples: int, device: str) -> list[Path]:
     """Figure 2 for a checkpoint: gate biases, mean activity, one example's gates and outputs."""
+    _check_examples(examples)
     trained, out_dir = _load(path, out, device)
-    images = trained.task.train_set.images[:examples].to(trained.device)
+    images, _ = _first_examples(trained, examples)
     stats = gate_statistics(trained.model, images)
     out_dir.mkdir(parents=True, exist_ok=True)
     panels = {k: v.numpy() for k, v in stats.panels().items()}
@@ -59,10 +82,9 @@ def analyze_gates(path: Path, out: str | Path | None, examples: int, device: str
 
 def lesion(path: Path, out: str | Path | None, examples: int, device: str) -> str:
     """Training-set error with each layer's gates closed; returns a Markdown table."""
+    _check_examples(examples)
     trained, out_dir = _load(path, out, device)
-    train = trained.task.train_set
-    images = train.images[:examples].to(trained.device)
-    labels = train.labels[:examples].to(trained.device)
+    images, labels = _first_examples(trained, examples)
     baseline, errors = lesion_errors(trained.model, images, labels)
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = lesion_figure(errors, baseline, _describe(trained), out_dir / "lesion.png")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from rhn.tasks.cli import EXPECTED_ERRORS, _fail
+from rhn.tasks.cli import EXPECTED_ERRORS, _device, _fail, _int_at_least
 from rhn.tasks.depth_study import load_study, run_study, summary_table
 from rhn.train.checkpoint import CheckpointError
 
@@ -21,13 +21,27 @@ def depth_study_main(argv: list[str] | None = None) -> int:
         prog="rhn-depth-study",
         description="Run (or continue) the plain-vs-highway depth study on MNIST (Figure 1).",
     )
-    parser.add_argument("--config", default=str(DEFAULT_STUDY), help="study YAML")
+    parser.add_argument(
+        "--config",
+        default=str(DEFAULT_STUDY),
+        help="study YAML (default: the repository's configs/studies/mnist_depth.yaml)",
+    )
     parser.add_argument("--out", required=True, help="study directory (resumed if it exists)")
-    parser.add_argument("--workers", type=int, default=1, help="trials run in parallel")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument(
+        "--workers",
+        type=_int_at_least(1),
+        default=1,
+        help="trials run in parallel, as separate processes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a study value (repeatable), e.g. --set trials=3 or --set device=cuda",
+    )
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(f"--workers must be >= 1, got {args.workers}")
     try:
         study = load_study(args.config, args.overrides)
         records = run_study(study, args.out, workers=args.workers)
@@ -47,8 +61,19 @@ def _analysis_main(
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("checkpoint", help="a run directory (its best.pt, else last.pt) or a .pt")
     parser.add_argument("--out", help="output directory (default: <run>/analysis)")
-    parser.add_argument("--examples", type=int, default=10000, help="training images used")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--examples",
+        type=_int_at_least(1),
+        default=10000,
+        help="the first N training images are used (all of them if there are fewer; "
+        "default: %(default)s)",
+    )
+    parser.add_argument(
+        "--device",
+        type=_device,
+        default="cpu",
+        help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         report = action(Path(args.checkpoint), args.out, args.examples, args.device)

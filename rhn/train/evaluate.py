@@ -56,6 +56,7 @@ class LoadedModel:
 def load_model(path: Path, device: str = "cpu") -> LoadedModel:
     """The model of checkpoint ``path``, rebuilt from its config and metadata: no data set is
     read, so it works wherever the checkpoint alone was copied."""
+    dev = resolve_device(device)  # before the (large) checkpoint is read
     ckpt = load_checkpoint(path)
     config = build_config(ckpt["config"])
     try:
@@ -63,7 +64,6 @@ def load_model(path: Path, device: str = "cpu") -> LoadedModel:
     except ValueError as err:
         raise CheckpointError(f"checkpoint {path}: {err}") from None
     load_model_state(model, ckpt["model"], path)
-    dev = resolve_device(device)
     return LoadedModel(
         config, model.to(dev).eval(), ckpt["step"], ckpt.get("task_state") or {}, dev
     )

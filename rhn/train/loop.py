@@ -126,13 +126,19 @@ class _Due:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """The device ``name`` asks for (``auto``: CUDA if there is one; ``cuda``: this rank's
+    GPU), or one line naming what was asked when this machine lacks it."""
+    requested = name
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         name = f"cuda:{local_rank}"
     device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunDirError(f"train.device is {name!r} but CUDA is not available here")
+    lacking = {"cuda": not torch.cuda.is_available(), "mps": not torch.backends.mps.is_available()}
+    if lacking.get(device.type, False):
+        raise RunDirError(
+            f"device {requested!r}: {device.type.upper()} is not available here; use cpu or auto"
+        )
     return device
 
 
@@ -168,6 +174,7 @@ class Trainer:
         self.config = config
         self.origin = origin or {}
         self.run_dir = Path(run_dir)
+        resolve_device(config.train.device)  # a device this machine lacks: nothing written
         prepare_run_dir(self.run_dir)
         self.last_path = self.run_dir / "checkpoints" / "last.pt"
         self.best_path = self.run_dir / "checkpoints" / "best.pt"

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from rhn.data.synthetic import write_mnist
 from rhn.tasks.depth_study import DepthStudyConfig, plan, sample_params
@@ -59,6 +61,10 @@ def test_depth_study_runs_resumes_and_reports(
     assert depth_study_main(args) == 0
     assert mtimes == {p: p.stat().st_mtime_ns for p in out.glob("trials/*/checkpoints/last.pt")}
     assert "8 trials, 8 already done" in capsys.readouterr().out
+    # The device says where trials run, not what they compute: continuing elsewhere is fine.
+    assert depth_study_main([*args, "--set", "device=auto"]) == 0
+    assert "8 trials, 8 already done" in capsys.readouterr().out
+    assert yaml.safe_load((out / "study.yaml").read_text())["device"] == "auto"
     # Another study in the same directory is refused, naming what changed.
     assert depth_study_main([*args, "--set", "trials=3"]) == 2
     assert "trials" in capsys.readouterr().err
@@ -115,3 +121,153 @@ def test_the_default_study_config_is_found_from_any_working_directory(
     monkeypatch.chdir(tmp_path)  # started outside the repository
     assert DEFAULT_STUDY.is_absolute() and DEFAULT_STUDY.is_file()
     assert load_study(str(DEFAULT_STUDY), []) is not None
+
+
+ANALYSES = {"rhn-analyze-gates": analyze_gates_main, "rhn-lesion": lesion_main}
+
+
+@pytest.mark.parametrize("prog", sorted(ANALYSES))
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--device", "gpu"], "--device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+        (["--device", "cuda:x"], "--device: must be auto, cpu, cuda, cuda:N or mps, got"),
+        (["--examples", "-5"], "--examples: must be an integer >= 1, got '-5'"),
+        (["--examples", "0"], "--examples: must be an integer >= 1, got '0'"),
+        (["--examples", "many"], "--examples: must be an integer >= 1, got 'many'"),
+    ],
+)
+def test_analyses_refuse_bad_options_with_exit_2(
+    prog: str, argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        ANALYSES[prog]([str(tmp_path), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("prog", sorted(ANALYSES))
+def test_analyses_refuse_a_device_this_machine_lacks_in_one_line(
+    prog: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    # Refused before the checkpoint is read: the path need not hold one.
+    assert ANALYSES[prog]([str(tmp_path), "--device", "mps"]) == 2
+    assert capsys.readouterr().err == (
+        "error: device 'mps': MPS is not available here; use cpu or auto\n"
+    )
+
+
+@pytest.mark.parametrize("prog", sorted(ANALYSES))
+def test_analyses_help_shows_the_defaults(prog: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        ANALYSES[prog](["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
+    assert "default: 10000" in text and "default: cpu" in text
+    assert "default: <run>/analysis" in text
+
+
+def test_depth_study_refuses_bad_workers_and_shows_defaults(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        depth_study_main(["--out", str(tmp_path / "s"), "--workers", "0"])
+    assert exit_info.value.code == 2
+    assert "--workers: must be an integer >= 1, got '0'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        depth_study_main(["--help"])
+    assert "(default: 1)" in " ".join(capsys.readouterr().out.split())
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    "typo, message",
+    [
+        (
+            "device=gpu",
+            "device: 'gpu' is not allowed; expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",
+        ),
+        (
+            "train_size=0",
+            "train_size: 0 is not allowed; expected null (the whole training set) or an "
+            "integer >= 1",
+        ),
+        ("batch_size=0", "batch_size: 0 is not allowed; expected an integer >= 1"),
+        (
+            "search.activations=[swish]",
+            "trial plain-d003-t00: activation must be one of",
+        ),
+    ],
+)
+def test_a_study_with_a_typo_writes_nothing_and_can_be_fixed_in_place(
+    typo: str, message: str, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "depth-bad"
+    args = [
+        "--out", str(out),
+        "--set", "depths=[3]", "--set", "trials=1", "--set", "epochs=1",
+        "--set", "batch_size=20", "--set", f"data_dir={mnist_dir}",
+    ]  # fmt: skip
+    assert depth_study_main([*args, "--set", typo]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # refused before "depth study: N trials, ..." is printed
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    assert message in captured.err
+    assert not out.exists()
+    # The same command without the typo runs in the same directory.
+    assert depth_study_main(args) == 0
+    assert "2 trials, 0 already done" in capsys.readouterr().out
+
+
+def test_a_study_yaml_no_trial_has_used_is_replaced_by_a_corrected_study(
+    mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    monkeypatch.setenv("RHN_OFFLINE", "1")
+    # What earlier versions left behind for a typo: study.yaml, and a trial directory with
+    # nothing but its lock (the trial stopped at its missing data).
+    out = tmp_path / "depth-bad"
+    args = [
+        "--out", str(out),
+        "--set", "depths=[3]", "--set", "trials=1", "--set", "epochs=1",
+        "--set", "batch_size=20",
+    ]  # fmt: skip
+    assert depth_study_main([*args, "--set", f"data_dir={tmp_path / 'nowhere'}"]) == 2
+    assert "MNIST: could not find" in capsys.readouterr().err
+    assert [p.name for p in out.glob("trials/*/*")] == ["lock"]
+    assert depth_study_main([*args, "--set", f"data_dir={mnist_dir}"]) == 0
+    printed = capsys.readouterr().out
+    assert "replaced, no trial had started (changed: data_dir)" in printed
+    assert yaml.safe_load((out / "study.yaml").read_text())["data_dir"] == str(mnist_dir)
+
+
+@pytest.mark.parametrize("where", ["file", "below a file"])
+def test_a_study_out_that_is_a_file_is_one_line_with_exit_2(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    notes = tmp_path / "README.md"
+    notes.write_text("mine")
+    out = notes if where == "file" else notes / "study"
+    assert depth_study_main(["--out", str(out), "--set", "depths=[3]"]) == 2
+    err = capsys.readouterr().err
+    expected = (
+        f"error: study directory {notes} is a file; choose another --out\n"
+        if where == "file"
+        else f"error: cannot write the study directory {out}: Not a directory; choose another "
+        f"--out\n"
+    )
+    assert err == expected
+    assert notes.read_text() == "mine"
+
+
+def test_a_missing_study_config_is_one_line_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    missing = tmp_path / "study.yaml"
+    assert depth_study_main(["--config", str(missing), "--out", str(tmp_path / "s")]) == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot read study file {missing}: No such file or directory\n"
+    )

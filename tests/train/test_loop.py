@@ -514,3 +514,11 @@ def test_a_folder_of_other_files_is_refused_as_a_run_dir(tmp_path: Path) -> None
     hidden.mkdir()
     (hidden / ".DS_Store").write_bytes(b"")
     assert train(toy_config("train.max_steps=2"), hidden).status == "finished"
+
+
+def test_a_device_this_machine_lacks_is_refused_before_the_run_dir_is_made(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(RunDirError, match=r"^device 'cuda': CUDA is not available here; use cpu"):
+        train(toy_config("train.device=cuda", "train.max_steps=2"), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

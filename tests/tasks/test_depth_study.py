@@ -1,0 +1,109 @@
+"""The depth study's own checks: its config, every trial's config before anything is
+written, and when a study directory may take a corrected study."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from rhn.tasks.depth_study import (
+    DepthStudyConfig,
+    SearchSpace,
+    check_trial_configs,
+    plan,
+    prepare_study_dir,
+    run_study,
+)
+from rhn.train.loop import RunDirError
+from rhn.train.schema import ConfigError
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"device": "gpu"}, "device: 'gpu' is not allowed; expected 'auto', 'cpu', 'cuda', "),
+        ({"device": "cpu:0x"}, "device: 'cpu:0x' is not allowed"),
+        ({"train_size": 0}, "train_size: 0 is not allowed; expected null (the whole training"),
+        ({"batch_size": 0}, "batch_size: 0 is not allowed; expected an integer >= 1"),
+        ({"depths": [3, 3]}, "depths: [3, 3] is not allowed; expected distinct depths"),
+        ({"blocks": []}, "blocks: [] is not allowed; expected a non-empty list of distinct"),
+    ],
+)
+def test_the_study_config_names_what_it_refuses(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        DepthStudyConfig(**changes)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_the_study_config_takes_every_device_rhn_train_takes(device: str) -> None:
+    assert DepthStudyConfig(device=device).device == device
+
+
+def test_a_value_only_a_trial_config_rejects_stops_the_study_before_it_writes(
+    tmp_path: Path,
+) -> None:
+    study = DepthStudyConfig(depths=[3], trials=1, search=SearchSpace(activations=["swish"]))
+    with pytest.raises(ConfigError, match="trial plain-d003-t00: activation must be one of"):
+        check_trial_configs(study, plan(study))
+    logged: list[str] = []
+    with pytest.raises(ConfigError):
+        run_study(study, tmp_path / "study", log=logged.append)
+    assert logged == [] and not (tmp_path / "study").exists()
+
+
+def test_a_cuda_study_without_cuda_is_refused_under_the_study_key() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    study = DepthStudyConfig(depths=[3], trials=1, device="cuda")
+    with pytest.raises(ConfigError, match="device: device 'cuda': CUDA is not available here"):
+        check_trial_configs(study, plan(study))
+
+
+def test_a_started_study_is_kept_and_an_unstarted_one_replaced(tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    first = DepthStudyConfig(depths=[3], trials=1)
+    assert prepare_study_dir(first, out) is None
+    assert prepare_study_dir(first, out) is None  # the same study: nothing to say
+    other = DepthStudyConfig(depths=[3], trials=2)
+    # No trial has started (a trial directory holding only its lock counts as none).
+    (out / "trials" / "plain-d003-t00").mkdir(parents=True)
+    (out / "trials" / "plain-d003-t00" / "lock").write_text("pid 1\n")
+    note = prepare_study_dir(other, out)
+    assert note == f"{out / 'study.yaml'}: replaced, no trial had started (changed: trials)"
+    assert yaml.safe_load((out / "study.yaml").read_text())["trials"] == 2
+    # Once a trial has written anything, the study stays and study.yaml is untouched.
+    (out / "trials" / "plain-d003-t00" / "metrics.jsonl").write_text("{}\n")
+    saved = (out / "study.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"holds a different study \(changed: trials\)"):
+        prepare_study_dir(first, out)
+    assert (out / "study.yaml").read_text() == saved
+    # The device is not part of the study: it may change, and study.yaml records it.
+    assert prepare_study_dir(DepthStudyConfig(depths=[3], trials=2, device="auto"), out) is None
+    assert yaml.safe_load((out / "study.yaml").read_text())["device"] == "auto"
+
+
+def test_an_unreadable_study_yaml_is_replaced_only_while_no_trial_has_started(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "study.yaml").write_text("depths: [3\n")  # cut short
+    study = DepthStudyConfig(depths=[3], trials=1)
+    assert "changed: an unreadable study.yaml" in (prepare_study_dir(study, out) or "")
+    (out / "study.yaml").write_text("- not a mapping\n")
+    (out / "trials.jsonl").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"can.t be read as a study, and .* holds trials"):
+        prepare_study_dir(study, out)
+    assert (out / "study.yaml").read_text() == "- not a mapping\n"
+
+
+def test_a_study_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "notes.md"
+    path.write_text("mine")
+    with pytest.raises(RunDirError, match="is a file; choose another --out"):
+        prepare_study_dir(DepthStudyConfig(), path)
+    assert path.read_text() == "mine"
