@@ -11,6 +11,7 @@ evaluation, ``mc_samples=k`` is MC dropout over k mask sets (``rhn.tasks.lm_scor
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,16 @@ from rhn.data.corpora import SPLITS
 from rhn.data.lm_corpus import CorpusSource, load_split, load_tokenized
 from rhn.data.tbptt import TBPTTStream
 from rhn.data.text_file import DataFileError
-from rhn.data.vocab import Vocab, WordVocab, digest, vocab_from_json
+from rhn.data.vocab import (
+    EOS,
+    UNK,
+    CharVocab,
+    SentencePieceVocab,
+    Vocab,
+    WordVocab,
+    digest,
+    vocab_from_json,
+)
 from rhn.models import CharAwareConfig, LanguageModelConfig
 from rhn.models.recurrent_lm import RecurrentLM
 from rhn.tasks.lm_scoring import (
@@ -333,6 +343,7 @@ def sample_text(
         )
     model: RecurrentLM = loaded.model  # type: ignore[assignment]
     vocab = _saved_vocab(loaded.task_state)
+    _warn_unknown_tokens(vocab, prompt)
     ids = vocab.encode(prompt)
     if vocab.kind == "word" and prompt and not prompt.endswith("\n"):
         ids = ids[:-1]  # the encoder closes every line with <eos>; continue the open line
@@ -342,3 +353,62 @@ def sample_text(
     out = model.generate(ids, length, temperature=temperature, generator=generator)
     sep = " " if vocab.kind == "word" else ""
     return prompt + sep + vocab.decode(out)
+
+
+UNKNOWN_SHOWN = 5  # out-of-vocabulary tokens a warning names
+
+
+def unknown_tokens(vocab: Vocab, text: str) -> list[str]:
+    """The distinct tokens of ``text`` that ``vocab`` doesn't hold (each encodes to its
+    unknown symbol), in order of first appearance."""
+    if isinstance(vocab, WordVocab):
+        tokens = [t for t in text.split() if vocab.tokenizer.token_to_id(t) is None]
+    elif isinstance(vocab, CharVocab):
+        held = set(vocab.symbols)
+        tokens = [c for c in text if c not in held]
+    elif isinstance(vocab, SentencePieceVocab):
+        sp, tokens = vocab.processor, []
+        for line in (line for line in text.split("\n") if line.strip()):
+            pieces = zip(sp.encode(line, out_type=str), sp.encode(line), strict=True)
+            tokens += [piece for piece, i in pieces if i == sp.unk_id()]
+    else:  # another Vocab: nothing to compare against
+        tokens = []
+    return list(dict.fromkeys(tokens))
+
+
+def _is_ptb_char(vocab: Vocab) -> bool:
+    """A word vocabulary of single characters with ``_`` between words: PTB's character
+    files (``ptb_char``), whose text is ``t h e _ c a t``."""
+    if not isinstance(vocab, WordVocab):
+        return False
+    tokens = set(vocab.tokens) - {UNK, EOS}
+    return "_" in tokens and all(len(t) == 1 for t in tokens)
+
+
+def _warn_unknown_tokens(vocab: Vocab, prompt: str) -> None:
+    """One warning naming the prompt's first out-of-vocabulary tokens: the model would see
+    them all as one unknown symbol, which a user reading the sample can't tell."""
+    unknown = unknown_tokens(vocab, prompt)
+    if not unknown:
+        return
+    shown = ", ".join(repr(t) for t in unknown[:UNKNOWN_SHOWN])
+    more = f" and {len(unknown) - UNKNOWN_SHOWN} more" if len(unknown) > UNKNOWN_SHOWN else ""
+    hint = ""
+    if _is_ptb_char(vocab):
+        spaced = "\n".join(
+            " ".join("_" if c == " " else c for c in " ".join(line.split()))
+            for line in prompt.split("\n")
+        )
+        hint = (
+            f"; this model reads PTB's character format (characters separated by spaces, "
+            f"'_' between words): write the prompt as {spaced!r}"
+        )
+    elif isinstance(vocab, WordVocab):
+        lowered = [t.lower() for t in unknown if vocab.tokenizer.token_to_id(t.lower()) is not None]
+        if lowered:  # PTB's words are lower-case: "The" is unknown, "the" is not
+            hint = f"; the vocabulary holds {', '.join(map(repr, dict.fromkeys(lowered)))}"
+    warnings.warn(
+        f"the prompt has {len(unknown)} token(s) the model's vocabulary doesn't hold, each "
+        f"read as the unknown token: {shown}{more}{hint}",
+        stacklevel=3,
+    )

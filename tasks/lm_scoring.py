@@ -173,7 +173,8 @@ def score_mc_passes(
     """``evaluate_mc``: ``samples`` kept passes, one mask set each (see the module doc).
 
     Raises McRejectedError when ``max_attempts`` (default 10 × samples) passes did not keep
-    ``samples`` of them.
+    ``samples`` of them, saying how many were asked, drawn and kept, and the best perplexity
+    seen (how far the model is from the bound).
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
@@ -184,14 +185,19 @@ def score_mc_passes(
             f"model's {' and '.join(per_step)} draw a fresh mask every step, which a pass "
             f"cannot hold fixed; use mc_protocol 'window' (rhn-eval --mc-protocol window)"
         )
+    limit = f"max_attempts = {max_attempts}" if max_attempts else "10 × K"
     max_attempts = max_attempts or 10 * samples
     prob_sum: torch.Tensor | None = None
     kept = attempt = 0
+    best = math.inf  # the lowest perplexity of any pass, kept or not
     while kept < samples:
         if attempt == max_attempts:
             raise McRejectedError(
-                f"MC dropout: only {kept} of {attempt} passes scored perplexity <= "
-                f"{reject_above}; with dropout on this model is too poor to average"
+                f"MC dropout asked for K={samples} passes of perplexity <= {reject_above:g}; "
+                f"only {kept} of the {attempt} drawn (the most it draws: {limit}) were, the "
+                f"best at {best:.4g}; with dropout on, this model is too poor to average "
+                f"(undertrained?): train it longer, evaluate without MC dropout, or use "
+                f"mc_protocol 'window', which rejects no pass (rhn-eval --mc-protocol window)"
             )
         label = f"mc pass {attempt + 1} ({kept}/{samples} kept)"
         with _column_word_dropout(lm):
@@ -199,7 +205,9 @@ def score_mc_passes(
                 lm, stream, device, mask_seed=seed + attempt, label=label, progress=progress
             )
         attempt += 1
-        if math.exp(min(-log_p.mean().item(), 700.0)) > reject_above:
+        ppl = math.exp(min(-log_p.mean().item(), 700.0))
+        best = min(best, ppl)
+        if ppl > reject_above:
             continue
         prob_sum = log_p.exp() if prob_sum is None else prob_sum + log_p.exp()
         kept += 1

@@ -133,10 +133,12 @@ def locate(
             download_error = f" Downloading {spec.url} failed: {err}."
     missing = [name for name, path in zip(names, found, strict=True) if path is None]
     looked = ", ".join(str(d) for d in dirs)
+    # data_dir is what a language-model config names data.path (these corpora are LM data;
+    # data.data_dir is the vision configs' key, which an LM config rejects).
     raise DataFileError(
         f"corpus {spec.name!r}: could not find {', '.join(missing)} (plain or "
         f"{'/'.join(SUFFIXES[1:])}) in: {looked}.{download_error} Get it from {spec.url} and "
-        f"put the files in a folder named by RHN_DATA_DIR or data.data_dir."
+        f"put the files in a folder named by RHN_DATA_DIR or data.path."
     )
 
 

@@ -15,7 +15,9 @@ Nothing holds the whole corpus as one Python string: a batch of rows is joined, 
 encoded, and dropped. The vocabulary is cached under the training split's fingerprint and the
 tokenisation options, the ids under each split's fingerprint and the vocabulary's digest
 (``cache_dir()/tokens``), so a second run reads both from disk. ``datasets`` is imported only
-here, when an ``hf`` corpus is used.
+here, when an ``hf`` corpus is used. ``RHN_OFFLINE=1`` puts ``datasets`` and the hub client in
+their offline mode: the hub is never contacted (a hub dataset loads from their cache, or fails
+at once), as the other corpora skip their downloads.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import numpy as np
 import torch
 
 from rhn.data.corpora import SPLITS
-from rhn.data.data_dirs import cache_dir
+from rhn.data.data_dirs import cache_dir, downloads_allowed
 from rhn.data.text_file import DataFileError
 from rhn.data.vocab import CharVocab, SentencePieceVocab, Vocab, WordVocab, digest, vocab_from_json
 
@@ -77,9 +79,26 @@ def _is_saved_dataset(path: Path) -> bool:
     )
 
 
+def import_datasets() -> Any:
+    """The ``datasets`` module; when ``RHN_OFFLINE`` forbids downloads, in the hub's offline
+    mode, so no request is made (an unreachable hub otherwise costs ~30 s of retries)."""
+    offline = not downloads_allowed()
+    if offline:  # huggingface_hub and datasets read these once, when first imported
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    import datasets
+
+    if offline:
+        import huggingface_hub.constants
+
+        # Imported before RHN_OFFLINE was seen: both check these module flags at every
+        # request, so setting them turns the offline mode on just the same.
+        datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    return datasets
+
+
 def open_dataset(source: HFSource) -> Any:
     """The ``DatasetDict`` ``source.path`` stands for (a lone ``Dataset`` becomes ``train``)."""
-    import datasets
+    datasets = import_datasets()
 
     path = Path(source.path).expanduser()
     if path.exists() and source.config:
@@ -117,11 +136,15 @@ def open_dataset(source: HFSource) -> Any:
     try:
         return datasets.load_dataset(source.path, source.config)
     except Exception as err:
-        offline = datasets.config.HF_HUB_OFFLINE
+        if not downloads_allowed():
+            offline = " with RHN_OFFLINE set (the hub is not contacted)"
+        elif datasets.config.HF_HUB_OFFLINE:
+            offline = " with HF_DATASETS_OFFLINE / HF_HUB_OFFLINE set"
+        else:
+            offline = ""
         raise DataFileError(
             f"could not load the hub dataset {source.path!r}"
-            f"{f' (config {source.config!r})' if source.config else ''}"
-            f"{' with HF_DATASETS_OFFLINE / HF_HUB_OFFLINE set' if offline else ''}: "
+            f"{f' (config {source.config!r})' if source.config else ''}{offline}: "
             f"{_one_line(err)}. Offline, point {source.path_key} at a save_to_disk folder or at "
             f"local data files ({', '.join(LOCAL_BUILDERS)})"
         ) from None

@@ -16,7 +16,7 @@ the embedding), never a layer's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
@@ -30,11 +30,23 @@ from rhn.nn.lstm import UniformInitLSTM
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
 
 
+# Keys only the RHN reads, and why an LSTM has no use for them: with rnn: lstm, a value other
+# than the default is refused rather than silently ignored (state_dropout, also RHN-only, has
+# its own message).
+RHN_ONLY_KEYS = {
+    "depth": "an LSTM layer has one step per token, no micro-layers",
+    "gate_bias": "the initial bias of the RHN's transform gates; an LSTM has none",
+    "rnn_backend": "torch.nn.LSTM picks cuDNN/oneDNN itself",
+}
+
+
 @dataclass
 class RecurrentConfig:
     """The recurrent part of a ``model`` section.
 
     rnn: ``rhn`` or the ``lstm`` baseline (``torch.nn.LSTM``, cuDNN/oneDNN).
+    depth, gate_bias: the RHN's recurrence depth (micro-layers per step) and the initial
+        bias of its transform gates; with ``rnn: lstm`` they must keep their defaults.
     input_dropout, state_dropout, output_dropout: variational (one mask per sequence), as
         the RHN paper; state dropout needs ``rnn: rhn``.
     output_dropout_kind: ``variational`` (the RHN code's one mask per sequence) or
@@ -70,18 +82,27 @@ class RecurrentConfig:
         for key in ("input_dropout", "state_dropout", "layer_dropout", "output_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"model.{key} must be in [0, 1), got {getattr(self, key)}")
-        if self.rnn == "lstm" and self.state_dropout > 0:
+        if self.rnn == "lstm":
+            self._check_no_rhn_only_keys()
+        if self.init_range is not None and self.init_range <= 0:
+            raise ValueError(f"model.init_range must be > 0, got {self.init_range}")
+
+    def _check_no_rhn_only_keys(self) -> None:
+        """An LSTM would ignore the RHN's own keys: one set away from its default (this
+        class's: a config that doesn't name it passes) is refused, not dropped unseen."""
+        if self.state_dropout > 0:
             raise ValueError(
                 "model.state_dropout needs rnn: rhn (torch.nn.LSTM's fused kernel can't drop "
                 "its state); use input/output/layer dropout for the LSTM baseline"
             )
-        if self.rnn == "lstm" and self.rnn_backend != "auto":
-            raise ValueError(
-                f"model.rnn_backend={self.rnn_backend!r} needs rnn: rhn (torch.nn.LSTM picks "
-                "cuDNN/oneDNN itself); leave it at 'auto' for the LSTM baseline"
-            )
-        if self.init_range is not None and self.init_range <= 0:
-            raise ValueError(f"model.init_range must be > 0, got {self.init_range}")
+        defaults = {f.name: f.default for f in fields(self)}
+        for key, why in RHN_ONLY_KEYS.items():
+            value = getattr(self, key)
+            if value != defaults[key]:
+                raise ValueError(
+                    f"model.{key}={value!r} needs rnn: rhn ({why}); leave it at its "
+                    f"default, {defaults[key]!r}, for the LSTM baseline"
+                )
 
 
 class RecurrentLM(nn.Module):

@@ -1,4 +1,5 @@
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -6,8 +7,10 @@ import pytest
 
 from rhn.data import corpora
 from rhn.data.corpora import load_corpus
-from rhn.data.lm_corpus import CorpusSource, load_tokenized
+from rhn.data.lm_corpus import CorpusSource, load_tokenized, read_splits
+from rhn.data.synthetic import write_ptb
 from rhn.data.text_file import DataFileError
+from rhn.train.config import build_config
 
 DATA = os.environ.get("RHN_DATA_DIR")
 needs_data = pytest.mark.skipif(
@@ -80,6 +83,25 @@ def test_missing_corpus_says_what_was_looked_for_where_and_how_to_get_it(
     assert "simple-examples.tgz" in message
     with pytest.raises(ValueError, match="corpus must be one of"):
         load_corpus("wikitext")
+
+
+def test_missing_corpus_names_the_config_key_a_language_model_config_accepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    with pytest.raises(DataFileError) as err:
+        load_corpus("ptb_word", tmp_path / "empty", allow_download=False)
+    found = re.search(r"a folder named by RHN_DATA_DIR or (data\.\w+)\.$", str(err.value))
+    assert found, str(err.value)
+    key = found.group(1)
+    assert key == "data.path"  # data.data_dir is the vision configs' key
+    # Following the advice works: the key is accepted and the files are found there.
+    write_ptb(tmp_path / "mine")
+    config = build_config(
+        {"task": "word_lm", "data": {"corpus": "ptb_word"}}, [f"{key}={tmp_path / 'mine'}"]
+    )
+    source = config.data.source("word")
+    assert read_splits(source, allow_download=False, splits=("valid",))["valid"]
 
 
 def test_user_folder_and_single_file(tmp_path: Path) -> None:

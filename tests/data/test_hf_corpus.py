@@ -209,6 +209,52 @@ def test_a_hub_name_offline_is_one_line_saying_what_to_do(tmp_path: Path) -> Non
     assert "point data.path at a save_to_disk folder or at local data files" in lines[0]
 
 
+def _offline_env(tmp_path: Path) -> dict[str, str]:
+    """RHN_OFFLINE=1 alone: the session's HF_*_OFFLINE dropped, empty hub caches."""
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    }
+    env.update(
+        RHN_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), HF_DATASETS_CACHE=str(tmp_path / "hf-ds")
+    )
+    return env
+
+
+# The hub's client reads its offline flag when first imported: so each way in is a fresh
+# process, with datasets imported after RHN_OFFLINE is seen (the CLI) or before it.
+SCRIPTS = {
+    "cli": None,
+    "datasets imported first": (
+        "import datasets, sys\n"
+        "from rhn.data.hf_corpus import HFSource, open_splits\n"
+        "from rhn.data.text_file import DataFileError\n"
+        "try:\n"
+        "    open_splits(HFSource('rhn-tests/no-such-dataset'))\n"
+        "except DataFileError as err:\n"
+        "    sys.exit(f'error: {err}')\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("way", SCRIPTS)
+def test_rhn_offline_keeps_the_hub_uncontacted_one_line_at_once(tmp_path: Path, way: str) -> None:
+    if SCRIPTS[way] is None:
+        config = tmp_path / "c.yaml"
+        config.write_text("task: word_lm\ndata: {corpus: hf, path: rhn-tests/no-such-dataset}\n")
+        command = [sys.executable, "-m", "rhn.tasks", str(config), "--run-dir", str(tmp_path / "r")]
+    else:
+        command = [sys.executable, "-c", SCRIPTS[way]]
+    run = subprocess.run(command, capture_output=True, text=True, env=_offline_env(tmp_path))
+    assert "Retrying" not in run.stderr and "huggingface.co" not in run.stderr, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == (2 if way == "cli" else 1) and len(lines) == 1, run.stderr
+    assert (
+        "could not load the hub dataset 'rhn-tests/no-such-dataset' with RHN_OFFLINE set (the "
+        "hub is not contacted)" in lines[0]
+    )
+    assert "point data.path at a save_to_disk folder or at local data files" in lines[0]
+
+
 def test_hf_options_need_the_hf_corpus() -> None:
     with pytest.raises(ValueError, match=r"data\.hf_config applies to data\.corpus 'hf' only"):
         build_config({"task": "char_lm", "data": {"hf_config": "wikitext-2-v1"}})

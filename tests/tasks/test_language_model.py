@@ -5,15 +5,16 @@ from __future__ import annotations
 import math
 import random
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from rhn.data.text_file import DataFileError
-from rhn.data.vocab import vocab_from_json
+from rhn.data.vocab import SentencePieceVocab, vocab_from_json
 from rhn.tasks.cli import export_main, sample_main
-from rhn.tasks.language_model import sample_text
+from rhn.tasks.language_model import sample_text, unknown_tokens
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import build_config
 from rhn.train.evaluate import evaluate_checkpoint, load_model
@@ -210,3 +211,78 @@ def test_a_format_1_checkpoint_still_loads(tmp_path: Path) -> None:
     loaded = load_model(old)
     assert loaded.model.decoder.out_features == vocab_size
     assert sample_text(old, "the", 3).startswith("the ")
+
+
+def tiny_run(tmp_path: Path, corpus: Path, task: str) -> Path:
+    """Two steps of a tiny model on ``corpus``: enough for a checkpoint with a vocabulary."""
+    config = build_config(
+        {
+            "task": task,
+            "model": {"embed_size": 8, "hidden_size": 8, "depth": 1},
+            "data": {"corpus": "file", "path": str(corpus), "batch_size": 4, "seq_len": 10},
+            "train": {"max_steps": 2, "max_epochs": None, "eval_every": 2, "progress": False},
+        }
+    )
+    train(config, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def sample_warnings(run: Path, prompt: str) -> list[str]:
+    """The warnings rhn-sample gives for ``prompt`` (it still samples)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert sample_main([str(run), "--prompt", prompt, "--length", "3"]) == 0
+    return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+
+
+def test_sampling_warns_once_naming_the_prompt_words_the_vocabulary_lacks(
+    tmp_path: Path,
+) -> None:
+    run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus"), "word_lm")
+    assert sample_warnings(run, "The xyzzy cat Xyzzy") == [
+        "the prompt has 3 token(s) the model's vocabulary doesn't hold, each read as the "
+        "unknown token: 'The', 'xyzzy', 'Xyzzy'; the vocabulary holds 'the'"
+    ]
+    assert sample_warnings(run, "the cat") == []
+    many = " ".join(f"w{i}" for i in range(8))
+    assert sample_warnings(run, many) == [
+        "the prompt has 8 token(s) the model's vocabulary doesn't hold, each read as the "
+        "unknown token: 'w0', 'w1', 'w2', 'w3', 'w4' and 3 more"
+    ]
+
+
+def test_sampling_a_ptb_char_model_says_how_to_write_the_prompt(tmp_path: Path) -> None:
+    # PTB's character files: characters separated by spaces, _ between words (ptb_char).
+    corpus = corpus_folder(tmp_path / "words")
+    spaced = tmp_path / "chars"
+    spaced.mkdir()
+    for split in ("train", "valid", "test"):
+        lines = (corpus / f"{split}.txt").read_text().splitlines()
+        text = "".join(
+            " " + " _ ".join(" ".join(w) for w in line.split()) + " \n" for line in lines
+        )
+        (spaced / f"{split}.txt").write_text(text)
+    run = tiny_run(tmp_path, spaced, "word_lm")
+    assert sample_warnings(run, "the cat") == [
+        "the prompt has 2 token(s) the model's vocabulary doesn't hold, each read as the "
+        "unknown token: 'the', 'cat'; this model reads PTB's character format (characters "
+        "separated by spaces, '_' between words): write the prompt as 't h e _ c a t'"
+    ]
+    assert sample_warnings(run, "t h e _ c a t") == []
+
+
+def test_sampling_a_char_model_names_the_characters_it_lacks(tmp_path: Path) -> None:
+    run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus"), "char_lm")
+    assert sample_warnings(run, "the CAT") == [
+        "the prompt has 3 token(s) the model's vocabulary doesn't hold, each read as the "
+        "unknown token: 'C', 'A', 'T'"
+    ]
+    assert sample_warnings(run, "the cat") == []
+
+
+def test_unknown_tokens_of_a_subword_vocabulary_are_the_pieces_read_as_unknown() -> None:
+    vocab = SentencePieceVocab.train(
+        "the cat sat on the mat\n" * 200 + "a dog ran\n" * 100, 30, "bpe"
+    )
+    assert unknown_tokens(vocab, "the Zqx cat\nZqx Q") == ["Zqx", "Q"]
+    assert unknown_tokens(vocab, "the cat sat\n") == []

@@ -139,8 +139,22 @@ def test_averaged_probabilities_are_clipped() -> None:
 
 def test_a_model_that_fails_every_pass_is_reported() -> None:
     lm, ids = tiny_lm(**DROPOUT), split_ids()
-    with pytest.raises(McRejectedError, match=r"only 0 of 4 passes scored perplexity <= 1.0"):
+    best = min(np.exp(-pass_log_probs(lm, ids, s).mean()) for s in range(4))
+    with pytest.raises(McRejectedError) as err:
         score_mc_passes(lm, windows_of(ids), CPU, 2, reject_above=1.0, max_attempts=4)
+    assert str(err.value) == (
+        f"MC dropout asked for K=2 passes of perplexity <= 1; only 0 of the 4 drawn (the most "
+        f"it draws: max_attempts = 4) were, the best at {best:.4g}; with dropout on, this model "
+        f"is too poor to average (undertrained?): train it longer, evaluate without MC dropout, "
+        f"or use mc_protocol 'window', which rejects no pass (rhn-eval --mc-protocol window)"
+    )
+
+
+def test_by_default_mc_draws_up_to_ten_passes_per_sample_and_says_so() -> None:
+    lm, ids = tiny_lm(**DROPOUT), split_ids()
+    message = r"only 0 of the 20 drawn \(the most it draws: 10 × K\) were, the best at \d"
+    with pytest.raises(McRejectedError, match=message):
+        score_mc_passes(lm, windows_of(ids), CPU, 2, reject_above=1.0)
 
 
 def test_the_deterministic_pass_is_the_mean_nll_of_one_long_sequence() -> None:
