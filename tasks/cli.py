@@ -98,19 +98,25 @@ def eval_main(argv: list[str] | None = None) -> int:
         prog="rhn-eval", description="Evaluate a run's checkpoint; prints one JSON line."
     )
     parser.add_argument("path", help="a run directory (its best.pt, else last.pt) or a .pt file")
-    parser.add_argument("--split", choices=["valid", "test"], default="valid")
-    parser.add_argument("--device", type=_device, default="auto")
+    parser.add_argument(
+        "--split", choices=["valid", "test"], default="valid", help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--device", type=_device, default="auto", help="auto, cpu, cuda, cuda:N or mps "
+        "(default: %(default)s)"
+    )  # fmt: skip
     parser.add_argument(
         "--batch-size",
         type=_int_at_least(1),
-        help="evaluation columns (1 = the papers' full evaluation)",
+        help="evaluation columns (1 = the papers' full evaluation; default: the run's "
+        "data.eval_batch_size)",
     )
     parser.add_argument(
         "--mc",
         type=_int_at_least(0),
         default=0,
         metavar="K",
-        help="MC dropout: average K dropout masks",
+        help="MC dropout: average K dropout masks (default: 0, none)",
     )
     parser.add_argument(
         "--mc-protocol",
@@ -118,9 +124,11 @@ def eval_main(argv: list[str] | None = None) -> int:
         default="pass",
         help="pass: the RHN code's evaluate_mc (one mask set per pass over the split, passes "
         "above 500 ppl rejected, probabilities averaged and clipped); window: fresh masks "
-        "per window (not the paper's)",
+        "per window (not the paper's); default: %(default)s",
     )
-    parser.add_argument("--mc-seed", type=int, default=0, help="seed of the first MC pass")
+    parser.add_argument(
+        "--mc-seed", type=int, default=0, help="seed of the first MC pass (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     options: dict[str, object] = {"progress": True}
     if args.batch_size:
@@ -141,10 +149,16 @@ def sample_main(argv: list[str] | None = None) -> int:
         prog="rhn-sample", description="Generate text with a trained language model."
     )
     parser.add_argument("path", help="a run directory or a .pt checkpoint")
-    parser.add_argument("--prompt", default="\n", help="text to continue")
-    parser.add_argument("--length", type=_int_at_least(1), default=200, help="tokens to generate")
-    parser.add_argument("--temperature", type=_temperature, default=1.0, help="0 = greedy")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument(
+        "--length", type=_int_at_least(1), default=200,
+        help="tokens to generate (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--temperature", type=_temperature, default=1.0,
+        help="0 = greedy (default: %(default)s)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     args = parser.parse_args(argv)
     try:
         path = resolve_checkpoint(Path(args.path))

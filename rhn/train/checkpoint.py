@@ -91,7 +91,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(
             f"checkpoint {path} is corrupt or truncated, or not a checkpoint, and can't be read "
-            f"({reason}); delete it to start over, or resume from another checkpoint"
+            f"({reason})"
         ) from None
     if not isinstance(data, dict) or any(key not in data for key in REQUIRED_KEYS):
         raise CheckpointError(f"checkpoint {path} is not an rhn training checkpoint")

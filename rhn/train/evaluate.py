@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from rhn.train.checkpoint import (
 )
 from rhn.train.config import RunConfig, build_config
 from rhn.train.loop import resolve_device
+from rhn.train.schema import ConfigError
 from rhn.train.task import Task
 
 
@@ -90,7 +92,14 @@ def evaluate_checkpoint(
     """Metrics of ``path`` on ``split``; only that split's data is read. ``options`` go to the
     task's ``evaluate`` (e.g. ``batch_size``, ``mc_samples``)."""
     loaded = load_model(path, device)
-    task = loaded.config.task_class.for_evaluation(loaded.config, loaded.task_state, split)
+    task_class = loaded.config.task_class
+    if options.get("mc_samples") and "mc_samples" not in signature(task_class.evaluate).parameters:
+        # A task whose evaluation has no dropout to sample would ignore it in silence.
+        raise ConfigError(
+            f"MC dropout (mc_samples, rhn-eval --mc) is for language models; {path} is a "
+            f"{loaded.config.task!r} run"
+        )
+    task = task_class.for_evaluation(loaded.config, loaded.task_state, split)
     with torch.no_grad():
         metrics = task.evaluate(loaded.model, split, loaded.device, **options)
     return {"checkpoint": str(path), "split": split, "step": loaded.step, **metrics}

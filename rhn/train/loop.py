@@ -242,7 +242,13 @@ class Trainer:
     # -- checkpoints -------------------------------------------------------------------
 
     def _restore(self, path: Path) -> None:
-        ckpt = load_checkpoint(path)
+        try:
+            ckpt = load_checkpoint(path)
+        except CheckpointError as err:
+            raise CheckpointError(
+                f"{err}; to resume from the best model instead, copy best.pt over it, or "
+                f"delete it to start the run over"
+            ) from None
         check_same_model(path, ckpt["config"], self.config.to_dict())
         saved_batch = ckpt["config"].get("data", {}).get("batch_size")
         batch = getattr(self.config.data, "batch_size", saved_batch)

@@ -108,9 +108,37 @@ def test_resume_with_another_model_config_or_a_corrupt_checkpoint(
     last = run / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
     assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 2
-    assert "last.pt is corrupt or truncated" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "last.pt is corrupt or truncated" in err and "copy best.pt over it" in err
     assert eval_main([str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # A file that is no checkpoint: said so, with no advice to delete it (it is the user's).
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    assert eval_main([str(notes)]) == 2
+    err = capsys.readouterr().err
+    assert "notes.txt is corrupt or truncated, or not a checkpoint" in err and "delete" not in err
+
+
+def test_mc_dropout_on_an_image_classifier_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rhn.data.synthetic import write_mnist
+
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    write_mnist(tmp_path / "mnist", n_train=20, n_test=10)
+    config = tmp_path / "mlp.yaml"
+    config.write_text(
+        "task: image_classification\nmodel: {arch: mlp, depth: 2, width: 8}\n"
+        f"data: {{data_dir: {tmp_path / 'mnist'}, batch_size: 5}}\n"
+        "train: {max_epochs: 1, progress: false}\n"
+    )
+    assert train_main([str(config), "--run-dir", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert eval_main([str(tmp_path / "run"), "--split", "test", "--mc", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "MC dropout (mc_samples, rhn-eval --mc) is for language models" in err
+    assert "'image_classification' run" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
