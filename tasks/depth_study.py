@@ -38,7 +38,7 @@ import torch
 import yaml
 
 from rhn.train.atomic_file import atomic_write_text
-from rhn.train.config import apply_overrides, build_config
+from rhn.train.config import apply_overrides, build_config, yaml_error
 from rhn.train.loop import RunDirError, TrainingDivergedError, resolve_device, train
 from rhn.train.schema import ConfigError, check, from_dict, to_dict
 
@@ -249,7 +249,7 @@ def load_study(path: str | Path, overrides: Sequence[str] = ()) -> DepthStudyCon
     except OSError as err:
         raise ConfigError(f"cannot read study file {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_error(err)}") from None
     try:
         apply_overrides(raw, overrides, sectioned=False)
         return from_dict(DepthStudyConfig, raw, prefix="")

@@ -190,10 +190,24 @@ def parse_override(text: str, *, sectioned: bool = True) -> tuple[list[str], Any
         raise ConfigError(f"--set {text!r}: expected {form}=value")
     key, _, raw = text.partition("=")
     path = key.strip().split(".")
-    if len(path) < (2 if sectioned else 1) or not all(path):
-        example = "optim.lr" if sectioned else "trials"
+    top_level = sectioned and path == ["task"]  # the one key outside the sections
+    if (len(path) < (2 if sectioned else 1) and not top_level) or not all(path):
+        example = "optim.lr (or task)" if sectioned else "trials"
         raise ConfigError(f"--set {text!r}: the key must be {form}, e.g. {example}")
-    return path, yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        return path, yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        problem = yaml_error(err)
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML: {problem}") from None
+
+
+def yaml_error(err: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: the problem and where (PyYAML's own message spans
+    several lines and names the input as "<unicode string>")."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
 
 
 def apply_overrides(
@@ -252,7 +266,7 @@ def read_config_file(path: str | Path, *, _seen: tuple[Path, ...] = ()) -> dict[
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_error(err)}") from None
     if not isinstance(data, dict) or "base" not in data:
         return data
     base_name = data.pop("base")

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,15 @@ def test_bad_values_are_refused_naming_key_value_and_allowed(
         build_config({"task": "char_lm"}, overrides)
 
 
+def test_the_task_can_be_set_like_a_section_key() -> None:
+    # task is the one top-level key; --set task=... works, and names its allowed values
+    assert build_config({"task": "char_lm"}, ["task=word_lm"]).task == "word_lm"
+    with pytest.raises(ConfigError, match=r"unknown task 'foo'"):
+        build_config({"task": "char_lm"}, ["task=foo"])
+    with pytest.raises(ConfigError, match=r"the key must be section.key, e.g. optim.lr \(or task"):
+        build_config({"task": "char_lm"}, ["seed=1"])
+
+
 def test_unknown_or_missing_task() -> None:
     with pytest.raises(ConfigError, match=r"unknown task 'char_llm'; did you mean 'char_lm'"):
         build_config({"task": "char_llm"})
@@ -115,9 +125,15 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"cannot read config file .*missing\.yaml"):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("task: [unclosed\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml is not valid YAML"):
+    bad.write_text("task: char_lm\nmodel: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml is not valid YAML") as caught:
         load_config(bad)
+    # One line with the place, not PyYAML's several naming "<unicode string>"
+    message = str(caught.value)
+    assert "\n" not in message and "unicode string" not in message
+    assert re.search(r"at line 3, column 1$", message), message
+    with pytest.raises(ConfigError, match=r"--set 'optim.lr=\[1,': the value is not valid YAML"):
+        build_config({"task": "char_lm"}, ["optim.lr=[1,"])
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("task: char_lm\noptim: {lr: zero}\n")
     with pytest.raises(ConfigError, match=r"wrong\.yaml: optim\.lr: expected float"):
