@@ -26,8 +26,6 @@ from rhn.data.text_file import DataFileError
 from rhn.data.vocab import (
     EOS,
     UNK,
-    CharVocab,
-    SentencePieceVocab,
     Vocab,
     WordVocab,
     digest,
@@ -358,24 +356,6 @@ def sample_text(
 UNKNOWN_SHOWN = 5  # out-of-vocabulary tokens a warning names
 
 
-def unknown_tokens(vocab: Vocab, text: str) -> list[str]:
-    """The distinct tokens of ``text`` that ``vocab`` doesn't hold (each encodes to its
-    unknown symbol), in order of first appearance."""
-    if isinstance(vocab, WordVocab):
-        tokens = [t for t in text.split() if vocab.tokenizer.token_to_id(t) is None]
-    elif isinstance(vocab, CharVocab):
-        held = set(vocab.symbols)
-        tokens = [c for c in text if c not in held]
-    elif isinstance(vocab, SentencePieceVocab):
-        sp, tokens = vocab.processor, []
-        for line in (line for line in text.split("\n") if line.strip()):
-            pieces = zip(sp.encode(line, out_type=str), sp.encode(line), strict=True)
-            tokens += [piece for piece, i in pieces if i == sp.unk_id()]
-    else:  # another Vocab: nothing to compare against
-        tokens = []
-    return list(dict.fromkeys(tokens))
-
-
 def _is_ptb_char(vocab: Vocab) -> bool:
     """A word vocabulary of single characters with ``_`` between words: PTB's character
     files (``ptb_char``), whose text is ``t h e _ c a t``."""
@@ -388,7 +368,7 @@ def _is_ptb_char(vocab: Vocab) -> bool:
 def _warn_unknown_tokens(vocab: Vocab, prompt: str) -> None:
     """One warning naming the prompt's first out-of-vocabulary tokens: the model would see
     them all as one unknown symbol, which a user reading the sample can't tell."""
-    unknown = unknown_tokens(vocab, prompt)
+    unknown = vocab.unknown_tokens(prompt)
     if not unknown:
         return
     shown = ", ".join(repr(t) for t in unknown[:UNKNOWN_SHOWN])

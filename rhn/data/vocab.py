@@ -33,6 +33,7 @@ class Vocab(Protocol):
     def __len__(self) -> int: ...
     def encode(self, text: str) -> torch.Tensor: ...
     def decode(self, ids: torch.Tensor | list[int]) -> str: ...
+    def unknown_tokens(self, text: str) -> list[str]: ...
     def to_json(self) -> str: ...
     def save(self, run_dir: str | Path) -> None: ...
 
@@ -95,6 +96,19 @@ class WordVocab:
             pieces.append(token)
         return "".join(pieces)
 
+    def unknown_tokens(self, text: str) -> list[str]:
+        """The distinct words of ``text`` this vocabulary lacks (each encodes to ``<unk>``),
+        in order of first appearance, as written in ``text``."""
+        unk = self.tokenizer.token_to_id(UNK)
+        lines = text.split("\n")
+        found = [
+            line[start:end]
+            for line, enc in zip(lines, self.tokenizer.encode_batch(lines), strict=True)
+            for i, (start, end) in zip(enc.ids, enc.offsets, strict=True)
+            if i == unk and line[start:end] != UNK
+        ]
+        return list(dict.fromkeys(found))
+
     def to_json(self) -> str:
         return self.tokenizer.to_str()
 
@@ -139,6 +153,12 @@ class CharVocab:
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         return "".join(self.symbols[int(i)] for i in ids)
+
+    def unknown_tokens(self, text: str) -> list[str]:
+        """The distinct characters of ``text`` this vocabulary lacks, in order of first
+        appearance."""
+        held = set(self.symbols)
+        return list(dict.fromkeys(c for c in text if c not in held))
 
     def to_json(self) -> str:
         return json.dumps({"type": "char", "symbols": self.symbols}, ensure_ascii=False)
@@ -209,6 +229,15 @@ class SentencePieceVocab:
             else:
                 current.append(i)
         return "\n".join([*lines, self.processor.decode(current)] if current else lines)
+
+    def unknown_tokens(self, text: str) -> list[str]:
+        """The distinct pieces of ``text`` that encode to the unknown piece, in order of
+        first appearance."""
+        sp, found = self.processor, []
+        for line in (line for line in text.split("\n") if line.strip()):
+            pieces = zip(sp.encode(line, out_type=str), sp.encode(line), strict=True)
+            found += [piece for piece, i in pieces if i == sp.unk_id()]
+        return list(dict.fromkeys(found))
 
     def to_json(self) -> str:
         return json.dumps(

@@ -41,3 +41,17 @@ def test_serialisation_round_trip_and_digest(vocab) -> None:
     assert digest(restored) == digest(vocab)
     other = type(vocab).from_text(TEXT + " extra")
     assert digest(other) != digest(vocab)
+
+
+def test_unknown_tokens_are_what_encodes_to_the_unknown_symbol() -> None:
+    words = WordVocab.from_text("the cat sat\non the mat\n")
+    # as written in the text, in order, once each; "<unk>" itself is in the vocabulary
+    assert words.unknown_tokens("The cat xyzzy\nxyzzy <unk> sat") == ["The", "xyzzy"]
+    assert words.unknown_tokens("the cat\n") == []
+    chars = CharVocab.from_text("the cat\n")
+    assert chars.unknown_tokens("the CAT!") == ["C", "A", "T", "!"]
+    pieces = SentencePieceVocab.train(
+        "the cat sat on the mat\n" * 200 + "a dog ran\n" * 100, 30, "bpe"
+    )
+    assert pieces.unknown_tokens("the Zqx cat\nZqx Q") == ["Zqx", "Q"]
+    assert pieces.unknown_tokens("the cat sat\n") == []

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from rhn.data.text_file import DataFileError
-from rhn.data.vocab import SentencePieceVocab, vocab_from_json
+from rhn.data.vocab import vocab_from_json
 from rhn.tasks.cli import export_main, sample_main
-from rhn.tasks.language_model import sample_text, unknown_tokens
+from rhn.tasks.language_model import sample_text
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import build_config
 from rhn.train.evaluate import evaluate_checkpoint, load_model
@@ -278,11 +278,3 @@ def test_sampling_a_char_model_names_the_characters_it_lacks(tmp_path: Path) -> 
         "unknown token: 'C', 'A', 'T'"
     ]
     assert sample_warnings(run, "the cat") == []
-
-
-def test_unknown_tokens_of_a_subword_vocabulary_are_the_pieces_read_as_unknown() -> None:
-    vocab = SentencePieceVocab.train(
-        "the cat sat on the mat\n" * 200 + "a dog ran\n" * 100, 30, "bpe"
-    )
-    assert unknown_tokens(vocab, "the Zqx cat\nZqx Q") == ["Zqx", "Q"]
-    assert unknown_tokens(vocab, "the cat sat\n") == []
