@@ -42,6 +42,7 @@ from rhn.tasks.lm_scoring import (
 )
 from rhn.train.checkpoint import CheckpointError, unwrap
 from rhn.train.evaluate import load_model
+from rhn.train.schema import ConfigError
 from rhn.train.task import State, StepResult, Task, register
 
 Corpus = Literal["builtin", "file", "hf", "ptb_word", "ptb_char", "enwik8", "text8"]
@@ -144,6 +145,7 @@ class LanguageModelTask(Task):
     data_config = LMDataConfig
     unit = "tokens"
     default_level = "char"  # for the built-in corpus and user files with data.level: auto
+    levels: tuple[str, ...] = ("auto", "word", "char", "bpe", "unigram")  # data.level allowed
 
     def __init__(
         self,
@@ -158,6 +160,12 @@ class LanguageModelTask(Task):
         saved ``vocab``, only ``splits`` are read and encoded in it."""
         super().__init__(config, rank=rank, world_size=world_size)
         data: LMDataConfig = config.data
+        if data.level not in self.levels:
+            raise ConfigError(
+                f"data.level: {data.level!r} with task {self.name} (whose metric is "
+                f"{self.metric}) is not allowed; expected one of {', '.join(self.levels)}, or "
+                f"task word_lm for word or subword tokens (perplexity per token)"
+            )
         source = data.source(self.default_level)
         self.vocab: Vocab
         if vocab is None:
@@ -308,6 +316,7 @@ class WordLMTask(LanguageModelTask):
 class CharLMTask(LanguageModelTask):
     name = "char_lm"
     metric = "bpc"
+    levels = ("auto", "char")  # bits per character: a word or subword would be bits per token
 
     def metrics_from_loss(self, loss: float) -> dict[str, float]:
         return {"loss": loss, "bpc": loss / math.log(2)}

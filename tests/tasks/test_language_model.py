@@ -109,6 +109,24 @@ def test_a_backend_named_in_the_config_trains_and_evaluates(tmp_path: Path, back
     assert (gate_keys <= set(named.metrics)) == (backend == "reference")
 
 
+def test_bits_per_character_are_of_characters(tmp_path: Path) -> None:
+    # char_lm on word or subword tokens would report bits per token as "bpc": refused
+    from rhn.train.schema import ConfigError
+
+    corpus = tmp_path / "words.txt"
+    corpus.write_text("a b c d\n" * 50)
+    config = build_config(
+        {
+            "task": "char_lm",
+            "data": {"corpus": "file", "path": str(corpus), "level": "word"},
+            "train": {"max_steps": 2, "max_epochs": None, "progress": False},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"data.level: 'word' with task char_lm .* bpc\) is not"):
+        train(config, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
 def test_word_level_task_reports_perplexity(tmp_path: Path) -> None:
     corpus = tmp_path / "words.txt"
     rng = random.Random(1)
