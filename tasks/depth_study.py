@@ -37,7 +37,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from rhn.train.atomic_file import atomic_write_text
+from rhn.data.atomic_file import atomic_write_text
 from rhn.train.config import apply_overrides, build_config, yaml_error
 from rhn.train.loop import RunDirError, TrainingDivergedError, resolve_device, train
 from rhn.train.schema import ConfigError, check, from_dict, to_dict

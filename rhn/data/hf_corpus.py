@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rhn.data.atomic_file import atomic_write_text
 from rhn.data.corpora import SPLITS
 from rhn.data.data_dirs import cache_dir, downloads_allowed
 from rhn.data.text_file import DataFileError
@@ -268,10 +269,7 @@ def load_vocab(train: Any, source: HFSource) -> Vocab:
         except Exception:  # a torn cache file is rebuilt, never trusted
             path.unlink(missing_ok=True)
     vocab = build_vocab(train, source)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(vocab.to_json(), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, vocab.to_json())
     return vocab
 
 

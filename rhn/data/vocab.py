@@ -23,6 +23,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from rhn.data.atomic_file import atomic_open, atomic_write_text
+
 UNK, EOS = "<unk>", "<eos>"
 CHAR_UNK = "\ufffd"  # stands for any character not seen in training
 
@@ -119,7 +121,8 @@ class WordVocab:
         return cls(Tokenizer.from_str(text))
 
     def save(self, run_dir: str | Path) -> None:
-        self.tokenizer.save(str(Path(run_dir) / "tokenizer.json"))
+        # What Tokenizer.save writes, but whole or not at all (a kill mid-write)
+        atomic_write_text(Path(run_dir) / "tokenizer.json", self.tokenizer.to_str(pretty=True))
 
 
 class CharVocab:
@@ -168,7 +171,7 @@ class CharVocab:
         return cls(json.loads(text)["symbols"])
 
     def save(self, run_dir: str | Path) -> None:
-        (Path(run_dir) / "vocab.json").write_text(self.to_json(), encoding="utf-8")
+        atomic_write_text(Path(run_dir) / "vocab.json", self.to_json())
 
 
 class SentencePieceVocab:
@@ -249,7 +252,8 @@ class SentencePieceVocab:
         return cls(base64.b64decode(json.loads(text)["model"]))
 
     def save(self, run_dir: str | Path) -> None:
-        (Path(run_dir) / "spm.model").write_bytes(self.model_proto)
+        with atomic_open(Path(run_dir) / "spm.model", "wb") as f:
+            f.write(self.model_proto)
 
 
 def vocab_from_json(text: str) -> Vocab:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rhn.train.atomic_file import atomic_open
+from rhn.data.atomic_file import atomic_open
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -40,7 +40,7 @@ class CheckpointError(RuntimeError):
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over it
-    (:func:`rhn.train.atomic_file.atomic_open`).
+    (:func:`rhn.data.atomic_file.atomic_open`).
 
     A crash at any moment leaves either the old file or the new one, never a torn file.
     A failed write (disk full, file size limit, I/O error) is one :class:`CheckpointError`

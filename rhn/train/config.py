@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from rhn.train.atomic_file import atomic_write_text
+from rhn.data.atomic_file import atomic_write_text
 from rhn.train.schema import ConfigError, check, coerce, from_dict, to_dict
 from rhn.train.task import Task, get_task
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.tensorboard import SummaryWriter
 
-from rhn.train.atomic_file import atomic_write_text
+from rhn.data.atomic_file import atomic_write_text
 
 
 class RunLogger:

@@ -29,8 +29,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from rhn.data.atomic_file import atomic_write_text
 from rhn.models import build_model
-from rhn.train.atomic_file import atomic_write_text
 from rhn.train.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -55,3 +57,21 @@ def test_unknown_tokens_are_what_encodes_to_the_unknown_symbol() -> None:
     )
     assert pieces.unknown_tokens("the Zqx cat\nZqx Q") == ["Zqx", "Q"]
     assert pieces.unknown_tokens("the cat sat\n") == []
+
+
+def test_saved_vocabularies_are_what_their_libraries_write_and_leave_no_temporary(
+    tmp_path: Path,
+) -> None:
+    words = WordVocab.from_text("the cat sat\n")
+    words.save(tmp_path)
+    words.tokenizer.save(str(tmp_path / "by_tokenizers.json"))
+    assert (tmp_path / "tokenizer.json").read_text() == (
+        tmp_path / "by_tokenizers.json"
+    ).read_text()
+    CharVocab.from_text("the cat\n").save(tmp_path)
+    pieces = SentencePieceVocab.train("the cat sat on the mat\n" * 200, 30, "bpe")
+    pieces.save(tmp_path)
+    assert (tmp_path / "spm.model").read_bytes() == pieces.model_proto
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "by_tokenizers.json", "spm.model", "tokenizer.json", "vocab.json"
+    ]  # fmt: skip

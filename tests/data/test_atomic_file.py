@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rhn.train.atomic_file import atomic_open, atomic_write_text
+from rhn.data.atomic_file import atomic_open, atomic_write_text
 
 
 def test_atomic_write_text_replaces_the_file_and_leaves_no_temporary(tmp_path: Path) -> None:
