@@ -22,6 +22,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -90,14 +91,20 @@ def protocol_options(task: str, batched: bool, mc: int) -> tuple[dict[str, objec
 NEUTRAL_OVERRIDES = ("train.progress", "train.device", "train.log_every", "train.checkpoint_every")
 
 
-def changes(origin: dict[str, object]) -> list[str]:
+def invocations(origin: dict[str, Any]) -> list[dict[str, Any]]:
+    """The commands that trained a run, first first (an origin.json from before
+    ``invocations`` was recorded is one command)."""
+    return origin.get("invocations") or [origin]
+
+
+def changes(origin: dict[str, Any]) -> list[str]:
     """The ``--set`` overrides of a run that may change its result, given to any of the
     commands that trained it (``origin.json``'s ``invocations``), and a config file other
     than the one it was started from."""
-    invocations = origin.get("invocations") or [origin]
-    first = invocations[0].get("config_file")  # type: ignore[union-attr]
+    commands = invocations(origin)
+    first = commands[0].get("config_file")
     found: list[str] = []
-    for inv in invocations:  # type: ignore[union-attr]
+    for inv in commands:
         for o in map(str, inv.get("overrides") or []):
             if o.split("=", 1)[0].strip() not in NEUTRAL_OVERRIDES and o not in found:
                 found.append(o)
@@ -110,8 +117,7 @@ def run_row(
     run: Path, split: str, *, batched: bool = False, mc: int = 0, evaluate: bool = True
 ) -> dict[str, object]:
     origin = json.loads((run / "origin.json").read_text()) if (run / "origin.json").exists() else {}
-    started = (origin.get("invocations") or [origin])[0]  # the recipe the run began as
-    recipe = Path(started.get("config_file", "?")).stem
+    recipe = Path(invocations(origin)[0].get("config_file", "?")).stem  # what it began as
     config = yaml.safe_load((run / "config.yaml").read_text())
     metrics = run / "metrics.jsonl"
     records = (

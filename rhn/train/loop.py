@@ -142,6 +142,24 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def _invocations_kept(origin_path: Path, step: int) -> list[dict[str, Any]]:
+    """The commands recorded in ``origin_path`` whose training a run resumed at ``step``
+    kept: those that started before it (none for a fresh run; an origin.json written before
+    ``invocations`` existed is one command)."""
+    if not step or not origin_path.is_file():
+        return []
+    try:
+        saved = json.loads(origin_path.read_text())
+    except (OSError, ValueError):
+        return []
+    if not isinstance(saved, dict):
+        return []
+    recorded = saved.get("invocations")
+    if not isinstance(recorded, list):
+        recorded = [{k: v for k, v in saved.items() if k != "invocations"}]
+    return [e for e in recorded if isinstance(e, dict) and e.get("step", 0) < step]
+
+
 def map_state(fn: Callable[[torch.Tensor], torch.Tensor], state: State) -> State:
     """Apply ``fn`` to a carried state: None, a tensor, or a tuple of tensors."""
     if state is None:
@@ -174,7 +192,8 @@ class Trainer:
         self.config = config
         self.origin = origin or {}
         self.run_dir = Path(run_dir)
-        resolve_device(config.train.device)  # a device this machine lacks: nothing written
+        # A device this machine lacks is refused before the run directory is made.
+        device_type = resolve_device(config.train.device).type
         prepare_run_dir(self.run_dir)
         self.last_path = self.run_dir / "checkpoints" / "last.pt"
         self.best_path = self.run_dir / "checkpoints" / "best.pt"
@@ -184,7 +203,7 @@ class Trainer:
                 f"touch it. Choose another --run-dir, or drop --fresh to resume it."
             )
         train = config.train
-        self.dist: DistInfo = init_distributed(resolve_device(train.device).type)
+        self.dist: DistInfo = init_distributed(device_type)
         self.device = resolve_device(train.device, self.dist.local_rank)
         self._stop_signal: int | None = None
         self.log: RunLogger | None = None
@@ -451,20 +470,9 @@ class Trainer:
         save_config(self.config, self.run_dir / "config.yaml")
         if self.origin:
             path = self.run_dir / "origin.json"
-            earlier = []
-            if self.position.step and path.is_file():  # a resumed run: what trained it so far
-                try:
-                    saved = json.loads(path.read_text())
-                except (OSError, ValueError):
-                    saved = {}
-                saved = saved if isinstance(saved, dict) else {}
-                invocations = saved.get("invocations")
-                fallback = [{k: v for k, v in saved.items() if k != "invocations"}]
-                earlier = invocations if isinstance(invocations, list) else fallback
-                # One that started at or after this step trained nothing that was kept.
-                earlier = [e for e in earlier if e.get("step", 0) < self.position.step]
-            now = {**self.origin, "step": self.position.step}
-            origin = {**self.origin, "invocations": [*earlier, now]}
+            step = self.position.step
+            invocations = [*_invocations_kept(path, step), {**self.origin, "step": step}]
+            origin = {**self.origin, "invocations": invocations}
             atomic_write_text(path, json.dumps(origin, indent=2))
         self.task.save_artifacts(str(self.run_dir))
         if self.position.step:
