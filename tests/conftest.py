@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -10,7 +12,9 @@ import torch
 
 # Tokenised-corpus and download caches of the test session stay out of the user's home;
 # subprocesses started by tests inherit this.
-os.environ.setdefault("RHN_CACHE_DIR", tempfile.mkdtemp(prefix="rhn-test-cache-"))
+if "RHN_CACHE_DIR" not in os.environ:
+    os.environ["RHN_CACHE_DIR"] = tempfile.mkdtemp(prefix="rhn-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["RHN_CACHE_DIR"], ignore_errors=True)
 # Hugging Face datasets: its cache in the session's temp folder too, and no network (no
 # machine here reaches the hub; read when datasets is first imported).
 os.environ.setdefault("HF_DATASETS_CACHE", os.path.join(os.environ["RHN_CACHE_DIR"], "hf"))

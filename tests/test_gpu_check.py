@@ -30,8 +30,11 @@ def dry_run(
     (blocker / "__init__.py").write_text("raise ImportError('datasets is not on a GPU machine')\n")
     env = {**os.environ, "PYTHONPATH": str(blocker.parent), "RHN_DATA_DIR": ""}
     env["RHN_GPU_CHECK_FAULT"] = fault
+    # The run folders in the test's own folder, not a new temporary one left behind.
+    work = () if "--work" in extra else ("--work", str(tmp / "work"))
+    flags = ["--dry-run"] if dry else []
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *(["--dry-run"] if dry else []), "--out", str(out), *extra],
+        [sys.executable, str(SCRIPT), *flags, "--out", str(out), *work, *extra],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
@@ -182,7 +185,12 @@ def test_it_runs_from_a_plain_copy_of_the_repository(tmp_path: Path) -> None:
         [python, str(copy / "scripts" / "gpu_check.py"), "--dry-run", "--only", "device",
          "--out", str(tmp_path / "report")],
         cwd=copy, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # where its default --work folder goes
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["device"]["ok"] and report["device"]["data"]["torch"]
+    # Without --work, the runs go to a new temporary folder.
+    work = Path(report["work"])
+    assert work.is_dir() and work.parent == tmp_path.resolve()
+    assert work.name.startswith("rhn-gpu-check-")
