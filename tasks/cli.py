@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 from rhn.data.text_file import DataFileError
 from rhn.tasks.language_model import sample_text
@@ -64,6 +67,32 @@ def _fail(err: Exception) -> int:
     return 2
 
 
+def _warning_line(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` for the commands: one line, like their errors, without the
+    library file and source line a warning names by default."""
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
+def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """A console command's entry point: its warnings are printed as one line each."""
+
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None) -> int:
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_line
+            return main(argv)
+
+    return run
+
+
+@command
 def train_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rhn-train", description="Train (or resume) a run from a YAML config."
@@ -93,6 +122,7 @@ def train_main(argv: list[str] | None = None) -> int:
     return result.exit_status  # 128 + signal when stopped by one (after saving)
 
 
+@command
 def eval_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rhn-eval", description="Evaluate a run's checkpoint; prints one JSON line."
@@ -144,6 +174,7 @@ def eval_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command
 def sample_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rhn-sample", description="Generate text with a trained language model."
@@ -169,6 +200,7 @@ def sample_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+@command
 def export_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rhn-export", description="Write a checkpoint's weights as safetensors."

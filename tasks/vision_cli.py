@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from rhn.tasks.cli import EXPECTED_ERRORS, _device, _fail, _int_at_least
+from rhn.tasks.cli import EXPECTED_ERRORS, _device, _fail, _int_at_least, command
 from rhn.tasks.depth_study import load_study, run_study, summary_table
 from rhn.train.checkpoint import CheckpointError
 
@@ -16,6 +16,7 @@ from rhn.train.checkpoint import CheckpointError
 DEFAULT_STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "mnist_depth.yaml"
 
 
+@command
 def depth_study_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="rhn-depth-study",
@@ -83,6 +84,7 @@ def _analysis_main(
     return 0
 
 
+@command
 def analyze_gates_main(argv: list[str] | None = None) -> int:
     from rhn.tasks.gate_analysis import analyze_gates
 
@@ -95,6 +97,7 @@ def analyze_gates_main(argv: list[str] | None = None) -> int:
     )
 
 
+@command
 def lesion_main(argv: list[str] | None = None) -> int:
     from rhn.tasks.gate_analysis import lesion
 

@@ -245,31 +245,36 @@ def tiny_run(tmp_path: Path, corpus: Path, task: str) -> Path:
     return tmp_path / "run"
 
 
-def sample_warnings(run: Path, prompt: str) -> list[str]:
-    """The warnings rhn-sample gives for ``prompt`` (it still samples)."""
-    with warnings.catch_warnings(record=True) as caught:
+def sample_warnings(run: Path, prompt: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The warnings rhn-sample prints for ``prompt``, one line each (it still samples)."""
+    capsys.readouterr()
+    with warnings.catch_warnings():
         warnings.simplefilter("always")
         assert sample_main([str(run), "--prompt", prompt, "--length", "3"]) == 0
-    return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    err = capsys.readouterr().err.splitlines()
+    assert all(line.startswith("warning: ") for line in err), err
+    return [line.removeprefix("warning: ") for line in err]
 
 
 def test_sampling_warns_once_naming_the_prompt_words_the_vocabulary_lacks(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus"), "word_lm")
-    assert sample_warnings(run, "The xyzzy cat Xyzzy") == [
+    assert sample_warnings(run, "The xyzzy cat Xyzzy", capsys) == [
         "the prompt has 3 token(s) the model's vocabulary doesn't hold, each read as the "
         "unknown token: 'The', 'xyzzy', 'Xyzzy'; the vocabulary holds 'the'"
     ]
-    assert sample_warnings(run, "the cat") == []
+    assert sample_warnings(run, "the cat", capsys) == []
     many = " ".join(f"w{i}" for i in range(8))
-    assert sample_warnings(run, many) == [
+    assert sample_warnings(run, many, capsys) == [
         "the prompt has 8 token(s) the model's vocabulary doesn't hold, each read as the "
         "unknown token: 'w0', 'w1', 'w2', 'w3', 'w4' and 3 more"
     ]
 
 
-def test_sampling_a_ptb_char_model_says_how_to_write_the_prompt(tmp_path: Path) -> None:
+def test_sampling_a_ptb_char_model_says_how_to_write_the_prompt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # PTB's character files: characters separated by spaces, _ between words (ptb_char).
     corpus = corpus_folder(tmp_path / "words")
     spaced = tmp_path / "chars"
@@ -281,18 +286,20 @@ def test_sampling_a_ptb_char_model_says_how_to_write_the_prompt(tmp_path: Path) 
         )
         (spaced / f"{split}.txt").write_text(text)
     run = tiny_run(tmp_path, spaced, "word_lm")
-    assert sample_warnings(run, "the cat") == [
+    assert sample_warnings(run, "the cat", capsys) == [
         "the prompt has 2 token(s) the model's vocabulary doesn't hold, each read as the "
         "unknown token: 'the', 'cat'; this model reads PTB's character format (characters "
         "separated by spaces, '_' between words): write the prompt as 't h e _ c a t'"
     ]
-    assert sample_warnings(run, "t h e _ c a t") == []
+    assert sample_warnings(run, "t h e _ c a t", capsys) == []
 
 
-def test_sampling_a_char_model_names_the_characters_it_lacks(tmp_path: Path) -> None:
+def test_sampling_a_char_model_names_the_characters_it_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus"), "char_lm")
-    assert sample_warnings(run, "the CAT") == [
+    assert sample_warnings(run, "the CAT", capsys) == [
         "the prompt has 3 token(s) the model's vocabulary doesn't hold, each read as the "
         "unknown token: 'C', 'A', 'T'"
     ]
-    assert sample_warnings(run, "the cat") == []
+    assert sample_warnings(run, "the cat", capsys) == []
