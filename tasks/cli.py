@@ -6,7 +6,6 @@ import argparse
 import functools
 import json
 import math
-import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import load_config
 from rhn.train.evaluate import evaluate_checkpoint, export_checkpoint, resolve_checkpoint
 from rhn.train.loop import RunDirError, TrainingDivergedError, train
-from rhn.train.schema import ConfigError
+from rhn.train.schema import DEVICE_NAMES, ConfigError, is_device_name
 
 # What a user can cause and fix: reported in one line, without a traceback.
 EXPECTED_ERRORS = (
@@ -57,8 +56,8 @@ def _temperature(text: str) -> float:
 
 
 def _device(text: str) -> str:
-    if text not in ("auto", "cpu", "cuda", "mps") and not re.fullmatch(r"cuda:\d+", text):
-        raise argparse.ArgumentTypeError(f"must be auto, cpu, cuda, cuda:N or mps, got {text!r}")
+    if not is_device_name(text):
+        raise argparse.ArgumentTypeError(f"must be {DEVICE_NAMES}, got {text!r}")
     return text
 
 

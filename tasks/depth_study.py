@@ -25,7 +25,6 @@ import json
 import math
 import os
 import random
-import re
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -40,7 +39,14 @@ import yaml
 from rhn.data.atomic_file import atomic_write_text
 from rhn.train.config import apply_overrides, build_config, yaml_error
 from rhn.train.loop import RunDirError, TrainingDivergedError, resolve_device, train
-from rhn.train.schema import ConfigError, check, from_dict, to_dict
+from rhn.train.schema import (
+    DEVICE_NAMES,
+    ConfigError,
+    check,
+    from_dict,
+    is_device_name,
+    to_dict,
+)
 
 
 @dataclass
@@ -115,12 +121,7 @@ class DepthStudyConfig:
             "null (the whole training set) or an integer >= 1",
         )
         check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        check(
-            re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device) is not None,
-            "device",
-            self.device,
-            "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",
-        )
+        check(is_device_name(self.device), "device", self.device, DEVICE_NAMES)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,15 @@ from typing import Any, Literal
 import yaml
 
 from rhn.data.atomic_file import atomic_write_text
-from rhn.train.schema import ConfigError, check, coerce, from_dict, to_dict
+from rhn.train.schema import (
+    DEVICE_NAMES,
+    ConfigError,
+    check,
+    coerce,
+    from_dict,
+    is_device_name,
+    to_dict,
+)
 from rhn.train.task import Task, get_task
 
 SECTIONS = ("model", "data", "optim", "train")
@@ -153,12 +161,7 @@ class TrainConfig:
             value = getattr(self, key)
             check(value >= 0, f"train.{key}", value, "steps >= 1, or 0 for once per epoch")
         check(self.log_every >= 1, "train.log_every", self.log_every, "an integer >= 1")
-        check(
-            self.device == "auto" or self.device.split(":")[0] in ("cpu", "cuda", "mps"),
-            "train.device",
-            self.device,
-            "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'",
-        )
+        check(is_device_name(self.device), "train.device", self.device, DEVICE_NAMES)
         check(self.max_bad_steps >= 1, "train.max_bad_steps", self.max_bad_steps, ">= 1")
 
 

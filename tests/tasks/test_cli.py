@@ -147,7 +147,11 @@ def test_mc_dropout_on_an_image_classifier_is_refused(
         ("eval", ["--batch-size", "0"], "--batch-size: must be an integer >= 1, got '0'"),
         ("eval", ["--batch-size", "-1"], "--batch-size: must be an integer >= 1, got '-1'"),
         ("eval", ["--mc", "-3"], "--mc: must be an integer >= 0, got '-3'"),
-        ("eval", ["--device", "tpu9"], "--device: must be auto, cpu, cuda, cuda:N or mps, got"),
+        (
+            "eval",
+            ["--device", "tpu9"],
+            "--device: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got",
+        ),
         ("sample", ["--length", "0"], "--length: must be an integer >= 1, got '0'"),
         ("sample", ["--temperature", "-1"], "--temperature: must be a finite number >= 0"),
         ("sample", ["--temperature", "nan"], "--temperature: must be a finite number >= 0"),

@@ -130,8 +130,11 @@ ANALYSES = {"rhn-analyze-gates": analyze_gates_main, "rhn-lesion": lesion_main}
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--device", "gpu"], "--device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
-        (["--device", "cuda:x"], "--device: must be auto, cpu, cuda, cuda:N or mps, got"),
+        (
+            ["--device", "gpu"],
+            "--device: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'",
+        ),
+        (["--device", "cuda:x"], "--device: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got"),
         (["--examples", "-5"], "--examples: must be an integer >= 1, got '-5'"),
         (["--examples", "0"], "--examples: must be an integer >= 1, got '0'"),
         (["--examples", "many"], "--examples: must be an integer >= 1, got 'many'"),

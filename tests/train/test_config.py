@@ -96,6 +96,10 @@ def test_overrides_are_parsed_and_type_checked() -> None:
         (["data.batch_size=0"], r"data\.batch_size must be >= 1, got 0"),
         (["optim.betas=[0.9]"], r"optim\.betas: expected 2 values, got \[0\.9\]"),
         (["optim"], r"expected section\.key=value"),
+        # torch.device would take cpu:0 but read cuda:x / cudax only when the run starts
+        (["train.device=cuda:x"], r"train\.device: 'cuda:x' is not allowed; expected 'auto'"),
+        (["train.device=cudax"], r"train\.device: 'cudax' is not allowed"),
+        (["train.device=gpu"], r"train\.device: 'gpu' is not allowed"),
     ],
 )
 def test_bad_values_are_refused_naming_key_value_and_allowed(
@@ -146,3 +150,8 @@ def test_resolved_config_round_trips_through_yaml(tmp_path: Path) -> None:
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["model"]["hidden_size"] == 48 and saved["optim"]["schedule"]["milestones"] == [3]
     assert build_config(saved) == config
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
+def test_every_device_name_a_run_may_ask_for(device: str) -> None:
+    assert build_config({"task": "char_lm"}, [f"train.device={device}"]).train.device == device
