@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from rhn.models.conv_highway_net import ConvHighwayNet
 from rhn.models.highway_mlp import HighwayMLP, default_gate_bias
@@ -98,6 +99,18 @@ def test_trace_gates_are_the_highway_layers_gates() -> None:
     # spatial sizes 24, 12, 6 after the 5×5 conv and the ceil-mode pools (Caffe's rounding)
     assert [g.shape[-1] for g in trace.gates] == [24, 24, 12, 12, 12, 6, 6, 6]
     assert all(((g > 0) & (g < 1)).all() for g in trace.gates)
+    # Each gate and output recomputed from the layer's input by the highway rule, with T's
+    # filters the weight's rows [C:2C] and H = relu (the net's activation).
+    inputs: list[torch.Tensor] = []
+    for layer in layers:
+        layer.register_forward_hook(lambda mod, args, out: inputs.append(args[0]))
+    _, trace = model.double()(torch.randn(3, 1, 28, 28, dtype=torch.float64), trace=True)
+    for layer, x_in, t, y in zip(layers, inputs, trace.gates, trace.outputs, strict=True):
+        c = x_in.shape[1]
+        pre = F.conv2d(x_in, layer.weight, layer.bias, padding=layer.kernel_size // 2)
+        gate = torch.sigmoid(pre[:, c : 2 * c])
+        torch.testing.assert_close(t, gate, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(y, F.relu(pre[:, :c]) * gate + x_in * (1 - gate))
 
 
 def test_config_errors_name_the_key() -> None:

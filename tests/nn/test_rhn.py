@@ -5,7 +5,7 @@ import torch
 from torch.func import functional_call
 
 import rhn
-from tests.nn.rhn_reference import MaskRecorder, naive_rhn
+from tests.nn.rhn_reference import MaskRecorder, naive_rhn, naive_rhn_layer
 
 F64 = torch.float64
 rhn_module = importlib.import_module("rhn.nn.rhn")
@@ -149,13 +149,39 @@ def test_dropout_masks_are_drawn_once_per_call_and_shared_across_time_and_depth(
     assert len(recorder.masks) == 4 * num_layers
 
 
-def test_dropout_between_layers_acts_only_in_training() -> None:
-    model = rhn.RHN(4, 6, num_layers=2, depth=2, dropout=0.5)
-    x = torch.randn(5, 3, 4)
+def test_dropout_between_layers_acts_only_in_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = rhn.RHN(4, 6, num_layers=3, depth=2, dropout=0.5, dtype=F64)
+    x = torch.randn(5, 3, 4, dtype=F64)
     torch.testing.assert_close(model.eval()(x)[0], naive_rhn(model, x)[0])
-    out_a, _ = model.train()(x)
-    out_b, _ = model(x)
-    assert not torch.equal(out_a, out_b)
+    calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+    dropout = torch.nn.functional.dropout
+
+    def recorded(inp: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        calls.append((inp, dropout(inp, *args, **kwargs)))
+        return calls[-1][1]
+
+    monkeypatch.setattr(torch.nn.functional, "dropout", recorded)
+    out, h_n = model.train()(x)
+    # As nn.LSTM: on the outputs of layers 0 and 1, each element on its own (p = 0.5, ×2),
+    # never on the last layer's output.
+    assert len(calls) == 2
+    calls = [(inp.reshape(5, 3, 6), dropped.reshape(5, 3, 6)) for inp, dropped in calls]
+    for inp, dropped in calls:
+        assert set((dropped / inp).unique().tolist()) == {0.0, 2.0}
+    assert (out != 0).all()
+    # Layer by layer from the reference, each next layer reading the dropped output.
+    layer_in, finals = x, []
+    for k in range(3):
+        layer_out, s, _ = naive_rhn_layer(
+            layer_in, x.new_zeros(3, 6), getattr(model, f"weight_ih_l{k}"),
+            getattr(model, f"weight_hh_l{k}"), getattr(model, f"bias_hh_l{k}"), coupled=True,
+        )  # fmt: skip
+        finals.append(s)
+        if k < 2:
+            torch.testing.assert_close(calls[k][0], layer_out, rtol=1e-12, atol=1e-12)
+            layer_in = calls[k][1]
+    torch.testing.assert_close(out, layer_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(h_n, torch.stack(finals), rtol=1e-12, atol=1e-12)
 
 
 def test_bf16_autocast_runs_forward_and_backward() -> None:

@@ -32,9 +32,14 @@ def test_attributes_lstm_code_reads() -> None:
                  "proj_size", "dropout"):  # fmt: skip
         assert getattr(model, name) == getattr(lstm, name), name
     assert model.proj_size == 0
-    model.flatten_parameters()  # harmless: the same parameters, the same numbers
     x = torch.randn(3, 2, 3)
-    torch.testing.assert_close(model(x)[0], model(x)[0])
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    expected = model(x)[0]
+    model.flatten_parameters()  # harmless: the same parameters, the same numbers
+    after = dict(model.named_parameters())
+    assert list(after) == list(before)
+    assert all(torch.equal(after[name], value) for name, value in before.items())
+    torch.testing.assert_close(model(x)[0], expected, rtol=0, atol=0)
     assert [len(w) for w in model.all_weights] == [3, 3, 3, 3]
     assert model.all_weights[1][0] is model.weight_ih_l0_reverse
 
