@@ -3,6 +3,7 @@ save_to_disk folder and local parquet, json, csv and text files, at char and wor
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -71,8 +72,13 @@ def test_training_runs_from_every_kind_of_dataset(task: str, kind: str, tmp_path
     path = write_kind(kind, tmp_path / kind)
     result = train(lm_config(task, path), tmp_path / "run")
     assert result.status == "finished" and result.position.step == 6
-    metric = "bpc" if task == "char_lm" else "ppl"
-    assert 0 < result.metrics[metric] < (5 if task == "char_lm" else 60)
+    # Six steps already beat guessing uniformly over the vocabulary (19 characters, 14 words
+    # with <eos> and <unk>; measured: 4.04-4.08 bpc, 11.5-12.7 ppl over three seeds).
+    text = "".join(f"{r}\n" for r in ROWS["train"])
+    if task == "char_lm":
+        assert 0 < result.metrics["bpc"] < math.log2(len(CharVocab.from_text(text).symbols))
+    else:
+        assert 1 < result.metrics["ppl"] < len(WordVocab.from_text(text).tokens)
 
 
 @pytest.mark.parametrize("kind", ["save_to_disk", "parquet", "jsonl", "csv", "text"])
