@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 from einops import rearrange
-from torch.autograd.function import once_differentiable
 
 from rhn.nn.checked_pointwise import SelfCheckingPointwise
 from rhn.nn.rhn_cell import TORCH_POINTWISE, Pointwise
@@ -248,11 +247,35 @@ class _RHNRecurrence(torch.autograd.Function):
         return outputs, states[-1].clone()
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor, grad_last: torch.Tensor) -> tuple:
         # Unused outputs get zero gradients (autograd materialises them).
-        grads = ctx.loops.backward(grad_out, grad_last, *ctx.saved_tensors)
+        with torch.no_grad():
+            grads = ctx.loops.backward(grad_out, grad_last, *ctx.saved_tensors)
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative would be asked
+            grads = _FirstOrderOnly.apply(
+                *(None if g is None else g.detach().requires_grad_() for g in grads)
+            )
         return *grads, None, None, None  # none for the mask, the loops or the schedule
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """The hand-written backward's gradients, passed through unchanged; differentiating
+    them (a gradient penalty: ``autograd.grad(..., create_graph=True)`` then backward)
+    fails with the way out. Every one is made to require grad, so a penalty can't silently
+    lose its terms through the recurrence (torch's ``once_differentiable`` lets them drop
+    when no incoming gradient requires grad)."""
+
+    @staticmethod
+    def forward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+        return tuple(None if g is None else g.view_as(g) for g in grads)
+
+    @staticmethod
+    def backward(ctx: Any, *_: torch.Tensor) -> tuple:
+        raise RuntimeError(
+            "the RHN's fused backward is first-order only, so its gradients can't be "
+            "differentiated again (double backward, create_graph=True); build the RHN with "
+            "backend='reference' for higher-order gradients"
+        )
 
 
 def rhn_recurrence_fused(

@@ -232,3 +232,31 @@ def test_editing_the_output_in_place_leaves_the_gradient_alone() -> None:
     expected = torch.autograd.grad(out.sum(), x_proj, retain_graph=True)[0]
     out.mul_(0.0)
     torch.testing.assert_close(torch.autograd.grad(out.sum(), x_proj)[0], 0.0 * expected)
+
+
+def test_a_gradient_penalty_is_refused_with_the_way_out_and_reference_computes_it() -> None:
+    """create_graph=True: the first-order gradients are the usual ones; differentiating
+    them again fails naming backend='reference', which computes the penalty."""
+    fused = rhn.RHN(3, 4, 2, depth=2, dtype=F64)
+    reference = rhn.RHN(3, 4, 2, depth=2, dtype=F64, backend="reference")
+    reference.load_state_dict(fused.state_dict())
+    x = torch.randn(5, 2, 3, dtype=F64, requires_grad=True)
+
+    def input_gradient(model: rhn.RHN, create_graph: bool) -> torch.Tensor:
+        out, _ = model(x)
+        return torch.autograd.grad(out.pow(2).sum(), x, create_graph=create_graph)[0]
+
+    expected = input_gradient(reference, create_graph=True)
+    torch.testing.assert_close(input_gradient(fused, False), expected, rtol=1e-12, atol=1e-12)
+    penalised = input_gradient(fused, create_graph=True)
+    torch.testing.assert_close(penalised, expected, rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match=r"first-order only.*backend='reference'"):
+        penalised.pow(2).sum().backward()
+    # Even where the loss's incoming gradient needs no grad (out.sum()), the penalty through
+    # the recurrence is refused rather than silently dropped.
+    out, _ = fused(x)
+    (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="first-order only"):
+        grad.pow(2).sum().backward()
+    expected.pow(2).sum().backward()  # the reference's second derivative exists
+    assert reference.weight_hh_l0.grad is not None and reference.weight_hh_l0.grad.abs().sum() > 0
