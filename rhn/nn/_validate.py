@@ -37,8 +37,14 @@ def check_init_range(value: object) -> float | None:
     return float(value)
 
 
+class DtypeError(TypeError, ValueError):
+    """A tensor of a dtype the layer can't take: a ``TypeError``, and a ``ValueError`` as
+    ``nn.LSTM`` raises for a dtype mismatch, so code written for either catches it."""
+
+
 def check_tensor_like(name: str, x: object, param: torch.Tensor) -> None:
-    """Refuse a tensor whose device or dtype can't meet the parameters' (autocast aside)."""
+    """Refuse a tensor whose device or dtype can't meet the parameters'. Under autocast the
+    autocast dtype and float32 are taken too (the GEMMs cast them); float64 is not."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.device != param.device:
@@ -46,11 +52,21 @@ def check_tensor_like(name: str, x: object, param: torch.Tensor) -> None:
             f"{name} is on {x.device} but the parameters are on {param.device}; move one with .to()"
         )
     if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
-    if x.dtype != param.dtype and not torch.is_autocast_enabled(x.device.type):
-        raise TypeError(
+        raise DtypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.dtype == param.dtype:
+        return
+    device_type = x.device.type
+    if not torch.is_autocast_enabled(device_type):
+        raise DtypeError(
             f"{name} has dtype {x.dtype} but the parameters have dtype {param.dtype}; "
             f"cast one to match (or run under torch.autocast)"
+        )
+    autocast = torch.get_autocast_dtype(device_type)
+    if x.dtype not in (torch.float32, autocast) or param.dtype == torch.float64:
+        allowed = " or ".join(sorted({str(param.dtype), "torch.float32", str(autocast)}))
+        raise DtypeError(
+            f"{name} has dtype {x.dtype}; under torch.autocast({autocast}) the parameters "
+            f"({param.dtype}) take {allowed}"
         )
 
 

@@ -256,6 +256,12 @@ class RHN(nn.Module):
     ) -> torch.Tensor | None:
         if hx is None:
             return None
+        if isinstance(hx, (tuple, list)):
+            raise ValueError(
+                "RHN has no cell state: hx is h_0 alone, a tensor (num_layers * "
+                "num_directions, batch, hidden_size), not nn.LSTM's (h_0, c_0) tuple; it "
+                "returns (output, h_n) likewise, not (output, (h_n, c_n))"
+            )
         check_tensor_like("hx", hx, self.weight_ih_l0)
         states = self.num_layers * self.num_directions
         expected = (states, self.hidden_size) if unbatched else (states, batch, self.hidden_size)
@@ -307,7 +313,7 @@ class RHN(nn.Module):
         hx = self._check_hx(hx, batch_sizes[0], unbatched)
         out, h_n, gates = self._run(x, batch_sizes, hx, return_gates)
         steps, batch = len(batch_sizes), batch_sizes[0]
-        output = out.view(steps, batch, -1)
+        output = out.view(steps, batch, out.shape[-1])  # -1 is ambiguous for a batch of 0
         if unbatched:
             output, h_n = output.squeeze(1), h_n.squeeze(1)
         elif self.batch_first:

@@ -218,11 +218,44 @@ def test_bad_arguments_and_inputs_give_clear_errors() -> None:
         model(torch.randn(5, 2, 3), torch.randn(1, 2, 4))
     with pytest.raises(ValueError, match=r"expected hx of shape \(2, 4\) .* got \(2, 1, 4\)"):
         model(torch.randn(5, 3), torch.randn(2, 1, 4))
-    with pytest.raises(TypeError, match=r"input has dtype torch\.float64 but the parameters"):
-        model(torch.randn(5, 2, 3, dtype=F64))
-    with pytest.raises(TypeError, match=r"hx has dtype torch\.float16 but the parameters"):
-        model(torch.randn(5, 2, 3), torch.randn(2, 2, 4, dtype=torch.float16))
+    # A dtype mismatch is a TypeError and, as nn.LSTM raises, a ValueError.
+    for error in (TypeError, ValueError):
+        with pytest.raises(error, match=r"input has dtype torch\.float64 but the parameters"):
+            model(torch.randn(5, 2, 3, dtype=F64))
+        with pytest.raises(error, match=r"hx has dtype torch\.float16 but the parameters"):
+            model(torch.randn(5, 2, 3), torch.randn(2, 2, 4, dtype=torch.float16))
+    with pytest.raises(ValueError, match=r"no cell state: hx is h_0 alone.*\(h_0, c_0\) tuple"):
+        model(torch.randn(5, 2, 3), (torch.zeros(2, 2, 4), torch.zeros(2, 2, 4)))
+    # Under autocast the GEMMs take float32 and the autocast dtype, not float64 or float16
+    # (torch's own errors there named neither the tensor nor the dtypes allowed).
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(ValueError, match=r"input has dtype torch\.float64; under torch\."
+                           r"autocast\(torch\.bfloat16\) the parameters \(torch\.float32\) "
+                           r"take torch\.bfloat16 or torch\.float32"):  # fmt: skip
+            model(torch.randn(5, 2, 3, dtype=F64))
+        with pytest.raises(ValueError, match=r"hx has dtype torch\.float16; under"):
+            model(torch.randn(5, 2, 3), torch.randn(2, 2, 4, dtype=torch.float16))
+        with pytest.raises(ValueError, match=r"hx has dtype torch\.float64; under"):
+            model(torch.randn(5, 2, 3), torch.randn(2, 2, 4, dtype=F64))
+        assert model(torch.randn(5, 2, 3, dtype=torch.bfloat16))[0].shape == (5, 2, 4)
     with pytest.raises(ValueError, match="0 time steps"):
         model(torch.randn(0, 2, 3))
     with pytest.raises(TypeError, match=r"input must be a torch\.Tensor, got list"):
         model([[1.0, 2.0, 3.0]])
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_an_empty_batch_gives_empty_outputs_as_lstm_does(
+    backend: str, batch_first: bool, bidirectional: bool
+) -> None:
+    kwargs = {"batch_first": batch_first, "bidirectional": bidirectional}
+    model = rhn.RHN(4, 6, 2, depth=2, backend=backend, **kwargs)
+    lstm = torch.nn.LSTM(4, 6, 2, **kwargs)
+    x = torch.randn((0, 5, 4) if batch_first else (5, 0, 4), requires_grad=True)
+    out, h_n = model(x)
+    expected_out, (expected_h, _) = lstm(x)
+    assert out.shape == expected_out.shape and h_n.shape == expected_h.shape
+    (out.sum() + h_n.sum()).backward()
+    assert x.grad.shape == x.shape
