@@ -312,8 +312,13 @@ class RHN(nn.Module):
         x, batch_sizes, unbatched = self._check_input(input)
         hx = self._check_hx(hx, batch_sizes[0], unbatched)
         out, h_n, gates = self._run(x, batch_sizes, hx, return_gates)
-        steps, batch = len(batch_sizes), batch_sizes[0]
-        output = out.view(steps, batch, out.shape[-1])  # -1 is ambiguous for a batch of 0
+        # The input's own time size, not len(batch_sizes): under a tracer it is recorded, so
+        # an exported graph (its time loop unrolled) run on another length fails here
+        # instead of returning the traced length's first steps. -1 would be ambiguous for
+        # a batch of 0.
+        steps = input.shape[1 if self.batch_first and not unbatched else 0]
+        batch = batch_sizes[0]
+        output = out.view(steps, batch, out.shape[-1])
         if unbatched:
             output, h_n = output.squeeze(1), h_n.squeeze(1)
         elif self.batch_first:

@@ -69,3 +69,29 @@ def test_onnx_export_runs_in_onnxruntime(model_and_tokens, tmp_path: Path, dynam
         expected = model(tokens)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(torch.from_numpy(g), e, rtol=1e-5, atol=1e-6)
+
+
+def test_an_onnx_graph_run_on_another_length_fails_rather_than_truncating(
+    model_and_tokens, tmp_path: Path
+) -> None:
+    """The time loop is unrolled for the traced length. With the time axis declared dynamic
+    the graph once returned a longer input's first 7 steps; now it refuses to run, while the
+    batch axis stays dynamic."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is in the dev extra")
+    pytest.importorskip("onnx", reason="the dev extra has it")
+    model, tokens = model_and_tokens
+    path = tmp_path / "tagger.onnx"
+    axes = {"tokens": {0: "time", 1: "batch"}, "tags": {0: "time", 1: "batch"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (tokens,), str(path), dynamo=False, input_names=["tokens"],
+            output_names=["tags", "h_n"], dynamic_axes={**axes, "h_n": {1: "batch"}},
+        )  # fmt: skip
+    session = ort.InferenceSession(str(path))
+    wider = torch.randint(0, 20, (7, 5))
+    tags, _ = session.run(None, {"tokens": wider.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(tags), model(wider)[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(Exception, match=r"running Reshape node"):  # onnxruntime's Fail
+        session.run(None, {"tokens": torch.randint(0, 20, (11, 3)).numpy()})
