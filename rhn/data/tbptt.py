@@ -84,9 +84,12 @@ class TBPTTStream:
             lengths = (base + 5.0 * torch.randn(n, generator=g)).clamp(min=2.0)
             ends = torch.cumsum(lengths, 0) * (n * t) / lengths.sum()
             bounds = [0, *ends.round().long().tolist()]
-            # Keep every window non-empty after rounding.
+            bounds[-1] = n * t  # the stream's end exactly, whatever the float sum rounds to
+            # Keep every window non-empty after rounding, and inside the stream: cut i lies
+            # in [i, n·t − (n − i)], room for a token in each window before and after it.
+            # (A short seq_len, 1 or 2, pushed later cuts past the end: empty windows.)
             for i in range(1, len(bounds)):
-                bounds[i] = max(bounds[i], bounds[i - 1] + 1)
+                bounds[i] = max(min(bounds[i], n * t - (n - i)), bounds[i - 1] + 1)
             self._bounds_key, self._bounds = (epoch, seed), bounds
         return self._bounds
 
