@@ -44,13 +44,14 @@ class VariationalDropout(nn.Module):
         self.batch_first = batch_first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
+        # Checked in evaluation too: a wrong shape fails at once, not first in training.
         if x.dim() != 3:
             raise ValueError(
                 f"VariationalDropout expects a 3-D (T, N, F) or (N, T, F) input, got shape "
                 f"{tuple(x.shape)}"
             )
+        if not self.training or self.p == 0.0:
+            return x
         batch_dim = 0 if self.batch_first else 1
         mask = variational_mask(x.shape[batch_dim], x.shape[-1], self.p, like=x)
         return x * mask.unsqueeze(1 - batch_dim)
