@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -37,9 +38,41 @@ def test_truncated_file_names_record_size(tmp_path: Path) -> None:
 
 
 def test_cifar100_file_read_as_cifar10_is_rejected() -> None:
-    # 2 records of 3074 bytes are not a whole number of 3073-byte records
-    with pytest.raises(DataFileError, match="cifar10"):
+    # 2 records of 3074 bytes (6,148) are 2 records of 3073 bytes and 2 bytes over
+    with pytest.raises(
+        DataFileError,
+        match=r"^<bytes>: a cifar10 binary file is a whole number of 3073-byte records \(1 label "
+        r"byte\(s\) \+ 3072 pixels\); this one has 6,148 bytes \(2 records and 2 bytes over: "
+        r"truncated or not a cifar10 file\)$",
+    ):
         parse_cifar_binary(cifar_bytes([5, 60], label_bytes=2), CIFAR["cifar10"])
+
+
+@pytest.mark.parametrize(
+    ("name", "labels", "message"),
+    [
+        ("cifar10", [3, 10, 7], r"cifar10 labels must be below 10, found 10"),
+        ("cifar10", [255], r"cifar10 labels must be below 10, found 255"),
+        ("cifar100", [99, 100], r"cifar100 labels must be below 100, found 100"),
+    ],
+)
+def test_labels_out_of_range_are_rejected(
+    tmp_path: Path, name: str, labels: list[int], message: str
+) -> None:
+    spec = CIFAR[name]
+    # Whole records, so the size check passes; the (fine) label byte is out of range.
+    data = b"".join(bytes([0] * (spec.label_bytes - 1) + [label]) + bytes(3072) for label in labels)
+    path = tmp_path / spec.test_file
+    path.write_bytes(data)
+    where = re.escape(str(path))
+    with pytest.raises(DataFileError, match=rf"^{where}: {message} \(is this a {name} file\?\)$"):
+        parse_cifar_binary(data, spec, path)
+    # The loader reads the file and says the same, naming it.
+    with pytest.raises(DataFileError, match=rf"^{where}: {message} "):
+        load_cifar(name, tmp_path, allow_download=False, train=False)
+    # In range, the same records load.
+    ok = b"".join(bytes([0] * (spec.label_bytes - 1) + [1]) + bytes(3072) for _ in labels)
+    assert parse_cifar_binary(ok, spec).labels.tolist() == [1] * len(labels)
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])

@@ -4,8 +4,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
-from rhn.data import corpora
+from rhn.data import corpora, lm_corpus
 from rhn.data.corpora import load_corpus
 from rhn.data.lm_corpus import CorpusSource, load_tokenized, read_splits
 from rhn.data.synthetic import write_ptb
@@ -128,9 +129,40 @@ def test_tokenised_corpora_are_cached_and_reloaded(tmp_path: Path, monkeypatch) 
     vocab, ids = load_tokenized(source)
     cached = list((tmp_path / "tokens").glob("builtin-*.pt"))
     assert len(cached) == 1
-    vocab2, ids2 = load_tokenized(source)
+    with monkeypatch.context() as patched:  # the second load must come from the cache
+
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise AssertionError("the cache should have answered")
+
+        patched.setattr(lm_corpus, "read_splits", refuse)
+        patched.setattr(lm_corpus, "build_vocab", refuse)
+        vocab2, ids2 = load_tokenized(source)
     assert vocab2.to_json() == vocab.to_json()
-    assert all((ids[k] == ids2[k]).all() for k in ids)
+    assert set(ids2) == set(ids) == {"train", "valid", "test"}
+    assert all(torch.equal(ids[k], ids2[k]) for k in ids)
     cached[0].write_bytes(b"torn")  # a broken cache is rebuilt, not trusted
     _, ids3 = load_tokenized(source)
-    assert (ids3["train"] == ids["train"]).all()
+    assert torch.equal(ids3["train"], ids["train"])
+
+
+def test_changing_the_source_file_changes_the_cache_key(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path / "cache"))
+    text = tmp_path / "corpus.txt"
+    text.write_text("abcd" * 25)
+    source = CorpusSource(corpus="file", path=str(text), valid_fraction=0.1, test_fraction=0.1)
+    vocab, ids = load_tokenized(source)
+    assert vocab.decode(ids["train"]) == ("abcd" * 25)[:80]
+    cache = tmp_path / "cache" / "tokens"
+    assert len(list(cache.glob("file-*.pt"))) == 1
+    # Other content (another size): a new cache entry, built from the new text.
+    text.write_text("wxyz" * 30)
+    vocab, ids = load_tokenized(source)
+    assert vocab.decode(ids["train"]) == ("wxyz" * 30)[:96]
+    assert len(list(cache.glob("file-*.pt"))) == 2
+    # The same size but a later modification time: rebuilt too, not the stale entry.
+    text.write_text("pqrs" * 30)
+    stat = text.stat()
+    os.utime(text, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    vocab, ids = load_tokenized(source)
+    assert vocab.decode(ids["train"]) == ("pqrs" * 30)[:96]
+    assert len(list(cache.glob("file-*.pt"))) == 3

@@ -16,18 +16,25 @@ from rhn.data.cifar import load_cifar
 from rhn.data.hf_images import HUB_IMAGE_SETS, load_hf_images
 from rhn.data.image_set import ImageSplits
 from rhn.data.mnist import load_mnist
-from rhn.data.synthetic import write_mnist
+from rhn.data.synthetic import write_cifar, write_mnist
 from rhn.data.text_file import DataFileError
 from rhn.train.config import build_config
 from rhn.train.loop import train
 
 
-def as_hub_dataset(splits: ImageSplits, dataset: str) -> datasets.DatasetDict:
-    """The splits as the hub's copy holds them: PIL images in an Image column, ClassLabel."""
+def as_hub_dataset(
+    splits: ImageSplits, dataset: str, coarse: dict[str, list[int]] | None = None
+) -> datasets.DatasetDict:
+    """The splits as the hub's copy holds them: PIL images in an Image column, ClassLabel;
+    ``coarse`` (per split) adds CIFAR-100's coarse_label column beside fine_label."""
     spec = HUB_IMAGE_SETS[dataset]
-    features = datasets.Features(
-        {spec.image: datasets.Image(), spec.label: datasets.ClassLabel(num_classes=spec.classes)}
-    )
+    columns = {
+        spec.image: datasets.Image(),
+        spec.label: datasets.ClassLabel(num_classes=spec.classes),
+    }
+    if coarse is not None:
+        columns["coarse_label"] = datasets.ClassLabel(num_classes=20)
+    features = datasets.Features(columns)
     out = {}
     for name in ("train", "test"):
         split = getattr(splits, name)
@@ -36,6 +43,8 @@ def as_hub_dataset(splits: ImageSplits, dataset: str) -> datasets.DatasetDict:
             pixels = pixels[..., 0]
         images = [Image.fromarray(np.ascontiguousarray(p)) for p in pixels]
         rows = {spec.image: images, spec.label: split.labels.tolist()}
+        if coarse is not None:
+            rows["coarse_label"] = coarse[name]
         out[name] = datasets.Dataset.from_dict(rows, features=features)
     return datasets.DatasetDict(out)
 
@@ -90,6 +99,47 @@ def test_greyscale_mnist_through_both_doors_is_identical(tmp_path: Path) -> None
     assert test_only.train is None and torch.equal(test_only.test.images, official.test.images)
     with pytest.raises(DataFileError, match=r"no train split"):
         load_hf_images("mnist", str(folder))
+
+
+def _cifar_records(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
+    """A CIFAR binary file read by hand: the label bytes and the pixels, (N, 3, 32, 32)."""
+    records = np.frombuffer(path.read_bytes(), dtype=np.uint8).reshape(-1, label_bytes + 3072)
+    return records[:, :label_bytes], records[:, label_bytes:].reshape(-1, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("dataset", "folder", "files", "label_bytes"),
+    [
+        ("cifar10", "cifar-10-batches-bin", ("data_batch_1.bin", "test_batch.bin"), 1),
+        ("cifar100", "cifar-100-binary", ("train.bin", "test.bin"), 2),
+    ],
+)
+def test_rgb_cifar_through_both_doors_is_identical(
+    tmp_path: Path, dataset: str, folder: str, files: tuple[str, str], label_bytes: int
+) -> None:
+    # 120 training images: CIFAR-100's fine labels 0..99 and coarse labels 0..19 differ.
+    write_cifar(tmp_path / "bin", dataset, n_train=120, n_test=30)
+    official = load_cifar(dataset, tmp_path / "bin", allow_download=False)
+    raw = {
+        split: _cifar_records(tmp_path / "bin" / folder / name, label_bytes)
+        for split, name in zip(("train", "test"), files, strict=True)
+    }
+    # The hub's CIFAR-100 also has a coarse_label column; the class is fine_label.
+    coarse = {s: raw[s][0][:, 0].tolist() for s in raw} if dataset == "cifar100" else None
+    hub_copy = as_hub_dataset(official, dataset, coarse)
+    ours = load_hf_images(dataset, str(write_parquet(hub_copy, tmp_path / "parquet")))
+    assert_same(ours, official)
+    for split in ("train", "test"):
+        labels, pixels = raw[split]
+        got = getattr(ours, split)
+        assert got.images.shape == (len(pixels), 3, 32, 32)
+        # Channel-major as in the file: red plane, then green, then blue (not HWC reshaped).
+        assert torch.equal(got.images, torch.from_numpy(pixels.copy()))
+        assert got.labels.tolist() == labels[:, -1].tolist()  # the fine label (last byte)
+    if coarse is not None:
+        assert ours.train.labels.max() == 99 and ours.train.labels.tolist() != coarse["train"]
+    hub_copy.save_to_disk(tmp_path / "saved")
+    assert_same(load_hf_images(dataset, str(tmp_path / "saved")), official)
 
 
 def test_wrong_columns_and_splits_are_named(tmp_path: Path) -> None:

@@ -104,6 +104,42 @@ def test_embedding_dropout_drops_whole_token_types_per_column() -> None:
     assert scale[0, 1] == scale[1, 1] == scale[2, 1]
 
 
+def test_embedding_dropout_masks_differ_between_tokens_and_between_columns() -> None:
+    # 64 word types, each twice in each of two columns (in another order in column 1). With
+    # p = 1/2 and masks drawn per type and column, each check below fails by chance with
+    # probability at most 2 · 2⁻⁶⁴ (≈ 1e-19): 64 types of a column all sharing a mask,
+    # column 1 repeating column 0's 64 masks, or one type kept (dropped) in all 64 columns.
+    v = 64
+    model = LanguageModel(v, LanguageModelConfig(embed_size=3, hidden_size=3, embed_dropout=0.5))
+    model.train()
+    with torch.no_grad():
+        model.embedding.weight.fill_(1.0)  # the encoding is then the mask itself
+    torch.manual_seed(1234)
+    types = torch.arange(v)
+    shuffled = torch.randperm(v)
+    tokens = torch.stack([torch.cat([types, types.flip(0)]), torch.cat([shuffled, shuffled])], 1)
+    x = model.encode(tokens)  # (128, 2, 3)
+    assert set(x.unique().tolist()) == {0.0, 2.0}  # 0 or 1 / (1 − p)
+    assert torch.equal(x, x[..., :1].expand_as(x))  # one mask over a token's whole vector
+    # Per column, the mask of each word type (the same at its two occurrences).
+    per_type = torch.empty(2, v)
+    for column in range(2):
+        for position, token in enumerate(tokens[:, column].tolist()):
+            value = x[position, column, 0].item()
+            if position >= v:  # the second half repeats the first half's types
+                assert per_type[column, token] == value  # same type, same column: same mask
+            else:
+                per_type[column, token] = value
+    # Distinct types in one column get their own masks: some dropped, some kept.
+    for column in range(2):
+        assert set(per_type[column].tolist()) == {0.0, 2.0}
+    # The same type in two columns gets independent masks: not column 0's masks again.
+    assert not torch.equal(per_type[0], per_type[1])
+    # One word type in 64 columns: dropped in some, kept in others.
+    single = model.encode(torch.full((1, v), 7))[0, :, 0]
+    assert set(single.tolist()) == {0.0, 2.0}
+
+
 @pytest.mark.parametrize("kind", ["variational", "ordinary"])
 def test_output_dropout_kinds(kind: str) -> None:
     cfg = LanguageModelConfig(

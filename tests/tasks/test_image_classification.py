@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -43,11 +44,38 @@ def test_batches_are_a_pure_function_of_epoch_and_index(tmp_path: Path) -> None:
     assert sorted(labels.tolist()) == sorted(task.train_set.labels.tolist())
 
 
+def _raw_cifar10(path: Path) -> np.ndarray:
+    """A CIFAR-10 binary file's pixels, read by hand: 1 label byte + 3 × 32 × 32 per record."""
+    records = np.frombuffer(path.read_bytes(), dtype=np.uint8).reshape(-1, 1 + 3 * 32 * 32)
+    return records[:, 1:].reshape(-1, 3, 32, 32).astype(np.float64)
+
+
+def _gcn_by_hand(pixels: np.ndarray) -> np.ndarray:
+    """(x / 255 − mean(x)) / std(x) per image, std with Bessel's correction (torch's default)."""
+    flat = pixels.reshape(len(pixels), -1) / 255
+    centred = flat - flat.mean(axis=1, keepdims=True)
+    return (centred / centred.std(axis=1, ddof=1, keepdims=True)).reshape(pixels.shape)
+
+
 def test_gcn_then_mean_image_for_cifar(tmp_path: Path) -> None:
     write_cifar(tmp_path, "cifar10", n_train=20)
     task = make_task(tmp_path, dataset="cifar10")
     images = task.train_set.images
     assert torch.allclose(images.mean(0), torch.zeros_like(images[0]), atol=1e-5)
+    # Against the files read and normalised by hand: GCN per image, then minus the mean
+    # image of the training set (the test set is centred by the training set's mean too).
+    folder = tmp_path / "cifar-10-batches-bin"
+    train_gcn = _gcn_by_hand(_raw_cifar10(folder / "data_batch_1.bin"))
+    test_gcn = _gcn_by_hand(_raw_cifar10(folder / "test_batch.bin"))
+    mean_image = train_gcn.mean(axis=0, keepdims=True)
+    expected = torch.from_numpy(train_gcn - mean_image).float()
+    torch.testing.assert_close(images, expected, rtol=0, atol=1e-5)
+    expected_test = torch.from_numpy(test_gcn - mean_image).float()
+    torch.testing.assert_close(task.test_set.images, expected_test, rtol=0, atol=1e-5)
+    # Before centring, each image has mean 0 and std 1 over its pixels and channels.
+    gcn = (images + task.mean_image).flatten(1)
+    torch.testing.assert_close(gcn.mean(1), torch.zeros(20), rtol=0, atol=1e-5)
+    torch.testing.assert_close(gcn.std(1), torch.ones(20), rtol=0, atol=1e-5)
     mnist = make_task(_mnist(tmp_path))
     assert mnist.train_set.images.max() <= 1.0 and mnist.train_set.images.min() >= 0.0
 

@@ -85,13 +85,30 @@ def test_missing_foreign_and_other_model_checkpoints(tmp_path: Path) -> None:
 
 
 def test_unwrap_and_safetensors_export_with_tied_weights(tmp_path: Path) -> None:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, load_model
 
-    model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5))
-    model[1].weight = model[0].weight  # tied
+    def tied() -> torch.nn.Sequential:
+        model = torch.nn.Sequential(torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5))
+        model[1].weight = model[0].weight  # tied
+        return model
+
+    model = tied()
+    state = model.state_dict()
+    assert list(state) == ["0.weight", "1.weight", "1.bias"]
     export_safetensors(torch.compile(model), tmp_path / "w.safetensors")
     tensors = load_file(str(tmp_path / "w.safetensors"))
-    assert torch.equal(next(iter(t for k, t in tensors.items() if "weight" in k)), model[0].weight)
+    # The tied pair is stored once, under either of its names; the bias as it is. No
+    # wrapper prefix (torch.compile's _orig_mod.).
+    assert set(tensors) in ({"0.weight", "1.bias"}, {"1.weight", "1.bias"})
+    for name, tensor in tensors.items():
+        assert torch.equal(tensor, state[name]), name
+    # The file restores the whole model, both tied names included, into a fresh copy.
+    fresh = tied()
+    assert not torch.equal(fresh[0].weight, model[0].weight)
+    load_model(fresh, str(tmp_path / "w.safetensors"))
+    assert fresh[1].weight is fresh[0].weight  # still tied
+    for name, tensor in state.items():
+        assert torch.equal(fresh.state_dict()[name], tensor), name
     assert unwrap(torch.compile(model)) is model
 
 
