@@ -42,9 +42,13 @@ class DtypeError(TypeError, ValueError):
     ``nn.LSTM`` raises for a dtype mismatch, so code written for either catches it."""
 
 
-def check_tensor_like(name: str, x: object, param: torch.Tensor) -> None:
-    """Refuse a tensor whose device or dtype can't meet the parameters'. Under autocast the
-    autocast dtype and float32 are taken too (the GEMMs cast them); float64 is not."""
+def check_tensor_like(name: str, x: object, param: torch.Tensor, *, state: bool = False) -> None:
+    """Refuse a tensor whose device or dtype can't meet the parameters'.
+
+    Under autocast an input may be any floating dtype but float64 (the GEMMs cast it); a
+    recurrent ``state`` the parameters' dtype or the autocast dtype, in which it is then
+    carried. Float64 parameters take float64 only: autocast leaves them alone.
+    """
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.device != param.device:
@@ -62,11 +66,19 @@ def check_tensor_like(name: str, x: object, param: torch.Tensor) -> None:
             f"cast one to match (or run under torch.autocast)"
         )
     autocast = torch.get_autocast_dtype(device_type)
-    if x.dtype not in (torch.float32, autocast) or param.dtype == torch.float64:
-        allowed = " or ".join(sorted({str(param.dtype), "torch.float32", str(autocast)}))
+    if param.dtype == torch.float64:
+        raise DtypeError(
+            f"{name} has dtype {x.dtype}; float64 parameters take float64 only, autocast "
+            f"({autocast}) or not (autocast leaves float64 alone)"
+        )
+    if state:
+        allowed = sorted({str(param.dtype), str(autocast)})
+    else:
+        allowed = ["any floating dtype but torch.float64"]
+    if x.dtype == torch.float64 or (state and x.dtype not in (param.dtype, autocast)):
         raise DtypeError(
             f"{name} has dtype {x.dtype}; under torch.autocast({autocast}) the parameters "
-            f"({param.dtype}) take {allowed}"
+            f"({param.dtype}) take {' or '.join(allowed)}"
         )
 
 

@@ -262,7 +262,7 @@ class RHN(nn.Module):
                 "num_directions, batch, hidden_size), not nn.LSTM's (h_0, c_0) tuple; it "
                 "returns (output, h_n) likewise, not (output, (h_n, c_n))"
             )
-        check_tensor_like("hx", hx, self.weight_ih_l0)
+        check_tensor_like("hx", hx, self.weight_ih_l0, state=True)
         states = self.num_layers * self.num_directions
         expected = (states, self.hidden_size) if unbatched else (states, batch, self.hidden_size)
         if tuple(hx.shape) != expected:

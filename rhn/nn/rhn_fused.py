@@ -267,7 +267,8 @@ class _FirstOrderOnly(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
-        return tuple(None if g is None else g.view_as(g) for g in grads)
+        # Copies, not views: a caller may edit a create_graph gradient in place.
+        return tuple(None if g is None else g.clone() for g in grads)
 
     @staticmethod
     def backward(ctx: Any, *_: torch.Tensor) -> tuple:

@@ -226,18 +226,30 @@ def test_bad_arguments_and_inputs_give_clear_errors() -> None:
             model(torch.randn(5, 2, 3), torch.randn(2, 2, 4, dtype=torch.float16))
     with pytest.raises(ValueError, match=r"no cell state: hx is h_0 alone.*\(h_0, c_0\) tuple"):
         model(torch.randn(5, 2, 3), (torch.zeros(2, 2, 4), torch.zeros(2, 2, 4)))
-    # Under autocast the GEMMs take float32 and the autocast dtype, not float64 or float16
-    # (torch's own errors there named neither the tensor nor the dtypes allowed).
+    # Under autocast the GEMMs cast any input but float64; the state is carried in the
+    # parameters' or the autocast dtype (torch's errors named neither tensor nor dtypes).
     with torch.autocast("cpu", dtype=torch.bfloat16):
         with pytest.raises(ValueError, match=r"input has dtype torch\.float64; under torch\."
                            r"autocast\(torch\.bfloat16\) the parameters \(torch\.float32\) "
-                           r"take torch\.bfloat16 or torch\.float32"):  # fmt: skip
+                           r"take any floating dtype but torch\.float64"):  # fmt: skip
             model(torch.randn(5, 2, 3, dtype=F64))
-        with pytest.raises(ValueError, match=r"hx has dtype torch\.float16; under"):
+        with pytest.raises(ValueError, match=r"hx has dtype torch\.float16; under torch\.autocast"
+                           r"\(torch\.bfloat16\) the parameters \(torch\.float32\) take "
+                           r"torch\.bfloat16 or torch\.float32"):  # fmt: skip
             model(torch.randn(5, 2, 3), torch.randn(2, 2, 4, dtype=torch.float16))
         with pytest.raises(ValueError, match=r"hx has dtype torch\.float64; under"):
             model(torch.randn(5, 2, 3), torch.randn(2, 2, 4, dtype=F64))
-        assert model(torch.randn(5, 2, 3, dtype=torch.bfloat16))[0].shape == (5, 2, 4)
+        for dtype in (torch.bfloat16, torch.float16):  # an embedding's .half() output too
+            out, h_n = model(torch.randn(5, 2, 3, dtype=dtype), torch.zeros(2, 2, 4))
+            assert out.shape == (5, 2, 4) and h_n.dtype == torch.float32
+    with (
+        torch.autocast("cpu", dtype=torch.bfloat16),
+        pytest.raises(
+            ValueError,
+            match=r"input has dtype torch\.float32; float64 parameters take float64 only",
+        ),
+    ):
+        rhn.RHN(3, 4, dtype=F64)(torch.randn(5, 2, 3))
     with pytest.raises(ValueError, match="0 time steps"):
         model(torch.randn(0, 2, 3))
     with pytest.raises(TypeError, match=r"input must be a torch\.Tensor, got list"):

@@ -258,5 +258,10 @@ def test_a_gradient_penalty_is_refused_with_the_way_out_and_reference_computes_i
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="first-order only"):
         grad.pow(2).sum().backward()
+    # A create_graph gradient may be edited in place, as before (hx's is the backward's own
+    # output, not one made by a later op).
+    x_proj, s0, w, b = _inputs(2, True, True, F64)
+    _, last = rhn_recurrence_fused(x_proj, s0, w, b, coupled=True)
+    torch.autograd.grad(last.pow(2).sum(), s0, create_graph=True)[0].mul_(2.0)
     expected.pow(2).sum().backward()  # the reference's second derivative exists
     assert reference.weight_hh_l0.grad is not None and reference.weight_hh_l0.grad.abs().sum() > 0
