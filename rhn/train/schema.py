@@ -139,9 +139,10 @@ DEVICE_NAMES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
 
 
 def is_device_name(name: str) -> bool:
-    """Whether a run may ask for device ``name`` (:data:`DEVICE_NAMES`; ``auto``: CUDA if
-    there is one). Whether this machine has it is checked when the run starts."""
-    return re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name) is not None
+    """Whether a run may ask for device ``name`` (:data:`DEVICE_NAMES`, and ``cpu:N``/``mps:N``
+    as torch takes them; ``auto``: CUDA if there is one). Whether this machine has it is
+    checked when the run starts."""
+    return re.fullmatch(r"auto|(cpu|mps|cuda)(:\d+)?", name) is not None
 
 
 def check(condition: bool, key: str, value: Any, allowed: str) -> None:
