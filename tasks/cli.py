@@ -10,7 +10,6 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
 
 from rhn.data.text_file import DataFileError
 from rhn.tasks.language_model import sample_text
@@ -71,21 +70,21 @@ def _warning_line(
     category: type[Warning],
     filename: str,
     lineno: int,
-    file: TextIO | None = None,
     line: str | None = None,
-) -> None:
-    """``warnings.showwarning`` for the commands: one line, like their errors, without the
+) -> str:
+    """``warnings.formatwarning`` for the commands: one line, like their errors, without the
     library file and source line a warning names by default."""
-    print(f"warning: {message}", file=sys.stderr if file is None else file)
+    return f"warning: {message}\n"
 
 
 def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
-    """A console command's entry point: its warnings are printed as one line each."""
+    """A console command's entry point: its warnings are printed as one line each (only
+    their format changes: filters, ``-W error`` and callers recording them still apply)."""
 
     @functools.wraps(main)
     def run(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
-            warnings.showwarning = _warning_line
+            warnings.formatwarning = _warning_line
             return main(argv)
 
     return run

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import random
 import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -245,36 +247,43 @@ def tiny_run(tmp_path: Path, corpus: Path, task: str) -> Path:
     return tmp_path / "run"
 
 
-def sample_warnings(run: Path, prompt: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
-    """The warnings rhn-sample prints for ``prompt``, one line each (it still samples)."""
-    capsys.readouterr()
-    with warnings.catch_warnings():
+def sample_warnings(run: Path, prompt: str) -> list[str]:
+    """The warnings rhn-sample gives for ``prompt`` (it still samples)."""
+    with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert sample_main([str(run), "--prompt", prompt, "--length", "3"]) == 0
-    err = capsys.readouterr().err.splitlines()
-    assert all(line.startswith("warning: ") for line in err), err
-    return [line.removeprefix("warning: ") for line in err]
+    return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
 
-def test_sampling_warns_once_naming_the_prompt_words_the_vocabulary_lacks(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_command_prints_a_warning_as_one_line(tmp_path: Path) -> None:
     run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus"), "word_lm")
-    assert sample_warnings(run, "The xyzzy cat Xyzzy", capsys) == [
+    code = "import sys; from rhn.tasks.cli import sample_main; sys.exit(sample_main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(run), "--prompt", "xyzzy cat", "--length", "3"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "warning: the prompt has 1 token(s) the model's vocabulary doesn't hold, each read as "
+        "the unknown token: 'xyzzy'"
+    ]
+
+
+def test_sampling_warns_once_naming_the_prompt_words_the_vocabulary_lacks(tmp_path: Path) -> None:
+    run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus"), "word_lm")
+    assert sample_warnings(run, "The xyzzy cat Xyzzy") == [
         "the prompt has 3 token(s) the model's vocabulary doesn't hold, each read as the "
         "unknown token: 'The', 'xyzzy', 'Xyzzy'; the vocabulary holds 'the'"
     ]
-    assert sample_warnings(run, "the cat", capsys) == []
+    assert sample_warnings(run, "the cat") == []
     many = " ".join(f"w{i}" for i in range(8))
-    assert sample_warnings(run, many, capsys) == [
+    assert sample_warnings(run, many) == [
         "the prompt has 8 token(s) the model's vocabulary doesn't hold, each read as the "
         "unknown token: 'w0', 'w1', 'w2', 'w3', 'w4' and 3 more"
     ]
 
 
-def test_sampling_a_ptb_char_model_says_how_to_write_the_prompt(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_sampling_a_ptb_char_model_says_how_to_write_the_prompt(tmp_path: Path) -> None:
     # PTB's character files: characters separated by spaces, _ between words (ptb_char).
     corpus = corpus_folder(tmp_path / "words")
     spaced = tmp_path / "chars"
@@ -286,20 +295,18 @@ def test_sampling_a_ptb_char_model_says_how_to_write_the_prompt(
         )
         (spaced / f"{split}.txt").write_text(text)
     run = tiny_run(tmp_path, spaced, "word_lm")
-    assert sample_warnings(run, "the cat", capsys) == [
+    assert sample_warnings(run, "the cat") == [
         "the prompt has 2 token(s) the model's vocabulary doesn't hold, each read as the "
         "unknown token: 'the', 'cat'; this model reads PTB's character format (characters "
         "separated by spaces, '_' between words): write the prompt as 't h e _ c a t'"
     ]
-    assert sample_warnings(run, "t h e _ c a t", capsys) == []
+    assert sample_warnings(run, "t h e _ c a t") == []
 
 
-def test_sampling_a_char_model_names_the_characters_it_lacks(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_sampling_a_char_model_names_the_characters_it_lacks(tmp_path: Path) -> None:
     run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus"), "char_lm")
-    assert sample_warnings(run, "the CAT", capsys) == [
+    assert sample_warnings(run, "the CAT") == [
         "the prompt has 3 token(s) the model's vocabulary doesn't hold, each read as the "
         "unknown token: 'C', 'A', 'T'"
     ]
-    assert sample_warnings(run, "the cat", capsys) == []
+    assert sample_warnings(run, "the cat") == []
