@@ -58,12 +58,27 @@ def write_cifar(folder: Path, name: str = "cifar10", n_train: int = 20, n_test: 
     )
 
 
-def write_ptb(folder: Path, words: int = 2000, vocab: int = 50, seed: int = 0) -> None:
+def ptb_char_text(text: str) -> str:
+    """A word-level text in PTB's character format (``ptb.char.*.txt``): each line's
+    characters separated by spaces, ``_`` between words."""
+    return "".join(
+        " " + " _ ".join(" ".join(word) for word in line.split()) + " \n"
+        for line in text.splitlines()
+    )
+
+
+def write_ptb(
+    folder: Path, words: int = 2000, vocab: int = 50, seed: int = 0, *, chars: bool = False
+) -> None:
     """A tiny PTB (``ptb.{train,valid,test}.txt``): lines of random words from a ``vocab``-word
-    list, one line break per sentence as in Mikolov's files."""
+    list, one line break per sentence as in Mikolov's files; with ``chars`` also the same
+    text as ``ptb.char.{train,valid,test}.txt``."""
     g = torch.Generator().manual_seed(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for split, n in (("train", words), ("valid", words // 5), ("test", words // 5)):
         ids = torch.randint(0, vocab, (n,), generator=g).tolist()
         lines = [" ".join(f"w{i}" for i in ids[k : k + 12]) for k in range(0, n, 12)]
-        (folder / f"ptb.{split}.txt").write_text("".join(f" {line} \n" for line in lines))
+        text = "".join(f" {line} \n" for line in lines)
+        (folder / f"ptb.{split}.txt").write_text(text)
+        if chars:
+            (folder / f"ptb.char.{split}.txt").write_text(ptb_char_text(text))

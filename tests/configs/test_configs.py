@@ -42,18 +42,6 @@ def shrink(path: Path) -> list[str]:
     return out
 
 
-def write_synthetic_ptb(folder: Path) -> None:
-    """Mikolov's word files (``write_ptb``) and their character version beside them:
-    characters separated by spaces, ``_`` between words, as in ``ptb.char.*.txt``."""
-    write_ptb(folder)
-    for split in ("train", "valid", "test"):
-        lines = (folder / f"ptb.{split}.txt").read_text().splitlines()
-        chars = "".join(
-            " " + " _ ".join(" ".join(w) for w in line.split()) + " \n" for line in lines
-        )
-        (folder / f"ptb.char.{split}.txt").write_text(chars)
-
-
 def corpus_of(path: Path) -> str:
     return (read_config_file(path).get("data") or {}).get("corpus", "builtin")
 
@@ -81,7 +69,7 @@ def test_config_smoke_runs_on_cpu(
         data_dir = os.environ.get("RHN_DATA_DIR")
         if not data_dir or not (Path(data_dir) / "ptb").is_dir():
             # Without the real files (they run in CI): a synthetic PTB in their formats.
-            write_synthetic_ptb(tmp_path / "data" / "ptb")
+            write_ptb(tmp_path / "data" / "ptb", chars=True)
             monkeypatch.setenv("RHN_DATA_DIR", str(tmp_path / "data"))
             monkeypatch.setenv("RHN_OFFLINE", "1")
     elif corpus == "hf":

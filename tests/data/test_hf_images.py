@@ -20,6 +20,7 @@ from rhn.data.synthetic import write_cifar, write_mnist
 from rhn.data.text_file import DataFileError
 from rhn.train.config import build_config
 from rhn.train.loop import train
+from tests.data.cifar_by_hand import cifar_records
 
 
 def as_hub_dataset(
@@ -101,12 +102,6 @@ def test_greyscale_mnist_through_both_doors_is_identical(tmp_path: Path) -> None
         load_hf_images("mnist", str(folder))
 
 
-def _cifar_records(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    """A CIFAR binary file read by hand: the label bytes and the pixels, (N, 3, 32, 32)."""
-    records = np.frombuffer(path.read_bytes(), dtype=np.uint8).reshape(-1, label_bytes + 3072)
-    return records[:, :label_bytes], records[:, label_bytes:].reshape(-1, 3, 32, 32)
-
-
 @pytest.mark.parametrize(
     ("dataset", "folder", "files", "label_bytes"),
     [
@@ -121,7 +116,7 @@ def test_rgb_cifar_through_both_doors_is_identical(
     write_cifar(tmp_path / "bin", dataset, n_train=120, n_test=30)
     official = load_cifar(dataset, tmp_path / "bin", allow_download=False)
     raw = {
-        split: _cifar_records(tmp_path / "bin" / folder / name, label_bytes)
+        split: cifar_records(tmp_path / "bin" / folder / name, label_bytes)
         for split, name in zip(("train", "test"), files, strict=True)
     }
     # The hub's CIFAR-100 also has a coarse_label column; the class is fine_label.

@@ -18,6 +18,7 @@ from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import build_config
 from rhn.train.evaluate import evaluate_checkpoint
 from rhn.train.loop import train
+from tests.data.cifar_by_hand import cifar_records
 
 
 def make_task(data_dir: Path, **data: object) -> ImageClassificationTask:
@@ -44,12 +45,6 @@ def test_batches_are_a_pure_function_of_epoch_and_index(tmp_path: Path) -> None:
     assert sorted(labels.tolist()) == sorted(task.train_set.labels.tolist())
 
 
-def _raw_cifar10(path: Path) -> np.ndarray:
-    """A CIFAR-10 binary file's pixels, read by hand: 1 label byte + 3 × 32 × 32 per record."""
-    records = np.frombuffer(path.read_bytes(), dtype=np.uint8).reshape(-1, 1 + 3 * 32 * 32)
-    return records[:, 1:].reshape(-1, 3, 32, 32).astype(np.float64)
-
-
 def _gcn_by_hand(pixels: np.ndarray) -> np.ndarray:
     """(x / 255 − mean(x)) / std(x) per image, std with Bessel's correction (torch's default)."""
     flat = pixels.reshape(len(pixels), -1) / 255
@@ -65,8 +60,8 @@ def test_gcn_then_mean_image_for_cifar(tmp_path: Path) -> None:
     # Against the files read and normalised by hand: GCN per image, then minus the mean
     # image of the training set (the test set is centred by the training set's mean too).
     folder = tmp_path / "cifar-10-batches-bin"
-    train_gcn = _gcn_by_hand(_raw_cifar10(folder / "data_batch_1.bin"))
-    test_gcn = _gcn_by_hand(_raw_cifar10(folder / "test_batch.bin"))
+    train_gcn = _gcn_by_hand(cifar_records(folder / "data_batch_1.bin")[1].astype(np.float64))
+    test_gcn = _gcn_by_hand(cifar_records(folder / "test_batch.bin")[1].astype(np.float64))
     mean_image = train_gcn.mean(axis=0, keepdims=True)
     expected = torch.from_numpy(train_gcn - mean_image).float()
     torch.testing.assert_close(images, expected, rtol=0, atol=1e-5)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rhn.data.synthetic import ptb_char_text
 from rhn.data.text_file import DataFileError
 from rhn.data.vocab import vocab_from_json
 from rhn.tasks.cli import export_main, sample_main
@@ -289,11 +290,7 @@ def test_sampling_a_ptb_char_model_says_how_to_write_the_prompt(tmp_path: Path) 
     spaced = tmp_path / "chars"
     spaced.mkdir()
     for split in ("train", "valid", "test"):
-        lines = (corpus / f"{split}.txt").read_text().splitlines()
-        text = "".join(
-            " " + " _ ".join(" ".join(w) for w in line.split()) + " \n" for line in lines
-        )
-        (spaced / f"{split}.txt").write_text(text)
+        (spaced / f"{split}.txt").write_text(ptb_char_text((corpus / f"{split}.txt").read_text()))
     run = tiny_run(tmp_path, spaced, "word_lm")
     assert sample_warnings(run, "the cat") == [
         "the prompt has 2 token(s) the model's vocabulary doesn't hold, each read as the "
