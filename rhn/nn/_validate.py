@@ -71,15 +71,16 @@ def check_tensor_like(name: str, x: object, param: torch.Tensor, *, state: bool 
             f"{name} has dtype {x.dtype}; float64 parameters take float64 only, autocast "
             f"({autocast}) or not (autocast leaves float64 alone)"
         )
-    if state:
-        allowed = sorted({str(param.dtype), str(autocast)})
+    if state and x.dtype not in (param.dtype, autocast):
+        takes = " or ".join(sorted({str(param.dtype), str(autocast)}))
+    elif not state and x.dtype == torch.float64:
+        takes = "any floating dtype but torch.float64"
     else:
-        allowed = ["any floating dtype but torch.float64"]
-    if x.dtype == torch.float64 or (state and x.dtype not in (param.dtype, autocast)):
-        raise DtypeError(
-            f"{name} has dtype {x.dtype}; under torch.autocast({autocast}) the parameters "
-            f"({param.dtype}) take {' or '.join(allowed)}"
-        )
+        return
+    raise DtypeError(
+        f"{name} has dtype {x.dtype}; under torch.autocast({autocast}) the parameters "
+        f"({param.dtype}) take {takes}"
+    )
 
 
 def check_bool(name: str, value: object, *, hint: str = "") -> bool:
