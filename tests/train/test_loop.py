@@ -48,7 +48,9 @@ def rhn_train(run_dir: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    # Generous: on a loaded 2-core CI machine a fresh process's imports alone can take a minute;
+    # a process that dies fails the wait at once, so only a hang waits this long.
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert proc.poll() is None, proc.communicate()
@@ -397,9 +399,15 @@ def test_a_second_training_process_on_a_live_run_exits_at_once_naming_the_holder
     tmp_path: Path,
 ) -> None:
     run = tmp_path / "run"
-    first = rhn_train(run, "--set", "train.max_steps=100000", "--set", "train.checkpoint_every=10")
+    first = rhn_train(
+        run,
+        *("--set", "train.max_steps=100000"),
+        *("--set", "train.checkpoint_every=10", "--set", "train.eval_every=10"),
+    )
     try:
+        # Both files exist before the second process starts, however slow the machine.
         wait_for(run / "checkpoints" / "last.pt", first)
+        wait_for(run / "metrics.jsonl", first)
         second = rhn_train(run, "--set", "train.max_steps=100000")
         out, err = second.communicate(timeout=120)
         assert second.returncode == 2, err
