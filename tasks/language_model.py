@@ -19,7 +19,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from rhn.data.corpora import SPLITS
+from rhn.data.corpora import SPLITS, check_split_fractions
 from rhn.data.lm_corpus import CorpusSource, load_split, load_tokenized
 from rhn.data.tbptt import TBPTTStream
 from rhn.data.text_file import DataFileError
@@ -87,6 +87,10 @@ class LMDataConfig:
         for key in ("batch_size", "seq_len", "eval_batch_size", "vocab_size", "num_proc"):
             if getattr(self, key) < 1:
                 raise ValueError(f"data.{key} must be >= 1, got {getattr(self, key)}")
+        try:  # with the config, so a bad value is one line, not a traceback from the reader
+            check_split_fractions(self.valid_fraction, self.test_fraction)
+        except ValueError as err:
+            raise ValueError(f"data.valid_fraction, data.test_fraction: {err}") from None
         if self.max_chars is not None and self.max_chars < 1000:
             raise ValueError(f"data.max_chars must be null or >= 1000, got {self.max_chars}")
         if self.corpus == "file" and not self.path:

@@ -199,8 +199,8 @@ def load_text_corpus(
     return {split: cut[split] for split in splits}
 
 
-def split_text(text: str, valid_fraction: float, test_fraction: float) -> dict[str, str]:
-    """Train / valid / test as the first, next and last parts of ``text`` (no shuffling)."""
+def check_split_fractions(valid_fraction: float, test_fraction: float) -> None:
+    """The fractions :func:`split_text` takes: each in (0, 1), their sum below 1."""
     if not (
         0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1
     ):
@@ -208,6 +208,11 @@ def split_text(text: str, valid_fraction: float, test_fraction: float) -> dict[s
             f"valid and test fractions must be in (0, 1) with a sum below 1, got "
             f"{valid_fraction} and {test_fraction}"
         )
+
+
+def split_text(text: str, valid_fraction: float, test_fraction: float) -> dict[str, str]:
+    """Train / valid / test as the first, next and last parts of ``text`` (no shuffling)."""
+    check_split_fractions(valid_fraction, test_fraction)
     n = len(text)
     valid_start = int(n * (1 - valid_fraction - test_fraction))
     test_start = int(n * (1 - test_fraction))

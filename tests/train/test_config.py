@@ -94,6 +94,9 @@ def test_overrides_are_parsed_and_type_checked() -> None:
         (["model.tie_weights=true", "model.embed_size=10"], r"tie_weights needs embed_size"),
         (["train.max_steps=null", "train.max_epochs=null"], r"train\.max_steps: None"),
         (["data.batch_size=0"], r"data\.batch_size must be >= 1, got 0"),
+        (["data.valid_fraction=1.5"], r"data\.valid_fraction, data\.test_fraction: .* in \(0, 1\)"),
+        (["data.test_fraction=0"], r"data\.test_fraction: .*sum below 1, got 0\.05 and 0\.0"),
+        (["data.valid_fraction=0.5", "data.test_fraction=0.5"], r"sum below 1, got 0\.5 and 0\.5"),
         (["optim.betas=[0.9]"], r"optim\.betas: expected 2 values, got \[0\.9\]"),
         (["optim"], r"expected section\.key=value"),
         # torch.device would take cpu:0 but read cuda:x / cudax only when the run starts
