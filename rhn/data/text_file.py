@@ -10,6 +10,7 @@ import bz2
 import gzip
 import lzma
 import zipfile
+import zlib
 from pathlib import Path
 
 _OPENERS = {".gz": gzip.open, ".xz": lzma.open, ".bz2": bz2.open}
@@ -38,14 +39,16 @@ def read_bytes(path: str | Path) -> bytes:
                 return archive.read(names[0])
         with _OPENERS.get(path.suffix, open)(path, "rb") as f:
             return f.read()
-    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as err:
+    # zlib.error (a damaged deflate stream in a .gz or .zip) is not an OSError
+    except (OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile, zlib.error) as err:
         raise DataFileError(f"data file {path} can't be read: {err}") from None
 
 
 def read_text(path: str | Path, encoding: str = "utf-8") -> str:
-    """The file decoded as ``encoding`` (``latin-1`` maps every byte to one character)."""
+    """The file decoded as ``encoding`` (``latin-1`` maps every byte to one character); a
+    UTF-8 byte-order mark, which editors on Windows write, is not part of the text."""
     data = read_bytes(path)
     try:
-        return data.decode(encoding)
+        return data.decode("utf-8-sig" if encoding.lower() in ("utf-8", "utf8") else encoding)
     except UnicodeDecodeError as err:
         raise DataFileError(f"data file {path} can't be read as {encoding} text: {err}") from None
