@@ -1,21 +1,23 @@
 """A language-modelling corpus, tokenised: the vocabulary and each split's token ids.
 
 Tokenising a large corpus takes a while, so the result is cached (``cache_dir()/tokens``)
-under a key made of the source files' identity (path, size, mtime) and the tokenisation
-options: the second run starts in seconds.
+under a key made of the source files' content (a SHA-256 of their bytes), the tokenisation
+options and :data:`ENCODING_VERSION`: the second run starts in seconds, and an edited file
+is never answered from the cache, whatever its size and modification time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from rhn.data.atomic_file import atomic_open
 from rhn.data.builtin_corpus import builtin_text
 from rhn.data.corpora import (
     CORPORA,
@@ -31,6 +33,8 @@ from rhn.data.hf_corpus import HFSource, load_split_hf, load_tokenized_hf
 from rhn.data.vocab import CharVocab, SentencePieceVocab, Vocab, WordVocab, vocab_from_json
 
 LEVELS = ("auto", "word", "char", "bpe", "unigram")
+ENCODING_VERSION = 1  # bump when the way text becomes ids changes: old caches are ignored
+DEAD_TEMPORARY_S = 3600.0  # a cache file's temporary this old is a killed write's
 
 
 @dataclass(frozen=True)
@@ -114,22 +118,38 @@ def build_vocab(source: CorpusSource, train_text: str) -> Vocab:
     return SentencePieceVocab.train(train_text, source.vocab_size, level)
 
 
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _identity(source: CorpusSource) -> str:
-    """What the cache key rests on: the options and the source files' path, size and mtime."""
+    """What the cache key rests on: the options, the encoding's version and each source
+    file's name and content (a copy that keeps the old size and mtime is still seen)."""
     if source.corpus in CORPORA:
         spec = CORPORA[source.corpus]
         dirs = search_dirs(spec, source.path)
         paths = [p for p in (find_file(name, dirs) for name in spec.files) if p is not None]
     elif source.corpus == "file" and source.path:
         root = Path(source.path)
-        paths = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+        # the files load_text_corpus reads, not whatever else the folder holds
+        found = [find_file(f"{split}.txt", [root]) for split in SPLITS] if root.is_dir() else [root]
+        paths = [p for p in found if p is not None]
     else:  # the built-in corpus changes only with Python
         paths = []
-    files = [
-        f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths if p.is_file()
-    ]
+    files = [f"{p.name}:{_file_digest(p)}" for p in paths if p.is_file()]
     files.append(f"python-{sys.version_info[:3]}")
-    return json.dumps({"source": vars(source), "level": source.resolved_level(), "files": files})
+    return json.dumps(
+        {
+            "source": vars(source),
+            "level": source.resolved_level(),
+            "files": files,
+            "encoding": ENCODING_VERSION,
+        }
+    )
 
 
 def load_tokenized(
@@ -150,11 +170,23 @@ def load_tokenized(
     vocab = build_vocab(source, splits["train"])
     ids = {name: vocab.encode(text) for name, text in splits.items()}
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"vocab": vocab.to_json(), "ids": ids}, tmp)
-        os.replace(tmp, path)
+        _remove_dead_temporaries(path)
+        with atomic_open(path, "wb") as f:
+            torch.save({"vocab": vocab.to_json(), "ids": ids}, f)
     return vocab, ids
+
+
+def _remove_dead_temporaries(path: Path) -> None:
+    """Delete what writes of ``path`` killed before their rename left behind (an enwik8
+    entry is ~0.8 GB). A temporary lives only while its write runs, seconds, so one an hour
+    old is no other process's write in progress."""
+    now = time.time()
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > DEAD_TEMPORARY_S:
+                tmp.unlink()
+        except FileNotFoundError:  # another process removed or renamed it meanwhile
+            pass
 
 
 def load_split(source: CorpusSource, split: str, vocab: Vocab) -> torch.Tensor:

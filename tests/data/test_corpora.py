@@ -1,5 +1,6 @@
 import os
 import re
+import time
 import zipfile
 from pathlib import Path
 
@@ -159,10 +160,46 @@ def test_changing_the_source_file_changes_the_cache_key(tmp_path: Path, monkeypa
     vocab, ids = load_tokenized(source)
     assert vocab.decode(ids["train"]) == ("wxyz" * 30)[:96]
     assert len(list(cache.glob("file-*.pt"))) == 2
-    # The same size but a later modification time: rebuilt too, not the stale entry.
-    text.write_text("pqrs" * 30)
+    # The same size and the old modification time (as cp -p or rsync -t leave a copy):
+    # rebuilt too, not the stale entry.
     stat = text.stat()
-    os.utime(text, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    text.write_text("pqrs" * 30)
+    os.utime(text, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert text.stat().st_size == stat.st_size and text.stat().st_mtime_ns == stat.st_mtime_ns
     vocab, ids = load_tokenized(source)
     assert vocab.decode(ids["train"]) == ("pqrs" * 30)[:96]
     assert len(list(cache.glob("file-*.pt"))) == 3
+    # Another way of encoding (a new ENCODING_VERSION) ignores what the old one cached.
+    monkeypatch.setattr(lm_corpus, "ENCODING_VERSION", lm_corpus.ENCODING_VERSION + 1)
+    load_tokenized(source)
+    assert len(list(cache.glob("file-*.pt"))) == 4
+
+
+def test_a_killed_cache_write_leaves_no_file_and_its_temporary_is_removed_later(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path))
+    source = CorpusSource(corpus="builtin", max_chars=5000)
+
+    def killed(obj: object, f: object) -> None:
+        f.write(b"half an entry")  # type: ignore[attr-defined]
+        raise KeyboardInterrupt  # a kill mid-write, as far as the file is concerned
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(lm_corpus.torch, "save", killed)
+        load_tokenized(source)
+    tokens = tmp_path / "tokens"
+    assert list(tokens.iterdir()) == []  # no torn entry, and this temporary went with it
+    # A SIGKILL leaves its temporary; the next write of that entry removes it once it is
+    # too old to be a write in progress, and leaves a young one (another process's) alone.
+    load_tokenized(source)
+    (entry,) = tokens.iterdir()
+    key = entry.name
+    entry.unlink()
+    dead, young = tokens / f".{key}.dead.tmp", tokens / f".{key}.young.tmp"
+    dead.write_bytes(b"x")
+    young.write_bytes(b"y")
+    old = time.time() - lm_corpus.DEAD_TEMPORARY_S - 60
+    os.utime(dead, (old, old))
+    load_tokenized(source)
+    assert sorted(p.name for p in tokens.iterdir()) == sorted([key, young.name])
