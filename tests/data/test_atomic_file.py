@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -23,3 +25,22 @@ def test_a_write_that_dies_leaves_the_old_file_whole(tmp_path: Path) -> None:
         raise KeyboardInterrupt
     assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+
+
+def test_a_new_file_gets_the_umask_mode_and_a_replaced_one_keeps_its_mode(
+    tmp_path: Path,
+) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        new = tmp_path / "new.json"
+        atomic_write_text(new, "{}")
+        plain = tmp_path / "plain.json"
+        plain.write_text("{}")  # what open() gives under the same umask
+        assert stat.S_IMODE(new.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
+        shared = tmp_path / "shared.json"
+        shared.write_text("{}")
+        shared.chmod(0o664)
+        atomic_write_text(shared, '{"a": 1}')
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o664
+    finally:
+        os.umask(old_umask)
