@@ -65,7 +65,16 @@ def _decode(dataset: object, spec: HubImageSet, name: str, split: str) -> ImageS
         labels.append(torch.from_numpy(np.asarray(batch[spec.label], dtype=np.int64)))
     if not images:
         raise DataFileError(f"{name} split {split!r} holds no images")
-    return ImageSet(torch.cat(images), torch.cat(labels), spec.classes)
+    targets = torch.cat(labels)
+    # Checked here, not where a loss meets the first bad label (ClassLabel's "no label" is -1).
+    outside = targets[(targets < 0) | (targets >= spec.classes)]
+    if outside.numel():
+        raise DataFileError(
+            f"{name} split {split!r}: column {spec.label!r} must hold labels 0–"
+            f"{spec.classes - 1}, found {outside.unique()[:5].tolist()} "
+            f"({outside.numel()} of {targets.numel()} rows)"
+        )
+    return ImageSet(torch.cat(images), targets, spec.classes)
 
 
 def load_hf_images(dataset: str, path: str | None = None, *, train: bool = True) -> ImageSplits:

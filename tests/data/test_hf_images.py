@@ -148,6 +148,20 @@ def test_wrong_columns_and_splits_are_named(tmp_path: Path) -> None:
         load_hf_images("mnist", str(tmp_path / "no_test"))
 
 
+def test_labels_outside_the_classes_are_named_with_the_split(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "idx", n_train=20, n_test=10)
+    data = as_hub_dataset(load_mnist(tmp_path / "idx", allow_download=False), "mnist")
+    for bad, found in ((12, r"\[12\] \(1 of 20 rows\)"), (-1, r"\[-1\] \(1 of 20 rows\)")):
+        labels = list(data["train"]["label"])
+        labels[3] = bad  # as a plain integer column, which ClassLabel would refuse
+        train = data["train"].remove_columns("label").add_column("label", labels)
+        folder = tmp_path / f"bad{bad}"
+        datasets.DatasetDict({"train": train, "test": data["test"]}).save_to_disk(folder)
+        message = r"split 'train': column 'label' must hold labels 0–9, found " + found
+        with pytest.raises(DataFileError, match=message):
+            load_hf_images("mnist", str(folder))
+
+
 def test_the_hub_offline_says_how_to_use_local_files() -> None:
     with pytest.raises(
         DataFileError,
