@@ -132,22 +132,29 @@ class ImageClassificationTask(Task):
             self._set_test(splits.test, method)
             self.train_set = None
             return
-        train_images = normalize(splits.train.images, method)
-        # The mean image of every training image (before train_size / valid_size): saved
-        # with checkpoints, so that scoring needs no training file (for_evaluation).
-        self.mean_image = train_images.mean(dim=0, keepdim=True) if method == "gcn" else None
-        train = ImageSet(self._centred(train_images), splits.train.labels, splits.train.num_classes)
+        train = ImageSet(
+            normalize(splits.train.images, method), splits.train.labels, splits.train.num_classes
+        )
         if data.train_size is not None:
             train = train.subset(slice(0, data.train_size))
-        self._set_test(splits.test, method)
+        held_out = None
         if data.valid_size:
             if data.valid_size >= len(train):
                 raise ConfigError(
                     f"data.valid_size ({data.valid_size}) must leave training images; the "
                     f"training set has {len(train)}"
                 )
-            self.valid_set = train.subset(slice(len(train) - data.valid_size, None))
+            held_out = train.subset(slice(len(train) - data.valid_size, None))
             train = train.subset(slice(0, len(train) - data.valid_size))
+        # The mean image of the images trained on, not of those held out to validate or
+        # cut by train_size: saved with checkpoints, so scoring needs no training file.
+        self.mean_image = train.images.mean(dim=0, keepdim=True) if method == "gcn" else None
+        train = ImageSet(self._centred(train.images), train.labels, train.num_classes)
+        self._set_test(splits.test, method)
+        if held_out is not None:
+            self.valid_set = ImageSet(
+                self._centred(held_out.images), held_out.labels, held_out.num_classes
+            )
         self.train_set: ImageSet | None = train
         self._epoch_indices: tuple[int, torch.Tensor] | None = None
         if self.batches_per_epoch() < 1:

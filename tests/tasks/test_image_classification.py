@@ -75,6 +75,26 @@ def test_gcn_then_mean_image_for_cifar(tmp_path: Path) -> None:
     assert mnist.train_set.images.max() <= 1.0 and mnist.train_set.images.min() >= 0.0
 
 
+def test_the_mean_image_is_that_of_the_images_trained_on(tmp_path: Path) -> None:
+    # train_size 16 keeps images 0..15, valid_size 4 holds out 12..15: the mean is of 0..11,
+    # and the held-out and test images are centred by it (nothing held out leaks into it).
+    write_cifar(tmp_path, "cifar10", n_train=20)
+    task = make_task(tmp_path, dataset="cifar10", train_size=16, valid_size=4)
+    folder = tmp_path / "cifar-10-batches-bin"
+    train_gcn = _gcn_by_hand(cifar_records(folder / "data_batch_1.bin")[1].astype(np.float64))
+    test_gcn = _gcn_by_hand(cifar_records(folder / "test_batch.bin")[1].astype(np.float64))
+    mean_image = train_gcn[:12].mean(axis=0, keepdims=True)
+    torch.testing.assert_close(
+        task.mean_image, torch.from_numpy(mean_image).float(), atol=1e-5, rtol=0
+    )
+    for images, expected in (
+        (task.train_set.images, train_gcn[:12] - mean_image),
+        (task.valid_set.images, train_gcn[12:16] - mean_image),
+        (task.test_set.images, test_gcn - mean_image),
+    ):
+        torch.testing.assert_close(images, torch.from_numpy(expected).float(), atol=1e-5, rtol=0)
+
+
 def _mnist(tmp_path: Path) -> Path:
     write_mnist(tmp_path / "m", n_train=30, n_test=10)
     return tmp_path / "m"
