@@ -1,8 +1,8 @@
 """Run monitoring: TensorBoard scalars and histograms, ``metrics.jsonl``, console lines.
 
-Only rank 0 writes. Steps are optimiser steps; on resume, events and metrics recorded
-after the checkpoint's step are dropped (TensorBoard's ``purge_step``), so every curve
-stays monotonic.
+Only rank 0 writes. Steps are optimiser steps, from 1; on resume, events and metrics
+recorded after the checkpoint's step are dropped (TensorBoard's ``purge_step``; a run
+restarted from scratch drops all of them), so every curve stays monotonic.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ class RunLogger:
         self.writer: SummaryWriter | None = None
         if not enabled:
             return
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=resume_step or None)
+        # TensorBoard hides every event at a step >= purge_step: the checkpoint's own step
+        # (its evaluation, its loss) is kept, what a killed run logged after it is not.
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=resume_step + 1)
         if self.metrics_path.exists():
             kept = []
             for number, line in enumerate(self.metrics_path.read_text().splitlines(), 1):
