@@ -122,6 +122,10 @@ class _Due:
     out_of_time: bool  # train.max_minutes spent
     stop: bool  # a signal reached some rank
     evaluation: bool
+    # The evaluation is one of the schedule's (eval_every, or an epoch's end), not one forced
+    # by the end of training: only those reach the plateau rule, so a run stopped by
+    # max_minutes or max_steps and continued keeps an uninterrupted run's learning rates.
+    scheduled: bool
     checkpoint: bool  # besides the one every improvement gets
 
 
@@ -448,7 +452,7 @@ class Trainer:
                 improved = False
                 if due.evaluation:
                     metrics = self._evaluate()
-                    improved = self._record_evaluation(metrics, lr)
+                    improved = self._record_evaluation(metrics, lr, observe=due.scheduled)
                 if due.checkpoint or improved or due.stop:
                     self._checkpoint(best=improved)
                 if due.out_of_time or due.stop:
@@ -519,11 +523,11 @@ class Trainer:
         if train.max_minutes:
             out_of_time = any_rank(out_of_time, self.dist, self.device)
         finished = pos.step >= self.total_steps or out_of_time
-        evaluation = bool(
+        scheduled = bool(
             (train.eval_every and pos.step % train.eval_every == 0)
             or (not train.eval_every and epoch_done)
-            or finished
         )
+        evaluation = scheduled or finished
         checkpoint = bool(
             (train.checkpoint_every and pos.step % train.checkpoint_every == 0)
             or (not train.checkpoint_every and evaluation)
@@ -531,13 +535,14 @@ class Trainer:
         )
         # Ranks may get the signal at different steps; all stop at the first.
         stop = any_rank(self._stop_signal is not None, self.dist, self.device)
-        return _Due(epoch_done, out_of_time, stop, evaluation, checkpoint)
+        return _Due(epoch_done, out_of_time, stop, evaluation, scheduled, checkpoint)
 
-    def _record_evaluation(self, metrics: dict[str, float], lr: float) -> bool:
-        """Log an evaluation, tell the schedule; whether it is the best so far."""
+    def _record_evaluation(self, metrics: dict[str, float], lr: float, *, observe: bool) -> bool:
+        """Log an evaluation, tell the schedule if ``observe``; whether it is the best so far."""
         pos = self.position
         metric = metrics[self.task.metric]
-        self.schedule.observe(metric, self.task.higher_is_better)
+        if observe:
+            self.schedule.observe(metric, self.task.higher_is_better)
         improved = math.isfinite(metric) and self._improved(metric)
         if improved:
             pos.best_metric = metric

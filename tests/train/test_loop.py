@@ -287,6 +287,31 @@ def toy_config(*overrides: str) -> Any:
     )
 
 
+def test_a_run_stopped_by_its_step_limit_and_extended_keeps_the_plateau_rates(
+    tmp_path: Path,
+) -> None:
+    # Every epoch-end comparison halves (threshold 10 in a metric below 10); 8 steps an epoch.
+    plateau = [
+        *("optim.schedule.name=plateau", "optim.schedule.gamma=0.5"),
+        *("optim.schedule.threshold=10.0", "train.eval_every=0"),
+    ]
+    reference = train(toy_config("train.max_steps=32", *plateau), tmp_path / "reference")
+    # Stopped mid-epoch at step 12: an evaluation is forced there (for best.pt), which an
+    # uninterrupted run does not make, so the plateau rule must not see it.
+    train(toy_config("train.max_steps=12", *plateau), tmp_path / "extended")
+    extended = train(toy_config("train.max_steps=32", *plateau), tmp_path / "extended")
+
+    def rates(run: Path) -> dict[int, float]:
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return {r["step"]: r["lr"] for r in map(json.loads, lines)}
+
+    assert rates(tmp_path / "reference") == {8: 0.05, 16: 0.05, 24: 0.025, 32: 0.0125}
+    assert rates(tmp_path / "extended") == {12: 0.05, **rates(tmp_path / "reference")}
+    assert extended.metrics == reference.metrics
+    got, want = final_weights(tmp_path / "extended"), final_weights(tmp_path / "reference")
+    assert all(torch.equal(got[k], want[k]) for k in want)
+
+
 def test_isolated_nan_steps_are_skipped_and_counted(tmp_path: Path) -> None:
     config = toy_config("train.max_steps=40", "data.nan_steps=[5, 6, 20]", "train.eval_every=40")
     result = train(config, tmp_path / "run")
