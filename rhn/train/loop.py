@@ -318,17 +318,21 @@ class Trainer:
             self.position.best_metric = kept
 
     def _checkpoint(self, *, best: bool) -> None:
-        """Write last.pt (and best.pt); every rank joins the gathers, rank 0 writes."""
+        """Write last.pt (and best.pt); every rank joins the gathers, rank 0 writes.
+
+        Weights that are not finite (an update overflowed) never overwrite a checkpoint, and
+        no later step can repair them: every rank stops here, alike, with the last good
+        checkpoint named."""
+        if any_rank(not all_finite(self.model), self.dist, self.device):
+            raise TrainingDivergedError(
+                f"the weights are not finite at step {self.position.step} (an update "
+                f"overflowed); stopping without overwriting the checkpoint. "
+                f"{self._last_good()}; lower optim.lr or set optim.clip_norm."
+            )
         rngs = gather_objects(rng_state(), self.dist)
         local = map_state(lambda s: s.detach().cpu(), self.state)
         hidden = _join_states(gather_objects(local, self.dist))
         if self.dist.is_main:
-            if not all_finite(self.model):
-                self.log.message(
-                    f"step {self.position.step}: weights are not finite; keeping the previous "
-                    f"checkpoint instead of overwriting it"
-                )
-                return
             ckpt = {
                 "format_version": FORMAT_VERSION,
                 "model": self.model.state_dict(),
@@ -418,9 +422,14 @@ class Trainer:
         if pos.bad_steps >= limit:
             raise TrainingDivergedError(
                 f"{pos.bad_steps} consecutive steps had a non-finite loss or gradient "
-                f"(train.max_bad_steps = {limit}); stopping at step {pos.step}. The last good "
-                f"checkpoint is {self.last_path}; lower optim.lr or set optim.clip_norm."
+                f"(train.max_bad_steps = {limit}); stopping at step {pos.step}. "
+                f"{self._last_good()}; lower optim.lr or set optim.clip_norm."
             )
+
+    def _last_good(self) -> str:
+        if self.last_path.exists():
+            return f"The last good checkpoint is {self.last_path}"
+        return "No checkpoint was written"
 
     # -- the run ---------------------------------------------------------------------
 

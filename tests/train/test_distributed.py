@@ -14,6 +14,7 @@ from rhn.train.checkpoint import load_checkpoint
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "configs" / "char_lm_tiny.yaml"
 ARGS = ["--set", "train.max_steps=30", "--set", "train.eval_every=15", "--set", "train.device=cpu"]
+LAUNCHER = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
 
 
 def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path: Path) -> None:
@@ -25,9 +26,8 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
         text=True,
     )
     assert one.returncode == 0, one.stderr
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     two = subprocess.run(
-        [*launcher, "-m", "tasks", str(TINY), "--run-dir", str(ddp), *ARGS],
+        [*LAUNCHER, "-m", "tasks", str(TINY), "--run-dir", str(ddp), *ARGS],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -55,3 +55,26 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     assert b["hidden"].shape == a["hidden"].shape == (1, 16, 48)
     torch.testing.assert_close(b["hidden"], a["hidden"], rtol=1e-4, atol=1e-5)
     assert len(b["rng"]) == 2
+
+
+def test_weights_that_overflow_stop_every_rank_alike_instead_of_hanging(tmp_path: Path) -> None:
+    # lr 3e38 overflows the first update; rank 0 alone used to leave the checkpoint early
+    # and rank 1 waited for it in a barrier until killed.
+    overflow = [
+        *("--set", "optim.name=sgd", "--set", "optim.lr=3e38", "--set", "optim.clip_norm=null"),
+        *("--set", "train.checkpoint_every=1", "--set", "train.max_steps=3"),
+        *("--set", "model.loss_reduction=sum_over_time", "--set", "train.device=cpu"),
+    ]
+    two = subprocess.run(
+        [*LAUNCHER, "-m", "tasks", str(TINY), "--run-dir", str(tmp_path / "run"), *overflow],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    # It ends (the timeout above is the hang's test), failing, in the CLI's one-line error
+    # (torchrun stops the other rank once one exits, so it may not print its own).
+    assert two.returncode != 0
+    assert "error: the weights are not finite at step 1 (an update overflowed)" in two.stderr
+    assert "No checkpoint was written" in two.stderr
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()

@@ -336,6 +336,23 @@ def test_consecutive_nan_steps_stop_the_run_and_keep_the_good_checkpoint(tmp_pat
     assert all(torch.isfinite(w).all() for w in ckpt["model"].values())
 
 
+def test_weights_that_overflow_stop_the_run_and_keep_the_good_checkpoint(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(toy_config("train.max_steps=5", "train.checkpoint_every=5"), run)
+    # Continued at a learning rate whose first update overflows the weights to inf.
+    overflow = toy_config(
+        "train.max_steps=10", "train.checkpoint_every=1", "optim.lr=1e38", "optim.clip_norm=null"
+    )
+    with pytest.raises(
+        TrainingDivergedError,
+        match=r"the weights are not finite at step 6 .* The last good checkpoint is .*last\.pt",
+    ):
+        train(overflow, run)
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 5
+    assert all(torch.isfinite(w).all() for w in ckpt["model"].values())
+
+
 def test_gradient_accumulation_equals_one_big_batch(tmp_path: Path) -> None:
     big = train(toy_config("train.max_steps=4", "data.batch_size=16"), tmp_path / "big")
     small = train(
