@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +63,25 @@ def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
 
 
+def kill_mid_run(run_dir: Path, rng: random.Random) -> int:
+    """Start a RESUME_ARGS run and SIGKILL it at a random moment between its first
+    checkpoint and its last; the step of the checkpoint it left. A kill that lands after the
+    last (the run was fast) is tried again with a shorter wait."""
+    longest_wait = 1.0
+    for _ in range(6):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        proc = rhn_train(run_dir, *RESUME_ARGS)
+        wait_for(run_dir / "checkpoints" / "last.pt", proc)
+        time.sleep(rng.uniform(0.0, longest_wait))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+        if proc.returncode == -signal.SIGKILL and step < 120:
+            return step
+        longest_wait /= 2
+    pytest.fail("every kill landed after the run's last checkpoint")
+
+
 def test_sigkill_at_an_arbitrary_moment_then_resume_equals_an_uninterrupted_run(
     tmp_path: Path,
 ) -> None:
@@ -70,13 +90,7 @@ def test_sigkill_at_an_arbitrary_moment_then_resume_equals_an_uninterrupted_run(
     assert proc.wait() == 0, proc.communicate()
 
     killed = tmp_path / "killed"
-    proc = rhn_train(killed, *RESUME_ARGS)
-    wait_for(killed / "checkpoints" / "last.pt", proc)
-    time.sleep(random.Random().uniform(0.0, 1.0))
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
-    step_at_kill = load_checkpoint(killed / "checkpoints" / "last.pt")["step"]
-    assert step_at_kill < 120
+    step_at_kill = kill_mid_run(killed, random.Random())
 
     resumed = rhn_train(killed, *RESUME_ARGS)
     _, err = resumed.communicate()
@@ -387,8 +401,10 @@ def test_non_finite_weights_never_overwrite_a_good_checkpoint(tmp_path: Path) ->
     good = (run / "checkpoints" / "last.pt").read_bytes()
     with Trainer(toy_config("train.max_steps=10"), run) as trainer, torch.no_grad():
         trainer.model.weight[0, 0] = float("inf")
-        trainer._checkpoint(best=True)
+        with pytest.raises(TrainingDivergedError, match="not finite at step 5"):
+            trainer._checkpoint(best=True)
     assert (run / "checkpoints" / "last.pt").read_bytes() == good
+    assert (run / "checkpoints" / "best.pt").read_bytes() == good
 
 
 def _kill_at_write(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
