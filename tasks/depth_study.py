@@ -237,9 +237,7 @@ def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: i
         "curve": curve,
     }
     if status in ("finished", "diverged"):
-        tmp = run_dir / "result.json.tmp"
-        tmp.write_text(json.dumps(record))
-        tmp.replace(run_dir / "result.json")
+        atomic_write_text(run_dir / "result.json", json.dumps(record))
     return record
 
 
@@ -387,10 +385,14 @@ def run_study(
 
 
 def best_per_cell(records: list[dict]) -> dict[tuple[int, str], dict]:
+    def loss(record: dict) -> float:  # a NaN loss ranks last: NaN < x is always False
+        value = record["final_train_loss"]
+        return value if math.isfinite(value) else math.inf
+
     best: dict[tuple[int, str], dict] = {}
     for r in records:
         cell = (r["depth"], r["block"])
-        if cell not in best or r["final_train_loss"] < best[cell]["final_train_loss"]:
+        if cell not in best or loss(r) < loss(best[cell]):
             best[cell] = r
     return best
 

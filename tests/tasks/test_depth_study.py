@@ -3,6 +3,7 @@ written, and when a study directory may take a corrected study."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import yaml
 from rhn.tasks.depth_study import (
     DepthStudyConfig,
     SearchSpace,
+    best_per_cell,
     check_trial_configs,
     plan,
     prepare_study_dir,
@@ -107,3 +109,14 @@ def test_a_study_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="is a file; choose another --out"):
         prepare_study_dir(DepthStudyConfig(), path)
     assert path.read_text() == "mine"
+
+
+def test_a_trial_with_a_nan_loss_is_never_its_cells_best() -> None:
+    def record(trial: str, loss: float, depth: int = 50) -> dict:
+        return {"trial": trial, "depth": depth, "block": "plain", "final_train_loss": loss}
+
+    # NaN first in its cell: a plain '<' never replaced it (NaN < x is False).
+    records = [record("nan", math.nan), record("good", 0.3), record("worse", 0.5)]
+    records += [record("diverged", math.inf, 10), record("only-nan", math.nan, 20)]
+    best = {cell: r["trial"] for cell, r in best_per_cell(records).items()}
+    assert best == {(50, "plain"): "good", (10, "plain"): "diverged", (20, "plain"): "only-nan"}
