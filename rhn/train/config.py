@@ -43,8 +43,9 @@ class ScheduleConfig:
     ``constant``; ``decay_after``: divide by ``decay`` each epoch after ``start_epoch``
     (the RHN recipe: 1.02 after 20); ``step``: × ``gamma`` every ``step_size`` epochs;
     ``multistep``: × ``gamma`` at each of ``milestones`` (epochs); ``cosine``: to ``min_lr``
-    over the run's steps; ``plateau``: × ``gamma`` after an evaluation whose metric improved
-    by less than ``threshold`` (Kim et al.: halve when valid ppl improves by < 1).
+    over the run's steps; ``plateau``: × ``gamma`` after an evaluation, from the third on,
+    whose metric improved on the previous one's by less than ``threshold`` (Kim et al.:
+    halve when valid ppl improves by < 1).
     ``warmup_steps`` ramps any of them linearly from 0.
     """
 

@@ -100,6 +100,7 @@ class LRSchedule:
         self.total_steps = total_steps
         self.plateau_scale = 1.0
         self.plateau_last: float | None = None
+        self.plateau_seen = 0  # evaluations observed
 
     def lr(self, step: int, epoch: int) -> float:
         """The rate for optimiser step ``step`` (0-based) in ``epoch`` (0-based)."""
@@ -126,18 +127,27 @@ class LRSchedule:
         """Feed an evaluation's metric to the plateau rule (a no-op for other schedules)."""
         if self.cfg.name != "plateau":
             return
-        # As Kim et al.'s code: compare with the previous evaluation, not the best one.
+        # As Kim et al.'s main.lua (`#val_losses > 2`): from the third evaluation on, compare
+        # with the previous evaluation, not the best one.
         score = metric if higher_is_better else -metric
-        if self.plateau_last is not None and score - self.plateau_last < self.cfg.threshold:
+        self.plateau_seen += 1
+        if self.plateau_seen > 2 and score - self.plateau_last < self.cfg.threshold:
             self.plateau_scale *= self.cfg.gamma
         self.plateau_last = score
 
     def state_dict(self) -> dict[str, Any]:
-        return {"plateau_scale": self.plateau_scale, "plateau_last": self.plateau_last}
+        return {
+            "plateau_scale": self.plateau_scale,
+            "plateau_last": self.plateau_last,
+            "plateau_seen": self.plateau_seen,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.plateau_scale = state["plateau_scale"]
         self.plateau_last = state["plateau_last"]
+        # A checkpoint from before the count compared from the second evaluation: it goes on
+        # comparing once it has seen one.
+        self.plateau_seen = state.get("plateau_seen", 0 if self.plateau_last is None else 2)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:

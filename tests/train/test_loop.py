@@ -309,17 +309,18 @@ def test_a_run_stopped_by_its_step_limit_and_extended_keeps_the_plateau_rates(
         *("optim.schedule.name=plateau", "optim.schedule.gamma=0.5"),
         *("optim.schedule.threshold=10.0", "train.eval_every=0"),
     ]
-    reference = train(toy_config("train.max_steps=32", *plateau), tmp_path / "reference")
+    reference = train(toy_config("train.max_steps=40", *plateau), tmp_path / "reference")
     # Stopped mid-epoch at step 12: an evaluation is forced there (for best.pt), which an
     # uninterrupted run does not make, so the plateau rule must not see it.
     train(toy_config("train.max_steps=12", *plateau), tmp_path / "extended")
-    extended = train(toy_config("train.max_steps=32", *plateau), tmp_path / "extended")
+    extended = train(toy_config("train.max_steps=40", *plateau), tmp_path / "extended")
 
     def rates(run: Path) -> dict[int, float]:
         lines = (run / "metrics.jsonl").read_text().splitlines()
         return {r["step"]: r["lr"] for r in map(json.loads, lines)}
 
-    assert rates(tmp_path / "reference") == {8: 0.05, 16: 0.05, 24: 0.025, 32: 0.0125}
+    # The rule compares from the third evaluation (step 24), so steps 25.. run at half.
+    assert rates(tmp_path / "reference") == {8: 0.05, 16: 0.05, 24: 0.05, 32: 0.025, 40: 0.0125}
     assert rates(tmp_path / "extended") == {12: 0.05, **rates(tmp_path / "reference")}
     assert extended.metrics == reference.metrics
     got, want = final_weights(tmp_path / "extended"), final_weights(tmp_path / "reference")

@@ -46,6 +46,30 @@ def test_plateau_halves_when_the_metric_improves_by_less_than_the_threshold() ->
     assert restored.lr(0, 0) == 0.0625
 
 
+def test_plateau_compares_from_the_third_evaluation_as_kims_code() -> None:
+    # main.lua decays only when #val_losses > 2: a small gain from epoch 1 to 2 (300 → 299.5)
+    # halves nothing; 200 → 199.8 (epochs 4 → 5) does.
+    config = ScheduleConfig(name="plateau", gamma=0.5, threshold=1.0)
+    schedule = LRSchedule(config, 1.0, None)
+    rates = []
+    for ppl in (300.0, 299.5, 250.0, 200.0, 199.8, 150.0):
+        schedule.observe(ppl, higher_is_better=False)
+        rates.append(schedule.lr(0, 0))
+    assert rates == [1.0, 1.0, 1.0, 1.0, 0.5, 0.5]
+    # Resumed after the first evaluation, the second still compares with nothing.
+    first = LRSchedule(config, 1.0, None)
+    first.observe(300.0, higher_is_better=False)
+    resumed = LRSchedule(config, 1.0, None)
+    resumed.load_state_dict(first.state_dict())
+    resumed.observe(299.5, higher_is_better=False)
+    assert resumed.lr(0, 0) == 1.0
+    # Higher-is-better metrics (accuracy) too: 0.5 → 0.52 gains less than the threshold.
+    accuracy = LRSchedule(ScheduleConfig(name="plateau", gamma=0.5, threshold=0.05), 1.0, None)
+    for acc in (0.1, 0.5, 0.52):
+        accuracy.observe(acc, higher_is_better=True)
+    assert accuracy.lr(0, 0) == 0.5
+
+
 def test_optimisers_get_their_settings() -> None:
     model = torch.nn.Linear(3, 2)
     sgd = build_optimizer(model, OptimConfig(momentum=0.9, nesterov=True, weight_decay=1e-7))
