@@ -3,7 +3,9 @@
 Format (``FORMAT_VERSION``), the keys of :data:`CHECKPOINT_KEYS`: ``model``, ``optimizer`` and
 ``schedule`` state dicts; ``position`` (the trainer's ``Position``: ``step``, ``epoch``,
 ``batch_index`` — the next batch of the epoch —, ``best_metric``, ``bad_steps``,
-``skipped_steps``, ``elapsed_s``); ``step`` (the same step, for readers that need only it);
+``skipped_steps``, ``elapsed_s``); ``log_window`` (the training statistics gathered since
+the last ``train/loss`` point, so a resumed run logs the curve an uninterrupted one would;
+older checkpoints lack it); ``step`` (the same step, for readers that need only it);
 ``hidden`` (the carried TBPTT state, or None); ``rng`` (python, numpy, torch, CUDA, one per
 rank); ``config`` (the resolved run config as a dict); ``model_meta`` (what the model was
 built from besides its config — a vocabulary size, an image shape —, so that
@@ -30,7 +32,8 @@ READABLE_VERSIONS = (1, 2)
 REQUIRED_KEYS = ("format_version", "model", "step", "config")
 CHECKPOINT_KEYS = (
     *REQUIRED_KEYS,
-    *("optimizer", "schedule", "position", "hidden", "rng", "model_meta", "task_state"),
+    *("optimizer", "schedule", "position", "log_window", "hidden", "rng", "model_meta"),
+    "task_state",
 )
 
 

@@ -251,6 +251,9 @@ class Trainer:
         self.total_steps = min(limits)
         self.schedule = LRSchedule(config.optim.schedule, config.optim.lr, self.total_steps)
         self.position = Position()
+        # Saved with checkpoints: the first train/loss point after a resume averages the
+        # same steps as an uninterrupted run's, those before the stop included.
+        self.window = _LogWindow()
         self.state: State = None
         if self.last_path.exists():
             self._restore(self.last_path)
@@ -296,6 +299,7 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path}: {err}") from None
         self.schedule.load_state_dict(ckpt["schedule"])
         self.position = Position(**ckpt["position"])
+        self.window = _LogWindow(**ckpt.get("log_window", {}))
         rngs = ckpt["rng"]
         if len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])
@@ -339,6 +343,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(),
                 "position": vars(self.position).copy(),
+                "log_window": vars(self.window).copy(),
                 "step": self.position.step,
                 "hidden": hidden,
                 "rng": rngs,
@@ -436,7 +441,7 @@ class Trainer:
     def run(self) -> TrainResult:
         """Train to the step limit, the time budget or a signal; save; report."""
         self._write_run_files()
-        pos, window = self.position, _LogWindow()
+        pos = self.position
         metrics: dict[str, float] = {}
         stopped = False
         budget = self.config.train.max_minutes
@@ -450,11 +455,11 @@ class Trainer:
             )
         with self._signals_caught(), self._progress_bar() as bar:
             while pos.step < self.total_steps and not spent:
-                lr = self._step(window)
+                lr = self._step(self.window)
                 bar.update(1)
-                if pos.step % self.config.train.log_every == 0 and window.steps:
-                    self._log_training(window, lr, bar)
-                    window = _LogWindow()
+                if pos.step % self.config.train.log_every == 0 and self.window.steps:
+                    self._log_training(self.window, lr, bar)
+                    self.window = _LogWindow()
                 due = self._due()
                 if due.epoch_done:
                     pos.epoch, pos.batch_index = pos.epoch + 1, 0

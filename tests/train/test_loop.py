@@ -327,6 +327,26 @@ def test_a_run_stopped_by_its_step_limit_and_extended_keeps_the_plateau_rates(
     assert all(torch.equal(got[k], want[k]) for k in want)
 
 
+def test_a_resumed_run_logs_the_same_training_curve_as_an_uninterrupted_one(
+    tmp_path: Path,
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def curve(run: Path) -> list[tuple[int, float]]:
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        return [(e.step, e.value) for e in acc.Scalars("train/loss")]
+
+    logged = ["train.log_every=5", "train.eval_every=0", "train.checkpoint_every=0"]
+    train(toy_config("train.max_steps=10", *logged), tmp_path / "reference")
+    # Stopped at step 7: the point at step 10 averages steps 6..10, two of them before the stop.
+    train(toy_config("train.max_steps=7", *logged), tmp_path / "resumed")
+    train(toy_config("train.max_steps=10", *logged), tmp_path / "resumed")
+    reference = curve(tmp_path / "reference")
+    assert [step for step, _ in reference] == [5, 10]
+    assert curve(tmp_path / "resumed") == reference
+
+
 def test_isolated_nan_steps_are_skipped_and_counted(tmp_path: Path) -> None:
     config = toy_config("train.max_steps=40", "data.nan_steps=[5, 6, 20]", "train.eval_every=40")
     result = train(config, tmp_path / "run")
