@@ -122,6 +122,19 @@ class OptimConfig:
             "null (no clipping) or a number > 0",
         )
         check(self.grad_accum >= 1, "optim.grad_accum", self.grad_accum, "an integer >= 1")
+        # Settings the optimiser would silently ignore or invert are refused.
+        check(
+            self.name == "sgd" or self.momentum == 0.0,
+            "optim.momentum",
+            self.momentum,
+            f"0 with optim.name {self.name!r} (its moments are set by optim.betas)",
+        )
+        check(
+            self.schedule.name != "cosine" or self.schedule.min_lr <= self.lr,
+            "optim.schedule.min_lr",
+            self.schedule.min_lr,
+            f"a number <= optim.lr = {self.lr:g} (cosine anneals from optim.lr down to it)",
+        )
 
 
 @dataclass

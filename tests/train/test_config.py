@@ -89,6 +89,14 @@ def test_overrides_are_parsed_and_type_checked() -> None:
         (["optim.name=rmsprop"], r"optim\.name: expected one of 'sgd', 'adam', 'adamw'"),
         (["optim.momentum=1.5"], r"optim\.momentum: 1\.5 is not allowed"),
         (["optim.nesterov=true"], r"optim\.nesterov: True is not allowed; expected true only"),
+        (
+            ["optim.name=adam", "optim.momentum=0.9"],
+            r"optim\.momentum: 0\.9 is not allowed; expected 0 with optim\.name 'adam' \(its",
+        ),
+        (
+            ["optim.lr=0.1", "optim.schedule.name=cosine", "optim.schedule.min_lr=0.5"],
+            r"optim\.schedule\.min_lr: 0\.5 is not allowed; expected a number <= optim\.lr = 0\.1",
+        ),
         (["train.precision=fp16"], r"train\.precision: expected one of 'fp32', 'bf16'"),
         (["model.depth=0"], r"model\.depth must be >= 1, got 0"),
         (["model.tie_weights=true", "model.embed_size=10"], r"tie_weights needs embed_size"),
