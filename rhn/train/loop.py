@@ -532,7 +532,10 @@ class Trainer:
     def _due(self) -> _Due:
         """What the step just taken calls for (every rank decides alike)."""
         pos, train = self.position, self.config.train
-        epoch_done = pos.batch_index >= self.steps_per_epoch * self.config.optim.grad_accum
+        # Done when another step's grad_accum batches would run past the epoch (the same
+        # step as steps_per_epoch, also for a run resumed mid-epoch with another grad_accum).
+        batches = self.task.batches_per_epoch()
+        epoch_done = pos.batch_index + self.config.optim.grad_accum > batches
         out_of_time = bool(train.max_minutes) and pos.elapsed_s >= 60 * train.max_minutes
         if train.max_minutes:
             out_of_time = any_rank(out_of_time, self.dist, self.device)

@@ -400,6 +400,21 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path: Path) -> None:
         torch.testing.assert_close(a[name], b[name])
 
 
+def test_a_resume_mid_epoch_with_another_grad_accum_ends_the_epoch_in_range(
+    tmp_path: Path,
+) -> None:
+    # 8 batches an epoch. Stopped after 3 single-batch steps, resumed with grad_accum 2:
+    # steps 4-5 take batches 3-4 and 5-6; batch 7 alone cannot make a step, so the epoch
+    # ends there (it asked for batch 8 and raised IndexError); epoch 1 is steps 6-9 and
+    # step 10 takes epoch 2's batches 0-1.
+    run = tmp_path / "run"
+    train(toy_config("train.max_steps=3"), run)
+    result = train(toy_config("train.max_steps=10", "optim.grad_accum=2"), run)
+    assert result.status == "finished"
+    pos = result.position
+    assert (pos.step, pos.epoch, pos.batch_index) == (10, 2, 2)
+
+
 def test_shuffled_epochs_visit_every_sample_once_per_epoch() -> None:
     task = ToyRegression(toy_config("train.max_steps=1"))
     seen = torch.cat([task.batch(3, i, torch.device("cpu"))[1] for i in range(8)])
