@@ -185,6 +185,11 @@ class LanguageModelTask(Task):
         for split in self.ids:
             if split != "train":
                 self._check_columns(split, data.eval_batch_size, "data.eval_batch_size")
+        if data.batch_size % world_size:
+            raise ConfigError(
+                f"data.batch_size ({data.batch_size}) is the global batch: it must divide "
+                f"among the {world_size} training processes; use a multiple of {world_size}"
+            )
         self.train_stream = TBPTTStream.for_rank(
             self.ids["train"], data.batch_size, data.seq_len, rank, world_size
         )

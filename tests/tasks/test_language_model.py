@@ -307,3 +307,17 @@ def test_sampling_a_char_model_names_the_characters_it_lacks(tmp_path: Path) -> 
         "unknown token: 'C', 'A', 'T'"
     ]
     assert sample_warnings(run, "the cat") == []
+
+
+def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused(
+    tmp_path: Path,
+) -> None:
+    from rhn.tasks.language_model import CharLMTask
+    from rhn.train.schema import ConfigError
+
+    config = char_config(periodic_text(tmp_path / "c.txt"), "data.batch_size=9")
+    with pytest.raises(ConfigError, match=r"data\.batch_size \(9\) is the global batch: .* 2 "):
+        CharLMTask(config, rank=0, world_size=2)
+    # 8 columns make 4 per process; each rank's stream holds its own share.
+    task = CharLMTask(char_config(tmp_path / "c.txt"), rank=1, world_size=2)
+    assert task.train_stream.columns.shape[1] == 4
