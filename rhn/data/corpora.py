@@ -119,27 +119,36 @@ def locate(
     allowed."""
     dirs = search_dirs(spec, data_dir)
     names = spec.files if names is None else names
-    found = [find_file(name, dirs) for name in names]
-    if all(found):
-        return found  # type: ignore[return-value]
+    found = find_corpus_files(spec, data_dir, names)
+    if all(found.values()):
+        return list(found.values())  # type: ignore[arg-type]
     download_error = ""
     if allow_download and data_dirs.downloads_allowed():
         try:
             download(spec)
-            found = [find_file(name, dirs) for name in names]
-            if all(found):
-                return found  # type: ignore[return-value]
+            found = find_corpus_files(spec, data_dir, names)
+            if all(found.values()):
+                return list(found.values())  # type: ignore[arg-type]
         except (OSError, DataFileError, zipfile.BadZipFile) as err:
             download_error = f" Downloading {spec.url} failed: {err}."
-    missing = [name for name, path in zip(names, found, strict=True) if path is None]
+    missing = [name for name, path in found.items() if path is None]
     looked = ", ".join(str(d) for d in dirs)
     # data_dir is what a language-model config names data.path (these corpora are LM data;
     # data.data_dir is the vision configs' key, which an LM config rejects).
     raise DataFileError(
         f"corpus {spec.name!r}: could not find {', '.join(missing)} (plain or "
-        f"{'/'.join(SUFFIXES[1:])}) in: {looked}.{download_error} Get it from {spec.url} and "
-        f"put the files in a folder named by RHN_DATA_DIR or data.path."
+        f"{'/'.join(SUFFIXES[1:])}) in: {looked}{data_dirs.partial_folder_note(found)}."
+        f"{download_error} Get it from {spec.url} and put the files in a folder named by "
+        f"RHN_DATA_DIR or data.path."
     )
+
+
+def find_corpus_files(
+    spec: CorpusSpec, data_dir: str | Path | None, names: tuple[str, ...] | None = None
+) -> dict[str, Path | None]:
+    """Where the corpus's files (``names``, by default all) are: all from one folder."""
+    names = spec.files if names is None else names
+    return data_dirs.find_together(names, search_dirs(spec, data_dir), SUFFIXES)
 
 
 def load_corpus(

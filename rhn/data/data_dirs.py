@@ -2,9 +2,10 @@
 
 Every loader searches, in order: the directory a config or command line names, the one in
 ``RHN_DATA_DIR``, each of those with the data set's usual sub-folder (``ptb/``,
-``mnist/``, …), and the download cache (``RHN_CACHE_DIR``, else ``~/.cache/rhn``). The
-official download is tried only when the files are in none of them and ``RHN_OFFLINE`` is
-unset or ``0``.
+``mnist/``, …), and the download cache (``RHN_CACHE_DIR``, else ``~/.cache/rhn``). A data
+set's files are read from the first of these folders that holds any of them, which must
+hold them all: never from two. The official download is tried only when the files are in
+none of them and ``RHN_OFFLINE`` is unset or ``0``.
 """
 
 from __future__ import annotations
@@ -46,6 +47,29 @@ def find_file(name: str, dirs: list[Path], suffixes: tuple[str, ...] = ("",)) ->
             if candidate.is_file():
                 return candidate
     return None
+
+
+def find_together(
+    names: Sequence[str], dirs: list[Path], suffixes: tuple[str, ...] = ("",)
+) -> dict[str, Path | None]:
+    """``names`` as the first of ``dirs`` that holds any of them holds them (``None`` for
+    those it lacks), so that one data set's files never come from two folders: a
+    ``data.path`` lacking one would otherwise have it taken from ``RHN_DATA_DIR`` without a
+    word, and one holding some would be passed over for another copy."""
+    for directory in dirs:
+        found = {name: find_file(name, [directory], suffixes) for name in names}
+        if any(found.values()):
+            return found
+    return dict.fromkeys(names)
+
+
+def partial_folder_note(found: dict[str, Path | None]) -> str:
+    """For a could-not-find message: the folder that holds some of the files, if one does."""
+    held = [path for path in found.values() if path is not None]
+    if not held:
+        return ""
+    names = ", ".join(path.name for path in held)
+    return f" ({held[0].parent} holds {names} but not the rest; they are read from one folder)"
 
 
 def downloads_allowed() -> bool:

@@ -22,10 +22,10 @@ from rhn.data.builtin_corpus import builtin_text
 from rhn.data.corpora import (
     CORPORA,
     SPLITS,
+    find_corpus_files,
     find_file,
     load_corpus,
     load_text_corpus,
-    search_dirs,
     split_text,
 )
 from rhn.data.data_dirs import cache_dir
@@ -130,9 +130,8 @@ def _identity(source: CorpusSource) -> str:
     """What the cache key rests on: the options, the encoding's version and each source
     file's name and content (a copy that keeps the old size and mtime is still seen)."""
     if source.corpus in CORPORA:
-        spec = CORPORA[source.corpus]
-        dirs = search_dirs(spec, source.path)
-        paths = [p for p in (find_file(name, dirs) for name in spec.files) if p is not None]
+        found = find_corpus_files(CORPORA[source.corpus], source.path)
+        paths = [p for p in found.values() if p is not None]
     elif source.corpus == "file" and source.path:
         root = Path(source.path)
         # the files load_text_corpus reads, not whatever else the folder holds

@@ -118,7 +118,7 @@ def load_mnist(
 
     def locate() -> dict[str, Path | None]:
         names = [name for pair in wanted.values() for name in pair]
-        return {name: data_dirs.find_file(name, dirs, ("", ".gz")) for name in names}
+        return data_dirs.find_together(names, dirs, ("", ".gz"))
 
     found = locate()
     note = ""
@@ -132,8 +132,9 @@ def load_mnist(
     if missing:
         raise DataFileError(
             f"MNIST: could not find {', '.join(missing)} (plain or .gz) in: "
-            f"{', '.join(map(str, dirs))}.{note} Get the files from {MIRRORS[0]} and put "
-            f"them in a folder named by RHN_DATA_DIR (or its mnist/ sub-folder) or data.data_dir."
+            f"{', '.join(map(str, dirs))}{data_dirs.partial_folder_note(found)}.{note} Get the "
+            f"files from {MIRRORS[0]} and put them in a folder named by RHN_DATA_DIR (or its "
+            f"mnist/ sub-folder) or data.data_dir."
         )
     sets = {split: _read_split(found[a], found[b]) for split, (a, b) in wanted.items()}  # type: ignore[arg-type]
     return ImageSplits("mnist", sets.get("train"), sets["test"])

@@ -87,6 +87,31 @@ def test_missing_corpus_says_what_was_looked_for_where_and_how_to_get_it(
         load_corpus("wikitext")
 
 
+def test_a_corpus_is_read_from_one_folder_never_two(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared, mine = tmp_path / "shared", tmp_path / "mine"
+    write_ptb(shared / "ptb", seed=1)
+    monkeypatch.setenv("RHN_DATA_DIR", str(shared))
+    write_ptb(mine, seed=2)
+    (mine / "ptb.test.txt").unlink()
+    # data.path holds two of the three files: the test split was taken from RHN_DATA_DIR.
+    with pytest.raises(
+        DataFileError,
+        match=rf"could not find ptb\.test\.txt .*\({re.escape(str(mine))} holds ptb\.train\.txt, "
+        r"ptb\.valid\.txt but not the rest; they are read from one folder\)",
+    ):
+        load_corpus("ptb_word", mine, allow_download=False)
+    # A data.path holding none of them still falls back to RHN_DATA_DIR, whole.
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    ours = load_corpus("ptb_word", empty, allow_download=False)
+    assert ours == load_corpus("ptb_word", shared, allow_download=False)
+    # With all three, data.path's own files are read, not RHN_DATA_DIR's.
+    (mine / "ptb.test.txt").write_text("a b c\n")
+    assert load_corpus("ptb_word", mine, allow_download=False)["test"] == "a b c\n"
+
+
 def test_missing_corpus_names_the_config_key_a_language_model_config_accepts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

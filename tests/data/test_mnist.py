@@ -65,6 +65,24 @@ def test_missing_files_name_them_and_the_places_searched(
         load_mnist(tmp_path, allow_download=False)
 
 
+def test_the_four_files_come_from_one_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_mnist(tmp_path / "shared" / "mnist", seed=1)
+    monkeypatch.setenv("RHN_DATA_DIR", str(tmp_path / "shared"))
+    mine = tmp_path / "mine"
+    write_mnist(mine, seed=2)
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (mine / name).unlink()
+    # The test images were taken from RHN_DATA_DIR, beside this folder's training images.
+    with pytest.raises(DataFileError, match=rf"could not find t10k-images.*\({mine} holds train"):
+        load_mnist(mine, allow_download=False)
+    # Only the test images are asked for: this folder has none, RHN_DATA_DIR's are read.
+    shared = load_mnist(tmp_path / "shared", allow_download=False)
+    assert torch.equal(load_mnist(mine, allow_download=False, train=False).test.images,
+                       shared.test.images)  # fmt: skip
+
+
 @pytest.mark.skipif(not os.environ.get("RHN_DATA_DIR"), reason="RHN_DATA_DIR is unset (real MNIST)")
 def test_real_mnist() -> None:
     splits = load_mnist(allow_download=False)
