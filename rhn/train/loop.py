@@ -218,6 +218,8 @@ class Trainer:
             self.log = RunLogger(
                 self.run_dir, resume_step=self.position.step, enabled=self.dist.is_main
             )
+            if self.last_path.exists():  # resumed: every rank, so all decide improvements alike
+                self._reconcile_best_metric()
             if self.dist.is_main:
                 for folder in (self.run_dir, self.last_path.parent):
                     for path in remove_stale_temporaries(folder):
@@ -310,14 +312,20 @@ class Trainer:
                 return s.chunk(self.dist.world_size, dim=1)[self.dist.rank].to(self.device)
 
             self.state = map_state(shard, hidden)
-        self._reconcile_best_metric()
 
     def _reconcile_best_metric(self) -> None:
         """Take best.pt's metric when it beats the one last.pt recorded (a run killed after
         writing best.pt, before last.pt), so later evaluations must beat the model kept."""
         if not self.best_path.exists():
             return
-        kept = load_checkpoint(self.best_path)["position"].get("best_metric")
+        try:
+            kept = load_checkpoint(self.best_path)["position"].get("best_metric")
+        except CheckpointError as err:  # a damaged best.pt must not stop a good last.pt
+            self.log.message(
+                f"{err}; resuming from {self.last_path} with the best metric it recorded "
+                f"(the next improvement replaces best.pt)"
+            )
+            return
         if kept is not None and self._improved(kept):
             self.position.best_metric = kept
 

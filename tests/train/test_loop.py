@@ -443,6 +443,21 @@ def test_non_finite_weights_never_overwrite_a_good_checkpoint(tmp_path: Path) ->
     assert (run / "checkpoints" / "best.pt").read_bytes() == good
 
 
+def test_a_damaged_best_pt_does_not_stop_a_resume_from_a_good_last_pt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    first = train(toy_config("train.max_steps=10", "train.eval_every=5"), run)
+    (run / "checkpoints" / "best.pt").write_bytes(b"half a checkpoint")
+    capsys.readouterr()
+    resumed = train(toy_config("train.max_steps=20", "train.eval_every=5"), run)
+    assert resumed.status == "finished" and resumed.position.step == 20
+    assert "best.pt" in capsys.readouterr().err
+    # The next improvement (the toy regression keeps improving) wrote a readable best.pt.
+    best = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert best["position"]["best_metric"] < first.position.best_metric
+
+
 def _kill_at_write(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """The checkpoint write to ``name`` dies (as a SIGKILL would, before its rename)."""
     import rhn.train.loop as loop
