@@ -247,7 +247,12 @@ class LanguageModelTask(Task):
     def train_step(self, model: nn.Module, batch: Any, state: State) -> StepResult:
         inputs, targets = batch
         logits, state = model(inputs, state)
-        return StepResult(_lm(model).loss(logits, targets), state, targets.numel())
+        loss = _lm(model).loss(logits, targets)
+        # Summed over the window's T steps for backward (the RHN recipes); logged per token.
+        per_token = (
+            loss / targets.shape[0] if _lm(model).cfg.loss_reduction == "sum_over_time" else None
+        )
+        return StepResult(loss, state, targets.numel(), logged_loss=per_token)
 
     # -- evaluation ----------------------------------------------------------------
 

@@ -390,7 +390,8 @@ class Trainer:
                 result = self.task.train_step(self.train_model, batch, self.state)
             (result.loss / accum).backward()
             self.state = map_state(torch.Tensor.detach, result.state)
-            total += result.loss.detach().float()
+            logged = result.loss if result.logged_loss is None else result.logged_loss
+            total += logged.detach().float()
             count += result.count
         clip = self.config.optim.clip_norm or math.inf
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)

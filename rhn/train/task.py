@@ -35,6 +35,9 @@ class StepResult:
     loss: torch.Tensor
     state: State
     count: int  # tokens or samples, for throughput
+    # The loss the logs show (train/loss), when backward's is scaled otherwise: per token,
+    # comparable with val/loss, for a loss summed over time steps.
+    logged_loss: torch.Tensor | None = None
 
 
 class Task:

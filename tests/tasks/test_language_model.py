@@ -321,3 +321,24 @@ def test_a_global_batch_that_does_not_divide_among_the_processes_is_refused(
     # 8 columns make 4 per process; each rank's stream holds its own share.
     task = CharLMTask(char_config(tmp_path / "c.txt"), rank=1, world_size=2)
     assert task.train_stream.columns.shape[1] == 4
+
+
+def test_train_loss_is_logged_per_token_whatever_the_loss_reduction(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    def curve(run: Path) -> list[tuple[int, float]]:
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        return [(e.step, e.value) for e in acc.Scalars("train/loss")]
+
+    # Summed over the 25 steps of a window at lr / 25 is the same SGD as the mean at lr, so
+    # the two runs take the same steps and must log the same (per-token) training loss.
+    corpus = periodic_text(tmp_path / "c.txt")
+    common = ["optim.name=sgd", "optim.clip_norm=null", "train.max_steps=20", "train.log_every=5"]
+    train(char_config(corpus, *common, "optim.lr=0.5"), tmp_path / "mean")
+    summed = ["model.loss_reduction=sum_over_time", "optim.lr=0.02"]
+    train(char_config(corpus, *common, *summed), tmp_path / "summed")
+    mean, summed_curve = curve(tmp_path / "mean"), curve(tmp_path / "summed")
+    assert [s for s, _ in mean] == [s for s, _ in summed_curve] == [5, 10, 15, 20]
+    for (_, a), (_, b) in zip(mean, summed_curve, strict=True):
+        assert b == pytest.approx(a, rel=1e-4)
