@@ -10,6 +10,7 @@ none of them and ``RHN_OFFLINE`` is unset or ``0``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import urllib.request
 from collections.abc import Sequence
@@ -70,6 +71,18 @@ def partial_folder_note(found: dict[str, Path | None]) -> str:
         return ""
     names = ", ".join(path.name for path in held)
     return f" ({held[0].parent} holds {names} but not the rest; they are read from one folder)"
+
+
+def content_digest(paths: Sequence[Path]) -> str:
+    """A SHA-256 of the files' names and bytes: what a cache of data read from them is keyed
+    on (a copy that keeps an edited file's size and modification time is still told apart)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{path.name}\0".encode())
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 22):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def downloads_allowed() -> bool:

@@ -12,9 +12,12 @@ folder of them, in parquet, json/jsonl, csv, text or arrow — all opened by ``d
     → each split's token ids, by a batched ``map`` over the memory-mapped Arrow table
 
 Nothing holds the whole corpus as one Python string: a batch of rows is joined, counted or
-encoded, and dropped. The vocabulary is cached under the training split's fingerprint and the
-tokenisation options, the ids under each split's fingerprint and the vocabulary's digest
-(``cache_dir()/tokens``), so a second run reads both from disk. ``datasets`` is imported only
+encoded, and dropped. The vocabulary is cached under the training split's identity (its
+fingerprint and Arrow files) and the tokenisation options, the ids under each split's
+identity and the vocabulary's digest (``cache_dir()/tokens``), so a second run reads both
+from disk. Local data files are read into a ``datasets`` cache of their own content
+(``cache_dir()/hf-datasets/<sha256>``): ``datasets`` tells local files apart by their
+modification time, which an edited copy can keep. ``datasets`` is imported only
 here, when an ``hf`` corpus is used. ``RHN_OFFLINE=1`` puts ``datasets`` and the hub client in
 their offline mode: the hub is never contacted (a hub dataset loads from their cache, or fails
 at once), as the other corpora skip their downloads.
@@ -36,7 +39,7 @@ import torch
 
 from rhn.data.atomic_file import atomic_write_text
 from rhn.data.corpora import SPLITS
-from rhn.data.data_dirs import cache_dir, downloads_allowed
+from rhn.data.data_dirs import cache_dir, content_digest, downloads_allowed
 from rhn.data.text_file import DataFileError
 from rhn.data.vocab import CharVocab, SentencePieceVocab, Vocab, WordVocab, digest, vocab_from_json
 
@@ -126,6 +129,7 @@ def open_dataset(source: HFSource) -> Any:
             )
         builder = builders.pop()
         options: dict[str, Any] = {"keep_linebreaks": True} if builder == "text" else {}
+        options["cache_dir"] = str(cache_dir() / "hf-datasets" / content_digest(files))
         if path.is_file():
             options["data_files"] = {"train": str(path)}
         else:
@@ -219,10 +223,12 @@ def _key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:24]
 
 
-def _fingerprint(dataset: Any) -> str:
-    # datasets keeps a dataset's identity as its fingerprint (a hash of its source files
-    # and every transform applied); it has no public accessor.
-    return dataset._fingerprint
+def _identity(dataset: Any) -> str:
+    # datasets keeps a dataset's identity as its fingerprint (a hash of its source files'
+    # names and mtimes and every transform applied; it has no public accessor); the Arrow
+    # files it reads add the content-named cache that local files are loaded into.
+    files = sorted(f["filename"] for f in dataset.cache_files)
+    return json.dumps([dataset._fingerprint, files])
 
 
 def encode_split(dataset: Any, vocab: Vocab, source: HFSource) -> torch.Tensor:
@@ -231,7 +237,7 @@ def encode_split(dataset: Any, vocab: Vocab, source: HFSource) -> torch.Tensor:
     import datasets
     import pyarrow.compute as pc
 
-    key = _key(_fingerprint(dataset), digest(vocab), source.text_field, ENCODING_VERSION)
+    key = _key(_identity(dataset), digest(vocab), source.text_field, ENCODING_VERSION)
     cache = cache_dir() / "tokens" / f"hf-ids-{key}.arrow"
     cache.parent.mkdir(parents=True, exist_ok=True)
     field = source.text_field
@@ -262,7 +268,7 @@ def load_vocab(train: Any, source: HFSource) -> Vocab:
     """The training split's vocabulary, from the cache when this split and these options
     made one before."""
     options = (source.level, source.vocab_size, source.text_field, ENCODING_VERSION)
-    path = cache_dir() / "tokens" / f"hf-vocab-{_key(_fingerprint(train), *options)}.json"
+    path = cache_dir() / "tokens" / f"hf-vocab-{_key(_identity(train), *options)}.json"
     if path.is_file():
         try:
             return vocab_from_json(path.read_text(encoding="utf-8"))

@@ -28,7 +28,7 @@ from rhn.data.corpora import (
     load_text_corpus,
     split_text,
 )
-from rhn.data.data_dirs import cache_dir
+from rhn.data.data_dirs import cache_dir, content_digest
 from rhn.data.hf_corpus import HFSource, load_split_hf, load_tokenized_hf
 from rhn.data.vocab import CharVocab, SentencePieceVocab, Vocab, WordVocab, vocab_from_json
 
@@ -118,14 +118,6 @@ def build_vocab(source: CorpusSource, train_text: str) -> Vocab:
     return SentencePieceVocab.train(train_text, source.vocab_size, level)
 
 
-def _file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _identity(source: CorpusSource) -> str:
     """What the cache key rests on: the options, the encoding's version and each source
     file's name and content (a copy that keeps the old size and mtime is still seen)."""
@@ -139,7 +131,7 @@ def _identity(source: CorpusSource) -> str:
         paths = [p for p in found if p is not None]
     else:  # the built-in corpus changes only with Python
         paths = []
-    files = [f"{p.name}:{_file_digest(p)}" for p in paths if p.is_file()]
+    files = [f"{p.name}:{content_digest([p])}" for p in paths if p.is_file()]
     files.append(f"python-{sys.version_info[:3]}")
     return json.dumps(
         {

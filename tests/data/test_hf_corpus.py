@@ -160,6 +160,21 @@ def test_the_second_run_reads_vocabulary_and_ids_from_the_cache(
         load_tokenized_hf(HFSource(str(path), level="char"))
 
 
+def test_an_edited_local_file_is_read_again_whatever_its_mtime(tmp_path: Path) -> None:
+    path = write_kind("text", tmp_path / "t")
+    source = HFSource(str(path), level="word")
+    vocab, before = load_tokenized_hf(source)
+    # Other words, written back with the old modification time (as cp -p or rsync -t do):
+    # datasets' own cache and ours both told the file apart by path and mtime only.
+    valid = path / "validation.txt"
+    stat = valid.stat()
+    valid.write_text("the cat\n" * 30)
+    os.utime(valid, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    _, after = load_tokenized_hf(source)
+    assert vocab.decode(after["valid"]) == "the cat\n" * 30
+    assert after["train"].tolist() == before["train"].tolist()
+
+
 def test_evaluation_reads_only_the_split_it_scores(tmp_path: Path) -> None:
     path = write_kind("parquet", tmp_path / "p")
     train(lm_config("word_lm", path), tmp_path / "run")
