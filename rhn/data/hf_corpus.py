@@ -41,7 +41,15 @@ from rhn.data.atomic_file import atomic_write_text
 from rhn.data.corpora import SPLITS
 from rhn.data.data_dirs import cache_dir, content_digest, downloads_allowed
 from rhn.data.text_file import DataFileError
-from rhn.data.vocab import CharVocab, SentencePieceVocab, Vocab, WordVocab, digest, vocab_from_json
+from rhn.data.vocab import (
+    CharVocab,
+    SentencePieceVocab,
+    Vocab,
+    WordVocab,
+    digest,
+    split_words,
+    vocab_from_json,
+)
 
 # Local data files: suffix → the ``datasets`` builder that reads them.
 LOCAL_BUILDERS = {
@@ -208,7 +216,7 @@ def build_vocab(train: Any, source: HFSource) -> Vocab:
     if source.level == "word":
         counts: Counter[str] = Counter()
         for chunk in _chunks(train, source.text_field):
-            counts.update(chunk.split())
+            counts.update(split_words(chunk))
         return WordVocab.from_counts(counts)
     if source.level == "char":
         symbols: set[str] = set()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,20 @@ def digest(vocab: Vocab) -> str:
     return hashlib.sha256(vocab.to_json().encode()).hexdigest()[:16]
 
 
+# Whitespace to str.split but not to tokenizers' WhitespaceSplit (Rust's char::is_whitespace):
+# the information separators U+001C–U+001F. Every other character agrees.
+_PY_ONLY_WHITESPACE = "\x1c\x1d\x1e\x1f"
+_WORD = re.compile("[^\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+
+
+def split_words(text: str) -> list[str]:
+    """``text``'s words as the vocabulary's tokenizer cuts them (``str.split`` would also cut
+    at U+001C–U+001F, so a word counted would not be the word encoded)."""
+    if not any(c in text for c in _PY_ONLY_WHITESPACE):
+        return text.split()  # the common case, at C speed
+    return _WORD.findall(text)
+
+
 class WordVocab:
     """Whitespace-separated tokens; each line ends with ``<eos>`` (Mikolov's PTB convention)."""
 
@@ -56,7 +71,7 @@ class WordVocab:
 
     @classmethod
     def from_text(cls, text: str) -> WordVocab:
-        return cls.from_counts(Counter(text.split()))
+        return cls.from_counts(Counter(split_words(text)))
 
     @classmethod
     def from_counts(cls, counts: Counter[str]) -> WordVocab:

@@ -1,3 +1,4 @@
+import random
 from pathlib import Path
 
 import pytest
@@ -75,3 +76,23 @@ def test_saved_vocabularies_are_what_their_libraries_write_and_leave_no_temporar
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "by_tokenizers.json", "spm.model", "tokenizer.json", "vocab.json"
     ]  # fmt: skip
+
+
+def test_words_are_counted_as_the_tokenizer_cuts_them() -> None:
+    from tokenizers import pre_tokenizers
+
+    from rhn.data.vocab import split_words
+
+    # str.split also cuts at U+001C..U+001F; WhitespaceSplit does not. A word counted must be
+    # the word encoded, or it encodes to <unk> though it was in the training text.
+    vocab = WordVocab.from_text("alpha\x1cbeta gamma\n")
+    assert "alpha\x1cbeta" in vocab.tokens and "alpha" not in vocab.tokens
+    ids = vocab.encode("alpha\x1cbeta gamma\n")
+    assert vocab.decode(ids) == "alpha\x1cbeta gamma\n"
+    # Against the tokenizer itself, on text mixing every kind of whitespace.
+    rng = random.Random(0)
+    pieces = ["ab", "\x1c", "\x1f", " ", "\t", "\n", "\u3000", "\xa0", "\x85", "é", "\u2028"]
+    cut = pre_tokenizers.WhitespaceSplit()
+    for _ in range(200):
+        text = "".join(rng.choice(pieces) for _ in range(30))
+        assert split_words(text) == [word for word, _ in cut.pre_tokenize_str(text)], repr(text)
