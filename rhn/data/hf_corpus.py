@@ -62,7 +62,7 @@ LOCAL_BUILDERS = {
 }
 SPLIT_ALIASES = {"train": ("train",), "valid": ("validation", "valid", "dev"), "test": ("test",)}
 BATCH_ROWS = 10_000
-ENCODING_VERSION = 1  # bump when the way rows become ids changes: old caches are ignored
+ENCODING_VERSION = 2  # bump when the way rows become ids changes: old caches are ignored
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from rhn.data.hf_corpus import HFSource, load_split_hf, load_tokenized_hf
 from rhn.data.vocab import CharVocab, SentencePieceVocab, Vocab, WordVocab, vocab_from_json
 
 LEVELS = ("auto", "word", "char", "bpe", "unigram")
-ENCODING_VERSION = 1  # bump when the way text becomes ids changes: old caches are ignored
+ENCODING_VERSION = 2  # bump when the way text becomes ids changes: old caches are ignored
 DEAD_TEMPORARY_S = 3600.0  # a cache file's temporary this old is a killed write's
 
 
