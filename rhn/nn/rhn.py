@@ -55,6 +55,14 @@ def _tracing() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_exporting()
 
 
+def _functorch_active() -> bool:
+    """Whether a ``torch.func`` transform (``grad``, ``vmap``, ``jacrev``, …) is running. The
+    fused recurrence's custom autograd function does not run under them (no
+    ``setup_context``); the reference's plain ops do, as ``nn.LSTM``'s."""
+    active = getattr(torch._C, "_are_functorch_transforms_active", None)  # no public API
+    return bool(active is not None and active())
+
+
 class RHN(nn.Module):
     """A stack of ``num_layers`` RHN layers of recurrence depth ``depth``.
 
@@ -275,6 +283,13 @@ class RHN(nn.Module):
     def _use_fused(self, return_gates: bool, tensors: tuple[torch.Tensor, ...]) -> bool:
         """Which recurrence to run: the hand-written backward where it applies."""
         if self.backend == "reference" or _tracing():
+            return False
+        if _functorch_active():
+            if self.backend != "auto":
+                raise ValueError(
+                    f"backend={self.backend!r} does not run under torch.func transforms (grad, "
+                    "vmap, jacrev); use backend='auto' or 'reference', which do"
+                )
             return False
         supported = not return_gates and fused_supports(tensors)
         if self.backend == "cuda-graph" and tensors[0].device.type != "cuda":

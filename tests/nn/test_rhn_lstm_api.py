@@ -121,3 +121,25 @@ def test_a_bidirectional_packed_tagger_learns_a_task_that_needs_each_sequence_en
 
     assert train(bidirectional=True) > 0.95
     assert train(bidirectional=False) < 0.7
+
+
+def test_torch_func_transforms_run_as_they_do_for_lstm() -> None:
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(0)
+    model = rhn.RHN(3, 4, depth=2)  # backend "auto"
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    model.double()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    # Per-parameter gradients by torch.func equal those of .backward() (the fused backward's).
+    grads = grad(lambda p: functional_call(model, p, (x,))[0].square().sum())(params)
+    model(x)[0].square().sum().backward()
+    for name, weight in model.named_parameters():
+        torch.testing.assert_close(grads[name], weight.grad)
+    # vmap over a stack of inputs equals one call per input.
+    stack = torch.randn(4, 5, 2, 3, dtype=torch.float64)
+    mapped = vmap(lambda one: model(one)[0])(stack)
+    torch.testing.assert_close(mapped, torch.stack([model(one)[0] for one in stack]))
+    fused = rhn.RHN(3, 4, depth=2, backend="fused").double()
+    with pytest.raises(ValueError, match=r"backend='fused' does not run under torch\.func"):
+        vmap(lambda one: fused(one)[0])(stack)
