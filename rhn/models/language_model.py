@@ -69,11 +69,14 @@ class LanguageModel(RecurrentLM):
         if not self.training or p == 0.0:
             return embedded
         if self.embed_dropout_unit == "column":
-            keep = torch.empty(1, tokens.shape[1], 1, device=tokens.device)
+            keep = torch.empty(1, tokens.shape[1], 1, device=tokens.device, dtype=embedded.dtype)
             return embedded * keep.bernoulli_(1 - p).div_(1 - p)
         # Drop whole token types per sequence (Gal & Ghahramani; the RHN code's noise_x):
         # within a batch column every occurrence of a dropped token is zeroed.
-        keep = torch.empty(tokens.shape[1], self.vocab_size, device=tokens.device)
+        # In the embedding's dtype: a float32 mask would promote a bf16 model's input.
+        keep = torch.empty(
+            tokens.shape[1], self.vocab_size, device=tokens.device, dtype=embedded.dtype
+        )
         keep.bernoulli_(1 - p).div_(1 - p)
         return embedded * keep.gather(1, tokens.T).T.unsqueeze(-1)
 

@@ -159,7 +159,8 @@ class RecurrentLM(nn.Module):
 
     def initial_state(self, batch: int, device: torch.device) -> State:
         shape = (self.cfg.num_layers, batch, self.cfg.hidden_size)
-        zeros = torch.zeros(shape, device=device)
+        # The parameters' dtype: a .double() or .bfloat16() model takes a state of its own.
+        zeros = torch.zeros(shape, device=device, dtype=self.decoder.weight.dtype)
         return zeros if self.cfg.rnn == "rhn" else (zeros, zeros.clone())
 
     def forward(
@@ -192,9 +193,25 @@ class RecurrentLM(nn.Module):
         temperature: float = 1.0,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Continue ``prompt`` (P,) token ids by ``length`` sampled tokens (0 = greedy)."""
+        """Continue ``prompt`` (P,) token ids by ``length`` sampled tokens (0 = greedy), in
+        eval mode whatever the model's (dropout would draw new masks at every token); the
+        mode is restored after."""
         if prompt.numel() == 0:
             raise ValueError("the prompt must hold at least one token")
+        was_training = self.training
+        self.eval()
+        try:
+            return self._generate(prompt, length, temperature, generator)
+        finally:
+            self.train(was_training)
+
+    def _generate(
+        self,
+        prompt: torch.Tensor,
+        length: int,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor:
         device = self.decoder.weight.device
         logits, state = self(prompt.to(device).view(-1, 1), self.initial_state(1, device))
         out = []

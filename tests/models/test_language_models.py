@@ -174,6 +174,36 @@ def test_seeded_sampling_is_repeatable() -> None:
     assert torch.equal(greedy, model.generate(prompt, 5, temperature=0))
 
 
+def test_generation_runs_in_eval_mode_and_restores_the_models_mode() -> None:
+    cfg = LanguageModelConfig(
+        embed_size=8, hidden_size=8, embed_dropout=0.5, input_dropout=0.5, state_dropout=0.5
+    )
+    model = LanguageModel(12, cfg)  # training mode, dropout everywhere
+    prompt = torch.tensor([1, 2, 3])
+    # Greedy decoding is deterministic only without dropout's fresh masks at every token.
+    runs = {tuple(model.generate(prompt, 30, temperature=0).tolist()) for _ in range(5)}
+    assert len(runs) == 1 and model.training
+    assert runs == {tuple(model.eval().generate(prompt, 30, temperature=0).tolist())}
+    assert not model.training
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("rnn", ["rhn", "lstm"])
+def test_a_model_in_another_dtype_trains_and_generates(dtype: torch.dtype, rnn: str) -> None:
+    extra = {"embed_dropout": 0.3, "state_dropout": 0.2} if rnn == "rhn" else {}
+    cfg = LanguageModelConfig(rnn=rnn, embed_size=8, hidden_size=8, **extra)
+    model = LanguageModel(12, cfg).to(dtype)
+    tokens = torch.randint(0, 12, (5, 3))
+    state = model.initial_state(3, torch.device("cpu"))
+    assert all(s.dtype == dtype for s in (state if isinstance(state, tuple) else (state,)))
+    logits, _ = model(tokens, state)  # training mode: embedding dropout's mask in dtype too
+    assert logits.dtype == dtype
+    model.loss(logits, tokens).backward()
+    model.embed_dropout_unit = "column"
+    assert model(tokens, state)[0].dtype == dtype
+    assert model.generate(torch.tensor([1, 2]), 4, temperature=0).shape == (4,)
+
+
 def test_char_aware_reads_words_through_their_characters() -> None:
     table, chars = word_char_table(["<unk>", "<eos>", "cat", "cats"], 8, replace={"<eos>": "+"})
     assert chars[:3] == ["<pad>", "<w>", "</w>"]
