@@ -91,13 +91,6 @@ class LMDataConfig:
             check_split_fractions(self.valid_fraction, self.test_fraction)
         except ValueError as err:
             raise ValueError(f"data.valid_fraction, data.test_fraction: {err}") from None
-        defaults = (type(self).valid_fraction, type(self).test_fraction)
-        cut = (self.valid_fraction, self.test_fraction) != defaults
-        if cut and self.corpus not in ("builtin", "file"):
-            raise ValueError(
-                f"data.valid_fraction and data.test_fraction cut data.corpus 'builtin' or a "
-                f"single 'file'; {self.corpus!r} has its own valid and test splits"
-            )
         if self.max_chars is not None and self.max_chars < 1000:
             raise ValueError(f"data.max_chars must be null or >= 1000, got {self.max_chars}")
         if self.corpus == "file" and not self.path:

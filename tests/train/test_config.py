@@ -105,10 +105,6 @@ def test_overrides_are_parsed_and_type_checked() -> None:
         (["data.valid_fraction=1.5"], r"data\.valid_fraction, data\.test_fraction: .* in \(0, 1\)"),
         (["data.test_fraction=0"], r"data\.test_fraction: .*sum below 1, got 0\.05 and 0\.0"),
         (["data.valid_fraction=0.5", "data.test_fraction=0.5"], r"sum below 1, got 0\.5 and 0\.5"),
-        (
-            ["data.corpus=ptb_char", "data.valid_fraction=0.1"],
-            r"cut data\.corpus 'builtin' or a single 'file'; 'ptb_char' has its own valid and",
-        ),
         (["optim.betas=[0.9]"], r"optim\.betas: expected 2 values, got \[0\.9\]"),
         (["optim"], r"expected section\.key=value"),
         # torch.device would take cpu:0 but read cuda:x / cudax only when the run starts
