@@ -91,6 +91,15 @@ class ImageClassifierConfig:
                 f"model.{changed[0]} applies to the conv nets (arch mnist_conv, highway_a/b/c), "
                 f"not arch 'mlp'"
             )
+        # A plain net has no gate: a highway-only setting would be dropped unseen. (gate_init
+        # is not among them: a plain variant inherits its highway base's Caffe fillers.)
+        highway_only = {"gate_bias": self.gate_bias is not None, "coupled": not self.coupled}
+        changed = [key for key, off_default in highway_only.items() if off_default]
+        if self.block == "plain" and changed:
+            raise ValueError(
+                f"model.{changed[0]} applies to block 'highway' (a plain net has no transform "
+                f"gate); drop it or set model.block: highway"
+            )
         if self.gate_bias is not None and not math.isfinite(self.gate_bias):
             raise ValueError(
                 f"model.gate_bias must be null or a finite number, got {self.gate_bias}"

@@ -76,12 +76,23 @@ class RecurrentConfig:
     rnn_backend: Literal["auto", "reference", "fused", "cuda-graph"] = "auto"
 
     def __post_init__(self) -> None:
+        if self.rnn not in ("rhn", "lstm"):  # the YAML loader checks it; Python callers too
+            raise ValueError(f"model.rnn must be 'rhn' or 'lstm', got {self.rnn!r}")
         for key in ("hidden_size", "num_layers", "depth"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")
         for key in ("input_dropout", "state_dropout", "layer_dropout", "output_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"model.{key} must be in [0, 1), got {getattr(self, key)}")
+        # Refused when set away from the class's default (the char-aware model's is Kim's
+        # 0.5 for his two layers, which a one-layer variant need not undo).
+        default_layer_dropout = next(f.default for f in fields(self) if f.name == "layer_dropout")
+        if self.num_layers == 1 and self.layer_dropout not in (0.0, default_layer_dropout):
+            raise ValueError(
+                f"model.layer_dropout ({self.layer_dropout}) acts between stacked layers and "
+                f"model.num_layers is 1 (nn.LSTM warns of its dropout so); use input_dropout "
+                f"or output_dropout, or num_layers >= 2"
+            )
         if self.rnn == "lstm":
             self._check_no_rhn_only_keys()
         if self.init_range is not None and self.init_range <= 0:

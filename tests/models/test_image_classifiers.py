@@ -169,3 +169,10 @@ def test_caffe_options_are_refused_for_the_mlps() -> None:
         ImageClassifierConfig(arch="mlp", classifier_init_std=0.1)
     with pytest.raises(ValueError, match=r"model\.first_conv_init_std must be null or a number"):
         ImageClassifierConfig(arch="mnist_conv", first_conv_init_std=-1.0)
+
+
+@pytest.mark.parametrize("key, value", [("gate_bias", -2.0), ("coupled", False)])
+def test_a_plain_net_refuses_highway_only_settings(key: str, value: object) -> None:
+    with pytest.raises(ValueError, match=rf"model\.{key} applies to block 'highway'"):
+        ImageClassifierConfig(block="plain", **{key: value})
+    ImageClassifierConfig(block="highway", **{key: value})  # where it means something

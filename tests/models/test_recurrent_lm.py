@@ -50,3 +50,14 @@ def test_every_rhn_only_key_is_checked_and_defaults_pass() -> None:
         CharAwareConfig(rnn="lstm", depth=3)
     # The same keys are the RHN's to set.
     LanguageModelConfig(rnn="rhn", depth=5, gate_bias=-1.0, rnn_backend="reference")
+
+
+def test_language_model_configs_refuse_what_would_be_ignored() -> None:
+    from rhn.models import CharAwareConfig, LanguageModelConfig
+
+    with pytest.raises(ValueError, match=r"model\.rnn must be 'rhn' or 'lstm', got 'gru'"):
+        LanguageModelConfig(rnn="gru")
+    with pytest.raises(ValueError, match=r"model\.layer_dropout \(0\.3\) acts between stacked"):
+        LanguageModelConfig(layer_dropout=0.3)  # one layer
+    LanguageModelConfig(layer_dropout=0.3, num_layers=2)
+    CharAwareConfig(num_layers=1)  # Kim's default 0.5 for two layers need not be undone
