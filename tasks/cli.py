@@ -209,10 +209,16 @@ def export_main(argv: list[str] | None = None) -> int:
     output = Path(args.output)
     if output.is_dir():
         return _fail(ValueError(f"output {output} is a directory; name the .safetensors file"))
+    from safetensors import SafetensorError
+
     try:
-        export_checkpoint(resolve_checkpoint(Path(args.path)), output)
+        checkpoint = resolve_checkpoint(Path(args.path))
+        if output.suffix == ".pt" or (output.exists() and output.samefile(checkpoint)):
+            # It would replace a checkpoint (the one read, perhaps) with a weights file.
+            return _fail(ValueError(f"output {output} is a checkpoint; name a .safetensors file"))
+        export_checkpoint(checkpoint, output)
     except EXPECTED_ERRORS as err:
         return _fail(err)
-    except OSError as err:  # a read-only place, a parent that is a file, a full disk
-        return _fail(ValueError(f"could not write {output}: {err.strerror or err}"))
+    except (OSError, SafetensorError) as err:  # a read-only place, a full disk
+        return _fail(ValueError(f"could not write {output}: {getattr(err, 'strerror', 0) or err}"))
     return 0

@@ -26,7 +26,7 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
     try:
         # mkstemp makes the file 0600; the result gets the mode open() would have given
         # it: the replaced file's, or the default under the umask.
-        os.fchmod(fd, _mode_for(path))
+        os.fchmod(fd, mode_for(path))
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
             f.flush()
@@ -43,7 +43,9 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         os.close(dir_fd)
 
 
-def _mode_for(path: Path) -> int:
+def mode_for(path: Path) -> int:
+    """The mode a file written to ``path`` should get: the file's it replaces, else the
+    default open() gives under the umask."""
     try:
         return stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:

@@ -18,6 +18,7 @@ the metadata from ``task_state``).
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rhn.data.atomic_file import atomic_open
+from rhn.data.atomic_file import atomic_open, mode_for
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -137,6 +138,14 @@ def export_safetensors(model: nn.Module, path: str | Path) -> None:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # force_contiguous: channels-last conv weights are not contiguous; safetensors stores
-    # plain row-major tensors (older versions refuse the others).
-    save_model(unwrap(model), str(path), force_contiguous=True)
+    # Whole or not at all, with the mode open() would give: safetensors writes 0600 and
+    # leaves its temporary behind when killed.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        # force_contiguous: channels-last conv weights are not contiguous; safetensors
+        # stores plain row-major tensors (older versions refuse the others).
+        save_model(unwrap(model), str(tmp), force_contiguous=True)
+        os.chmod(tmp, mode_for(path))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -192,6 +192,30 @@ def test_export_to_a_directory_or_a_read_only_place_is_one_line(
     assert len(err.splitlines()) == 1
 
 
+def test_export_never_replaces_a_checkpoint_and_writes_whole_files_with_the_umask_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import os
+    import stat
+
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
+    best = run / "checkpoints" / "best.pt"
+    kept = best.read_bytes()
+    capsys.readouterr()
+    assert export_main([str(run), str(best)]) == 2  # it read best.pt: the best model was lost
+    assert "is a checkpoint; name a .safetensors file" in capsys.readouterr().err
+    assert best.read_bytes() == kept
+    old_umask = os.umask(0o022)
+    try:
+        out = tmp_path / "out" / "weights.safetensors"
+        assert export_main([str(run), str(out)]) == 0
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # safetensors alone wrote 0600
+    assert [p.name for p in out.parent.iterdir()] == ["weights.safetensors"]
+
+
 def test_unusable_run_dirs_configs_and_corpora_are_one_line_with_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
