@@ -290,7 +290,9 @@ class LanguageModelTask(Task):
         elif mc_protocol == "pass":
             score = score_mc_passes(lm, stream, device, mc_samples, seed=mc_seed, progress=progress)
         else:
-            score = score_mc_windows(lm, stream, device, mc_samples, progress=progress)
+            score = score_mc_windows(
+                lm, stream, device, mc_samples, seed=mc_seed, progress=progress
+            )
         metrics = self.metrics_from_loss(score.loss)
         for depth, value in enumerate(score.gate_means):
             metrics[f"gate_mean/depth{depth}"] = value

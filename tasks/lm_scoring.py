@@ -222,9 +222,20 @@ def score_mc_windows(
     device: torch.device,
     samples: int,
     *,
+    seed: int = 0,
     progress: bool = False,
 ) -> StreamScore:
-    """Fresh masks per window, the ``samples`` predictive distributions averaged per window."""
+    """Fresh masks per window, the ``samples`` predictive distributions averaged per window;
+    the masks are drawn from ``seed`` (the caller's random state is left as it was)."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return _score_mc_windows(lm, stream, device, samples, progress)
+
+
+def _score_mc_windows(
+    lm: RecurrentLM, stream: TBPTTStream, device: torch.device, samples: int, progress: bool
+) -> StreamScore:
     lm.train()
     states = [lm.initial_state(stream.columns.shape[1], device) for _ in range(samples)]
     total, count = 0.0, 0

@@ -231,7 +231,8 @@ class RecurrentLM(nn.Module):
             if temperature <= 0:
                 token = last.argmax().view(1)
             else:
-                probs = torch.softmax(last / temperature, dim=-1)
+                # Shifted by the max first: a tiny temperature would overflow to inf / inf.
+                probs = torch.softmax((last - last.max()) / temperature, dim=-1)
                 token = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)
             out.append(token)
             logits, state = self(token.view(1, 1), state)

@@ -174,6 +174,14 @@ def test_seeded_sampling_is_repeatable() -> None:
     assert torch.equal(greedy, model.generate(prompt, 5, temperature=0))
 
 
+def test_a_tiny_temperature_samples_the_greedy_tokens() -> None:
+    model = LanguageModel(12, LanguageModelConfig(embed_size=8, hidden_size=8)).eval()
+    prompt = torch.tensor([1, 2, 3])
+    greedy = model.generate(prompt, 10, temperature=0)
+    tiny = model.generate(prompt, 10, temperature=1e-40, generator=torch.Generator())
+    assert torch.equal(tiny, greedy)  # it raised on inf/nan probabilities
+
+
 def test_generation_runs_in_eval_mode_and_restores_the_models_mode() -> None:
     cfg = LanguageModelConfig(
         embed_size=8, hidden_size=8, embed_dropout=0.5, input_dropout=0.5, state_dropout=0.5

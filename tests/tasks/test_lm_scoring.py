@@ -93,6 +93,15 @@ def test_one_mask_set_per_pass_as_evaluate_mc() -> None:
     assert score_mc_windows(lm, stream, CPU, 3).loss != pytest.approx(expected, rel=1e-2)
 
 
+def test_the_window_protocol_is_seeded_and_leaves_the_random_state_alone() -> None:
+    lm, stream = tiny_lm(**DROPOUT), windows_of(split_ids())
+    before = torch.random.get_rng_state()
+    a = score_mc_windows(lm, stream, CPU, 2, seed=3).loss
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert score_mc_windows(lm, stream, CPU, 2, seed=3).loss == a
+    assert score_mc_windows(lm, stream, CPU, 2, seed=4).loss != a
+
+
 def test_word_dropout_in_a_pass_drops_a_columns_whole_input() -> None:
     """evaluate_mc's noise_x is drawn once per pass at batch 1: each pass sees every
     embedding scaled by 1 / (1 − p), or none of them, never single words dropped."""
