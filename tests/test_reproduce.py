@@ -103,3 +103,14 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
 
     missing = _reproduce(str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "is not a run directory" in missing.stderr
+
+
+def test_a_run_with_no_evaluation_yet_is_skipped_not_fatal(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    _train_tiny(runs / "scored", "train.max_steps=6", "train.eval_every=3")
+    _train_tiny(runs / "early", "train.max_steps=6", "train.eval_every=3")
+    (runs / "early" / "metrics.jsonl").write_text("")  # as a run stopped before its first
+    table = _reproduce(str(runs), "--no-eval")
+    assert table.returncode == 0, table.stderr
+    assert set(_rows(table.stdout)) == {"scored"}
+    assert "skipped" in table.stderr and "no evaluation logged yet" in table.stderr
