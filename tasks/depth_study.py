@@ -36,7 +36,7 @@ from typing import Any, Literal
 import torch
 import yaml
 
-from rhn.data.atomic_file import atomic_write_text
+from rhn.data.atomic_file import atomic_open, atomic_save_figure, atomic_write_text
 from rhn.train.config import apply_overrides, build_config, yaml_error
 from rhn.train.loop import RunDirError, TrainingDivergedError, resolve_device, train
 from rhn.train.schema import (
@@ -401,12 +401,12 @@ def write_reports(records: list[dict], study_dir: Path) -> None:
     """trials.jsonl, curves.csv, summary.csv, figure1.png and TensorBoard scalars."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from rhn.analysis.plots import depth_study_figure
+    from rhn.analysis.plots import SAVEFIG, depth_study_figure
 
-    with (study_dir / "trials.jsonl").open("w") as f:
+    with atomic_open(study_dir / "trials.jsonl", "w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
-    with (study_dir / "curves.csv").open("w", newline="") as f:
+    with atomic_open(study_dir / "curves.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["block", "depth", "trial", "epoch", "train_loss", "train_error"])
         for r in records:
@@ -433,13 +433,14 @@ def write_reports(records: list[dict], study_dir: Path) -> None:
         "activation",
         "gate_bias",
     ]
-    with (study_dir / "summary.csv").open("w", newline="") as f:
+    with atomic_open(study_dir / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, keys, extrasaction="ignore")
         writer.writeheader()
         for cell in sorted(best):
             writer.writerow(best[cell])
     curves = {cell: [(p["epoch"], p["train_loss"]) for p in r["curve"]] for cell, r in best.items()}
-    figure = depth_study_figure(curves, study_dir / "figure1.png")
+    figure = depth_study_figure(curves)
+    atomic_save_figure(figure, study_dir / "figure1.png", **SAVEFIG)
     tb = SummaryWriter(str(study_dir / "tensorboard"))
     for (depth, block), points in curves.items():
         for epoch, loss in points:

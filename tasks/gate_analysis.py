@@ -15,7 +15,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from rhn.analysis.gates import gate_statistics
 from rhn.analysis.lesion import lesion_errors
-from rhn.analysis.plots import gate_figure, lesion_figure
+from rhn.analysis.plots import SAVEFIG, gate_figure, lesion_figure
+from rhn.data.atomic_file import atomic_open, atomic_save_figure
 from rhn.models.image_classifier import ImageClassifier
 from rhn.tasks.image_classification import ImageClassificationTask
 from rhn.train.evaluate import Trained, load_trained, resolve_checkpoint
@@ -24,6 +25,8 @@ from rhn.train.loop import resolve_device
 
 def _load(path: Path, out: str | Path | None, device: str) -> tuple[Trained, Path]:
     resolve_device(device)  # a device this machine lacks: one line, before anything loads
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out} is a file; name a folder for the analysis")
     checkpoint = resolve_checkpoint(path)
     trained = load_trained(checkpoint, device)
     if not isinstance(trained.task, ImageClassificationTask):
@@ -73,8 +76,10 @@ def analyze_gates(path: Path, out: str | Path | None, examples: int, device: str
     stats = gate_statistics(trained.model, images)
     out_dir.mkdir(parents=True, exist_ok=True)
     panels = {k: v.numpy() for k, v in stats.panels().items()}
-    figure = gate_figure(panels, _describe(trained), out_dir / "gates.png")
-    torch.save({k.replace(" ", "_"): v for k, v in stats.panels().items()}, out_dir / "gates.pt")
+    figure = gate_figure(panels, _describe(trained))
+    atomic_save_figure(figure, out_dir / "gates.png", **SAVEFIG)
+    with atomic_open(out_dir / "gates.pt", "wb") as f:
+        torch.save({k.replace(" ", "_"): v for k, v in stats.panels().items()}, f)
     with SummaryWriter(str(out_dir / "tensorboard")) as tb:
         tb.add_figure("gates", figure, trained.step)
     return [out_dir / "gates.png", out_dir / "gates.pt"]
@@ -87,8 +92,9 @@ def lesion(path: Path, out: str | Path | None, examples: int, device: str) -> st
     images, labels = _first_examples(trained, examples)
     baseline, errors = lesion_errors(trained.model, images, labels)
     out_dir.mkdir(parents=True, exist_ok=True)
-    figure = lesion_figure(errors, baseline, _describe(trained), out_dir / "lesion.png")
-    with (out_dir / "lesion.csv").open("w", newline="") as f:
+    figure = lesion_figure(errors, baseline, _describe(trained))
+    atomic_save_figure(figure, out_dir / "lesion.png", **SAVEFIG)
+    with atomic_open(out_dir / "lesion.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["layer", "train_error"])
         writer.writerow(["none", baseline])

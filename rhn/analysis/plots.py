@@ -19,10 +19,13 @@ from matplotlib.figure import Figure
 Curve = Sequence[tuple[float, float]]  # (epoch, value)
 
 
+SAVEFIG = {"dpi": 120, "bbox_inches": "tight"}  # how every figure here is saved
+
+
 def _save(fig: Figure, path: str | Path | None) -> Figure:
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
+        fig.savefig(path, **SAVEFIG)
     return fig
 
 

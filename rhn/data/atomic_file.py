@@ -58,3 +58,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Replace ``path`` with ``text`` (UTF-8), atomically."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+def atomic_save_figure(figure: Any, path: str | Path, **savefig: Any) -> None:
+    """A matplotlib figure saved to ``path`` (format from its suffix), atomically: a rerun
+    killed mid-write keeps the previous image."""
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        figure.savefig(f, format=path.suffix.lstrip(".") or "png", **savefig)

@@ -87,6 +87,33 @@ def test_gate_analysis_and_lesion_of_a_trained_checkpoint(
     assert "| 5 |" in report  # five highway layers, each lesioned
     rows = list(csv.reader((tmp_path / "run" / "analysis" / "lesion.csv").open()))
     assert len(rows) == 1 + 1 + 5
+    # --out naming a file: one line, before the analysis runs (a traceback after it before).
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    assert lesion_main([str(tmp_path / "run"), "--out", str(a_file)]) == 2
+    assert f"--out {a_file} is a file" in capsys.readouterr().err
+    assert a_file.read_text() == "mine"
+    # A rerun killed while writing its table keeps the previous table whole.
+    kept = (tmp_path / "run" / "analysis" / "lesion.csv").read_bytes()
+
+    real_writer = csv.writer
+
+    class KilledAfterTheHeader:
+        def __init__(self, f: object) -> None:
+            self.writer = real_writer(f)  # type: ignore[arg-type]
+
+        def writerow(self, row: object) -> None:
+            self.writer.writerow(row)
+
+        def writerows(self, rows: object) -> None:
+            raise KeyboardInterrupt
+
+    from rhn.tasks import gate_analysis
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(gate_analysis.csv, "writer", KilledAfterTheHeader)
+        lesion_main([str(tmp_path / "run"), "--examples", "30"])
+    assert (tmp_path / "run" / "analysis" / "lesion.csv").read_bytes() == kept
 
     raw["model"]["block"] = "plain"
     train(build_config(raw), tmp_path / "plain")
