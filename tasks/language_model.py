@@ -368,12 +368,14 @@ def sample_text(
     vocab = _saved_vocab(loaded.task_state)
     _warn_unknown_tokens(vocab, prompt)
     ids = vocab.encode(prompt)
-    if vocab.kind == "word" and prompt and not prompt.endswith("\n"):
+    if vocab.kind in ("word", "sentencepiece") and prompt and not prompt.endswith("\n"):
         ids = ids[:-1]  # the encoder closes every line with <eos>; continue the open line
     if ids.numel() == 0:
         raise ValueError(f"the prompt {prompt!r} encodes to no tokens")
     generator = torch.Generator().manual_seed(seed)
     out = model.generate(ids, length, temperature=temperature, generator=generator)
+    if vocab.kind == "sentencepiece":  # a piece's word boundary is decoded from its neighbours
+        return vocab.decode(torch.cat([ids, out]))
     sep = " " if vocab.kind == "word" else ""
     return prompt + sep + vocab.decode(out)
 

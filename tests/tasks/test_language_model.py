@@ -342,3 +342,29 @@ def test_train_loss_is_logged_per_token_whatever_the_loss_reduction(tmp_path: Pa
     assert [s for s, _ in mean] == [s for s, _ in summed_curve] == [5, 10, 15, 20]
     for (_, a), (_, b) in zip(mean, summed_curve, strict=True):
         assert b == pytest.approx(a, rel=1e-4)
+
+
+def test_a_subword_model_continues_an_open_line(tmp_path: Path) -> None:
+    corpus = tmp_path / "words.txt"
+    corpus.write_text("the cat sat on the mat\n" * 400)
+    config = build_config(
+        {
+            "task": "word_lm",
+            "model": {"embed_size": 16, "hidden_size": 32, "depth": 2},
+            "data": {
+                "corpus": "file",
+                "path": str(corpus),
+                "level": "bpe",
+                "vocab_size": 24,
+                "batch_size": 8,
+                "seq_len": 20,
+            },
+            "optim": {"name": "adam", "lr": 0.01, "clip_norm": 1.0},
+            "train": {"max_steps": 150, "max_epochs": None, "eval_every": 150, "progress": False},
+        }
+    )
+    train(config, tmp_path / "run")
+    # Mid-line, the prompt's line stays open (no <eos> closes it) and the pieces join the
+    # prompt's words: greedy sampling continues the memorised sentence.
+    sample = sample_text(tmp_path / "run" / "checkpoints" / "last.pt", "the cat sat", 12, 0.0)
+    assert sample.startswith("the cat sat on the mat\nthe cat"), repr(sample)
