@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -48,7 +47,10 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
 import rhn
+from rhn.data.atomic_file import atomic_write_text
 from rhn.nn.rhn_graph import clear_graphs
+from rhn.tasks.cli import _device, _int_at_least
+from rhn.train.loop import RunDirError, resolve_device
 
 
 @dataclass(frozen=True)
@@ -300,16 +302,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=["a", "b", "ptb"])
     parser.add_argument("--layouts", nargs="+", choices=LAYOUTS, default=["padded"])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument(
+        "--device", type=_device, default="cuda" if torch.cuda.is_available() else "cpu"
+    )
+    parser.add_argument("--repeats", type=_int_at_least(1), default=5)
+    parser.add_argument("--warmup", type=_int_at_least(0), default=2)
     parser.add_argument("--json", help="also write the rows to this JSON file")
     parser.add_argument("--naive", action="store_true", help="also time the naive port (slow)")
     parser.add_argument(
         "--bf16", action="store_true", help="run every model under bfloat16 autocast"
     )
     args = parser.parse_args()
-    device = torch.device(args.device)
+    try:
+        device = resolve_device(args.device)  # one this machine lacks: one line
+    except RunDirError as err:
+        parser.error(str(err))
+    if args.json and (Path(args.json).is_dir() or not Path(args.json).parent.is_dir()):
+        # Checked before the first case is timed, not when its rows are written.
+        parser.error(f"--json {args.json}: name a file in an existing folder")
     if args.bf16 and device.type == "cpu":
         # oneDNN's bf16 LSTM needs AVX512-BF16 or AMX, which most CPUs (this one) lack.
         parser.error("--bf16 is for GPUs: the CPU LSTM baseline has no portable bf16 kernel")
@@ -324,9 +334,7 @@ def main() -> None:
             except Exception as err:  # out of memory building it, say: the next case runs
                 rows += error_rows(case, layout, err)
             if args.json:  # as it goes: a run stopped by a time limit keeps what it measured
-                tmp = Path(f"{args.json}.tmp")
-                tmp.write_text(json.dumps(rows, indent=2))
-                os.replace(tmp, args.json)
+                atomic_write_text(args.json, json.dumps(rows, indent=2))
     precision = "bf16 autocast" if args.bf16 else "fp32"
     threads = torch.get_num_threads()
     print(f"torch {torch.__version__}, device {device}, {threads} threads, {precision}")

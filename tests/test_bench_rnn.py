@@ -57,3 +57,21 @@ def test_the_json_is_written_and_rows_say_their_dtype(tmp_path: Path) -> None:
     assert [r["model"] for r in rows] == ["lstm", "rhn-fused", "rhn-reference"]
     assert {r["output_dtype"] for r in rows} == {"float32"} and rows[0]["ratio_to_lstm"] == 1.0
     assert all(r["error"] is None for r in rows)
+
+
+def test_bad_arguments_are_refused_before_anything_is_timed(tmp_path: Path) -> None:
+    cases = {
+        "--repeats=0": "--repeats: must be an integer >= 1, got '0'",  # rows said failed: None
+        "--warmup=-1": "--warmup: must be an integer >= 0, got '-1'",
+        "--device=gpu": "--device: must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'",
+        f"--json={tmp_path / 'missing' / 'rows.json'}": "name a file in an existing folder",
+        f"--json={tmp_path}": "name a file in an existing folder",
+    }
+    for argument, message in cases.items():
+        done = subprocess.run(
+            [sys.executable, "scripts/bench_rnn.py", "--cases", "a", argument],
+            cwd=ROOT, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, (argument, done.stderr)
+        assert message in done.stderr and "Traceback" not in done.stderr
+        assert done.stdout == ""  # nothing was timed
