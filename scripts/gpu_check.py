@@ -737,8 +737,12 @@ def main() -> int:
         parser.error("--out is required")
     if args.data_dir is not None and not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a folder")
-    if args.budget_minutes <= 0:
-        parser.error(f"--budget-minutes must be > 0, got {args.budget_minutes}")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file; name a folder for the reports")
+    if not (math.isfinite(args.budget_minutes) and args.budget_minutes > 0):  # nan: no budget
+        parser.error(f"--budget-minutes must be a number > 0, got {args.budget_minutes}")
+    if not (math.isfinite(args.train_minutes) and args.train_minutes > 0):
+        parser.error(f"--train-minutes must be a number > 0, got {args.train_minutes}")
     work_used = args.work is not None and args.work.exists()
     if not args.section and work_used and (not args.work.is_dir() or any(args.work.iterdir())):
         parser.error(f"--work {args.work} must be a new or empty folder")

@@ -119,6 +119,25 @@ def test_a_work_folder_in_use_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--budget-minutes", "nan"], "--budget-minutes must be a number > 0, got nan"),
+        (["--train-minutes", "0"], "--train-minutes must be a number > 0, got 0.0"),
+    ],
+)
+def test_budgets_that_would_be_ignored_are_refused(
+    argv: list[str], message: str, tmp_path: Path
+) -> None:
+    done = dry_run(tmp_path / "report", tmp_path, *argv)
+    assert done.returncode == 2 and message in done.stderr
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine")
+    done = dry_run(a_file, tmp_path)
+    assert done.returncode == 2 and f"--out {a_file} is a file" in done.stderr
+    assert a_file.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
     ("remaining", "later_jobs", "later_lm", "expected"),
     [
         (600, 2, 1, 1.5),  # plenty: the cap
