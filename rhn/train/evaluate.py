@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from inspect import signature
 from pathlib import Path
@@ -100,9 +101,22 @@ def evaluate_checkpoint(
             f"{loaded.config.task!r} run"
         )
     task = task_class.for_evaluation(loaded.config, loaded.task_state, split)
-    with torch.no_grad():
+    # At the run's precision, as its training evaluated: a bf16 run's logged metric again.
+    precision = loaded.config.train.precision
+    autocast = (
+        torch.autocast(loaded.device.type, dtype=torch.bfloat16)
+        if precision == "bf16"
+        else contextlib.nullcontext()
+    )
+    with torch.no_grad(), autocast:
         metrics = task.evaluate(loaded.model, split, loaded.device, **options)
-    return {"checkpoint": str(path), "split": split, "step": loaded.step, **metrics}
+    return {
+        "checkpoint": str(path),
+        "split": split,
+        "step": loaded.step,
+        "precision": precision,
+        **metrics,
+    }
 
 
 def export_checkpoint(path: Path, output: Path) -> None:
