@@ -149,12 +149,10 @@ class ImageClassificationTask(Task):
         # The mean image of the images trained on, not of those held out to validate or
         # cut by train_size: saved with checkpoints, so scoring needs no training file.
         self.mean_image = train.images.mean(dim=0, keepdim=True) if method == "gcn" else None
-        train = ImageSet(self._centred(train.images), train.labels, train.num_classes)
+        train = self._centred_set(train)
         self._set_test(splits.test, method)
         if held_out is not None:
-            self.valid_set = ImageSet(
-                self._centred(held_out.images), held_out.labels, held_out.num_classes
-            )
+            self.valid_set = self._centred_set(held_out)
         self.train_set: ImageSet | None = train
         self._epoch_indices: tuple[int, torch.Tensor] | None = None
         if self.batches_per_epoch() < 1:
@@ -182,9 +180,12 @@ class ImageClassificationTask(Task):
     def _centred(self, images: torch.Tensor) -> torch.Tensor:
         return images if self.mean_image is None else images - self.mean_image
 
+    def _centred_set(self, images: ImageSet) -> ImageSet:
+        return ImageSet(self._centred(images.images), images.labels, images.num_classes)
+
     def _set_test(self, test: ImageSet, method: str) -> None:
-        images = self._centred(normalize(test.images, method))
-        self.test_set = ImageSet(images, test.labels, test.num_classes)
+        normalized = ImageSet(normalize(test.images, method), test.labels, test.num_classes)
+        self.test_set = self._centred_set(normalized)
         self.valid_set = self.test_set
 
     @property

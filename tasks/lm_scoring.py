@@ -227,9 +227,7 @@ def score_mc_windows(
 ) -> StreamScore:
     """Fresh masks per window, the ``samples`` predictive distributions averaged per window;
     the masks are drawn from ``seed`` (the caller's random state is left as it was)."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with _replayed_masks(seed, device):
         return _score_mc_windows(lm, stream, device, samples, progress)
 
 

@@ -184,6 +184,11 @@ def load_corpus(
     return {split: cut[split] for split in splits}
 
 
+def text_corpus_files(folder: Path, splits: tuple[str, ...] = SPLITS) -> dict[str, Path | None]:
+    """A user's corpus folder: its ``{split}.txt`` of each of ``splits`` (plain or compressed)."""
+    return {split: find_file(f"{split}.txt", [folder]) for split in splits}
+
+
 def load_text_corpus(
     path: str | Path,
     valid_fraction: float,
@@ -199,7 +204,7 @@ def load_text_corpus(
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        files = {split: find_file(f"{split}.txt", [path]) for split in splits}
+        files = text_corpus_files(path, splits)
         missing = [f"{split}.txt" for split, p in files.items() if p is None]
         if missing:
             raise DataFileError(f"folder {path} has no {', '.join(missing)} (plain or compressed)")

@@ -23,10 +23,10 @@ from rhn.data.corpora import (
     CORPORA,
     SPLITS,
     find_corpus_files,
-    find_file,
     load_corpus,
     load_text_corpus,
     split_text,
+    text_corpus_files,
 )
 from rhn.data.data_dirs import cache_dir, content_digest
 from rhn.data.hf_corpus import HFSource, load_split_hf, load_tokenized_hf
@@ -125,9 +125,9 @@ def _identity(source: CorpusSource) -> str:
         found = find_corpus_files(CORPORA[source.corpus], source.path)
         paths = [p for p in found.values() if p is not None]
     elif source.corpus == "file" and source.path:
-        root = Path(source.path)
+        root = Path(source.path).expanduser()
         # the files load_text_corpus reads, not whatever else the folder holds
-        found = [find_file(f"{split}.txt", [root]) for split in SPLITS] if root.is_dir() else [root]
+        found = list(text_corpus_files(root).values()) if root.is_dir() else [root]
         paths = [p for p in found if p is not None]
     else:  # the built-in corpus changes only with Python
         paths = []

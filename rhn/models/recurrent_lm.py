@@ -86,8 +86,7 @@ class RecurrentConfig:
                 raise ValueError(f"model.{key} must be in [0, 1), got {getattr(self, key)}")
         # Refused when set away from the class's default (the char-aware model's is Kim's
         # 0.5 for his two layers, which a one-layer variant need not undo).
-        default_layer_dropout = next(f.default for f in fields(self) if f.name == "layer_dropout")
-        if self.num_layers == 1 and self.layer_dropout not in (0.0, default_layer_dropout):
+        if self.num_layers == 1 and self.layer_dropout not in (0.0, type(self).layer_dropout):
             raise ValueError(
                 f"model.layer_dropout ({self.layer_dropout}) acts between stacked layers and "
                 f"model.num_layers is 1 (nn.LSTM warns of its dropout so); use input_dropout "
