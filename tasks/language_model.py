@@ -24,8 +24,10 @@ from rhn.data.lm_corpus import CorpusSource, load_split, load_tokenized
 from rhn.data.tbptt import TBPTTStream
 from rhn.data.text_file import DataFileError
 from rhn.data.vocab import (
+    CHAR_UNK,
     EOS,
     UNK,
+    CharVocab,
     Vocab,
     WordVocab,
     digest,
@@ -142,6 +144,16 @@ def _saved_vocab(task_state: dict[str, Any]) -> Vocab:
     return vocab_from_json(task_state["vocab"])
 
 
+def _is_with_unknown_first(earlier: Vocab, vocab: Vocab) -> bool:
+    """Whether ``earlier`` is ``vocab`` with an unknown symbol before its first: how word and
+    character vocabularies were built before they held one only where the data needs it."""
+    if isinstance(earlier, WordVocab) and isinstance(vocab, WordVocab):
+        return earlier.tokens == [UNK, *vocab.tokens]
+    if isinstance(earlier, CharVocab) and isinstance(vocab, CharVocab):
+        return earlier.symbols == [CHAR_UNK, *vocab.symbols]
+    return False
+
+
 class LanguageModelTask(Task):
     """Shared by the word- and character-level tasks; subclasses set name and metric."""
 
@@ -190,8 +202,12 @@ class LanguageModelTask(Task):
                 f"data.batch_size ({data.batch_size}) is the global batch: it must divide "
                 f"among the {world_size} training processes; use a multiple of {world_size}"
             )
+        self._stream_train_split()
+
+    def _stream_train_split(self) -> None:
+        data: LMDataConfig = self.config.data
         self.train_stream = TBPTTStream.for_rank(
-            self.ids["train"], data.batch_size, data.seq_len, rank, world_size
+            self.ids["train"], data.batch_size, data.seq_len, self.rank, self.world_size
         )
 
     def _check_columns(self, split: str, columns: int, setting: str) -> None:
@@ -309,13 +325,25 @@ class LanguageModelTask(Task):
         return {"vocab": self.vocab.to_json(), "vocab_digest": digest(self.vocab)}
 
     def check_checkpoint_state(self, state: dict[str, Any], path: str) -> None:
+        """Refuse a checkpoint of another vocabulary, but take the one a run began with
+        where it is this data's vocabulary with an unknown symbol first (as every vocabulary
+        had before they held one only where the data needs it): the ids, one higher, are
+        the ones that run trained on."""
         saved = state.get("vocab_digest")
-        if saved is not None and saved != digest(self.vocab):
-            raise CheckpointError(
-                f"checkpoint {path} was trained with another vocabulary (digest {saved}, the "
-                f"data gives {digest(self.vocab)}); use the corpus and data.level it was "
-                f"trained on"
-            )
+        if saved is None or saved == digest(self.vocab):
+            return
+        earlier = _saved_vocab(state) if state.get("vocab") is not None else None
+        if earlier is not None and _is_with_unknown_first(earlier, self.vocab):
+            self.vocab = earlier
+            self.ids = {split: ids + 1 for split, ids in self.ids.items()}
+            if self.train_stream is not None:
+                self._stream_train_split()
+            return
+        raise CheckpointError(
+            f"checkpoint {path} was trained with another vocabulary (digest {saved}, the "
+            f"data gives {digest(self.vocab)}); use the corpus and data.level it was "
+            f"trained on"
+        )
 
 
 @register
@@ -366,7 +394,7 @@ def sample_text(
         )
     model: RecurrentLM = loaded.model  # type: ignore[assignment]
     vocab = _saved_vocab(loaded.task_state)
-    _warn_unknown_tokens(vocab, prompt)
+    _check_prompt_tokens(vocab, prompt)
     ids = vocab.encode(prompt)
     if vocab.kind in ("word", "sentencepiece") and prompt and not prompt.endswith("\n"):
         ids = ids[:-1]  # the encoder closes every line with <eos>; continue the open line
@@ -392,9 +420,10 @@ def _is_ptb_char(vocab: Vocab) -> bool:
     return "_" in tokens and all(len(t) == 1 for t in tokens)
 
 
-def _warn_unknown_tokens(vocab: Vocab, prompt: str) -> None:
-    """One warning naming the prompt's first out-of-vocabulary tokens: the model would see
-    them all as one unknown symbol, which a user reading the sample can't tell."""
+def _check_prompt_tokens(vocab: Vocab, prompt: str) -> None:
+    """Name the prompt's first out-of-vocabulary tokens: a warning where the model would
+    see them all as one unknown symbol, which a user reading the sample can't tell; an error
+    where the vocabulary has no unknown symbol (PTB char, text8, enwik8)."""
     unknown = vocab.unknown_tokens(prompt)
     if not unknown:
         return
@@ -410,12 +439,15 @@ def _warn_unknown_tokens(vocab: Vocab, prompt: str) -> None:
             f"; this model reads PTB's character format (characters separated by spaces, "
             f"'_' between words): write the prompt as {spaced!r}"
         )
-    elif isinstance(vocab, WordVocab):
-        lowered = [t.lower() for t in unknown if vocab.tokenizer.token_to_id(t.lower()) is not None]
-        if lowered:  # PTB's words are lower-case: "The" is unknown, "the" is not
+    elif isinstance(vocab, WordVocab | CharVocab):
+        lowered = [
+            t.lower() for t in unknown if t.lower() != t and not vocab.unknown_tokens(t.lower())
+        ]
+        if lowered:  # PTB's words and text8's letters are lower-case: "The" is unknown
             hint = f"; the vocabulary holds {', '.join(map(repr, dict.fromkeys(lowered)))}"
-    warnings.warn(
-        f"the prompt has {len(unknown)} token(s) the model's vocabulary doesn't hold, each "
-        f"read as the unknown token: {shown}{more}{hint}",
-        stacklevel=3,
-    )
+    found = f"the prompt has {len(unknown)} token(s) the model's vocabulary doesn't hold"
+    if not vocab.has_unknown:
+        raise ValueError(
+            f"{found}, and it has no unknown token to read them as: {shown}{more}{hint}"
+        )
+    warnings.warn(f"{found}, each read as the unknown token: {shown}{more}{hint}", stacklevel=3)

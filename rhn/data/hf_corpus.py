@@ -47,6 +47,7 @@ from rhn.data.vocab import (
     Vocab,
     WordVocab,
     digest,
+    needs_unknown,
     split_words,
     vocab_from_json,
 )
@@ -62,7 +63,7 @@ LOCAL_BUILDERS = {
 }
 SPLIT_ALIASES = {"train": ("train",), "valid": ("validation", "valid", "dev"), "test": ("test",)}
 BATCH_ROWS = 10_000
-ENCODING_VERSION = 2  # bump when the way rows become ids changes: old caches are ignored
+ENCODING_VERSION = 3  # bump when the way rows become ids changes: old caches are ignored
 
 
 @dataclass(frozen=True)
@@ -211,17 +212,25 @@ def _chunks(dataset: Any, field: str) -> Iterator[str]:
         yield join_rows(batch[field])
 
 
-def build_vocab(train: Any, source: HFSource) -> Vocab:
-    """The vocabulary of the training split, read batch by batch."""
+def build_vocab(source: HFSource, splits: dict[str, Any]) -> Vocab:
+    """The vocabulary of ``splits`` (read batch by batch) as the text corpora's
+    (:func:`rhn.data.lm_corpus.build_vocab`): words and subwords of the training split,
+    ``<unk>`` where needed; characters of every split."""
+    train = splits["train"]
+    held_out = [ds for name, ds in splits.items() if name != "train"]
     if source.level == "word":
         counts: Counter[str] = Counter()
         for chunk in _chunks(train, source.text_field):
             counts.update(split_words(chunk))
-        return WordVocab.from_counts(counts)
+        words = (
+            w for ds in held_out for c in _chunks(ds, source.text_field) for w in split_words(c)
+        )
+        return WordVocab.from_counts(counts, unknown=needs_unknown(counts, words))
     if source.level == "char":
         symbols: set[str] = set()
-        for chunk in _chunks(train, source.text_field):
-            symbols.update(chunk)
+        for ds in splits.values():
+            for chunk in _chunks(ds, source.text_field):
+                symbols.update(chunk)
         return CharVocab(sorted(symbols))
     lines = (line for chunk in _chunks(train, source.text_field) for line in chunk.split("\n"))
     return SentencePieceVocab.train_from_lines(lines, source.vocab_size, source.level)
@@ -272,25 +281,26 @@ def encode_split(dataset: Any, vocab: Vocab, source: HFSource) -> torch.Tensor:
     return torch.from_numpy(ids.astype(np.int64))
 
 
-def load_vocab(train: Any, source: HFSource) -> Vocab:
-    """The training split's vocabulary, from the cache when this split and these options
-    made one before."""
+def load_vocab(source: HFSource, splits: dict[str, Any]) -> Vocab:
+    """The vocabulary of ``splits`` (:func:`build_vocab`), from the cache when these splits
+    and these options made one before."""
     options = (source.level, source.vocab_size, source.text_field, ENCODING_VERSION)
-    path = cache_dir() / "tokens" / f"hf-vocab-{_key(_identity(train), *options)}.json"
+    identities = [f"{name}:{_identity(ds)}" for name, ds in sorted(splits.items())]
+    path = cache_dir() / "tokens" / f"hf-vocab-{_key(*identities, *options)}.json"
     if path.is_file():
         try:
             return vocab_from_json(path.read_text(encoding="utf-8"))
         except Exception:  # a torn cache file is rebuilt, never trusted
             path.unlink(missing_ok=True)
-    vocab = build_vocab(train, source)
+    vocab = build_vocab(source, splits)
     atomic_write_text(path, vocab.to_json())
     return vocab
 
 
 def load_tokenized_hf(source: HFSource) -> tuple[Vocab, dict[str, torch.Tensor]]:
-    """The vocabulary (built on the training split) and the ids of every split."""
+    """The vocabulary (:func:`build_vocab`) and the ids of every split."""
     splits = open_splits(source)
-    vocab = load_vocab(splits["train"], source)
+    vocab = load_vocab(source, splits)
     return vocab, {name: encode_split(ds, vocab, source) for name, ds in splits.items()}
 
 

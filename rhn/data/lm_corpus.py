@@ -12,6 +12,7 @@ import hashlib
 import json
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +31,18 @@ from rhn.data.corpora import (
 )
 from rhn.data.data_dirs import cache_dir, content_digest
 from rhn.data.hf_corpus import HFSource, load_split_hf, load_tokenized_hf
-from rhn.data.vocab import CharVocab, SentencePieceVocab, Vocab, WordVocab, vocab_from_json
+from rhn.data.vocab import (
+    CharVocab,
+    SentencePieceVocab,
+    Vocab,
+    WordVocab,
+    needs_unknown,
+    split_words,
+    vocab_from_json,
+)
 
 LEVELS = ("auto", "word", "char", "bpe", "unigram")
-ENCODING_VERSION = 2  # bump when the way text becomes ids changes: old caches are ignored
+ENCODING_VERSION = 3  # bump when the way text becomes ids changes: old caches are ignored
 DEAD_TEMPORARY_S = 3600.0  # a cache file's temporary this old is a killed write's
 
 
@@ -109,13 +118,20 @@ def read_splits(
     return texts
 
 
-def build_vocab(source: CorpusSource, train_text: str) -> Vocab:
-    level = source.resolved_level()
+def build_vocab(source: CorpusSource, texts: dict[str, str]) -> Vocab:
+    """The vocabulary of ``texts`` (split → text): words and subwords learnt on the training
+    split, ``<unk>`` only where :func:`~rhn.data.vocab.needs_unknown`; characters of every
+    split (:class:`~rhn.data.vocab.CharVocab`)."""
+    level, train = source.resolved_level(), texts["train"]
     if level == "word":
-        return WordVocab.from_text(train_text)
+        counts = Counter(split_words(train))
+        held_out = (
+            w for split, text in texts.items() if split != "train" for w in split_words(text)
+        )
+        return WordVocab.from_counts(counts, unknown=needs_unknown(counts, held_out))
     if level == "char":
-        return CharVocab.from_text(train_text)
-    return SentencePieceVocab.train(train_text, source.vocab_size, level)
+        return CharVocab(sorted(set().union(*map(set, texts.values()))))
+    return SentencePieceVocab.train(train, source.vocab_size, level)
 
 
 def _identity(source: CorpusSource) -> str:
@@ -146,7 +162,7 @@ def _identity(source: CorpusSource) -> str:
 def load_tokenized(
     source: CorpusSource, *, use_cache: bool = True
 ) -> tuple[Vocab, dict[str, torch.Tensor]]:
-    """The vocabulary (built on the training split) and the ids of every split."""
+    """The vocabulary (:func:`build_vocab`) and the ids of every split."""
     if source.corpus == "hf":
         return load_tokenized_hf(source.hf())  # cached by the dataset's own fingerprints
     key = hashlib.sha256(_identity(source).encode()).hexdigest()[:24]
@@ -158,7 +174,7 @@ def load_tokenized(
         except Exception:  # a stale or torn cache file is rebuilt, never trusted
             path.unlink(missing_ok=True)
     splits = read_splits(source)
-    vocab = build_vocab(source, splits["train"])
+    vocab = build_vocab(source, splits)
     ids = {name: vocab.encode(text) for name, text in splits.items()}
     if use_cache:
         _remove_dead_temporaries(path)

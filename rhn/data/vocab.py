@@ -6,8 +6,11 @@
                        line breaks included
     SentencePieceVocab BPE or unigram subwords trained on the training text
 
-Symbols unseen in training map to ``<unk>``. ``digest()`` identifies a vocabulary, so a
-checkpoint can refuse data tokenised another way.
+A vocabulary holds an unknown symbol only where its data needs one (:func:`needs_unknown`):
+PTB's word files write ``<unk>`` themselves, a user's held-out text may have words training
+lacks; PTB's characters, text8 and enwik8 need none, so their softmax has the papers' 50, 27
+and 205 classes. Without one, ``encode`` refuses a symbol it lacks. ``digest()`` identifies a
+vocabulary, so a checkpoint can refuse data tokenised another way.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import hashlib
 import json
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -32,6 +35,7 @@ CHAR_UNK = "\ufffd"  # stands for any character not seen in training
 
 class Vocab(Protocol):
     kind: str
+    has_unknown: bool  # unseen symbols encode to an unknown symbol; else encode refuses them
 
     def __len__(self) -> int: ...
     def encode(self, text: str) -> torch.Tensor: ...
@@ -60,6 +64,12 @@ def split_words(text: str) -> list[str]:
     return _WORD.findall(text)
 
 
+def needs_unknown(train_counts: Counter[str], held_out_words: Iterable[str]) -> bool:
+    """Whether a word vocabulary of ``train_counts`` needs ``<unk>``: the training text writes
+    it (PTB's word files) or a held-out word is one training lacks."""
+    return UNK in train_counts or any(w not in train_counts for w in held_out_words)
+
+
 class WordVocab:
     """Whitespace-separated tokens; each line ends with ``<eos>`` (Mikolov's PTB convention)."""
 
@@ -68,21 +78,25 @@ class WordVocab:
     def __init__(self, tokenizer: object) -> None:
         self.tokenizer = tokenizer
         self._id_to_token = {i: t for t, i in tokenizer.get_vocab().items()}
+        self.has_unknown = tokenizer.token_to_id(UNK) is not None
 
     @classmethod
-    def from_text(cls, text: str) -> WordVocab:
-        return cls.from_counts(Counter(split_words(text)))
+    def from_text(cls, text: str, *, unknown: bool = True) -> WordVocab:
+        return cls.from_counts(Counter(split_words(text)), unknown=unknown)
 
     @classmethod
-    def from_counts(cls, counts: Counter[str]) -> WordVocab:
-        """Tokens ordered by frequency (ties alphabetically); ``<unk>`` and ``<eos>`` first."""
+    def from_counts(cls, counts: Counter[str], *, unknown: bool = True) -> WordVocab:
+        """Tokens ordered by frequency (ties alphabetically) after ``<eos>``, and ``<unk>``
+        first where ``unknown``."""
         from tokenizers import Tokenizer, models, pre_tokenizers
 
         counts = Counter(counts)
-        counts.pop(UNK, None)
+        if counts.pop(UNK, None) and not unknown:
+            raise ValueError(f"the text writes {UNK}, so its vocabulary needs it: unknown=True")
         counts.pop(EOS, None)
         ordered = sorted(counts, key=lambda t: (-counts[t], t))
-        vocab = {tok: i for i, tok in enumerate([UNK, EOS, *ordered])}
+        specials = [UNK, EOS] if unknown else [EOS]
+        vocab = {tok: i for i, tok in enumerate([*specials, *ordered])}
         tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
         tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
         return cls(tokenizer)
@@ -99,7 +113,12 @@ class WordVocab:
         lines = text.split("\n")
         if lines and lines[-1].strip() == "":
             lines.pop()  # a final line break closes the last line; it doesn't open a new one
-        encoded = self.tokenizer.encode_batch([f"{line} {EOS}" for line in lines])
+        try:
+            encoded = self.tokenizer.encode_batch([f"{line} {EOS}" for line in lines])
+        except Exception:  # tokenizers' "Missing [UNK] token": a word this vocabulary lacks
+            if self.has_unknown:
+                raise
+            raise _no_unknown_error(self.unknown_tokens(text)) from None
         return torch.tensor([i for e in encoded for i in e.ids], dtype=torch.long)
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
@@ -114,17 +133,10 @@ class WordVocab:
         return "".join(pieces)
 
     def unknown_tokens(self, text: str) -> list[str]:
-        """The distinct words of ``text`` this vocabulary lacks (each encodes to ``<unk>``),
-        in order of first appearance, as written in ``text``."""
-        unk = self.tokenizer.token_to_id(UNK)
-        lines = text.split("\n")
-        found = [
-            line[start:end]
-            for line, enc in zip(lines, self.tokenizer.encode_batch(lines), strict=True)
-            for i, (start, end) in zip(enc.ids, enc.offsets, strict=True)
-            if i == unk and line[start:end] != UNK
-        ]
-        return list(dict.fromkeys(found))
+        """The distinct words of ``text`` this vocabulary lacks (each encodes to ``<unk>``,
+        or is refused without one), in order of first appearance."""
+        held = self.tokenizer.get_vocab()
+        return list(dict.fromkeys(w for w in split_words(text) if w not in held))
 
     def to_json(self) -> str:
         return self.tokenizer.to_str()
@@ -141,22 +153,30 @@ class WordVocab:
 
 
 class CharVocab:
-    """Every character of the training text (sorted), plus an unknown-character symbol."""
+    """Characters, in the order given; ``\ufffd`` among them stands for any other.
+
+    A corpus's vocabulary is every character of all its splits (sorted), as the RHN and
+    Graves (2013) set-ups count enwik8's 205 bytes over the whole file: no symbol of the data
+    is unknown, and text beyond it is refused rather than read as an unknown symbol.
+    """
 
     kind = "char"
 
     def __init__(self, symbols: list[str]) -> None:
-        if CHAR_UNK not in symbols:
-            symbols = [CHAR_UNK, *symbols]
-        self.symbols = symbols
-        self.unk = symbols.index(CHAR_UNK)
+        if len(set(symbols)) != len(symbols):
+            raise ValueError("a character vocabulary lists each symbol once")
+        self.symbols = list(symbols)
+        self.has_unknown = CHAR_UNK in symbols
+        self.unk = symbols.index(CHAR_UNK) if self.has_unknown else None
         codes = np.array([ord(c) for c in symbols], dtype=np.int64)
         self._order = np.argsort(codes)
         self._sorted_codes = codes[self._order]
 
     @classmethod
-    def from_text(cls, text: str) -> CharVocab:
-        return cls(sorted(set(text)))
+    def from_text(cls, text: str, *, unknown: bool = True) -> CharVocab:
+        """The characters of ``text`` (sorted), after ``\ufffd`` where ``unknown``."""
+        symbols = sorted(set(text) - {CHAR_UNK})
+        return cls([CHAR_UNK, *symbols] if unknown else sorted(set(text)))
 
     def __len__(self) -> int:
         return len(self.symbols)
@@ -165,8 +185,12 @@ class CharVocab:
         # Vectorised: a 90M-character corpus encodes in seconds, not minutes.
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
         pos = np.searchsorted(self._sorted_codes, codes).clip(max=len(self.symbols) - 1)
+        ids = self._order[pos]
         known = self._sorted_codes[pos] == codes
-        ids = np.where(known, self._order[pos], self.unk)
+        if not known.all():
+            if self.unk is None:
+                raise _no_unknown_error(self.unknown_tokens(text))
+            ids = np.where(known, ids, self.unk)
         return torch.from_numpy(ids.astype(np.int64))
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
@@ -193,6 +217,7 @@ class SentencePieceVocab:
     """Subword units (BPE or unigram) learnt by ``sentencepiece`` from the training text."""
 
     kind = "sentencepiece"
+    has_unknown = True  # sentencepiece models always hold <unk>
 
     def __init__(self, model_proto: bytes) -> None:
         import sentencepiece as spm
@@ -269,6 +294,15 @@ class SentencePieceVocab:
     def save(self, run_dir: str | Path) -> None:
         with atomic_open(Path(run_dir) / "spm.model", "wb") as f:
             f.write(self.model_proto)
+
+
+def _no_unknown_error(unknown: list[str]) -> ValueError:
+    shown = ", ".join(repr(t) for t in unknown[:5])
+    more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+    return ValueError(
+        f"the text has {len(unknown)} symbol(s) this vocabulary doesn't hold: {shown}{more} "
+        f"(it has no unknown symbol: its training data had no use for one)"
+    )
 
 
 def vocab_from_json(text: str) -> Vocab:

@@ -232,10 +232,15 @@ class Trainer:
         """Task, model, optimiser and schedule; restored from last.pt if there is one."""
         train = config.train
         seed_everything(train.seed + self.dist.rank, deterministic=train.deterministic)
+        resumed = self._read_last() if self.last_path.exists() else None
 
         self.task: Task = config.task_class(
             config, rank=self.dist.rank, world_size=self.dist.world_size
         )
+        if resumed is not None:
+            # Before the model is sized: the task may take the checkpoint's encoding of its
+            # data (a language model, the vocabulary a run began with).
+            self.task.check_checkpoint_state(resumed.get("task_state", {}), str(self.last_path))
         self.model_meta = self.task.model_meta()
         self.model: nn.Module = build_model(config.model, self.model_meta).to(self.device)
         self.optimizer = build_optimizer(self.model, config.optim)
@@ -257,8 +262,8 @@ class Trainer:
         # same steps as an uninterrupted run's, those before the stop included.
         self.window = _LogWindow()
         self.state: State = None
-        if self.last_path.exists():
-            self._restore(self.last_path)
+        if resumed is not None:
+            self._restore(self.last_path, resumed)
 
         self.train_model: nn.Module = self.model
         if self.dist.enabled:
@@ -269,15 +274,20 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------
 
-    def _restore(self, path: Path) -> None:
+    def _read_last(self) -> dict[str, Any]:
+        """last.pt, refused unless it is this config's task and model."""
         try:
-            ckpt = load_checkpoint(path)
+            ckpt = load_checkpoint(self.last_path)
         except CheckpointError as err:
             raise CheckpointError(
                 f"{err}; to resume from the best model instead, copy best.pt over it, or "
                 f"delete it to start the run over"
             ) from None
-        check_same_model(path, ckpt["config"], self.config.to_dict())
+        check_same_model(self.last_path, ckpt["config"], self.config.to_dict())
+        return ckpt
+
+    def _restore(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """Resume from ``ckpt``, read from ``path``, whose task state the task has checked."""
         saved_batch = ckpt["config"].get("data", {}).get("batch_size")
         batch = getattr(self.config.data, "batch_size", saved_batch)
         if ckpt.get("hidden") is not None and saved_batch != batch:
@@ -286,7 +296,6 @@ class Trainer:
                 f"{saved_batch}, but this run asks for {batch}; resume with --set "
                 f"data.batch_size={saved_batch}, or start a fresh --run-dir"
             )
-        self.task.check_checkpoint_state(ckpt.get("task_state", {}), str(path))
         saved_optim = ckpt["config"].get("optim", {}).get("name")
         if saved_optim is not None and saved_optim != self.config.optim.name:
             raise CheckpointError(

@@ -33,7 +33,9 @@ def test_real_ptb_word_has_the_standard_sizes() -> None:
 @needs_data
 def test_real_ptb_char_keeps_characters_as_tokens() -> None:
     vocab, ids = load_tokenized(CorpusSource(corpus="ptb_char"), use_cache=False)
-    assert 45 <= len(vocab) <= 52  # ~48 characters, '_' for spaces, <unk>, <eos>
+    # 49 symbols ('_' for spaces among them) and <eos>: the 50 classes of the RHN paper; no
+    # <unk>, which no split of the character files holds
+    assert len(vocab) == 50 and not vocab.has_unknown
     assert len(ids["train"]) == 5017482
     assert vocab.decode(ids["valid"][:9]) == "c o n s u m e r s"
 
@@ -137,8 +139,9 @@ def test_user_folder_and_single_file(tmp_path: Path) -> None:
     for split in ("train", "valid", "test"):
         (folder / f"{split}.txt").write_text(f"{split} text\nsecond line\n")
     vocab, ids = load_tokenized(CorpusSource(corpus="file", path=str(folder)), use_cache=False)
-    # Characters seen only outside training ('v' of "valid") become the unknown symbol.
-    assert vocab.decode(ids["valid"]) == "\ufffdalid text\nsecond line\n"
+    # The characters of every split, 'v' of "valid" and 's' of "test" included; no unknown.
+    assert vocab.symbols == sorted(set("train valid test text\nsecond line"))
+    assert vocab.decode(ids["valid"]) == "valid text\nsecond line\n"
     assert vocab.decode(ids["train"]) == "train text\nsecond line\n"
     single = tmp_path / "one.txt"
     single.write_text("abcdefghij" * 100)

@@ -72,11 +72,11 @@ def test_training_runs_from_every_kind_of_dataset(task: str, kind: str, tmp_path
     path = write_kind(kind, tmp_path / kind)
     result = train(lm_config(task, path), tmp_path / "run")
     assert result.status == "finished" and result.position.step == 6
-    # Six steps already beat guessing uniformly over the vocabulary (19 characters, 14 words
-    # with <eos> and <unk>; measured: 4.04-4.08 bpc, 11.5-12.7 ppl over three seeds).
+    # Six steps already beat guessing uniformly over the vocabulary (18 characters, 14 words
+    # with <eos> and <unk>; measured: 3.96-4.02 bpc, 11.5-12.7 ppl over three seeds).
     text = "".join(f"{r}\n" for r in ROWS["train"])
     if task == "char_lm":
-        assert 0 < result.metrics["bpc"] < math.log2(len(CharVocab.from_text(text).symbols))
+        assert 0 < result.metrics["bpc"] < math.log2(len(CharVocab.from_text(text, unknown=False)))
     else:
         assert 1 < result.metrics["ppl"] < len(WordVocab.from_text(text).tokens)
 
@@ -315,3 +315,32 @@ def test_tokenising_in_several_processes_gives_the_same_ids_in_order(
         build_config({"task": "word_lm", "data": {"corpus": "hf", "path": "x", "num_proc": 0}})
     with pytest.raises(ValueError, match=r"data\.num_proc applies to data\.corpus 'hf' only"):
         build_config({"task": "word_lm", "data": {"num_proc": 2}})
+
+
+@pytest.mark.parametrize(
+    ("level", "test_rows", "size", "unknown"),
+    [
+        ("char", ["zebra é"], 18 + 4, False),  # training's 18 and test's b, r, z, é
+        ("word", ["the cat"], 13, False),  # <eos> and 12 words: no held-out word is unseen
+        ("word", ["the zebra"], 14, True),  # 'zebra' needs <unk>
+    ],
+)
+def test_the_hf_door_builds_the_text_door_vocabulary(
+    level: str, test_rows: list[str], size: int, unknown: bool, tmp_path: Path
+) -> None:
+    from rhn.data.lm_corpus import CorpusSource, load_tokenized
+
+    rows = {"train": ROWS["train"], "valid": ROWS["train"][:50], "test": test_rows}
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for name, split_rows in rows.items():
+        (folder / f"{name}.txt").write_text("".join(f"{r}\n" for r in split_rows))
+    hf_vocab, hf_ids = load_tokenized_hf(HFSource(str(folder), level=level))
+    text_vocab, text_ids = load_tokenized(
+        CorpusSource(corpus="file", path=str(folder), level=level), use_cache=False
+    )
+    assert hf_vocab.to_json() == text_vocab.to_json()
+    assert len(hf_vocab) == size and hf_vocab.has_unknown is unknown
+    assert {k: v.tolist() for k, v in hf_ids.items()} == {
+        k: v.tolist() for k, v in text_ids.items()
+    }

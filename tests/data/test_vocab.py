@@ -19,11 +19,45 @@ def test_word_vocab_orders_by_frequency_adds_eos_and_maps_unknown_words() -> Non
     assert vocab.encode("the zebra sat").tolist() == [2, 0, 3, 1]
 
 
+def test_word_vocab_without_unknown_has_eos_first_and_refuses_unseen_words() -> None:
+    vocab = WordVocab.from_text(TEXT, unknown=False)
+    assert not vocab.has_unknown and len(vocab) == 7  # <eos> and 6 words
+    assert vocab.tokens[:3] == ["<eos>", "the", "sat"]
+    assert vocab.encode("the cat\n").tolist() == [1, 3, 0]
+    with pytest.raises(ValueError, match=r"2 symbol\(s\) this vocabulary doesn't hold: 'zebra', "
+                       r"'<unk>' \(it has no unknown symbol"):  # fmt: skip
+        vocab.encode("the zebra <unk>")
+    with pytest.raises(ValueError, match="the text writes <unk>, so its vocabulary needs it"):
+        WordVocab.from_text("a <unk> b", unknown=False)
+
+
+def test_needs_unknown_only_where_the_data_does() -> None:
+    from collections import Counter
+
+    from rhn.data.vocab import needs_unknown
+
+    train = Counter(["the", "cat", "sat"])
+    assert not needs_unknown(train, ["the", "cat"])
+    assert needs_unknown(train, ["the", "dog"])
+    assert needs_unknown(Counter(["the", "<unk>", "sat"]), [])  # PTB's word files write it
+
+
 def test_char_vocab_keeps_line_breaks_and_maps_unseen_characters() -> None:
     vocab = CharVocab.from_text("ab\nba")
     ids = vocab.encode("ab\nz")
     assert vocab.decode(ids) == "ab\n\ufffd"
-    assert ids[-1].item() == vocab.unk
+    assert ids[-1].item() == vocab.unk and vocab.has_unknown
+
+
+def test_char_vocab_without_unknown_is_its_characters_and_refuses_others() -> None:
+    vocab = CharVocab.from_text("ba\nab", unknown=False)
+    assert vocab.symbols == ["\n", "a", "b"] and vocab.unk is None and not vocab.has_unknown
+    assert vocab.encode("ab\n").tolist() == [1, 2, 0]
+    with pytest.raises(ValueError, match=r"1 symbol\(s\) this vocabulary doesn't hold: 'z'"):
+        vocab.encode("abz")
+    # a vocabulary saved before unknown symbols were optional keeps its own
+    old = vocab_from_json('{"type": "char", "symbols": ["\\ufffd", "a", "b"]}')
+    assert old.encode("az").tolist() == [1, 0]
 
 
 def test_sentencepiece_round_trip() -> None:

@@ -149,14 +149,14 @@ def test_word_level_task_reports_perplexity(tmp_path: Path) -> None:
     assert (tmp_path / "run" / "tokenizer.json").exists()
 
 
-def corpus_folder(root: Path) -> Path:
-    """A word corpus kept one file per split, as PTB is."""
+def corpus_folder(root: Path, *, unseen: str = "") -> Path:
+    """A word corpus kept one file per split, as PTB is; ``unseen`` ends the test split."""
     rng = random.Random(3)
     words = ["the", "cat", "dog", "sat", "ran", "on", "a", "mat", "log", "red", "big"]
     root.mkdir()
     for split, lines in (("train", 400), ("valid", 60), ("test", 60)):
         text = "\n".join(" ".join(rng.choice(words) for _ in range(8)) for _ in range(lines))
-        (root / f"{split}.txt").write_text(text + "\n")
+        (root / f"{split}.txt").write_text(text + "\n" + (unseen if split == "test" else ""))
     return root
 
 
@@ -256,8 +256,17 @@ def sample_warnings(run: Path, prompt: str) -> list[str]:
     return [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
 
 
+def sample_refusal(run: Path, prompt: str, capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line rhn-sample exits 2 with for ``prompt``."""
+    capsys.readouterr()
+    assert sample_main([str(run), "--prompt", prompt, "--length", "3"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    return line
+
+
 def test_the_command_prints_a_warning_as_one_line(tmp_path: Path) -> None:
-    run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus"), "word_lm")
+    # a test word training lacks: the vocabulary has <unk>
+    run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus", unseen="zebra\n"), "word_lm")
     code = "import sys; from rhn.tasks.cli import sample_main; sys.exit(sample_main(sys.argv[1:]))"
     done = subprocess.run(
         [sys.executable, "-c", code, str(run), "--prompt", "xyzzy cat", "--length", "3"],
@@ -271,7 +280,7 @@ def test_the_command_prints_a_warning_as_one_line(tmp_path: Path) -> None:
 
 
 def test_sampling_warns_once_naming_the_prompt_words_the_vocabulary_lacks(tmp_path: Path) -> None:
-    run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus"), "word_lm")
+    run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus", unseen="zebra\n"), "word_lm")
     assert sample_warnings(run, "The xyzzy cat Xyzzy") == [
         "the prompt has 3 token(s) the model's vocabulary doesn't hold, each read as the "
         "unknown token: 'The', 'xyzzy', 'Xyzzy'; the vocabulary holds 'the'"
@@ -284,7 +293,21 @@ def test_sampling_warns_once_naming_the_prompt_words_the_vocabulary_lacks(tmp_pa
     ]
 
 
-def test_sampling_a_ptb_char_model_says_how_to_write_the_prompt(tmp_path: Path) -> None:
+def test_a_vocabulary_without_unknown_refuses_a_prompt_word_it_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # every held-out word is a training word: no <unk> to read 'xyzzy' as
+    run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus"), "word_lm")
+    assert sample_refusal(run, "The xyzzy cat", capsys) == (
+        "error: the prompt has 2 token(s) the model's vocabulary doesn't hold, and it has no "
+        "unknown token to read them as: 'The', 'xyzzy'; the vocabulary holds 'the'"
+    )
+    assert sample_warnings(run, "the cat") == []
+
+
+def test_sampling_a_ptb_char_model_says_how_to_write_the_prompt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # PTB's character files: characters separated by spaces, _ between words (ptb_char).
     corpus = corpus_folder(tmp_path / "words")
     spaced = tmp_path / "chars"
@@ -292,20 +315,23 @@ def test_sampling_a_ptb_char_model_says_how_to_write_the_prompt(tmp_path: Path) 
     for split in ("train", "valid", "test"):
         (spaced / f"{split}.txt").write_text(ptb_char_text((corpus / f"{split}.txt").read_text()))
     run = tiny_run(tmp_path, spaced, "word_lm")
-    assert sample_warnings(run, "the cat") == [
-        "the prompt has 2 token(s) the model's vocabulary doesn't hold, each read as the "
-        "unknown token: 'the', 'cat'; this model reads PTB's character format (characters "
-        "separated by spaces, '_' between words): write the prompt as 't h e _ c a t'"
-    ]
+    assert sample_refusal(run, "the cat", capsys) == (
+        "error: the prompt has 2 token(s) the model's vocabulary doesn't hold, and it has no "
+        "unknown token to read them as: 'the', 'cat'; this model reads PTB's character format "
+        "(characters separated by spaces, '_' between words): write the prompt as "
+        "'t h e _ c a t'"
+    )
     assert sample_warnings(run, "t h e _ c a t") == []
 
 
-def test_sampling_a_char_model_names_the_characters_it_lacks(tmp_path: Path) -> None:
+def test_sampling_a_char_model_names_the_characters_it_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tiny_run(tmp_path, corpus_folder(tmp_path / "corpus"), "char_lm")
-    assert sample_warnings(run, "the CAT") == [
-        "the prompt has 3 token(s) the model's vocabulary doesn't hold, each read as the "
-        "unknown token: 'C', 'A', 'T'"
-    ]
+    assert sample_refusal(run, "the CAT!", capsys) == (
+        "error: the prompt has 4 token(s) the model's vocabulary doesn't hold, and it has no "
+        "unknown token to read them as: 'C', 'A', 'T', '!'; the vocabulary holds 'c', 'a', 't'"
+    )
     assert sample_warnings(run, "the cat") == []
 
 
@@ -368,3 +394,43 @@ def test_a_subword_model_continues_an_open_line(tmp_path: Path) -> None:
     # prompt's words: greedy sampling continues the memorised sentence.
     sample = sample_text(tmp_path / "run" / "checkpoints" / "last.pt", "the cat sat", 12, 0.0)
     assert sample.startswith("the cat sat on the mat\nthe cat"), repr(sample)
+
+
+@pytest.mark.parametrize("task", ["char_lm", "word_lm"])
+def test_a_run_begun_with_an_unknown_symbol_it_never_used_resumes_in_that_vocabulary(
+    task: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rhn.data import lm_corpus
+    from rhn.data.vocab import CharVocab, WordVocab
+
+    corpus = corpus_folder(tmp_path / "corpus")  # every held-out symbol is a training one
+
+    def earlier_vocab(source, texts):  # as every vocabulary was built before: an unknown first
+        kind = CharVocab if task == "char_lm" else WordVocab
+        return kind.from_text(texts["train"], unknown=True)
+
+    def config(steps: int):
+        return build_config(
+            {
+                "task": task,
+                "model": {"embed_size": 8, "hidden_size": 8, "depth": 1},
+                "data": {"corpus": "file", "path": str(corpus), "batch_size": 4, "seq_len": 10},
+                "train": {"max_steps": steps, "max_epochs": None, "eval_every": 2},
+                "optim": {"name": "adam", "lr": 0.01},
+            }
+        )
+
+    with monkeypatch.context() as before:
+        before.setattr(lm_corpus, "build_vocab", earlier_vocab)
+        before.setenv("RHN_CACHE_DIR", str(tmp_path / "cache-before"))
+        whole = train(config(4), tmp_path / "whole")
+        train(config(2), tmp_path / "resumed")
+    monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path / "cache-now"))
+    level = "char" if task == "char_lm" else "word"
+    vocab_now = lm_corpus.load_tokenized(config(4).data.source(level))[0]
+    resumed = train(config(4), tmp_path / "resumed")
+    # the same ids and model as an uninterrupted run in the earlier vocabulary
+    assert resumed.position.step == 4 and resumed.metrics == whole.metrics
+    saved = load_model(tmp_path / "resumed" / "checkpoints" / "last.pt").task_state["vocab"]
+    saved = vocab_from_json(saved)
+    assert saved.has_unknown and not vocab_now.has_unknown and len(saved) == len(vocab_now) + 1
