@@ -130,10 +130,10 @@ def run_row(
         options, protocol = protocol_options(config["task"], batched, mc)
         try:
             ours = evaluate_checkpoint(checkpoint, split, "auto", **options)
-        except McProtocolError:  # per-step dropout (Kim et al.'s): no pass can hold it
+        except McProtocolError as err:  # Kim et al.'s per-step dropout, or none at all
             options, protocol = protocol_options(config["task"], batched, 0)
             ours = evaluate_checkpoint(checkpoint, split, "auto", **options)
-            protocol += " (no MC: per-step dropout)"
+            protocol += f" (no MC: {err.reason})"
         metric = metric or next(m for m in ("ppl", "bpc", "acc") if m in ours)
         value, where, step = ours[metric], split, ckpt["step"]
     else:

@@ -55,6 +55,14 @@ class McRejectedError(RuntimeError):
 class McProtocolError(ValueError):
     """The model's dropout cannot be scored by the MC protocol asked for."""
 
+    reason = "per-step dropout"  # in a report's words
+
+
+class McNoDropoutError(McProtocolError):
+    """The model has no dropout to sample: every MC pass would be the deterministic one."""
+
+    reason = "no dropout"
+
 
 @dataclass
 class StreamScore:
@@ -148,6 +156,25 @@ def per_step_dropout(lm: RecurrentLM) -> list[str]:
     return found
 
 
+def active_dropouts(lm: RecurrentLM) -> list[str]:
+    """The model's dropouts whose rate is above 0: what MC dropout samples."""
+    cfg = lm.cfg
+    rates = ("embed_dropout", "input_dropout", "state_dropout", "output_dropout")
+    found = [name for name in rates if getattr(cfg, name, 0.0) > 0]
+    if cfg.layer_dropout > 0 and cfg.num_layers > 1:
+        found.append("layer_dropout")
+    return found
+
+
+def _require_dropout(lm: RecurrentLM, samples: int) -> None:
+    if not active_dropouts(lm):
+        raise McNoDropoutError(
+            f"MC dropout averages passes with dropout on, and this model has none (every "
+            f"dropout rate is 0): its {samples} passes would each give the deterministic "
+            f"score; evaluate without MC dropout (no --mc)"
+        )
+
+
 @torch.no_grad()
 def score_deterministic(
     lm: RecurrentLM, stream: TBPTTStream, device: torch.device, *, progress: bool = False
@@ -178,6 +205,7 @@ def score_mc_passes(
     """
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
+    _require_dropout(lm, samples)
     per_step = per_step_dropout(lm)
     if per_step:
         raise McProtocolError(
@@ -227,6 +255,7 @@ def score_mc_windows(
 ) -> StreamScore:
     """Fresh masks per window, the ``samples`` predictive distributions averaged per window;
     the masks are drawn from ``seed`` (the caller's random state is left as it was)."""
+    _require_dropout(lm, samples)
     with _replayed_masks(seed, device):
         return _score_mc_windows(lm, stream, device, samples, progress)
 

@@ -28,15 +28,20 @@ def _train_tiny(run: Path, *overrides: str) -> None:
 
 def test_reproduce_table_from_a_finished_run(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
-    _train_tiny(runs / "tiny", "train.max_steps=10", "train.eval_every=5")
-    for extra, protocol in (
-        ([], "batch 1"),
-        (["--batched"], "batched"),
-        (["--mc", "2"], "batch 1, MC dropout 2 passes (evaluate_mc)"),
-        (["--no-eval"], "training log"),
+    _train_tiny(
+        runs / "tiny", "train.max_steps=10", "train.eval_every=5", "model.output_dropout=0.2"
+    )
+    # char_lm_tiny has no dropout: MC dropout would be K copies of the deterministic score
+    _train_tiny(tmp_path / "plain" / "tiny", "train.max_steps=5", "train.eval_every=5")
+    for where, extra, protocol in (
+        (runs, [], "batch 1"),
+        (runs, ["--batched"], "batched"),
+        (runs, ["--mc", "2"], "batch 1, MC dropout 2 passes (evaluate_mc)"),
+        (tmp_path / "plain", ["--mc", "2"], "batch 1 (no MC: no dropout)"),
+        (runs, ["--no-eval"], "training log"),
     ):
         table = subprocess.run(
-            [sys.executable, "scripts/reproduce.py", str(runs), *extra],
+            [sys.executable, "scripts/reproduce.py", str(where), *extra],
             cwd=ROOT,
             capture_output=True,
             text=True,

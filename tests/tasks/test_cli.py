@@ -71,6 +71,22 @@ def test_mc_passes_on_per_step_dropout_are_refused_in_one_line(
     assert eval_main([str(run), "--split", "test", "--mc", "2", "--mc-protocol", "window"]) == 0
 
 
+def test_mc_dropout_of_a_model_without_dropout_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0  # char_lm_tiny: no dropout
+    capsys.readouterr()
+    for protocol in ("pass", "window"):
+        assert eval_main([str(run), "--split", "test", "--mc", "2", "--mc-protocol", protocol]) == 2
+        (err,) = capsys.readouterr().err.splitlines()
+        assert err == (
+            "error: MC dropout averages passes with dropout on, and this model has none (every "
+            "dropout rate is 0): its 2 passes would each give the deterministic score; "
+            "evaluate without MC dropout (no --mc)"
+        )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -11,8 +11,10 @@ import torch
 from rhn.data.tbptt import TBPTTStream
 from rhn.models import LanguageModel, LanguageModelConfig
 from rhn.tasks.lm_scoring import (
+    McNoDropoutError,
     McProtocolError,
     McRejectedError,
+    active_dropouts,
     score_deterministic,
     score_mc_passes,
     score_mc_windows,
@@ -198,3 +200,15 @@ def test_per_step_dropout_cannot_be_held_for_a_pass(settings: dict, named: str) 
     with pytest.raises(McProtocolError, match=f"this model's {named} draw a fresh mask every step"):
         score_mc_passes(lm, windows_of(ids), CPU, 2)
     assert score_mc_windows(lm, windows_of(ids), CPU, 2).loss > 0  # the per-window variant
+
+
+@pytest.mark.parametrize("score", [score_mc_passes, score_mc_windows], ids=["pass", "window"])
+def test_mc_dropout_of_a_model_without_dropout_is_refused(score) -> None:
+    # K passes of a model without dropout are K copies of the deterministic score
+    lm, ids = tiny_lm(), split_ids()
+    with pytest.raises(McNoDropoutError, match=r"this model has none \(every dropout rate is 0\)"):
+        score(lm, windows_of(ids), CPU, 3)
+    # one dropout on is enough; layer_dropout with a single layer is none
+    assert active_dropouts(tiny_lm(embed_dropout=0.2)) == ["embed_dropout"]
+    assert active_dropouts(tiny_lm(num_layers=2, layer_dropout=0.3)) == ["layer_dropout"]
+    assert score_mc_windows(tiny_lm(state_dropout=0.3), windows_of(ids), CPU, 2).loss > 0
