@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,7 @@ class CifarSpec:
     test_file: str
     folder: str  # the folder the official archive unpacks to
     url: str
+    sizes: tuple[int, int] = (50_000, 10_000)  # the official training and test images
 
     @property
     def record_size(self) -> int:
@@ -117,8 +119,9 @@ def load_cifar(
     """CIFAR-10 (``cifar10``) or CIFAR-100 (``cifar100``), uint8 ``(N, 3, 32, 32)``.
 
     The training set is every training batch file found in the folder (the official
-    set has all five for CIFAR-10; a partial copy with fewer loads with what it has).
-    ``train=False`` reads the test file alone.
+    set has all five for CIFAR-10; a partial copy with fewer loads with what it has, and
+    warns that its numbers are not the published set's). ``train=False`` reads the test
+    file alone.
     """
     if name not in CIFAR:
         raise ValueError(f"CIFAR data set must be one of {sorted(CIFAR)}, got {name!r}")
@@ -144,6 +147,19 @@ def load_cifar(
             f"{spec.url}, unpack it and point RHN_DATA_DIR or data.data_dir at the folder."
         )
     test = read_cifar_binary(folder / spec.test_file, spec)
-    if not train:
-        return ImageSplits(name, None, test)
-    return ImageSplits(name, _concat([read_cifar_binary(p, spec) for p in train_paths]), test)
+    train_set = _concat([read_cifar_binary(p, spec) for p in train_paths]) if train else None
+    _warn_if_partial(spec, folder, train_set, test)
+    return ImageSplits(name, train_set, test)
+
+
+def _warn_if_partial(spec: CifarSpec, folder: Path, train: ImageSet | None, test: ImageSet) -> None:
+    found = [("test", len(test.labels), spec.sizes[1])]
+    if train is not None:
+        found.insert(0, ("training", len(train.labels), spec.sizes[0]))
+    short = [f"{n:,} {what} images of the official {full:,}" for what, n, full in found if n < full]
+    if short:
+        warnings.warn(
+            f"{spec.name} in {folder} is a partial copy ({' and '.join(short)}): its results "
+            f"are not comparable with numbers published on the full set",
+            stacklevel=3,
+        )

@@ -13,6 +13,9 @@ from rhn.data.synthetic import write_cifar, write_mnist, write_ptb
 from rhn.train.config import load_config, read_config_file
 from rhn.train.loop import train
 
+# The smoke runs' CIFAR files are a few images: partial copies, as the loader warns.
+pytestmark = pytest.mark.filterwarnings("ignore:cifar.* is a partial copy:UserWarning")
+
 SPLIT_NAMES = ("train", "validation", "test")
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 SMOKE = ["train.max_steps=3", "train.eval_every=3", "train.progress=false", "train.device=cpu"]

@@ -78,8 +78,17 @@ def test_labels_out_of_range_are_rejected(
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_load_synthetic_folder(tmp_path: Path, name: str) -> None:
     write_cifar(tmp_path, name)
-    splits = load_cifar(name, tmp_path, allow_download=False)
+    with pytest.warns(UserWarning) as caught:
+        splits = load_cifar(name, tmp_path, allow_download=False)
     assert splits.train.images.shape == (20, 3, 32, 32) and len(splits.test) == 10
+    folder = tmp_path / CIFAR[name].folder
+    assert [str(w.message) for w in caught] == [
+        f"{name} in {folder} is a partial copy (20 training images of the official 50,000 and "
+        f"10 test images of the official 10,000): its results are not comparable with numbers "
+        f"published on the full set"
+    ]
+    with pytest.warns(UserWarning, match=r"partial copy \(10 test images of the official 10,000\)"):
+        load_cifar(name, tmp_path, allow_download=False, train=False)
     assert splits.train.num_classes == CIFAR[name].num_classes
 
 
@@ -97,7 +106,8 @@ def test_missing_folder_says_where_it_looked(
     not os.environ.get("RHN_DATA_DIR"), reason="RHN_DATA_DIR is unset (real CIFAR subset)"
 )
 def test_real_cifar10_subset() -> None:
-    splits = load_cifar("cifar10", allow_download=False)
+    with pytest.warns(UserWarning, match=r"4,000 training images of the official 50,000 and 1,000"):
+        splits = load_cifar("cifar10", allow_download=False)
     # The shared copy: data_batch_1's first 4,000 records and the first 1,000 test images.
     assert splits.train.images.shape == (4000, 3, 32, 32) and len(splits.test) == 1000
     assert splits.train.labels[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
@@ -121,5 +131,6 @@ def test_download_door_unpacks_the_official_archive(
     monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("RHN_DATA_DIR", raising=False)
     monkeypatch.delenv("RHN_OFFLINE", raising=False)
-    splits = load_cifar("cifar100", tmp_path / "nothing-here")
+    with pytest.warns(UserWarning, match="partial copy"):
+        splits = load_cifar("cifar100", tmp_path / "nothing-here")
     assert len(splits.train) == 6 and len(splits.test) == 3 and splits.train.num_classes == 100

@@ -22,6 +22,9 @@ from rhn.train.config import build_config
 from rhn.train.loop import train
 from tests.data.cifar_by_hand import cifar_records
 
+# The CIFAR files these tests compare are partial copies, as the loader warns.
+pytestmark = pytest.mark.filterwarnings("ignore:cifar.* is a partial copy:UserWarning")
+
 
 def as_hub_dataset(
     splits: ImageSplits, dataset: str, coarse: dict[str, list[int]] | None = None

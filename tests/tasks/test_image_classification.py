@@ -20,6 +20,9 @@ from rhn.train.evaluate import evaluate_checkpoint
 from rhn.train.loop import train
 from tests.data.cifar_by_hand import cifar_records
 
+# The CIFAR files these tests write are a few images: partial copies, as the loader warns.
+pytestmark = pytest.mark.filterwarnings("ignore:cifar.* is a partial copy:UserWarning")
+
 
 def make_task(data_dir: Path, **data: object) -> ImageClassificationTask:
     config = build_config(
