@@ -24,7 +24,9 @@ import csv
 import json
 import math
 import os
+import pickle
 import random
+import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -349,6 +351,27 @@ def _log_trial(log: Callable[[str], None], record: dict) -> None:
     log(f"  {record['trial']}: {record['status']}, train CE {record['final_train_loss']:.4g}")
 
 
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` spawned processes that print warnings as this one does (the commands'
+    one line: a spawned process starts with Python's two-line default)."""
+    formatwarning = warnings.formatwarning
+    try:
+        pickle.dumps(formatwarning)
+    except (pickle.PicklingError, AttributeError, TypeError):  # a lambda, say: the default
+        formatwarning = None
+    return ProcessPoolExecutor(
+        workers,
+        mp_context=get_context("spawn"),
+        initializer=_format_warnings_with,
+        initargs=(formatwarning,),
+    )
+
+
+def _format_warnings_with(formatwarning: Callable[..., str] | None) -> None:
+    if formatwarning is not None:
+        warnings.formatwarning = formatwarning
+
+
 def run_study(
     study: DepthStudyConfig,
     study_dir: str | Path,
@@ -368,7 +391,7 @@ def run_study(
     log(f"depth study: {len(trials)} trials, {len(trials) - len(pending)} already done")
     if workers > 1 and len(pending) > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with worker_pool(workers) as pool:
             futures = [pool.submit(run_trial, study, t, study_dir, threads) for t in pending]
             for future in futures:
                 _log_trial(log, future.result())

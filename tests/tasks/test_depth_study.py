@@ -120,3 +120,29 @@ def test_a_trial_with_a_nan_loss_is_never_its_cells_best() -> None:
     records += [record("diverged", math.inf, 10), record("only-nan", math.nan, 20)]
     best = {cell: r["trial"] for cell, r in best_per_cell(records).items()}
     assert best == {(50, "plain"): "good", (10, "plain"): "diverged", (20, "plain"): "only-nan"}
+
+
+def _warn_in_worker(message: str) -> None:
+    import warnings
+
+    warnings.warn(message, UserWarning, stacklevel=1)
+
+
+def test_a_spawned_trial_prints_its_warnings_as_the_command_does(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import warnings
+
+    from rhn.tasks.cli import _warning_line
+    from rhn.tasks.depth_study import worker_pool
+
+    monkeypatch.setattr(warnings, "formatwarning", _warning_line)  # as under a command
+    with worker_pool(2) as pool:
+        pool.submit(_warn_in_worker, "from a worker").result()
+    assert "warning: from a worker\n" in capfd.readouterr().err
+    # a format that cannot travel to the workers leaves them Python's default
+    monkeypatch.setattr(warnings, "formatwarning", lambda *args, **kwargs: "never used\n")
+    with worker_pool(1) as pool:
+        pool.submit(_warn_in_worker, "from another").result()
+    err = capfd.readouterr().err
+    assert "UserWarning: from another" in err and "never used" not in err
