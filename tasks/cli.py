@@ -178,7 +178,10 @@ def sample_main(argv: list[str] | None = None) -> int:
         prog="rhn-sample", description="Generate text with a trained language model."
     )
     parser.add_argument("path", help="a run directory or a .pt checkpoint")
-    parser.add_argument("--prompt", default="\n", help="text to continue (default: a newline)")
+    parser.add_argument(
+        "--prompt",
+        help="text to continue (default: a line break; a space for characters without one)",
+    )
     parser.add_argument(
         "--length", type=_int_at_least(1), default=200,
         help="tokens to generate (default: %(default)s)",

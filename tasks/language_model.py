@@ -28,6 +28,7 @@ from rhn.data.vocab import (
     EOS,
     UNK,
     CharVocab,
+    SentencePieceVocab,
     Vocab,
     WordVocab,
     digest,
@@ -144,16 +145,6 @@ def _saved_vocab(task_state: dict[str, Any]) -> Vocab:
     return vocab_from_json(task_state["vocab"])
 
 
-def _is_with_unknown_first(earlier: Vocab, vocab: Vocab) -> bool:
-    """Whether ``earlier`` is ``vocab`` with an unknown symbol before its first: how word and
-    character vocabularies were built before they held one only where the data needs it."""
-    if isinstance(earlier, WordVocab) and isinstance(vocab, WordVocab):
-        return earlier.tokens == [UNK, *vocab.tokens]
-    if isinstance(earlier, CharVocab) and isinstance(vocab, CharVocab):
-        return earlier.symbols == [CHAR_UNK, *vocab.symbols]
-    return False
-
-
 class LanguageModelTask(Task):
     """Shared by the word- and character-level tasks; subclasses set name and metric."""
 
@@ -222,6 +213,24 @@ class LanguageModelTask(Task):
     @classmethod
     def for_evaluation(cls, config: Any, task_state: dict[str, Any], split: str) -> Task:
         return cls(config, vocab=_saved_vocab(task_state), splits=(split,))
+
+    def _ids_in_earlier(self, earlier: Vocab) -> torch.Tensor | None:
+        """Each symbol's id in ``earlier`` if it is this data's vocabulary as it was built
+        before (an unknown symbol first, then a word vocabulary's tokens or the training
+        split's characters, sorted; a character only held-out text has was the unknown
+        symbol), else None."""
+        vocab = self.vocab
+        if isinstance(earlier, WordVocab) and isinstance(vocab, WordVocab):
+            if earlier.tokens != [UNK, *vocab.tokens]:
+                return None
+            return torch.arange(1, len(vocab) + 1)
+        if isinstance(earlier, CharVocab) and isinstance(vocab, CharVocab) and "train" in self.ids:
+            trained = sorted(vocab.symbols[i] for i in self.ids["train"].unique().tolist())
+            if earlier.symbols != [CHAR_UNK, *trained]:
+                return None
+            index = {symbol: i for i, symbol in enumerate(earlier.symbols)}
+            return torch.tensor([index.get(symbol, earlier.unk) for symbol in vocab.symbols])
+        return None
 
     # -- the model's metadata ----------------------------------------------------------
 
@@ -326,16 +335,16 @@ class LanguageModelTask(Task):
 
     def check_checkpoint_state(self, state: dict[str, Any], path: str) -> None:
         """Refuse a checkpoint of another vocabulary, but take the one a run began with
-        where it is this data's vocabulary with an unknown symbol first (as every vocabulary
-        had before they held one only where the data needs it): the ids, one higher, are
-        the ones that run trained on."""
+        where it is the vocabulary this data had before vocabularies held an unknown symbol
+        only where the data needs one: the ids become the ones that run trained on."""
         saved = state.get("vocab_digest")
         if saved is None or saved == digest(self.vocab):
             return
         earlier = _saved_vocab(state) if state.get("vocab") is not None else None
-        if earlier is not None and _is_with_unknown_first(earlier, self.vocab):
+        table = self._ids_in_earlier(earlier) if earlier is not None else None
+        if table is not None:
             self.vocab = earlier
-            self.ids = {split: ids + 1 for split, ids in self.ids.items()}
+            self.ids = {split: table[ids] for split, ids in self.ids.items()}
             if self.train_stream is not None:
                 self._stream_train_split()
             return
@@ -383,10 +392,11 @@ class CharAwareLMTask(WordLMTask):
 
 
 def sample_text(
-    path: Path, prompt: str, length: int, temperature: float = 1.0, seed: int = 0
+    path: Path, prompt: str | None, length: int, temperature: float = 1.0, seed: int = 0
 ) -> str:
-    """``prompt`` continued by ``length`` sampled tokens of the checkpoint's model; the
-    checkpoint alone is read, not its corpus."""
+    """``prompt`` (default: the start of a line, :func:`default_prompt`) continued by
+    ``length`` sampled tokens of the checkpoint's model; the checkpoint alone is read, not
+    its corpus."""
     loaded = load_model(path)
     if not issubclass(loaded.config.task_class, LanguageModelTask):
         raise CheckpointError(
@@ -394,8 +404,11 @@ def sample_text(
         )
     model: RecurrentLM = loaded.model  # type: ignore[assignment]
     vocab = _saved_vocab(loaded.task_state)
+    prompt = default_prompt(vocab) if prompt is None else prompt
     _check_prompt_tokens(vocab, prompt)
     ids = vocab.encode(prompt)
+    if isinstance(vocab, SentencePieceVocab) and ids.numel() == 0 and "\n" in prompt:
+        ids = torch.tensor([vocab.processor.eos_id()])  # its encoder skips blank lines
     if vocab.kind in ("word", "sentencepiece") and prompt and not prompt.endswith("\n"):
         ids = ids[:-1]  # the encoder closes every line with <eos>; continue the open line
     if ids.numel() == 0:
@@ -409,6 +422,14 @@ def sample_text(
 
 
 UNKNOWN_SHOWN = 5  # out-of-vocabulary tokens a warning names
+
+
+def default_prompt(vocab: Vocab) -> str:
+    """A line break (a word or subword vocabulary's ``<eos>``), or for characters without
+    one (text8's) a space, else the first symbol."""
+    if not isinstance(vocab, CharVocab) or "\n" in vocab.symbols:
+        return "\n"
+    return " " if " " in vocab.symbols else vocab.symbols[0]
 
 
 def _is_ptb_char(vocab: Vocab) -> bool:

@@ -31,9 +31,11 @@ from rhn.data.corpora import (
 )
 from rhn.data.data_dirs import cache_dir, content_digest
 from rhn.data.hf_corpus import HFSource, load_split_hf, load_tokenized_hf
+from rhn.data.text_file import DataFileError
 from rhn.data.vocab import (
     CharVocab,
     SentencePieceVocab,
+    UnknownSymbolError,
     Vocab,
     WordVocab,
     needs_unknown,
@@ -199,6 +201,13 @@ def _remove_dead_temporaries(path: Path) -> None:
 def load_split(source: CorpusSource, split: str, vocab: Vocab) -> torch.Tensor:
     """The ids of one split in a saved vocabulary (evaluating a trained model): the other
     splits' files are not needed."""
-    if source.corpus == "hf":
-        return load_split_hf(source.hf(), split, vocab)
-    return vocab.encode(read_splits(source, splits=(split,))[split])
+    try:
+        if source.corpus == "hf":
+            return load_split_hf(source.hf(), split, vocab)
+        return vocab.encode(read_splits(source, splits=(split,))[split])
+    except UnknownSymbolError as err:
+        where = f"{source.corpus} {source.path}" if source.path else source.corpus
+        raise DataFileError(
+            f"the {split} split of {where}: {err}; the vocabulary saved with the model was "
+            f"built from other data"
+        ) from None

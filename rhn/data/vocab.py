@@ -30,7 +30,11 @@ import torch
 from rhn.data.atomic_file import atomic_open, atomic_write_text
 
 UNK, EOS = "<unk>", "<eos>"
-CHAR_UNK = "\ufffd"  # stands for any character not seen in training
+CHAR_UNK = "\ufffd"  # in a character vocabulary that has one, stands for any other character
+
+
+class UnknownSymbolError(ValueError):
+    """Text with a symbol a vocabulary without an unknown symbol lacks."""
 
 
 class Vocab(Protocol):
@@ -67,7 +71,7 @@ def split_words(text: str) -> list[str]:
 def needs_unknown(train_counts: Counter[str], held_out_words: Iterable[str]) -> bool:
     """Whether a word vocabulary of ``train_counts`` needs ``<unk>``: the training text writes
     it (PTB's word files) or a held-out word is one training lacks."""
-    return UNK in train_counts or any(w not in train_counts for w in held_out_words)
+    return UNK in train_counts or any(w not in train_counts and w != EOS for w in held_out_words)
 
 
 class WordVocab:
@@ -77,7 +81,8 @@ class WordVocab:
 
     def __init__(self, tokenizer: object) -> None:
         self.tokenizer = tokenizer
-        self._id_to_token = {i: t for t, i in tokenizer.get_vocab().items()}
+        self._token_to_id: dict[str, int] = tokenizer.get_vocab()
+        self._id_to_token = {i: t for t, i in self._token_to_id.items()}
         self.has_unknown = tokenizer.token_to_id(UNK) is not None
 
     @classmethod
@@ -135,7 +140,7 @@ class WordVocab:
     def unknown_tokens(self, text: str) -> list[str]:
         """The distinct words of ``text`` this vocabulary lacks (each encodes to ``<unk>``,
         or is refused without one), in order of first appearance."""
-        held = self.tokenizer.get_vocab()
+        held = self._token_to_id
         return list(dict.fromkeys(w for w in split_words(text) if w not in held))
 
     def to_json(self) -> str:
@@ -296,10 +301,10 @@ class SentencePieceVocab:
             f.write(self.model_proto)
 
 
-def _no_unknown_error(unknown: list[str]) -> ValueError:
+def _no_unknown_error(unknown: list[str]) -> UnknownSymbolError:
     shown = ", ".join(repr(t) for t in unknown[:5])
     more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-    return ValueError(
+    return UnknownSymbolError(
         f"the text has {len(unknown)} symbol(s) this vocabulary doesn't hold: {shown}{more} "
         f"(it has no unknown symbol: its training data had no use for one)"
     )

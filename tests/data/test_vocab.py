@@ -40,6 +40,7 @@ def test_needs_unknown_only_where_the_data_does() -> None:
     assert not needs_unknown(train, ["the", "cat"])
     assert needs_unknown(train, ["the", "dog"])
     assert needs_unknown(Counter(["the", "<unk>", "sat"]), [])  # PTB's word files write it
+    assert not needs_unknown(train, ["the", "<eos>"])  # a written <eos> encodes as <eos>
 
 
 def test_char_vocab_keeps_line_breaks_and_maps_unseen_characters() -> None:

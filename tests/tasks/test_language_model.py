@@ -396,14 +396,22 @@ def test_a_subword_model_continues_an_open_line(tmp_path: Path) -> None:
     assert sample.startswith("the cat sat on the mat\nthe cat"), repr(sample)
 
 
-@pytest.mark.parametrize("task", ["char_lm", "word_lm"])
-def test_a_run_begun_with_an_unknown_symbol_it_never_used_resumes_in_that_vocabulary(
-    task: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("task", "unseen"),
+    [
+        ("char_lm", ""),  # every held-out symbol is a training one
+        ("char_lm", "é!\n"),  # two the test split alone has: the earlier unknown symbol
+        ("word_lm", ""),
+        ("word_lm", "zebra\n"),  # needs <unk> now too: the vocabulary is the earlier one
+    ],
+)
+def test_a_run_begun_with_an_unknown_symbol_in_every_vocabulary_resumes_in_that_vocabulary(
+    task: str, unseen: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from rhn.data import lm_corpus
     from rhn.data.vocab import CharVocab, WordVocab
 
-    corpus = corpus_folder(tmp_path / "corpus")  # every held-out symbol is a training one
+    corpus = corpus_folder(tmp_path / "corpus", unseen=unseen)
 
     def earlier_vocab(source, texts):  # as every vocabulary was built before: an unknown first
         kind = CharVocab if task == "char_lm" else WordVocab
@@ -428,9 +436,70 @@ def test_a_run_begun_with_an_unknown_symbol_it_never_used_resumes_in_that_vocabu
     monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path / "cache-now"))
     level = "char" if task == "char_lm" else "word"
     vocab_now = lm_corpus.load_tokenized(config(4).data.source(level))[0]
+    splits = lm_corpus.read_splits(config(4).data.source(level))
     resumed = train(config(4), tmp_path / "resumed")
     # the same ids and model as an uninterrupted run in the earlier vocabulary
     assert resumed.position.step == 4 and resumed.metrics == whole.metrics
     saved = load_model(tmp_path / "resumed" / "checkpoints" / "last.pt").task_state["vocab"]
     saved = vocab_from_json(saved)
-    assert saved.has_unknown and not vocab_now.has_unknown and len(saved) == len(vocab_now) + 1
+    assert saved.has_unknown and saved.to_json() == earlier_vocab(None, splits).to_json()
+    assert vocab_now.has_unknown is (task == "word_lm" and bool(unseen))
+    if task == "char_lm":  # the test split is read in the earlier vocabulary: é and ! unknown
+        assert (saved.encode(splits["test"]) == saved.unk).sum() == (2 if unseen else 0)
+    metrics = evaluate_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt", "test", "cpu")
+    assert math.isfinite(metrics["loss"])
+
+
+def test_the_default_prompt_starts_a_line_or_for_characters_without_one_a_space(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # text8's alphabet: letters and spaces, no line break (nor an unknown symbol)
+    text8 = tmp_path / "text8"
+    text8.mkdir()
+    for split in ("train", "valid", "test"):
+        (text8 / f"{split}.txt").write_text(" the cat sat on the mat" * 40)
+    run = tiny_run(tmp_path / "chars", text8, "char_lm")
+    capsys.readouterr()
+    assert sample_main([str(run), "--length", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(" ") and len(out) == 1 + 5 + 1  # the prompt, 5 characters, print's \n
+
+
+def test_a_subword_model_samples_from_the_default_prompt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    corpus = tmp_path / "words.txt"
+    corpus.write_text("the cat sat on the mat\n" * 200)
+    config = build_config(
+        {
+            "task": "word_lm",
+            "model": {"embed_size": 8, "hidden_size": 8, "depth": 1},
+            "data": {"corpus": "file", "path": str(corpus), "level": "bpe", "vocab_size": 24},
+            "train": {"max_steps": 2, "max_epochs": None, "eval_every": 2, "progress": False},
+        }
+    )
+    train(config, tmp_path / "run")
+    capsys.readouterr()
+    # sentencepiece skips a blank line: the line break starts as <eos> (was "encodes to no
+    # tokens")
+    assert sample_main([str(tmp_path / "run"), "--length", "4"]) == 0
+    assert capsys.readouterr().out.startswith("\n")
+
+
+def test_scoring_a_split_with_symbols_the_saved_vocabulary_lacks_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rhn.tasks.cli import eval_main
+
+    corpus = corpus_folder(tmp_path / "corpus")
+    run = tiny_run(tmp_path, corpus, "char_lm")
+    with (corpus / "test.txt").open("a") as f:
+        f.write("the café\n")
+    capsys.readouterr()
+    assert eval_main([str(run), "--split", "test"]) == 2
+    (err,) = capsys.readouterr().err.splitlines()
+    assert err == (
+        f"error: the test split of file {corpus}: the text has 2 symbol(s) this vocabulary "
+        f"doesn't hold: 'f', 'é' (it has no unknown symbol: its training data had no use for "
+        f"one); the vocabulary saved with the model was built from other data"
+    )
