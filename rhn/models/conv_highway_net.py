@@ -23,8 +23,8 @@ sizes up, hence ``ceil_mode`` (24 → 12 → 6 → 3). The paper describes A and
 depth, parameter count and (for C) the alternating kernels; their stage widths here are
 reconstructions chosen to land near the published sizes.
 
-``block: plain`` replaces every highway convolution with a plain ReLU convolution of the
-same kernel and width (half the parameters), for comparison.
+``block: plain`` replaces every highway convolution with a plain convolution of the same
+kernel and width, followed by the net's ``activation`` (half the parameters), for comparison.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rhn.models.image_classifier import ImageClassifier, Trace, he_init_
@@ -170,7 +169,7 @@ class ConvHighwayNet(ImageClassifier):
                     )
                 )
             elif op.kind == "hw":
-                layers.append(_PlainBlock(channels, op.kernel, **factory))
+                layers.append(_PlainBlock(channels, op.kernel, activation, **factory))
             elif op.kind == "pool":
                 layers.append(nn.MaxPool2d(op.kernel, op.stride, ceil_mode=True))
             elif op.kind == "gap":
@@ -244,11 +243,12 @@ class ConvHighwayNet(ImageClassifier):
 
 
 class _PlainBlock(nn.Module):
-    """The plain counterpart of a highway convolution: ``relu(conv(x))``, same shape."""
+    """The plain counterpart of a highway convolution: ``act(conv(x))``, same shape."""
 
-    def __init__(self, channels: int, kernel: int, **factory: object) -> None:
+    def __init__(self, channels: int, kernel: int, activation: str, **factory: object) -> None:
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, kernel, padding=kernel // 2, **factory)
+        self.act = get_activation(activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.conv(x))
+        return self.act(self.conv(x))

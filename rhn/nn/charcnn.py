@@ -42,6 +42,18 @@ class CharCNN(nn.Module):
         super().__init__()
         check_positive_int("num_chars", num_chars)
         check_positive_int("embed_size", embed_size)
+        for name, values in (("widths", widths), ("filters", filters)):
+            if not isinstance(values, (tuple, list)):
+                raise TypeError(f"{name} must be a tuple or list of ints, got {values!r}")
+        if padding_idx is not None and not (
+            isinstance(padding_idx, int)
+            and not isinstance(padding_idx, bool)
+            and 0 <= padding_idx < num_chars
+        ):
+            raise ValueError(
+                f"padding_idx must be None or an id in [0, {num_chars - 1}] (num_chars = "
+                f"{num_chars}), got {padding_idx!r}"
+            )
         if len(widths) != len(filters) or not widths:
             raise ValueError(
                 f"widths and filters must be non-empty and of equal length, got {list(widths)} "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rhn.nn._validate import check_probability
+from rhn.nn._validate import check_bool, check_probability
 
 
 def variational_mask(
@@ -41,7 +41,7 @@ class VariationalDropout(nn.Module):
     def __init__(self, p: float = 0.5, *, batch_first: bool = False) -> None:
         super().__init__()
         self.p = check_probability("p", p)
-        self.batch_first = batch_first
+        self.batch_first = check_bool("batch_first", batch_first)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # Checked in evaluation too: a wrong shape fails at once, not first in training.

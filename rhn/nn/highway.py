@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rhn.nn._validate import (
+    check_bool,
     check_finite,
     check_init_range,
     check_positive_int,
@@ -69,7 +70,7 @@ class GatedHighwayBase(nn.Module):
         self.features = check_positive_int("features", features)
         self.activation = check_activation(activation)
         self.gate_bias = check_finite("gate_bias", gate_bias)
-        self.coupled = bool(coupled)
+        self.coupled = check_bool("coupled", coupled)
         self._act = get_activation(activation)
         blocks = 2 if self.coupled else 3
         factory = {"device": device, "dtype": dtype}

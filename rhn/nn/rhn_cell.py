@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rhn.nn._validate import (
+    check_bool,
     check_finite,
     check_init_range,
     check_positive_int,
@@ -215,12 +216,13 @@ class RHNCell(nn.Module):
         self.depth = check_positive_int("depth", depth)
         self.gate_bias = check_finite("gate_bias", gate_bias)
         self.init_range = check_init_range(init_range)
-        self.coupled = bool(coupled)
+        self.coupled = check_bool("coupled", coupled)
         rows = gate_blocks(self.coupled) * hidden_size
         factory = {"device": device, "dtype": dtype}
         self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **factory))
         self.weight_hh = nn.Parameter(torch.empty(depth, rows, hidden_size, **factory))
-        self.bias_hh = nn.Parameter(torch.empty(depth, rows, **factory)) if bias else None
+        has_bias = check_bool("bias", bias)
+        self.bias_hh = nn.Parameter(torch.empty(depth, rows, **factory)) if has_bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -266,6 +268,8 @@ class RHNCell(nn.Module):
                 raise ValueError(
                     f"RHNCell expected state s of shape {expected} for this x, got {tuple(s.shape)}"
                 )
+        _check_mask("input_mask", input_mask, tuple(x.shape))
+        _check_mask("state_mask", state_mask, expected)
         if input_mask is not None:
             x = x * input_mask
         x_proj = F.linear(x, self.weight_ih)  # enters micro-layer 0 only
@@ -286,4 +290,19 @@ class RHNCell(nn.Module):
         return (
             f"{self.input_size}, {self.hidden_size}, depth={self.depth}, "
             f"gate_bias={self.gate_bias}, coupled={self.coupled}, bias={self.bias_hh is not None}"
+        )
+
+
+def _check_mask(name: str, mask: torch.Tensor | None, shape: tuple[int, ...]) -> None:
+    """A dropout mask must broadcast to ``shape`` (the tensor it scales) without growing it."""
+    if mask is None:
+        return
+    try:
+        fits = torch.broadcast_shapes(tuple(mask.shape), shape) == shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"RHNCell expected {name} of a shape that broadcasts to {shape}, got "
+            f"{tuple(mask.shape)}"
         )

@@ -89,6 +89,16 @@ def test_plain_conv_block_is_relu_conv_same_shape() -> None:
     assert trace.outputs[0].shape == (2, 16, 32, 32)
 
 
+def test_a_plain_blocks_nonlinearity_is_the_nets_activation() -> None:
+    # the docstring's "H's and the plain layers' nonlinearity": tanh, not ReLU, under tanh
+    torch.manual_seed(0)
+    net = ConvHighwayNet("highway_a", (3, 32, 32), 10, block="plain", activation="tanh")
+    x = torch.randn(2, 16, 32, 32)
+    block = net.layers[2]
+    out = block(x)
+    assert torch.allclose(out, torch.tanh(block.conv(x))) and out.min() < 0
+
+
 def test_trace_gates_are_the_highway_layers_gates() -> None:
     torch.manual_seed(0)
     model = ConvHighwayNet("mnist_conv", (1, 28, 28), 10, width=4, dropout=False).eval()

@@ -77,3 +77,9 @@ def test_input_that_is_not_3d_is_refused_in_training_and_evaluation(
     message = f"VariationalDropout expects a 3-D (T, N, F) or (N, T, F) input, got shape {shape}"
     with pytest.raises(ValueError, match=re.escape(message)):
         drop(torch.ones(shape))
+
+
+def test_batch_first_that_is_not_a_bool_is_refused() -> None:
+    # bool("no") is True: the mask would be drawn along the wrong axis
+    with pytest.raises(TypeError, match=r"^batch_first must be True or False, got 'no'$"):
+        VariationalDropout(0.5, batch_first="no")

@@ -177,3 +177,8 @@ def test_input_of_another_dtype_or_kind_is_a_clear_error() -> None:
         layer(torch.ones(3, 4, dtype=torch.long))
     with pytest.raises(TypeError, match=r"input must be a torch\.Tensor, got list"):
         layer([[1.0, 2.0, 3.0, 4.0]])
+
+
+def test_coupled_that_is_not_a_bool_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"^coupled must be True or False, got 'False'$"):
+        rhn.Highway(4, 2, coupled="False")

@@ -134,3 +134,26 @@ def test_bad_input_gives_clear_errors() -> None:
         cell(torch.randn(2, 3, dtype=F64))
     with pytest.raises(TypeError, match="must be a floating-point tensor"):
         cell(torch.ones(2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("flag", ["coupled", "bias"])
+def test_a_flag_that_is_not_a_bool_is_refused(flag: str) -> None:
+    # bool("False") is True: the string would have built the opposite cell
+    with pytest.raises(TypeError, match=rf"^{flag} must be True or False, got 'False'$"):
+        rhn.RHNCell(3, 4, 2, **{flag: "False"})
+
+
+def test_masks_of_the_wrong_shape_are_refused_naming_the_mask() -> None:
+    cell = rhn.RHNCell(3, 4, 2)
+    x, s = torch.randn(5, 3), torch.zeros(5, 4)
+    with pytest.raises(
+        ValueError, match=r"state_mask of a shape that broadcasts to \(5, 4\), got \(2, 4\)"
+    ):
+        cell(x, s, state_mask=torch.ones(2, 4))
+    with pytest.raises(
+        ValueError, match=r"input_mask of a shape that broadcasts to \(5, 3\), got \(5, 3, 1\)"
+    ):
+        cell(x, s, input_mask=torch.ones(5, 3, 1))
+    # a per-unit mask broadcasts over the batch, as x * mask would
+    ones = cell(x, s, state_mask=torch.ones(4), input_mask=torch.ones(1, 3))
+    torch.testing.assert_close(ones, cell(x, s))
