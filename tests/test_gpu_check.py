@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.triton_kernels import requires_triton_kernels
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
 spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
@@ -39,6 +41,7 @@ def dry_run(
     )  # fmt: skip
 
 
+@requires_triton_kernels  # its kernels section runs them in the interpreter
 def test_the_dry_run_measures_every_section(tmp_path: Path) -> None:
     done = dry_run(tmp_path / "report", tmp_path, "--work", str(tmp_path / "work"))
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]

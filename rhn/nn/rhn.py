@@ -48,11 +48,17 @@ from rhn.nn.rhn_schedule import StepSchedule
 BACKENDS = ("auto", "reference", "fused", "cuda-graph")
 
 
+_is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6
+
+
 def _tracing() -> bool:
     """Whether a graph is being recorded for export (``torch.export``, the ONNX exporters,
     ``torch.jit.trace``). Those record the reference's plain ops: the fused backward's
-    ``out=`` buffers and custom autograd function do not trace."""
-    return torch.jit.is_tracing() or torch.compiler.is_exporting()
+    ``out=`` buffers and custom autograd function do not trace. Before torch 2.6 export
+    can't be told from ``torch.compile``, so both take the reference there."""
+    if torch.jit.is_tracing():
+        return True
+    return _is_exporting() if _is_exporting is not None else torch.compiler.is_compiling()
 
 
 def _functorch_active() -> bool:

@@ -12,6 +12,7 @@ from rhn.nn.checked_pointwise import SelfCheckingPointwise, check_rows, kernel_e
 from rhn.nn.rhn_cell import TORCH_POINTWISE, Pointwise
 from rhn.nn.rhn_fused import default_pointwise, rhn_recurrence_fused
 from rhn.nn.rhn_reference import rhn_recurrence
+from tests.triton_kernels import requires_triton_kernels
 
 triton_module = pytest.importorskip("rhn.nn.rhn_triton", reason="Triton is not installed")
 triton = pytest.importorskip("triton")
@@ -82,6 +83,7 @@ def assert_matches_reference(got: list, coupled: bool = True, dropout: bool = Tr
         torch.testing.assert_close(ours, expected, rtol=1e-5, atol=1e-5)
 
 
+@requires_triton_kernels
 @pytest.mark.parametrize("dropout", [False, True])
 @pytest.mark.parametrize("coupled", [True, False])
 def test_real_kernels_pass_their_checks_and_are_used(coupled: bool, dropout: bool) -> None:
@@ -94,6 +96,7 @@ def test_real_kernels_pass_their_checks_and_are_used(coupled: bool, dropout: boo
     assert {v[0] for v in checked.verdicts} == {"forward", "backward"}
 
 
+@requires_triton_kernels
 def test_mixed_precision_variants_pass_their_checks() -> None:
     checked = SelfCheckingPointwise(TRITON)
     s = torch.randn(4, 5)

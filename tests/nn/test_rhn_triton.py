@@ -16,9 +16,11 @@ from rhn.nn.rhn_cell import TORCH_POINTWISE
 from rhn.nn.rhn_fused import rhn_recurrence_fused
 from rhn.nn.rhn_reference import rhn_recurrence
 from rhn.nn.rhn_schedule import StepSchedule
+from tests.triton_kernels import requires_triton_kernels
 
 triton_module = pytest.importorskip("rhn.nn.rhn_triton", reason="Triton is not installed")
 TRITON = triton_module.TRITON_POINTWISE
+pytestmark = requires_triton_kernels
 
 if not torch.cuda.is_available():
     assert os.environ.get("TRITON_INTERPRET") == "1", "tests/conftest.py sets the interpreter"
