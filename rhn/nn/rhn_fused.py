@@ -67,22 +67,42 @@ class StepLoops:
     schedule: StepSchedule
 
     def forward(
+        self, *inputs: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(x_proj, s0, weight_hh, bias_hh, state_mask)`` → the buffers backward needs."""
+        return self._steps(*inputs, keep=True)
+
+    def infer(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        """``forward`` (the same inputs) where no gradient is asked: the state after each
+        step ``(T + 1, N, H)``, the initial one first, and nothing for backward, so memory
+        grows with T, not with T·L (evaluation and sampling of long sequences)."""
+        return self._steps(*inputs, keep=False)[0]
+
+    def _steps(
         self,
         x_proj: torch.Tensor,
         s0: torch.Tensor,
         weight_hh: torch.Tensor,
         bias_hh: torch.Tensor | None,
         state_mask: torch.Tensor | None,
+        *,
+        keep: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The step loop. ``keep``: every micro-step's state and gates (``forward``'s
+        buffers); else each step's final state, the micro-states between in two slots
+        used in turn and the gates in one."""
         batch, rows = s0.shape[0], x_proj.shape[1]
         depth, hidden = weight_hh.shape[0], s0.shape[1]
         k_total = self.schedule.steps * depth
+        kept = k_total if keep else 1  # gate slots
         # x_proj and the weights come in the compute dtype, s0 and the mask in the state's.
         state_buffer = {"device": s0.device, "dtype": s0.dtype}
-        states = torch.empty(k_total + 1, batch, hidden, **state_buffer)
-        h_buf = torch.empty(k_total, batch, hidden, **state_buffer)
-        t_buf = torch.empty(k_total, batch, hidden, **state_buffer)
-        c_buf = None if self.coupled else torch.empty(k_total, batch, hidden, **state_buffer)
+        states = torch.empty(
+            (k_total if keep else self.schedule.steps) + 1, batch, hidden, **state_buffer
+        )
+        h_buf = torch.empty(kept, batch, hidden, **state_buffer)
+        t_buf = torch.empty(kept, batch, hidden, **state_buffer)
+        c_buf = None if self.coupled else torch.empty(kept, batch, hidden, **state_buffer)
         a = x_proj.new_empty(batch, rows)
         matmuls = [self.matmul(w, batch) for w in weight_hh.unbind(0)]
         biases = None if bias_hh is None else bias_hh.unbind(0)
@@ -95,9 +115,12 @@ class StepLoops:
             s_in_buffer = (s0 if state_mask is None else s0 * state_mask).to(weight_hh.dtype)
         # Per-step views made once (unbind) rather than by indexing inside the loop.
         state_k, h_k, t_k = states.unbind(0), h_buf.unbind(0), t_buf.unbind(0)
-        c_k = (None,) * k_total if c_buf is None else c_buf.unbind(0)
+        c_k = (None,) * kept if c_buf is None else c_buf.unbind(0)
+        between = (
+            () if keep or depth == 1 else torch.empty(2, batch, hidden, **state_buffer).unbind(0)
+        )
         k = 0
-        for x_t in self.schedule.split(x_proj):
+        for step, x_t in enumerate(self.schedule.split(x_proj)):
             n = x_t.shape[0]
             # The active rows' views: the whole batch unless some sequences are not running.
             a_n, s_in, mask = a, s_in_buffer, state_mask
@@ -105,7 +128,12 @@ class StepLoops:
                 a_n, s_in = a[:n], s_in_buffer[:n]
                 mask = None if state_mask is None else state_mask[:n]
             for layer, layer_matmul in enumerate(matmuls):
-                s, s_next, h, t, c = state_k[k], state_k[k + 1], h_k[k], t_k[k], c_k[k]
+                if keep:
+                    s, s_next, h, t, c = state_k[k], state_k[k + 1], h_k[k], t_k[k], c_k[k]
+                else:
+                    s = state_k[step] if layer == 0 else between[(layer - 1) % 2]
+                    s_next = state_k[step + 1] if layer == depth - 1 else between[layer % 2]
+                    h, t, c = h_k[0], t_k[0], c_k[0]
                 if n < batch:
                     s_next[n:].copy_(s[n:])  # the rows this step does not update
                     s, s_next, h, t = s[:n], s_next[:n], h[:n], t[:n]
@@ -329,16 +357,20 @@ def rhn_recurrence_fused(
         loops = GraphedStepLoops(loops, graph_runner)
     # Differentiable casts (no-ops when the dtypes already agree): autograd brings each
     # gradient back to its input's dtype.
+    inputs = (
+        x_proj.to(compute),
+        s.to(state),
+        weight_hh.to(compute),
+        None if bias_hh is None else bias_hh.to(compute),
+        None if state_mask is None else state_mask.to(state).contiguous(),
+    )
+    wanted = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     with torch.autocast(x_proj.device.type, enabled=False):
-        outputs, last = _RHNRecurrence.apply(
-            x_proj.to(compute),
-            s.to(state),
-            weight_hh.to(compute),
-            None if bias_hh is None else bias_hh.to(compute),
-            None if state_mask is None else state_mask.to(state).contiguous(),
-            loops,
-            schedule,
-        )
+        if wanted:
+            outputs, last = _RHNRecurrence.apply(*inputs, loops, schedule)
+        else:  # evaluation, sampling: nothing kept for a backward
+            states = loops.infer(*inputs)
+            outputs, last = schedule.join_active(states[1:].unbind(0)), states[-1].clone()
     if padded:
         outputs = outputs.view(schedule.steps, schedule.batch, -1)
     return outputs.to(s.dtype), last.to(s.dtype)

@@ -163,5 +163,11 @@ class GraphedStepLoops:
     def forward(self, *inputs: torch.Tensor | None) -> Outputs:
         return graphed_call(("forward", self.loops), self.loops.forward, inputs, self.runner)
 
+    def infer(self, *inputs: torch.Tensor | None) -> torch.Tensor:
+        def steps(*args: torch.Tensor | None) -> Outputs:
+            return (self.loops.infer(*args),)
+
+        return graphed_call(("infer", self.loops), steps, inputs, self.runner)[0]
+
     def backward(self, *inputs: torch.Tensor | None) -> Outputs:
         return graphed_call(("backward", self.loops), self.loops.backward, inputs, self.runner)

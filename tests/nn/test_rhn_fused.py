@@ -265,3 +265,48 @@ def test_a_gradient_penalty_is_refused_with_the_way_out_and_reference_computes_i
     torch.autograd.grad(last.pow(2).sum(), s0, create_graph=True)[0].mul_(2.0)
     expected.pow(2).sum().backward()  # the reference's second derivative exists
     assert reference.weight_hh_l0.grad is not None and reference.weight_hh_l0.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("mask", [False, True])
+@pytest.mark.parametrize("coupled", [True, False])
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_without_gradients_only_each_steps_state_is_kept_and_matches_the_reference(
+    depth: int, coupled: bool, mask: bool
+) -> None:
+    from rhn.nn.rhn_cell import TORCH_POINTWISE
+    from rhn.nn.rhn_fused import StepLoops
+    from rhn.nn.rhn_gemm import recurrent_matmul
+    from rhn.nn.rhn_schedule import StepSchedule
+
+    x_proj, s0, w, b = _inputs(depth, coupled, True, F64)
+    m = torch.bernoulli(torch.full((3, 5), 0.6, dtype=F64)) / 0.6 if mask else None
+    with torch.no_grad():
+        ref_out, ref_last, _ = rhn_recurrence(
+            x_proj, s0, w.transpose(1, 2).unbind(0), b.unbind(0), coupled=coupled, state_mask=m
+        )
+        out, last = rhn_recurrence_fused(x_proj, s0, w, b, coupled=coupled, state_mask=m)
+        schedule, flat = StepSchedule.of_padded(x_proj)
+        loops = StepLoops(coupled, True, TORCH_POINTWISE, recurrent_matmul, schedule)
+        states = loops.infer(flat, s0, w, b, m)
+        kept = loops.forward(flat, s0, w, b, m)[0]
+    torch.testing.assert_close(out, ref_out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(last, ref_last, rtol=1e-12, atol=1e-12)
+    # T + 1 states (6 steps), not the T·L + 1 micro-states a backward needs
+    assert states.shape == (7, 3, 5) and kept.shape == (6 * depth + 1, 3, 5)
+    torch.testing.assert_close(states, kept[::depth], rtol=1e-12, atol=1e-12)
+    assert not out.requires_grad
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_packed_sequences_without_gradients_match_the_reference(bidirectional: bool) -> None:
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    fused = rhn.RHN(4, 6, 2, depth=3, bidirectional=bidirectional, backend="fused").eval()
+    reference = rhn.RHN(4, 6, 2, depth=3, bidirectional=bidirectional, backend="reference")
+    reference.load_state_dict(fused.state_dict())
+    packed = pack_padded_sequence(torch.randn(7, 4, 4), [7, 5, 2, 1], enforce_sorted=False)
+    with torch.no_grad():
+        (out, h), (ref, ref_h) = fused(packed), reference.eval()(packed)
+    torch.testing.assert_close(out.data, ref.data)
+    torch.testing.assert_close(h, ref_h)
