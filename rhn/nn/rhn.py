@@ -446,4 +446,8 @@ class RHN(nn.Module):
             if getattr(self, name):
                 parts.append(f"{name}={getattr(self, name)}")
         parts.append(f"gate_bias={self.gate_bias}")
+        if self.init_range is not None:
+            parts.append(f"init_range={self.init_range}")
+        if self.backend != "auto":
+            parts.append(f"backend={self.backend!r}")
         return ", ".join(parts)

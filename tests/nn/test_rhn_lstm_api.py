@@ -143,3 +143,11 @@ def test_torch_func_transforms_run_as_they_do_for_lstm() -> None:
     fused = rhn.RHN(3, 4, depth=2, backend="fused").double()
     with pytest.raises(ValueError, match=r"backend='fused' does not run under torch\.func"):
         vmap(lambda one: fused(one)[0])(stack)
+
+
+def test_the_repr_names_every_setting_that_differs_from_the_default() -> None:
+    # two RHNs differing in init_range or backend printed alike
+    assert repr(rhn.RHN(4, 8, depth=2)) == "RHN(4, 8, depth=2, gate_bias=-2.0)"
+    assert repr(rhn.RHN(4, 8, depth=2, init_range=0.04, backend="reference")) == (
+        "RHN(4, 8, depth=2, gate_bias=-2.0, init_range=0.04, backend='reference')"
+    )
