@@ -1,4 +1,5 @@
-"""Forward+backward speed of ``rhn.RHN`` against ``torch.nn.LSTM`` at equal parameter count.
+"""Forward+backward speed of ``rhn.RHN`` against ``torch.nn.LSTM`` at equal parameter count
+(with ``--inference``, the forward alone under ``torch.no_grad()``: evaluation and sampling).
 
 All models are timed in the same run on the same inputs, and each RHN row is reported as
 a ratio to the LSTM's time, so the numbers compare across machines. Rows: ``rhn-fused``
@@ -28,7 +29,7 @@ resident (every model's weights and the inputs). A model that fails is an error 
 others are still timed, and ``--json`` is rewritten after every case.
 
 Usage: python scripts/bench_rnn.py [--cases a ptb] [--layouts padded packed] [--repeats 5]
-       [--bf16] [--json out.json]
+       [--bf16] [--inference] [--json out.json]
 """
 
 from __future__ import annotations
@@ -117,19 +118,24 @@ Run = tuple[nn.Module, "torch.Tensor | PackedSequence", bool]  # model, input, a
 
 
 def fwd_bwd_step(
-    model: nn.Module, x: torch.Tensor | PackedSequence, bf16: bool
+    model: nn.Module, x: torch.Tensor | PackedSequence, bf16: bool, inference: bool = False
 ) -> Callable[[], torch.dtype]:
-    """One forward+backward of ``model`` on ``x`` (under bfloat16 autocast with ``bf16``);
-    returns the dtype the output came out in."""
+    """One forward+backward of ``model`` on ``x`` (under bfloat16 autocast with ``bf16``;
+    the forward alone under ``no_grad`` with ``inference``); returns the dtype the output
+    came out in."""
     device_type = (x.data if isinstance(x, PackedSequence) else x).device.type
 
     def step() -> torch.dtype:
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        with (
+            torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16),
+            torch.set_grad_enabled(not inference),
+        ):
             output, _ = model(x)
         if isinstance(output, PackedSequence):
             output = output.data
-        output.float().sum().backward()
-        model.zero_grad(set_to_none=True)
+        if not inference:
+            output.float().sum().backward()
+            model.zero_grad(set_to_none=True)
         return output.dtype
 
     return step
@@ -154,14 +160,18 @@ class Timing:
     error: str | None = None
 
 
-def time_models(runs: dict[str, Run], repeats: int, warmup: int, cuda: bool) -> dict[str, Timing]:
+def time_models(
+    runs: dict[str, Run], repeats: int, warmup: int, cuda: bool, inference: bool = False
+) -> dict[str, Timing]:
     """Per (model, input, autocast) run, its :class:`Timing`; a run that raises keeps the
     error and leaves the rounds.
 
     The timed repeats go in rounds, every run once per round, so a slow spell of a
     shared machine slows all runs alike instead of whichever happened to be running.
     """
-    steps = {name: fwd_bwd_step(m, x, autocast) for name, (m, x, autocast) in runs.items()}
+    steps = {
+        name: fwd_bwd_step(m, x, autocast, inference) for name, (m, x, autocast) in runs.items()
+    }
     result = {name: Timing() for name in steps}
     for name, step in steps.items():
         timing = result[name]
@@ -199,6 +209,7 @@ def run_case(
     naive: bool,
     bf16: bool,
     layout: str = "padded",
+    inference: bool = False,
 ) -> list[dict]:
     torch.manual_seed(0)
     bidirectional = layout.startswith("bidirectional")
@@ -234,7 +245,7 @@ def run_case(
     runs = {name: run(name, m, x, True) for name, m in models.items()} if packed else {}
     runs |= {f"{name}@padded" if packed else name: run(name, m, x, False)
              for name, m in models.items()}  # fmt: skip
-    timings = time_models(runs, repeats, warmup, cuda=device.type == "cuda")
+    timings = time_models(runs, repeats, warmup, cuda=device.type == "cuda", inference=inference)
     clear_graphs()  # free this case's captured graphs before the next case
     rows = []
     for name, m in models.items():
@@ -244,6 +255,7 @@ def run_case(
         row = {
             **asdict(case),
             "layout": layout,
+            "mode": "inference" if inference else "training",
             "model": name,
             "hidden_size": lstm_hidden if name == "lstm" else case.hidden,
             "params": count_parameters(m),
@@ -277,7 +289,9 @@ def error_rows(case: Case, layout: str, err: Exception) -> list[dict]:
 
 
 def print_table(rows: list[dict]) -> None:
-    header = ["case", "layout", "model", "hidden", "depth", "params", "ms/batch fwd+bwd"]
+    inference = any(r.get("mode") == "inference" for r in rows)
+    header = ["case", "layout", "model", "hidden", "depth", "params"]
+    header += ["ms/batch fwd (no grad)" if inference else "ms/batch fwd+bwd"]
     header += ["tokens/s", "×LSTM", "×padded", "first call s"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -312,6 +326,9 @@ def main() -> None:
     parser.add_argument(
         "--bf16", action="store_true", help="run every model under bfloat16 autocast"
     )
+    parser.add_argument(
+        "--inference", action="store_true", help="time the forward alone under no_grad"
+    )
     args = parser.parse_args()
     try:
         device = resolve_device(args.device)  # one this machine lacks: one line
@@ -329,15 +346,17 @@ def main() -> None:
             case = CASES[name]
             try:
                 rows += run_case(
-                    case, device, args.repeats, args.warmup, args.naive, args.bf16, layout
-                )
+                    case, device, args.repeats, args.warmup, args.naive, args.bf16, layout,
+                    args.inference,
+                )  # fmt: skip
             except Exception as err:  # out of memory building it, say: the next case runs
                 rows += error_rows(case, layout, err)
             if args.json:  # as it goes: a run stopped by a time limit keeps what it measured
                 atomic_write_text(args.json, json.dumps(rows, indent=2))
     precision = "bf16 autocast" if args.bf16 else "fp32"
     threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, device {device}, {threads} threads, {precision}")
+    mode = "inference (no grad)" if args.inference else "training (fwd+bwd)"
+    print(f"torch {torch.__version__}, device {device}, {threads} threads, {precision}, {mode}")
     print_table(rows)
 
 

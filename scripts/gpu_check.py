@@ -17,7 +17,8 @@ even when another fails:
     cuda_graphs  the cuda-graph backend against eager fused calls: two same-shape layers
                  interleaved, captured then replayed, outputs and gradients
     bench        scripts/bench_rnn.py cases a, b, ptb, enwik8 in fp32 and bf16 against cuDNN
-                 nn.LSTM of equal parameters (ms, tokens/s, peak memory, ratio), every backend
+                 nn.LSTM of equal parameters (ms, tokens/s, peak memory, ratio), every backend;
+                 then ptb and enwik8 in inference (the no-grad forward of evaluation)
     train        configs/ptb_rhn_d10.yaml (fused kernels and CUDA graphs; ``auto`` if that
                  fails) and ptb_lstm_baseline.yaml for --train-minutes each (less if the
                  budget is short) on real PTB (tokens/s, loss curve), one epoch of
@@ -408,22 +409,26 @@ def _run(cmd: list[str], ctx: Context, timeout: float) -> None:
 
 
 def section_bench(ctx: Context) -> dict[str, Any]:
-    """bench_rnn.py in fp32 then bf16, each given half of what is left; its rows as it
-    writes them (a run cut short keeps the cases it finished)."""
+    """bench_rnn.py in fp32, bf16, then inference, each given its share of what is left
+    (2 : 2 : 1, the forward alone being the cheapest); its rows as it writes them (a run cut
+    short keeps the cases it finished)."""
     script = str(ROOT / "scripts" / "bench_rnn.py")
     runs = []
     if ctx.dry_run:
-        runs.append(["--cases", "a", "--repeats", "1", "--warmup", "0", "--device", "cpu"])
+        toy = ["--cases", "a", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
+        runs += [toy, [*toy, "--inference"]]
     else:
         cases = ["--cases", "a", "b", "ptb", "enwik8", "--repeats", "5", "--device", "cuda"]
-        runs += [cases, [*cases, "--bf16"]]
+        inference = ["--cases", "ptb", "enwik8", "--repeats", "5", "--device", "cuda"]
+        runs += [cases, [*cases, "--bf16"], [*inference, "--inference"]]
+    weights = [1 if "--inference" in args else 2 for args in runs]
     rows: list[dict[str, Any]] = []
     failures = []
     for i, args in enumerate(runs):
         json_path = ctx.work / "sections" / f"bench-{i}.json"
         json_path.unlink(missing_ok=True)
         try:
-            share = ctx.remaining() / (len(runs) - i)
+            share = ctx.remaining() * weights[i] / sum(weights[i:])
             _run([sys.executable, script, *args, "--json", str(json_path)], ctx, share)
         except Exception as err:  # fp32 failing must not stop bf16; what it wrote is kept
             failures.append(f"bench {' '.join(args)}: {err}")
@@ -686,9 +691,9 @@ def markdown(report: dict[str, Any]) -> str:
             lines += [f"backend: {data['backend']}", ""]
             lines += _table(data["rounds"], ["round", "dropout", "max_error"])
         elif name == "bench":
-            keys = ["name", "precision", "output_dtype", "model", "hidden_size", "depth",
-                    "params", "ms_per_batch", "tokens_per_s", "peak_mem_mib", "ratio_to_lstm",
-                    "error"]  # fmt: skip
+            keys = ["name", "mode", "precision", "output_dtype", "model", "hidden_size",
+                    "depth", "params", "ms_per_batch", "tokens_per_s", "peak_mem_mib",
+                    "ratio_to_lstm", "error"]  # fmt: skip
             lines += _table(data["rows"], keys)
         elif name == "train":
             lines += [f"data: {data.get('data', '-')}", ""]

@@ -75,3 +75,19 @@ def test_bad_arguments_are_refused_before_anything_is_timed(tmp_path: Path) -> N
         assert done.returncode == 2, (argument, done.stderr)
         assert message in done.stderr and "Traceback" not in done.stderr
         assert done.stdout == ""  # nothing was timed
+
+
+def test_inference_mode_times_the_forward_alone_without_gradients() -> None:
+    grad_modes: list[bool] = []
+
+    class Recorder(nn.LSTM):
+        def forward(self, x, hx=None):  # type: ignore[override]
+            grad_modes.append(torch.is_grad_enabled())
+            return super().forward(x, hx)
+
+    model, x = Recorder(4, 3), torch.randn(5, 2, 4)
+    timings = bench_rnn.time_models({"lstm": (model, x, False)}, 2, 1, cuda=False, inference=True)
+    assert timings["lstm"].seconds > 0 and grad_modes == [False] * 4  # first, warm-up, 2 timed
+    assert all(p.grad is None for p in model.parameters())  # no backward ran
+    bench_rnn.time_models({"lstm": (model, x, False)}, 1, 0, cuda=False)
+    assert grad_modes[-1] is True and model.weight_hh_l0.grad is None  # ran, then zeroed

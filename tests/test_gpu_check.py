@@ -66,6 +66,8 @@ def test_the_dry_run_measures_every_section(tmp_path: Path) -> None:
     ]  # fmt: skip
     models = {row["model"] for row in report["bench"]["data"]["rows"]}
     assert {"lstm", "rhn-fused", "rhn-reference"} <= models
+    modes = [row["mode"] for row in report["bench"]["data"]["rows"]]
+    assert modes == ["training"] * 3 + ["inference"] * 3  # the no-grad forward too
     assert report["train"]["data"]["data"] == "synthetic (no --data-dir)"
     train = report["train"]["data"]["jobs"]
     assert set(train) == {"ptb_rhn_d10", "ptb_lstm_baseline", "mnist_conv_highway_w16"}
