@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rhn.nn._parametrized import initialising
 from rhn.nn._validate import (
     check_bool,
     check_finite,
@@ -93,26 +94,26 @@ class GatedHighwayBase(nn.Module):
         every parameter from U(−0.05, 0.05) and adds the gate bias as a constant.
         """
         f = self.features
-        fan_in = self.weight[0].numel()
-        with torch.no_grad():
+        with initialising(self, ("weight", "bias")) as (weight, bias):
+            fan_in = weight[0].numel()
             if self.init_range is not None:
                 r = self.init_range
-                self.weight.uniform_(-r, r)
-                self.bias.uniform_(-r, r)
-                self.bias[f : 2 * f].add_(self.gate_bias)
+                weight.uniform_(-r, r)
+                bias.uniform_(-r, r)
+                bias[f : 2 * f].add_(self.gate_bias)
                 if not self.coupled:
-                    self.bias[2 * f :].sub_(self.gate_bias)
+                    bias[2 * f :].sub_(self.gate_bias)
                 return
-            self.weight[:f].normal_(0.0, INIT_GAIN[self.activation] / math.sqrt(fan_in))
+            weight[:f].normal_(0.0, INIT_GAIN[self.activation] / math.sqrt(fan_in))
             if self.gate_init == "he_normal":
-                self.weight[f:].normal_(0.0, math.sqrt(2.0 / fan_in))
+                weight[f:].normal_(0.0, math.sqrt(2.0 / fan_in))
             else:
                 bound = 1.0 / math.sqrt(fan_in)
-                self.weight[f:].uniform_(-bound, bound)
-            self.bias[:f].zero_()
-            self.bias[f : 2 * f].fill_(self.gate_bias)
+                weight[f:].uniform_(-bound, bound)
+            bias[:f].zero_()
+            bias[f : 2 * f].fill_(self.gate_bias)
             if not self.coupled:
-                self.bias[2 * f :].fill_(-self.gate_bias)
+                bias[2 * f :].fill_(-self.gate_bias)
 
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from rhn.nn._parametrized import initialising
 from rhn.nn._validate import (
     check_bool,
     check_finite,
@@ -226,15 +227,17 @@ class RHN(nn.Module):
         cuDNN here) runs unchanged. The RHN's weights are used where they are."""
 
     def reset_parameters(self) -> None:
-        for layer in self.all_weights:
-            weight_ih, weight_hh, *bias = layer
-            reset_rhn_parameters(
-                weight_ih,
-                weight_hh,
-                bias[0] if bias else None,
-                gate_bias=self.gate_bias,
-                init_range=self.init_range,
-            )
+        for k in range(self.num_layers):
+            for suffix in self._suffixes():
+                names = [f"{kind}_l{k}{suffix}" for kind in ("weight_ih", "weight_hh", "bias_hh")]
+                with initialising(self, names) as (weight_ih, weight_hh, bias_hh):
+                    reset_rhn_parameters(
+                        weight_ih,
+                        weight_hh,
+                        bias_hh,
+                        gate_bias=self.gate_bias,
+                        init_range=self.init_range,
+                    )
 
     def _check_input(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], bool]:
         """A padded input → flat step-major ``(T·N, I)`` data, batch sizes, unbatched."""

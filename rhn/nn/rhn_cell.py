@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rhn.nn._parametrized import initialising
 from rhn.nn._validate import (
     check_bool,
     check_finite,
@@ -226,13 +227,8 @@ class RHNCell(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        reset_rhn_parameters(
-            self.weight_ih,
-            self.weight_hh,
-            self.bias_hh,
-            gate_bias=self.gate_bias,
-            init_range=self.init_range,
-        )
+        with initialising(self, ("weight_ih", "weight_hh", "bias_hh")) as tensors:
+            reset_rhn_parameters(*tensors, gate_bias=self.gate_bias, init_range=self.init_range)
 
     def no_weight_decay(self) -> set[str]:
         """``bias_hh`` is ``(L, G·H)``: name it, as rank alone can't tell it from a weight."""

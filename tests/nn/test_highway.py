@@ -182,3 +182,13 @@ def test_input_of_another_dtype_or_kind_is_a_clear_error() -> None:
 def test_coupled_that_is_not_a_bool_is_refused() -> None:
     with pytest.raises(TypeError, match=r"^coupled must be True or False, got 'False'$"):
         rhn.Highway(4, 2, coupled="False")
+
+
+def test_reset_parameters_reaches_a_parametrized_weight() -> None:
+    from torch.nn.utils.parametrizations import weight_norm
+
+    layer = weight_norm(rhn.HighwayLayer(4, "relu", -3.0), "bias", dim=None)
+    with torch.no_grad():
+        layer.parametrizations.bias.original1.fill_(5.0)
+    layer.reset_parameters()
+    assert torch.allclose(layer.bias[4:8], torch.full((4,), -3.0))  # the gate's bias again

@@ -151,3 +151,22 @@ def test_the_repr_names_every_setting_that_differs_from_the_default() -> None:
     assert repr(rhn.RHN(4, 8, depth=2, init_range=0.04, backend="reference")) == (
         "RHN(4, 8, depth=2, gate_bias=-2.0, init_range=0.04, backend='reference')"
     )
+
+
+def test_reset_parameters_reaches_a_parametrized_weight() -> None:
+    # weight_norm computes weight_hh_l0 from g and v: an in-place write into it changed nothing
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    model = weight_norm(rhn.RHN(3, 4, depth=2), "weight_hh_l0")
+    with torch.no_grad():
+        model.parametrizations.weight_hh_l0.original1.mul_(10.0)  # far outside the init range
+    before = model.weight_hh_l0.detach().clone()
+    model.reset_parameters()
+    after = model.weight_hh_l0.detach()
+    assert not torch.allclose(after, before) and after.abs().max() <= 0.5  # ±1/√4
+    cell = weight_norm(rhn.RHNCell(3, 4, 2, init_range=0.04), "weight_ih")
+    with torch.no_grad():
+        cell.parametrizations.weight_ih.original1.fill_(7.0)
+    cell.reset_parameters()
+    assert cell.weight_ih.abs().max() <= 0.04 + 1e-7
