@@ -7,7 +7,8 @@ For each highway layer ℓ and unit (or conv channel) u:
     example_gate[u, ℓ]    T for one example
     example_output[u, ℓ]  the block's output y for that example
 
-Matrices are ``(units, layers)`` — one column per layer, as the paper draws them. Layers of
+Matrices are ``(units, layers)``, one column per layer (the paper's figure draws them
+transposed, a row per layer: :func:`rhn.analysis.plots.gate_figure`). Layers of
 different widths (conv stages) are padded with NaN, drawn blank.
 """
 

@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # before pyplot: no display on servers and CI
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 Curve = Sequence[tuple[float, float]]  # (epoch, value)
 
@@ -56,16 +57,22 @@ def depth_study_figure(
 def gate_figure(
     panels: Mapping[str, np.ndarray], title: str = "", path: str | Path | None = None
 ) -> Figure:
-    """Figure 2 of Srivastava et al. (2015): heatmaps with one row per unit (or channel)
-    and one column per layer — e.g. transform-gate biases, mean gate activity, one
-    example's gates and block outputs."""
+    """Figure 2 of Srivastava et al. (2015): heatmaps of ``(units, layers)`` matrices drawn
+    as the paper's, whose "highway layers (y-axis) consist of 50 blocks (x-axis)": one row
+    per layer, the first (1) at the top, one column per unit (or channel) — e.g.
+    transform-gate biases, mean gate activity, one example's gates and block outputs."""
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4.0), squeeze=False)
     for ax, (name, values) in zip(axes[0], panels.items(), strict=True):
-        image = ax.imshow(values, aspect="auto", interpolation="nearest", cmap="viridis")
+        rows = np.asarray(values).T  # (layers, units)
+        extent = (-0.5, rows.shape[1] - 0.5, rows.shape[0] + 0.5, 0.5)  # layers from 1
+        image = ax.imshow(
+            rows, aspect="auto", interpolation="nearest", cmap="viridis", extent=extent
+        )
         ax.set_title(name)
-        ax.set_xlabel("layer")
+        ax.set_xlabel("unit / channel")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         fig.colorbar(image, ax=ax, fraction=0.046)
-    axes[0][0].set_ylabel("unit / channel")
+    axes[0][0].set_ylabel("layer")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

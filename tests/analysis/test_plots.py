@@ -1,0 +1,20 @@
+"""The figures' layout against the papers'."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rhn.analysis.plots import gate_figure
+
+
+def test_the_gate_figure_draws_a_row_per_layer_and_a_column_per_unit() -> None:
+    # Srivastava et al. 2015, Figure 2: "highway layers (y-axis)", "blocks (x-axis)"
+    values = np.arange(15, dtype=float).reshape(5, 3)  # (units, layers): 5 units, 3 layers
+    fig = gate_figure({"mean gate": values, "bias": -values})
+    ax = fig.axes[0]
+    image = ax.get_images()[0].get_array()
+    assert image.shape == (3, 5)  # rows are layers
+    assert image[0].tolist() == values[:, 0].tolist()  # the first layer's units, in order
+    assert ax.get_ylabel() == "layer" and ax.get_xlabel() == "unit / channel"
+    bottom, top = ax.get_ylim()
+    assert (top, bottom) == (0.5, 3.5)  # layer 1 at the top, numbered from 1
