@@ -216,14 +216,16 @@ def read_curve(run_dir: Path) -> list[dict[str, float]]:
 
 
 def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: int) -> dict:
-    """Train one trial (resuming it if it was interrupted) and write its result.json."""
-
+    """Train one trial (resuming it if it was interrupted) and write its result.json; one
+    that a stopping study had already queued doesn't start."""
+    if stopping(study_dir):
+        return {"trial": trial.name, "status": "not started", "final_train_loss": math.inf}
     torch.set_num_threads(threads)
     run_dir = study_dir / "trials" / trial.name
-    status = "finished"
+    status, stop_signal = "finished", None
     try:
         result = train(build_config(run_config(study, trial)), run_dir)
-        status = result.status
+        status, stop_signal = result.status, result.stop_signal
     except TrainingDivergedError:
         status = "diverged"
     curve = read_curve(run_dir)
@@ -234,6 +236,7 @@ def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: i
         "depth": trial.depth,
         "index": trial.index,
         "status": status,
+        "stop_signal": stop_signal,
         "final_train_loss": final,
         **trial.params,
         "curve": curve,
@@ -387,17 +390,29 @@ def run_study(
     note = prepare_study_dir(study, study_dir)
     if note:
         log(note)
+    (study_dir / STOPPING).unlink(missing_ok=True)  # left by a stopped run: going on now
     pending = [t for t in trials if not (study_dir / "trials" / t.name / "result.json").exists()]
     log(f"depth study: {len(trials)} trials, {len(trials) - len(pending)} already done")
     if workers > 1 and len(pending) > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
         with worker_pool(workers) as pool:
             futures = [pool.submit(run_trial, study, t, study_dir, threads) for t in pending]
-            for future in futures:
-                _log_trial(log, future.result())
+            try:
+                for future in futures:
+                    _log_trial(log, future.result())
+                    _stop_if_interrupted(future.result())
+            except (KeyboardInterrupt, StudyInterruptedError):
+                # No other trial starts (the pool has some queued beyond cancelling); running
+                # ones saved their checkpoint, the signal having reached their processes too.
+                (study_dir / STOPPING).touch()
+                for future in futures:
+                    future.cancel()
+                raise
     else:
         for trial in pending:
-            _log_trial(log, run_trial(study, trial, study_dir, torch.get_num_threads()))
+            record = run_trial(study, trial, study_dir, torch.get_num_threads())
+            _log_trial(log, record)
+            _stop_if_interrupted(record)
     records = []
     for t in trials:
         path = study_dir / "trials" / t.name / "result.json"
@@ -405,6 +420,29 @@ def run_study(
             records.append(json.loads(path.read_text()))
     write_reports(records, study_dir)
     return records
+
+
+STOPPING = "stopping"  # in a study directory: a signal stopped the study; start no trial
+
+
+def stopping(study_dir: Path) -> bool:
+    return (Path(study_dir) / STOPPING).exists()
+
+
+class StudyInterruptedError(Exception):
+    """A signal stopped a trial (after its checkpoint): the study stops with it."""
+
+    def __init__(self, trial: str, signal_number: int | None) -> None:
+        super().__init__(
+            f"{trial} was interrupted (its checkpoint is saved); the study stopped there: run "
+            f"the same command again to continue it"
+        )
+        self.signal_number = signal_number
+
+
+def _stop_if_interrupted(record: dict) -> None:
+    if record["status"] == "interrupted":
+        raise StudyInterruptedError(record["trial"], record.get("stop_signal"))
 
 
 def best_per_cell(records: list[dict]) -> dict[tuple[int, str], dict]:

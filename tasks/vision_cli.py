@@ -4,12 +4,13 @@ analyses and lesioning (``scripts/depth_study.py``, ``analyze_gates.py``, ``lesi
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from rhn.tasks.cli import EXPECTED_ERRORS, _device, _fail, _int_at_least, command
-from rhn.tasks.depth_study import load_study, run_study, summary_table
+from rhn.tasks.depth_study import StudyInterruptedError, load_study, run_study, summary_table
 from rhn.train.checkpoint import CheckpointError
 
 # The study config that ships in the repository, found from wherever the command is started.
@@ -48,6 +49,11 @@ def depth_study_main(argv: list[str] | None = None) -> int:
         records = run_study(study, args.out, workers=args.workers)
     except (*EXPECTED_ERRORS, ValueError) as err:
         return _fail(err)
+    except (StudyInterruptedError, KeyboardInterrupt) as err:
+        # The shell's convention, as rhn-train: 128 + the signal (SIGINT 130, SIGTERM 143).
+        print(f"stopped: {err or 'interrupted'}", file=sys.stderr)
+        number = getattr(err, "signal_number", None) or signal.SIGINT
+        return 128 + number
     print(summary_table(records))
     print(f"figure: {Path(args.out) / 'figure1.png'}", file=sys.stderr)
     return 0

@@ -146,3 +146,43 @@ def test_a_spawned_trial_prints_its_warnings_as_the_command_does(
         pool.submit(_warn_in_worker, "from another").result()
     err = capfd.readouterr().err
     assert "UserWarning: from another" in err and "never used" not in err
+
+
+def test_an_interrupted_trial_stops_a_parallel_study_and_cancels_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rhn.tasks import depth_study
+    from rhn.tasks.depth_study import StudyInterruptedError
+
+    started: list[str] = []
+    release = threading.Event()
+
+    def fake_trial(study, trial, study_dir, threads) -> dict:
+        if depth_study.stopping(study_dir):  # as run_trial: a queued trial doesn't start
+            return {"trial": trial.name, "status": "not started", "final_train_loss": math.inf}
+        started.append(trial.name)
+        if len(started) > 1:
+            release.wait(5)  # the second trial: still running when the first is read
+        status = "interrupted" if len(started) == 1 else "finished"
+        return {"trial": trial.name, "status": status, "stop_signal": 15,
+                "final_train_loss": math.inf}  # fmt: skip
+
+    monkeypatch.setattr(depth_study, "run_trial", fake_trial)
+    monkeypatch.setattr(depth_study, "worker_pool", lambda workers: ThreadPoolExecutor(2))
+    study = DepthStudyConfig(depths=[3], trials=4, blocks=["highway"])
+    threading.Timer(1.0, release.set).start()
+    with pytest.raises(StudyInterruptedError, match="highway-d003-t00 was interrupted") as info:
+        run_study(study, tmp_path / "study", workers=2, log=lambda line: None)
+    assert info.value.signal_number == 15
+    assert len(started) < 4  # queued trials were cancelled or didn't start
+    assert not (tmp_path / "study" / "summary.csv").exists()
+    assert depth_study.stopping(tmp_path / "study")
+    # a trial the stopping study had queued returns without touching its directory
+    trial = plan(study)[3]
+    monkeypatch.undo()  # the real run_trial
+    got = depth_study.run_trial(study, trial, tmp_path / "study", 1)
+    assert got["status"] == "not started"
+    assert not (tmp_path / "study" / "trials" / trial.name).exists()

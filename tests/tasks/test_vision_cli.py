@@ -301,3 +301,37 @@ def test_a_missing_study_config_is_one_line_with_exit_2(
     assert capsys.readouterr().err == (
         f"error: cannot read study file {missing}: No such file or directory\n"
     )
+
+
+def test_ctrl_c_stops_the_whole_study_with_the_shells_status(
+    mnist_dir: Path, tmp_path: Path
+) -> None:
+    # SIGINT during the first trial: it saves (or never starts) and no later trial runs;
+    # the study used to go on to the next trial, write its summary and exit 0
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "study"
+    code = "import sys; from rhn.tasks.vision_cli import depth_study_main as m; sys.exit(m())"
+    args = ["--out", str(out), "--set", "depths=[3]", "--set", "trials=3",
+            "--set", "epochs=100000", "--set", "batch_size=20", "--set", f"data_dir={mnist_dir}",
+            "--set", "blocks=[highway]"]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    first = out / "trials" / "highway-d003-t00" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    try:
+        while not first.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # a study that didn't stop must not outlive the test
+    assert proc.returncode == 130, err
+    assert "stopped: highway-d003-t00 was interrupted (its checkpoint is saved)" in err
+    assert sorted(p.name for p in (out / "trials").iterdir()) == ["highway-d003-t00"]
+    assert not (out / "summary.csv").exists()
