@@ -19,7 +19,7 @@ from rhn.analysis.plots import SAVEFIG, gate_figure, lesion_figure
 from rhn.data.atomic_file import atomic_open, atomic_save_figure
 from rhn.models.image_classifier import ImageClassifier
 from rhn.tasks.image_classification import ImageClassificationTask
-from rhn.train.evaluate import Trained, load_trained, resolve_checkpoint
+from rhn.train.evaluate import Trained, load_model, resolve_checkpoint, with_task
 from rhn.train.loop import resolve_device
 
 
@@ -28,18 +28,25 @@ def _load(path: Path, out: str | Path | None, device: str) -> tuple[Trained, Pat
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise ValueError(f"--out {out} is a file; name a folder for the analysis")
     checkpoint = resolve_checkpoint(path)
-    trained = load_trained(checkpoint, device)
-    if not isinstance(trained.task, ImageClassificationTask):
+    # The checkpoint alone says what it holds: checked before its data set is read (an LM's
+    # corpus, say, that this machine may not have, or would download).
+    loaded = load_model(checkpoint, device)
+    if not issubclass(loaded.config.task_class, ImageClassificationTask):
         raise ValueError(
-            f"{checkpoint} is a {trained.config.task!r} run; gate analyses need an "
+            f"{checkpoint} is a {loaded.config.task!r} run; gate analyses need an "
             f"image_classification run"
         )
-    if not isinstance(trained.model, ImageClassifier) or not trained.model.highway_layers():
+    if not isinstance(loaded.model, ImageClassifier) or not loaded.model.highway_layers():
         raise ValueError(f"{checkpoint} holds a net without highway layers (model.block: plain?)")
     run_dir = (
         checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
     )
-    return trained, Path(out) if out else run_dir / "analysis"
+    out_dir = Path(out) if out else run_dir / "analysis"
+    try:  # before the analysis runs, not after
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{out_dir}: can't make the analysis folder ({err.strerror})") from None
+    return with_task(loaded, checkpoint), out_dir
 
 
 def _describe(trained: Trained) -> str:
@@ -74,7 +81,6 @@ def analyze_gates(path: Path, out: str | Path | None, examples: int, device: str
     trained, out_dir = _load(path, out, device)
     images, _ = _first_examples(trained, examples)
     stats = gate_statistics(trained.model, images)
-    out_dir.mkdir(parents=True, exist_ok=True)
     panels = {k: v.numpy() for k, v in stats.panels().items()}
     figure = gate_figure(panels, _describe(trained))
     atomic_save_figure(figure, out_dir / "gates.png", **SAVEFIG)
@@ -91,7 +97,6 @@ def lesion(path: Path, out: str | Path | None, examples: int, device: str) -> st
     trained, out_dir = _load(path, out, device)
     images, labels = _first_examples(trained, examples)
     baseline, errors = lesion_errors(trained.model, images, labels)
-    out_dir.mkdir(parents=True, exist_ok=True)
     figure = lesion_figure(errors, baseline, _describe(trained))
     atomic_save_figure(figure, out_dir / "lesion.png", **SAVEFIG)
     with atomic_open(out_dir / "lesion.csv", "w", newline="") as f:

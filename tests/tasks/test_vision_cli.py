@@ -115,10 +115,37 @@ def test_gate_analysis_and_lesion_of_a_trained_checkpoint(
         lesion_main([str(tmp_path / "run"), "--examples", "30"])
     assert (tmp_path / "run" / "analysis" / "lesion.csv").read_bytes() == kept
 
+    # --out under a file can't be made: one line before the analysis (was a traceback after)
+    assert analyze_gates_main([str(tmp_path / "run"), "--out", str(a_file / "sub")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {a_file / 'sub'}: can't make the analysis folder (Not a directory)"
+
     raw["model"]["block"] = "plain"
     train(build_config(raw), tmp_path / "plain")
+    # What the checkpoint holds is checked before its data is read: the MNIST files gone
+    for f in mnist_dir.iterdir():
+        f.unlink()
     assert lesion_main([str(tmp_path / "plain")]) == 2
     assert "without highway layers" in capsys.readouterr().err
+
+
+def test_a_language_model_is_refused_without_reading_its_corpus(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat\n" * 50)
+    raw = {
+        "task": "char_lm",
+        "model": {"embed_size": 8, "hidden_size": 8},
+        "data": {"corpus": "file", "path": str(corpus), "batch_size": 4, "seq_len": 10},
+        "train": {"max_steps": 2, "max_epochs": None, "eval_every": 2, "progress": False},
+    }
+    train(build_config(raw), tmp_path / "lm")
+    corpus.unlink()  # a checkpoint brought from another machine
+    capsys.readouterr()
+    assert analyze_gates_main([str(tmp_path / "lm")]) == 2
+    err = capsys.readouterr().err
+    assert "is a 'char_lm' run; gate analyses need an image_classification run" in err
 
 
 def test_parallel_trials_give_the_sequential_results(mnist_dir: Path, tmp_path: Path) -> None:
