@@ -151,10 +151,9 @@ def sample_params(study: DepthStudyConfig, block: str, depth: int, index: int) -
         "lr_decay": rng.uniform(*space.lr_decay),
         "activation": rng.choice(space.activations),
     }
-    # Drawn for every trial so plain and highway trials of one index share the rest.
-    gate_bias = rng.uniform(*space.gate_bias)
+    # Each cell draws its own (the key names the block): an independent search per cell.
     if block == "highway":
-        params["gate_bias"] = gate_bias
+        params["gate_bias"] = rng.uniform(*space.gate_bias)
     return params
 
 
@@ -302,6 +301,19 @@ def _read_saved_study(path: Path) -> dict[str, Any] | None:
     return saved if isinstance(saved, dict) else None
 
 
+def _extends(new: dict, saved: dict, changed: list[str]) -> bool:
+    """Whether ``new`` is ``saved`` with more trials, depths or blocks: every trial of the
+    saved study is one of the new study's, with the same hyperparameters (a trial's are a
+    function of the seed and its name), so the trials run so far are kept."""
+    if not set(changed) <= {"trials", "depths", "blocks"}:
+        return False
+    return (
+        new["trials"] >= saved["trials"]
+        and set(new["depths"]) >= set(saved["depths"])
+        and set(new["blocks"]) >= set(saved["blocks"])
+    )
+
+
 def prepare_study_dir(study: DepthStudyConfig, study_dir: Path) -> str | None:
     """Create ``study_dir`` with the resolved study in study.yaml, or check that it holds this
     study. A study.yaml whose study no trial has started is replaced (a corrected typo must
@@ -329,14 +341,18 @@ def prepare_study_dir(study: DepthStudyConfig, study_dir: Path) -> str | None:
                 for k in set(saved) | set(resolved)
                 if saved.get(k) != resolved.get(k) and k not in NOT_PART_OF_THE_STUDY
             )
-        if changed and started:
+        extended = saved is not None and _extends(resolved, saved, changed)
+        if changed and started and not extended:
             raise ConfigError(
                 f"{study_dir} holds a different study (changed: {', '.join(changed)}); use "
-                f"another output directory to run this one"
+                f"another output directory to run this one (more trials, depths or blocks "
+                f"extend it)"
             )
-        # Past here study.yaml is rewritten: either no trial has started, or only a key
-        # outside the study (the device) changed, which study.yaml then records anew.
-        if changed:
+        # Past here study.yaml is rewritten: no trial has started, the study is extended, or
+        # only a key outside the study (the device) changed, which study.yaml records anew.
+        if changed and started:  # extended
+            note = f"{saved_path}: extended (changed: {', '.join(changed)}); its trials are kept"
+        elif changed:
             note = f"{saved_path}: replaced, no trial had started (changed: {', '.join(changed)})"
     try:
         study_dir.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,10 @@ def depth_study_figure(
         ax.set_xlabel("epoch")
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel("training cross-entropy")
-    axes[0][0].legend()
+    # In the first panel that drew a curve (every trial of a depth may have diverged).
+    drawn = next((ax for ax in axes[0] if ax.get_legend_handles_labels()[0]), None)
+    if drawn is not None:
+        drawn.legend()
     fig.tight_layout()
     return _save(fig, path)
 

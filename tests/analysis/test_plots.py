@@ -18,3 +18,17 @@ def test_the_gate_figure_draws_a_row_per_layer_and_a_column_per_unit() -> None:
     assert ax.get_ylabel() == "layer" and ax.get_xlabel() == "unit / channel"
     bottom, top = ax.get_ylim()
     assert (top, bottom) == (0.5, 3.5)  # layer 1 at the top, numbered from 1
+
+
+def test_the_depth_figure_puts_its_legend_where_a_curve_was_drawn() -> None:
+    import warnings
+
+    from rhn.analysis.plots import depth_study_figure
+
+    # depth 10's trials all diverged (no curve): matplotlib warned "No artists with labels"
+    curves = {(10, "plain"): [], (20, "highway"): [(1.0, 0.5), (2.0, 0.3)]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = depth_study_figure(curves)
+    assert fig.axes[0].get_legend() is None
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["highway"]

@@ -186,3 +186,26 @@ def test_an_interrupted_trial_stops_a_parallel_study_and_cancels_the_rest(
     got = depth_study.run_trial(study, trial, tmp_path / "study", 1)
     assert got["status"] == "not started"
     assert not (tmp_path / "study" / "trials" / trial.name).exists()
+
+
+def test_a_started_study_takes_more_trials_depths_or_blocks_and_nothing_else(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "study"
+    prepare_study_dir(DepthStudyConfig(depths=[3], trials=1, blocks=["highway"]), out)
+    (out / "trials" / "highway-d003-t00").mkdir(parents=True)
+    (out / "trials" / "highway-d003-t00" / "metrics.jsonl").write_text("{}\n")
+    wider = DepthStudyConfig(depths=[3, 5], trials=2, blocks=["highway", "plain"])
+    note = prepare_study_dir(wider, out)
+    assert (
+        note
+        == f"{out / 'study.yaml'}: extended (changed: blocks, depths, trials); its trials are kept"
+    )
+    # the trial run so far is one of the wider study's, with its hyperparameters
+    assert plan(DepthStudyConfig(depths=[3], trials=1, blocks=["highway"]))[0] in plan(wider)
+    for narrower in (
+        DepthStudyConfig(depths=[5], trials=2, blocks=["highway", "plain"]),  # a depth dropped
+        DepthStudyConfig(depths=[3, 5], trials=2, blocks=["highway", "plain"], epochs=3),
+    ):
+        with pytest.raises(ConfigError, match="holds a different study"):
+            prepare_study_dir(narrower, out)

@@ -66,8 +66,17 @@ def test_depth_study_runs_resumes_and_reports(
     assert "8 trials, 8 already done" in capsys.readouterr().out
     assert yaml.safe_load((out / "study.yaml").read_text())["device"] == "auto"
     # Another study in the same directory is refused, naming what changed.
-    assert depth_study_main([*args, "--set", "trials=3"]) == 2
-    assert "trials" in capsys.readouterr().err
+    assert depth_study_main([*args, "--set", "epochs=3"]) == 2
+    assert "(changed: epochs)" in capsys.readouterr().err
+    # More trials extend it: those run are kept (a trial's hyperparameters are a function of
+    # the seed and its name), the new ones run, and the reports take them all.
+    assert depth_study_main([*args, "--set", "trials=3"]) == 0
+    out_text = capsys.readouterr().out
+    assert "extended (changed: trials)" in out_text and "12 trials, 8 already done" in out_text
+    assert mtimes == {
+        p: p.stat().st_mtime_ns for p in out.glob("trials/*-t0[01]/checkpoints/last.pt")
+    }
+    assert len((out / "trials.jsonl").read_text().splitlines()) == 12
 
 
 def test_gate_analysis_and_lesion_of_a_trained_checkpoint(
