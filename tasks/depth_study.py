@@ -20,15 +20,18 @@ each trial's hyperparameters are a pure function of the study seed and its name.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
 import os
 import pickle
 import random
+import signal
+import threading
 import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -242,6 +245,8 @@ def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: i
     }
     if status in ("finished", "diverged"):
         atomic_write_text(run_dir / "result.json", json.dumps(record))
+    if status == "interrupted":  # at once, here: this worker may take a queued trial next
+        (study_dir / STOPPING).touch()
     return record
 
 
@@ -391,6 +396,30 @@ def _format_warnings_with(formatwarning: Callable[..., str] | None) -> None:
         warnings.formatwarning = formatwarning
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is."""
+
+    signal_number = signal.SIGTERM
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """While a parallel study waits on its trials, SIGTERM stops it as Ctrl-C does (by
+    default it would end this process at once and leave its workers running)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers are the main thread's
+        return
+
+    def handle(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_study(
     study: DepthStudyConfig,
     study_dir: str | Path,
@@ -411,18 +440,23 @@ def run_study(
     log(f"depth study: {len(trials)} trials, {len(trials) - len(pending)} already done")
     if workers > 1 and len(pending) > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)
-        with worker_pool(workers) as pool:
+        with worker_pool(workers) as pool, _terminate_as_interrupt():
             futures = [pool.submit(run_trial, study, t, study_dir, threads) for t in pending]
             try:
                 for future in futures:
                     _log_trial(log, future.result())
                     _stop_if_interrupted(future.result())
-            except (KeyboardInterrupt, StudyInterruptedError):
-                # No other trial starts (the pool has some queued beyond cancelling); running
-                # ones saved their checkpoint, the signal having reached their processes too.
+            except (KeyboardInterrupt, StudyInterruptedError) as err:
+                # No other trial starts (the pool has some queued beyond cancelling), and
+                # the running ones are told to save and stop, should the signal have reached
+                # this process alone (kill PID, timeout); twice is no harm, once saved.
                 (study_dir / STOPPING).touch()
                 for future in futures:
                     future.cancel()
+                number = getattr(err, "signal_number", None) or signal.SIGINT
+                for pid in getattr(pool, "_processes", None) or {}:  # no public accessor
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, number)
                 raise
     else:
         for trial in pending:

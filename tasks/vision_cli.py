@@ -51,7 +51,7 @@ def depth_study_main(argv: list[str] | None = None) -> int:
         return _fail(err)
     except (StudyInterruptedError, KeyboardInterrupt) as err:
         # The shell's convention, as rhn-train: 128 + the signal (SIGINT 130, SIGTERM 143).
-        print(f"stopped: {err or 'interrupted'}", file=sys.stderr)
+        print(f"stopped: {str(err) or 'interrupted'}", file=sys.stderr)
         number = getattr(err, "signal_number", None) or signal.SIGINT
         return 128 + number
     print(summary_table(records))

@@ -209,3 +209,34 @@ def test_a_started_study_takes_more_trials_depths_or_blocks_and_nothing_else(
     ):
         with pytest.raises(ConfigError, match="holds a different study"):
             prepare_study_dir(narrower, out)
+
+
+def test_an_interrupted_trial_marks_the_study_stopping_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # in the worker, at once: the parent reads results in order, later
+    from rhn.tasks import depth_study
+    from rhn.train.loop import Position, TrainResult
+
+    monkeypatch.setattr(
+        depth_study,
+        "train",
+        lambda config, run_dir: TrainResult("interrupted", Position(), stop_signal=15),
+    )
+    study = DepthStudyConfig(depths=[3], trials=1, blocks=["highway"])
+    record = depth_study.run_trial(study, plan(study)[0], tmp_path, 1)
+    assert record["status"] == "interrupted" and record["stop_signal"] == 15
+    assert depth_study.stopping(tmp_path)
+    assert not (tmp_path / "trials" / "highway-d003-t00" / "result.json").exists()
+
+
+def test_sigterm_stops_a_parallel_study_as_ctrl_c_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+
+    from rhn.tasks import depth_study
+
+    with pytest.raises(KeyboardInterrupt) as info, depth_study._terminate_as_interrupt():
+        os.kill(os.getpid(), signal.SIGTERM)  # by default: this process ended at once
+    assert info.value.signal_number == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored

@@ -371,3 +371,18 @@ def test_ctrl_c_stops_the_whole_study_with_the_shells_status(
     assert "stopped: highway-d003-t00 was interrupted (its checkpoint is saved)" in err
     assert sorted(p.name for p in (out / "trials").iterdir()) == ["highway-d003-t00"]
     assert not (out / "summary.csv").exists()
+
+
+@pytest.mark.parametrize(("stop", "status"), [(KeyboardInterrupt, 130), ("terminated", 143)])
+def test_a_stopped_study_says_so_in_one_line_with_the_shells_status(
+    stop: object, status: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:  # fmt: skip
+    from rhn.tasks import depth_study, vision_cli
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        raise depth_study._Terminated if stop == "terminated" else KeyboardInterrupt
+
+    monkeypatch.setattr(vision_cli, "run_study", stopped)
+    assert depth_study_main(["--out", str(tmp_path / "s")]) == status
+    assert capsys.readouterr().err == "stopped: interrupted\n"  # was "stopped: " and nothing
