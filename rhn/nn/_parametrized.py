@@ -21,6 +21,17 @@ from torch.nn.utils import parametrize
 def initialising(module: nn.Module, names: Sequence[str]) -> Iterator[list[torch.Tensor | None]]:
     """``module``'s tensors called ``names`` (None where one is None), to fill in place."""
     parametrized = [parametrize.is_parametrized(module, name) for name in names]
+    for name, p in zip(names, parametrized, strict=True):
+        lacking = [
+            type(f).__name__ for f in (module.parametrizations[name] if p else ())
+            if not hasattr(f, "right_inverse")
+        ]  # fmt: skip
+        if lacking:  # refused before anything is written: no half-initialised module
+            raise ValueError(
+                f"{type(module).__name__}.{name} is parametrized by {lacking[0]}, which has no "
+                f"right_inverse, so reset_parameters can't set it; give the parametrization "
+                f"a right_inverse or remove it first"
+            )
     tensors = [
         getattr(module, name).detach().clone() if p else getattr(module, name)
         for name, p in zip(names, parametrized, strict=True)

@@ -227,17 +227,19 @@ class RHN(nn.Module):
         cuDNN here) runs unchanged. The RHN's weights are used where they are."""
 
     def reset_parameters(self) -> None:
-        for k in range(self.num_layers):
-            for suffix in self._suffixes():
-                names = [f"{kind}_l{k}{suffix}" for kind in ("weight_ih", "weight_hh", "bias_hh")]
-                with initialising(self, names) as (weight_ih, weight_hh, bias_hh):
-                    reset_rhn_parameters(
-                        weight_ih,
-                        weight_hh,
-                        bias_hh,
-                        gate_bias=self.gate_bias,
-                        init_range=self.init_range,
-                    )
+        names = [
+            f"{kind}_l{k}{suffix}"
+            for k in range(self.num_layers)
+            for suffix in self._suffixes()
+            for kind in ("weight_ih", "weight_hh", "bias_hh")
+        ]
+        with initialising(self, names) as tensors:
+            for layer in range(0, len(tensors), 3):  # (weight_ih, weight_hh, bias_hh) each
+                reset_rhn_parameters(
+                    *tensors[layer : layer + 3],
+                    gate_bias=self.gate_bias,
+                    init_range=self.init_range,
+                )
 
     def _check_input(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], bool]:
         """A padded input → flat step-major ``(T·N, I)`` data, batch sizes, unbatched."""

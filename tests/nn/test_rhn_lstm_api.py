@@ -170,3 +170,21 @@ def test_reset_parameters_reaches_a_parametrized_weight() -> None:
         cell.parametrizations.weight_ih.original1.fill_(7.0)
     cell.reset_parameters()
     assert cell.weight_ih.abs().max() <= 0.04 + 1e-7
+
+
+def test_reset_parameters_refuses_a_parametrization_it_cannot_invert_before_writing() -> None:
+    from torch.nn.utils import parametrize
+
+    class Scale(nn.Module):  # no right_inverse
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return 2 * w
+
+    model = rhn.RHN(3, 4, 2, depth=2)  # the second layer's: the first must stay as it was
+    parametrize.register_parametrization(model, "weight_hh_l1", Scale())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"RHN\.weight_hh_l1 is parametrized by Scale, which has no right_inverse"
+    ):
+        model.reset_parameters()
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # nothing half-initialised
