@@ -552,7 +552,9 @@ def write_reports(records: list[dict], study_dir: Path) -> None:
     curves = {cell: [(p["epoch"], p["train_loss"]) for p in r["curve"]] for cell, r in best.items()}
     figure = depth_study_figure(curves)
     atomic_save_figure(figure, study_dir / "figure1.png", **SAVEFIG)
-    tb = SummaryWriter(str(study_dir / "tensorboard"))
+    # Purged from step 0: what an earlier run of the study logged is replaced, not doubled
+    # (a continued or extended study has new bests to draw).
+    tb = SummaryWriter(str(study_dir / "tensorboard"), purge_step=0)
     for (depth, block), points in curves.items():
         for epoch, loss in points:
             tb.add_scalar(f"best_train_loss/depth{depth:03d}/{block}", loss, epoch)

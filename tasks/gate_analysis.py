@@ -2,7 +2,7 @@
 
 Writes into ``<run>/analysis`` (or ``--out``): ``gates.png`` / ``lesion.png`` (the papers'
 Figure 2 and lesioning plots), the numbers behind them (``gates.pt``, ``lesion.csv``) and
-a ``tensorboard/`` folder with the same figures.
+``tensorboard/gates`` and ``tensorboard/lesion`` with the same figures.
 """
 
 from __future__ import annotations
@@ -49,6 +49,14 @@ def _load(path: Path, out: str | Path | None, device: str) -> tuple[Trained, Pat
     return with_task(loaded, checkpoint), out_dir
 
 
+def _add_figure(out_dir: Path, name: str, figure: object, step: int) -> None:
+    """The figure in ``tensorboard/<name>``, replacing what an earlier run of this analysis
+    logged at this step (a purge from ``step``, which would also drop the other analysis'
+    figure, hence a folder each): a rerun is not a second image."""
+    with SummaryWriter(str(out_dir / "tensorboard" / name), purge_step=step) as tb:
+        tb.add_figure(name, figure, step)
+
+
 def _describe(trained: Trained) -> str:
     m = trained.config.model
     name = f"{m.arch} {m.block}" + (f" depth {m.depth}" if m.arch == "mlp" else "")
@@ -86,8 +94,7 @@ def analyze_gates(path: Path, out: str | Path | None, examples: int, device: str
     atomic_save_figure(figure, out_dir / "gates.png", **SAVEFIG)
     with atomic_open(out_dir / "gates.pt", "wb") as f:
         torch.save({k.replace(" ", "_"): v for k, v in stats.panels().items()}, f)
-    with SummaryWriter(str(out_dir / "tensorboard")) as tb:
-        tb.add_figure("gates", figure, trained.step)
+    _add_figure(out_dir, "gates", figure, trained.step)
     return [out_dir / "gates.png", out_dir / "gates.pt"]
 
 
@@ -104,8 +111,7 @@ def lesion(path: Path, out: str | Path | None, examples: int, device: str) -> st
         writer.writerow(["layer", "train_error"])
         writer.writerow(["none", baseline])
         writer.writerows((i + 1, e) for i, e in enumerate(errors))
-    with SummaryWriter(str(out_dir / "tensorboard")) as tb:
-        tb.add_figure("lesion", figure, trained.step)
+    _add_figure(out_dir, "lesion", figure, trained.step)
     lines = [
         f"unlesioned training error {baseline:.4f} ({len(images)} images)",
         "",

@@ -77,6 +77,12 @@ def test_depth_study_runs_resumes_and_reports(
         p: p.stat().st_mtime_ns for p in out.glob("trials/*-t0[01]/checkpoints/last.pt")
     }
     assert len((out / "trials.jsonl").read_text().splitlines()) == 12
+    # Each run rewrote the TensorBoard curves: one point per epoch, not one per run
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("best_train_loss/depth003/highway")] == [1, 2]
 
 
 def test_gate_analysis_and_lesion_of_a_trained_checkpoint(
@@ -96,6 +102,15 @@ def test_gate_analysis_and_lesion_of_a_trained_checkpoint(
     assert "| 5 |" in report  # five highway layers, each lesioned
     rows = list(csv.reader((tmp_path / "run" / "analysis" / "lesion.csv").open()))
     assert len(rows) == 1 + 1 + 5
+    # A rerun replaces its figure in TensorBoard (it was a second image at the same step),
+    # and leaves the other analysis' alone.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert analyze_gates_main([str(tmp_path / "run"), "--examples", "30"]) == 0
+    for name in ("gates", "lesion"):
+        acc = EventAccumulator(str(tmp_path / "run" / "analysis" / "tensorboard" / name))
+        acc.Reload()
+        assert len(acc.Images(name)) == 1, name
     # --out naming a file: one line, before the analysis runs (a traceback after it before).
     a_file = tmp_path / "a_file"
     a_file.write_text("mine")
