@@ -230,6 +230,9 @@ def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: i
         status, stop_signal = result.status, result.stop_signal
     except TrainingDivergedError:
         status = "diverged"
+    except BaseException:  # stops the study: at once, here (this worker may take another)
+        (study_dir / STOPPING).touch()
+        raise
     curve = read_curve(run_dir)
     final = curve[-1]["train_loss"] if curve and status == "finished" else math.inf
     record = {
@@ -446,10 +449,11 @@ def run_study(
                 for future in futures:
                     _log_trial(log, future.result())
                     _stop_if_interrupted(future.result())
-            except (KeyboardInterrupt, StudyInterruptedError) as err:
-                # No other trial starts (the pool has some queued beyond cancelling), and
-                # the running ones are told to save and stop, should the signal have reached
-                # this process alone (kill PID, timeout); twice is no harm, once saved.
+            except BaseException as err:
+                # A signal, or a trial's error (which stops a serial study at once too): no
+                # other trial starts (the pool has some queued beyond cancelling), and the
+                # running ones are told to save and stop, should a signal have reached this
+                # process alone (kill PID, timeout); twice is no harm, once saved.
                 (study_dir / STOPPING).touch()
                 for future in futures:
                     future.cancel()

@@ -240,3 +240,28 @@ def test_sigterm_stops_a_parallel_study_as_ctrl_c_does(monkeypatch: pytest.Monke
         os.kill(os.getpid(), signal.SIGTERM)  # by default: this process ended at once
     assert info.value.signal_number == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
+def test_a_trials_error_stops_a_parallel_study_as_it_stops_a_serial_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rhn.tasks import depth_study
+    from rhn.train.loop import Position, TrainResult
+
+    trained: list[Path] = []
+
+    def fake_train(config, run_dir) -> TrainResult:
+        trained.append(run_dir)
+        if len(trained) == 1:
+            raise RuntimeError("checkpoint last.pt is corrupt")
+        return TrainResult("finished", Position())
+
+    monkeypatch.setattr(depth_study, "train", fake_train)
+    monkeypatch.setattr(depth_study, "worker_pool", lambda workers: ThreadPoolExecutor(1))
+    study = DepthStudyConfig(depths=[3], trials=5, blocks=["highway"])
+    with pytest.raises(RuntimeError, match="corrupt"):
+        run_study(study, tmp_path / "study", workers=2, log=lambda line: None)
+    # the failing trial marked the study stopping itself: no queued trial trained after it
+    assert len(trained) == 1 and depth_study.stopping(tmp_path / "study")
