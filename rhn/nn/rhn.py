@@ -174,18 +174,14 @@ class RHN(nn.Module):
         factory = {"device": device, "dtype": dtype}
         for k in range(num_layers):
             layer_input = input_size if k == 0 else self.num_directions * hidden_size
-            for suffix in self._suffixes():
+            for direction in range(self.num_directions):
+                ih, hh, b = self._parameter_names(k, direction)
+                self.register_parameter(ih, nn.Parameter(torch.empty(rows, layer_input, **factory)))
                 self.register_parameter(
-                    f"weight_ih_l{k}{suffix}",
-                    nn.Parameter(torch.empty(rows, layer_input, **factory)),
+                    hh, nn.Parameter(torch.empty(depth, rows, hidden_size, **factory))
                 )
                 self.register_parameter(
-                    f"weight_hh_l{k}{suffix}",
-                    nn.Parameter(torch.empty(depth, rows, hidden_size, **factory)),
-                )
-                self.register_parameter(
-                    f"bias_hh_l{k}{suffix}",
-                    nn.Parameter(torch.empty(depth, rows, **factory)) if bias else None,
+                    b, nn.Parameter(torch.empty(depth, rows, **factory)) if bias else None
                 )
         self.reset_parameters()
 
@@ -196,16 +192,17 @@ class RHN(nn.Module):
     def _suffixes(self) -> tuple[str, ...]:
         return ("", "_reverse") if self.bidirectional else ("",)
 
+    def _parameter_names(self, k: int, direction: int) -> tuple[str, str, str]:
+        """``(weight_ih, weight_hh, bias_hh)``'s names for layer ``k`` and ``direction``."""
+        suffix = self._suffixes()[direction]
+        return (f"weight_ih_l{k}{suffix}", f"weight_hh_l{k}{suffix}", f"bias_hh_l{k}{suffix}")
+
     def layer_parameters(
         self, k: int, direction: int = 0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``(weight_ih, weight_hh, bias_hh)`` of layer ``k``, direction 0 (forward) or 1."""
-        suffix = self._suffixes()[direction]
-        return (
-            getattr(self, f"weight_ih_l{k}{suffix}"),
-            getattr(self, f"weight_hh_l{k}{suffix}"),
-            getattr(self, f"bias_hh_l{k}{suffix}"),
-        )
+        ih, hh, b = self._parameter_names(k, direction)
+        return getattr(self, ih), getattr(self, hh), getattr(self, b)
 
     @property
     def all_weights(self) -> list[list[torch.Tensor]]:
@@ -228,10 +225,10 @@ class RHN(nn.Module):
 
     def reset_parameters(self) -> None:
         names = [
-            f"{kind}_l{k}{suffix}"
+            name
             for k in range(self.num_layers)
-            for suffix in self._suffixes()
-            for kind in ("weight_ih", "weight_hh", "bias_hh")
+            for direction in range(self.num_directions)
+            for name in self._parameter_names(k, direction)
         ]
         with initialising(self, names) as tensors:
             for layer in range(0, len(tensors), 3):  # (weight_ih, weight_hh, bias_hh) each
