@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +41,9 @@ from rhn.data.corpora import SPLITS
 from rhn.data.data_dirs import cache_dir, content_digest, downloads_allowed
 from rhn.data.text_file import DataFileError
 from rhn.data.vocab import (
-    CharVocab,
-    SentencePieceVocab,
     Vocab,
-    WordVocab,
+    corpus_vocab,
     digest,
-    needs_unknown,
-    split_words,
     vocab_from_json,
 )
 
@@ -213,27 +208,11 @@ def _chunks(dataset: Any, field: str) -> Iterator[str]:
 
 
 def build_vocab(source: HFSource, splits: dict[str, Any]) -> Vocab:
-    """The vocabulary of ``splits`` (read batch by batch) as the text corpora's
-    (:func:`rhn.data.lm_corpus.build_vocab`): words and subwords of the training split,
-    ``<unk>`` where needed; characters of every split."""
-    train = splits["train"]
-    held_out = [ds for name, ds in splits.items() if name != "train"]
-    if source.level == "word":
-        counts: Counter[str] = Counter()
-        for chunk in _chunks(train, source.text_field):
-            counts.update(split_words(chunk))
-        words = (
-            w for ds in held_out for c in _chunks(ds, source.text_field) for w in split_words(c)
-        )
-        return WordVocab.from_counts(counts, unknown=needs_unknown(counts, words))
-    if source.level == "char":
-        symbols: set[str] = set()
-        for ds in splits.values():
-            for chunk in _chunks(ds, source.text_field):
-                symbols.update(chunk)
-        return CharVocab(sorted(symbols))
-    lines = (line for chunk in _chunks(train, source.text_field) for line in chunk.split("\n"))
-    return SentencePieceVocab.train_from_lines(lines, source.vocab_size, source.level)
+    """The vocabulary of ``splits`` as the text corpora's (:func:`rhn.data.vocab.corpus_vocab`),
+    read batch by batch."""
+    field = source.text_field
+    held_out = (c for name, ds in splits.items() if name != "train" for c in _chunks(ds, field))
+    return corpus_vocab(source.level, _chunks(splits["train"], field), held_out, source.vocab_size)
 
 
 def _key(*parts: object) -> str:

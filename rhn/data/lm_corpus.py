@@ -12,7 +12,6 @@ import hashlib
 import json
 import sys
 import time
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,13 +32,9 @@ from rhn.data.data_dirs import cache_dir, content_digest
 from rhn.data.hf_corpus import HFSource, load_split_hf, load_tokenized_hf
 from rhn.data.text_file import DataFileError
 from rhn.data.vocab import (
-    CharVocab,
-    SentencePieceVocab,
     UnknownSymbolError,
     Vocab,
-    WordVocab,
-    needs_unknown,
-    split_words,
+    corpus_vocab,
     vocab_from_json,
 )
 
@@ -121,19 +116,10 @@ def read_splits(
 
 
 def build_vocab(source: CorpusSource, texts: dict[str, str]) -> Vocab:
-    """The vocabulary of ``texts`` (split → text): words and subwords learnt on the training
-    split, ``<unk>`` only where :func:`~rhn.data.vocab.needs_unknown`; characters of every
-    split (:class:`~rhn.data.vocab.CharVocab`)."""
-    level, train = source.resolved_level(), texts["train"]
-    if level == "word":
-        counts = Counter(split_words(train))
-        held_out = (
-            w for split, text in texts.items() if split != "train" for w in split_words(text)
-        )
-        return WordVocab.from_counts(counts, unknown=needs_unknown(counts, held_out))
-    if level == "char":
-        return CharVocab(sorted(set().union(*map(set, texts.values()))))
-    return SentencePieceVocab.train(train, source.vocab_size, level)
+    """The vocabulary of ``texts`` (split → text): :func:`~rhn.data.vocab.corpus_vocab` with
+    the training split as what is learnt and the others held out."""
+    held_out = [text for split, text in texts.items() if split != "train"]
+    return corpus_vocab(source.resolved_level(), [texts["train"]], held_out, source.vocab_size)
 
 
 def _identity(source: CorpusSource) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 import re
 from collections import Counter
@@ -299,6 +300,27 @@ class SentencePieceVocab:
     def save(self, run_dir: str | Path) -> None:
         with atomic_open(Path(run_dir) / "spm.model", "wb") as f:
             f.write(self.model_proto)
+
+
+def corpus_vocab(
+    level: str, train: Iterable[str], held_out: Iterable[str], vocab_size: int
+) -> Vocab:
+    """A corpus's vocabulary from its text in chunks of whole lines (a split may be one):
+    ``train``'s words (``<unk>`` only where :func:`needs_unknown`) or subwords (``bpe`` /
+    ``unigram``, ``vocab_size`` pieces); at ``char`` level, the characters of both."""
+    if level == "word":
+        counts: Counter[str] = Counter()
+        for chunk in train:
+            counts.update(split_words(chunk))
+        words = (w for chunk in held_out for w in split_words(chunk))
+        return WordVocab.from_counts(counts, unknown=needs_unknown(counts, words))
+    if level == "char":
+        symbols: set[str] = set()
+        for chunk in itertools.chain(train, held_out):
+            symbols.update(chunk)
+        return CharVocab(sorted(symbols))
+    lines = (line for chunk in train for line in chunk.split("\n"))
+    return SentencePieceVocab.train_from_lines(lines, vocab_size, level)
 
 
 def _no_unknown_error(unknown: list[str]) -> UnknownSymbolError:
