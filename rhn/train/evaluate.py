@@ -79,14 +79,10 @@ class Trained(LoadedModel):
     task: Task = field(kw_only=True)
 
 
-def load_trained(path: Path, device: str = "cpu") -> Trained:
-    """The model and its task with all of its data (for analyses that read the training set)."""
-    return with_task(load_model(path, device), path)
-
-
 def with_task(loaded: LoadedModel, path: Path) -> Trained:
-    """``loaded`` (read from ``path``) with its task and all of its data: a caller can check
-    the checkpoint itself before any data is read."""
+    """``loaded`` (read from ``path`` by :func:`load_model`) with its task and all of its
+    data, for analyses that read the training set; the caller checks the checkpoint itself
+    first, before any data is read."""
     task = loaded.config.task_class(loaded.config)
     task.check_checkpoint_state(loaded.task_state, str(path))
     return Trained(**vars(loaded), task=task)
