@@ -217,6 +217,18 @@ def read_curve(run_dir: Path) -> list[dict[str, float]]:
     ]
 
 
+STOPPING = "stopping"  # in a study directory: a signal or an error stopped the study
+
+
+def stopping(study_dir: Path) -> bool:
+    """Whether the study is stopping: a trial queued before it stopped doesn't start."""
+    return (Path(study_dir) / STOPPING).exists()
+
+
+def _mark_stopping(study_dir: Path) -> None:
+    (Path(study_dir) / STOPPING).touch()
+
+
 def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: int) -> dict:
     """Train one trial (resuming it if it was interrupted) and write its result.json; one
     that a stopping study had already queued doesn't start."""
@@ -231,7 +243,7 @@ def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: i
     except TrainingDivergedError:
         status = "diverged"
     except BaseException:  # stops the study: at once, here (this worker may take another)
-        (study_dir / STOPPING).touch()
+        _mark_stopping(study_dir)
         raise
     curve = read_curve(run_dir)
     final = curve[-1]["train_loss"] if curve and status == "finished" else math.inf
@@ -249,7 +261,7 @@ def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: i
     if status in ("finished", "diverged"):
         atomic_write_text(run_dir / "result.json", json.dumps(record))
     if status == "interrupted":  # at once, here: this worker may take a queued trial next
-        (study_dir / STOPPING).touch()
+        _mark_stopping(study_dir)
     return record
 
 
@@ -447,14 +459,15 @@ def run_study(
             futures = [pool.submit(run_trial, study, t, study_dir, threads) for t in pending]
             try:
                 for future in futures:
-                    _log_trial(log, future.result())
-                    _stop_if_interrupted(future.result())
+                    record = future.result()
+                    _log_trial(log, record)
+                    _stop_if_interrupted(record)
             except BaseException as err:
                 # A signal, or a trial's error (which stops a serial study at once too): no
                 # other trial starts (the pool has some queued beyond cancelling), and the
                 # running ones are told to save and stop, should a signal have reached this
                 # process alone (kill PID, timeout); twice is no harm, once saved.
-                (study_dir / STOPPING).touch()
+                _mark_stopping(study_dir)
                 for future in futures:
                     future.cancel()
                 number = getattr(err, "signal_number", None) or signal.SIGINT
@@ -474,13 +487,6 @@ def run_study(
             records.append(json.loads(path.read_text()))
     write_reports(records, study_dir)
     return records
-
-
-STOPPING = "stopping"  # in a study directory: a signal stopped the study; start no trial
-
-
-def stopping(study_dir: Path) -> bool:
-    return (Path(study_dir) / STOPPING).exists()
 
 
 class StudyInterruptedError(Exception):
