@@ -1,13 +1,12 @@
 """The papers' figures, drawn with matplotlib (headless ``Agg`` backend).
 
-Every function returns the ``Figure`` (for TensorBoard's ``add_figure``) and writes it to
-``path`` when given.
+Every function returns the ``Figure``, for TensorBoard's ``add_figure`` and to be saved with
+:data:`SAVEFIG` (the tasks write it atomically: ``rhn.data.atomic_file.atomic_save_figure``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib
 
@@ -23,16 +22,7 @@ Curve = Sequence[tuple[float, float]]  # (epoch, value)
 SAVEFIG = {"dpi": 120, "bbox_inches": "tight"}  # how every figure here is saved
 
 
-def _save(fig: Figure, path: str | Path | None) -> Figure:
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, **SAVEFIG)
-    return fig
-
-
-def depth_study_figure(
-    curves: Mapping[tuple[int, str], Curve], path: str | Path | None = None
-) -> Figure:
+def depth_study_figure(curves: Mapping[tuple[int, str], Curve]) -> Figure:
     """Figure 1 of Srivastava et al. (2015): one panel per depth, the best plain and the
     best highway run's training cross-entropy (log scale) against epochs."""
     depths = sorted({depth for depth, _ in curves})
@@ -54,12 +44,10 @@ def depth_study_figure(
     if drawn is not None:
         drawn.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def gate_figure(
-    panels: Mapping[str, np.ndarray], title: str = "", path: str | Path | None = None
-) -> Figure:
+def gate_figure(panels: Mapping[str, np.ndarray], title: str = "") -> Figure:
     """Figure 2 of Srivastava et al. (2015): heatmaps of ``(units, layers)`` matrices drawn
     as the paper's, whose "highway layers (y-axis) consist of 50 blocks (x-axis)": one row
     per layer, the first (1) at the top, one column per unit (or channel) — e.g.
@@ -79,12 +67,10 @@ def gate_figure(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def lesion_figure(
-    errors: Sequence[float], baseline: float, title: str = "", path: str | Path | None = None
-) -> Figure:
+def lesion_figure(errors: Sequence[float], baseline: float, title: str = "") -> Figure:
     """Lesioning (Srivastava et al. 2015, Figure 4): the error with one layer's transform
     gates closed, for each layer, against the unlesioned net's error."""
     fig, ax = plt.subplots(figsize=(6.0, 3.2))
@@ -98,4 +84,4 @@ def lesion_figure(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
