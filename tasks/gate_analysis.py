@@ -63,46 +63,73 @@ def _describe(trained: Trained) -> str:
     return f"{name} on {trained.config.data.dataset}, step {trained.step}"
 
 
-def _check_examples(examples: int) -> None:
+def _check_examples(examples: int | None) -> None:
     """Refuse a count that slicing would misread, before the checkpoint and its data load.
 
     Checked here and not only by the CLIs: a negative count would slice from the end
     (``images[:-5]`` is all but five images) and zero would analyse nothing.
     """
+    if examples is None:
+        return
     if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
-        raise ValueError(f"examples must be an integer >= 1, got {examples!r}")
+        raise ValueError(f"examples must be an integer >= 1 (or None, all), got {examples!r}")
 
 
-def _first_examples(trained: Trained, examples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``examples`` training images and labels (all if there are fewer), on the
-    model's device."""
+def _training_examples(trained: Trained, examples: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images and labels the paper's analyses read — all of them ("all training
+    examples", "the full training set") or the first ``examples`` — on the model's device."""
     train = trained.task.train_set
+    count = len(train.images) if examples is None else examples
     return (
-        train.images[:examples].to(trained.device),
-        train.labels[:examples].to(trained.device),
+        train.images[:count].to(trained.device),
+        train.labels[:count].to(trained.device),
     )
 
 
-def analyze_gates(path: Path, out: str | Path | None, examples: int, device: str) -> list[Path]:
-    """Figure 2 for a checkpoint: gate biases, mean activity, one example's gates and outputs."""
+def _pick_example(example: int | None, count: int) -> int:
+    """The paper's "single random training sample": drawn with a fixed seed, so a rerun
+    shows the same one; or the index a user names."""
+    if example is None:
+        return int(torch.randint(count, (), generator=torch.Generator().manual_seed(0)))
+    if isinstance(example, bool) or not isinstance(example, int) or not 0 <= example < count:
+        raise ValueError(
+            f"example must index one of the {count} analysed images (0..{count - 1}), "
+            f"got {example!r}"
+        )
+    return example
+
+
+def analyze_gates(
+    path: Path,
+    out: str | Path | None,
+    examples: int | None,
+    device: str,
+    example: int | None = None,
+) -> list[Path]:
+    """Figure 2 for a checkpoint: gate biases, mean activity over ``examples`` training images
+    (None: all), and the gates and block outputs of one of them (``example``, default a
+    random one)."""
     _check_examples(examples)
     trained, out_dir = _load(path, out, device)
-    images, _ = _first_examples(trained, examples)
-    stats = gate_statistics(trained.model, images)
+    images, _ = _training_examples(trained, examples)
+    index = _pick_example(example, len(images))
+    stats = gate_statistics(trained.model, images, example=index)
     panels = {k: v.numpy() for k, v in stats.panels().items()}
-    figure = gate_figure(panels, _describe(trained))
+    figure = gate_figure(panels, f"{_describe(trained)}; example: training image {index}")
     atomic_save_figure(figure, out_dir / "gates.png", **SAVEFIG)
     with atomic_open(out_dir / "gates.pt", "wb") as f:
-        torch.save({k.replace(" ", "_"): v for k, v in stats.panels().items()}, f)
+        saved = {k.replace(" ", "_"): v for k, v in stats.panels().items()}
+        torch.save({**saved, "example_index": index, "examples": len(images)}, f)
     _add_figure(out_dir, "gates", figure, trained.step)
     return [out_dir / "gates.png", out_dir / "gates.pt"]
 
 
-def lesion(path: Path, out: str | Path | None, examples: int, device: str) -> str:
-    """Training-set error with each layer's gates closed; returns a Markdown table."""
+def lesion(path: Path, out: str | Path | None, examples: int | None, device: str) -> str:
+    """Training-set error with each layer's gates closed, over ``examples`` training images
+    (None: the full training set, as the paper); returns a Markdown table."""
     _check_examples(examples)
     trained, out_dir = _load(path, out, device)
-    images, labels = _first_examples(trained, examples)
+    images, labels = _training_examples(trained, examples)
     baseline, errors = lesion_errors(trained.model, images, labels)
     figure = lesion_figure(errors, baseline, _describe(trained))
     atomic_save_figure(figure, out_dir / "lesion.png", **SAVEFIG)

@@ -59,21 +59,16 @@ def depth_study_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _analysis_main(
-    prog: str,
-    description: str,
-    argv: list[str] | None,
-    action: Callable[[Path, str | None, int, str], str],
-) -> int:
+def _analysis_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("checkpoint", help="a run directory (its best.pt, else last.pt) or a .pt")
     parser.add_argument("--out", help="output directory (default: <run>/analysis)")
     parser.add_argument(
         "--examples",
         type=_int_at_least(1),
-        default=10000,
-        help="the first N training images are used (all of them if there are fewer; "
-        "default: %(default)s)",
+        default=None,
+        metavar="N",
+        help="the first N training images (default: all of them, as the paper)",
     )
     parser.add_argument(
         "--device",
@@ -81,9 +76,12 @@ def _analysis_main(
         default="cpu",
         help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _run_analysis(action: Callable[[], str]) -> int:
     try:
-        report = action(Path(args.checkpoint), args.out, args.examples, args.device)
+        report = action()
     except (*EXPECTED_ERRORS, CheckpointError, ValueError) as err:
         return _fail(err)
     print(report)
@@ -94,12 +92,29 @@ def _analysis_main(
 def analyze_gates_main(argv: list[str] | None = None) -> int:
     from rhn.tasks.gate_analysis import analyze_gates
 
-    return _analysis_main(
+    parser = _analysis_parser(
         "rhn-analyze-gates",
         "Figure 2: transform-gate biases, mean gate activity, one example's gates and block "
         "outputs, as PNG heatmaps and TensorBoard images.",
-        argv,
-        lambda *a: "\n".join(map(str, analyze_gates(*a))),
+    )
+    parser.add_argument(
+        "--example",
+        type=_int_at_least(0),
+        default=None,
+        metavar="INDEX",
+        help="the training image whose gates and outputs are drawn (default: one drawn at "
+        "random, the same on every run)",
+    )
+    args = parser.parse_args(argv)
+    return _run_analysis(
+        lambda: "\n".join(
+            map(
+                str,
+                analyze_gates(
+                    Path(args.checkpoint), args.out, args.examples, args.device, args.example
+                ),
+            )
+        )
     )
 
 
@@ -107,10 +122,12 @@ def analyze_gates_main(argv: list[str] | None = None) -> int:
 def lesion_main(argv: list[str] | None = None) -> int:
     from rhn.tasks.gate_analysis import lesion
 
-    return _analysis_main(
+    parser = _analysis_parser(
         "rhn-lesion",
         "Close each layer's transform gates in turn (T = 0, pure carry) and plot the "
         "training-set error against the unlesioned net's.",
-        argv,
-        lesion,
+    )
+    args = parser.parse_args(argv)
+    return _run_analysis(
+        lambda: lesion(Path(args.checkpoint), args.out, args.examples, args.device)
     )

@@ -85,15 +85,20 @@ def test_depth_study_runs_resumes_and_reports(
     assert [e.step for e in acc.Scalars("best_train_loss/depth003/highway")] == [1, 2]
 
 
+def _highway_mlp(mnist_dir: Path, depth: int, steps: int) -> dict:
+    """A raw config: a highway MLP trained ``steps`` steps on the synthetic MNIST files."""
+    return {
+        "task": "image_classification",
+        "model": {"arch": "mlp", "depth": depth},
+        "data": {"data_dir": str(mnist_dir), "batch_size": 20},
+        "train": {"max_steps": steps, "progress": False, "device": "cpu"},
+    }
+
+
 def test_gate_analysis_and_lesion_of_a_trained_checkpoint(
     mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    raw = {
-        "task": "image_classification",
-        "model": {"arch": "mlp", "depth": 6},
-        "data": {"data_dir": str(mnist_dir), "batch_size": 20},
-        "train": {"max_steps": 3, "progress": False, "device": "cpu"},
-    }
+    raw = _highway_mlp(mnist_dir, depth=6, steps=3)
     train(build_config(raw), tmp_path / "run")
     assert analyze_gates_main([str(tmp_path / "run"), "--examples", "30"]) == 0
     assert (tmp_path / "run" / "analysis" / "gates.png").stat().st_size > 0
@@ -151,6 +156,47 @@ def test_gate_analysis_and_lesion_of_a_trained_checkpoint(
         f.unlink()
     assert lesion_main([str(tmp_path / "plain")]) == 2
     assert "without highway layers" in capsys.readouterr().err
+
+
+def test_analyses_read_the_whole_training_set_and_a_random_example_by_default(
+    mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # The paper: mean gates "over all training examples", one "single random training sample",
+    # lesioning "evaluated on the full training set" (10,000 images and image 0 before).
+    raw = _highway_mlp(mnist_dir, depth=4, steps=2)
+    run = tmp_path / "run"
+    train(build_config(raw), run)
+    assert analyze_gates_main([str(run)]) == 0
+    saved = torch.load(run / "analysis" / "gates.pt", weights_only=True)
+    assert saved["examples"] == 60  # every training image of the synthetic set
+    index = saved["example_index"]
+    assert 0 < index < 60  # seed 0's draw; a second run draws the same
+    assert analyze_gates_main([str(run)]) == 0
+    assert torch.load(run / "analysis" / "gates.pt", weights_only=True)["example_index"] == index
+
+    # The panel is that image's gates, computed here from the model directly
+    from rhn.train.evaluate import load_model, resolve_checkpoint, with_task
+
+    loaded = with_task(load_model(resolve_checkpoint(run), "cpu"), resolve_checkpoint(run))
+    image = loaded.task.train_set.images[index : index + 1]
+    with torch.no_grad():
+        _, trace = loaded.model.eval()(image, trace=True)
+    expected = torch.stack([g[0] for g in trace.gates], dim=1)  # (units, layers)
+    torch.testing.assert_close(saved["transform_gate_(one_example)"], expected)
+
+    assert analyze_gates_main([str(run), "--example", "7"]) == 0
+    assert torch.load(run / "analysis" / "gates.pt", weights_only=True)["example_index"] == 7
+    capsys.readouterr()
+    assert analyze_gates_main([str(run), "--examples", "30", "--example", "30"]) == 2
+    assert capsys.readouterr().err == (
+        "error: example must index one of the 30 analysed images (0..29), got 30\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        analyze_gates_main([str(run), "--example", "-1"])
+    assert exit_info.value.code == 2
+    assert "--example: must be an integer >= 0, got '-1'" in capsys.readouterr().err
+    assert lesion_main([str(run)]) == 0
+    assert "(60 images)" in capsys.readouterr().out
 
 
 def test_a_language_model_is_refused_without_reading_its_corpus(
@@ -247,7 +293,7 @@ def test_analyses_help_shows_the_defaults(prog: str, capsys: pytest.CaptureFixtu
         ANALYSES[prog](["--help"])
     assert exit_info.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help text
-    assert "default: 10000" in text and "default: cpu" in text
+    assert "default: all of them" in text and "default: cpu" in text
     assert "default: <run>/analysis" in text
 
 
