@@ -59,8 +59,11 @@ def gate_statistics(
     layers = model.highway_layers()
     if not layers:
         raise ValueError(f"{type(model).__name__} has no highway layers to analyse")
-    if not 0 <= example < len(images):
-        raise ValueError(f"example must index one of the {len(images)} images, got {example}")
+    n = len(images)
+    if isinstance(example, bool) or not isinstance(example, int) or not 0 <= example < n:
+        raise ValueError(
+            f"example must index one of the {n} analysed images (0..{n - 1}), got {example!r}"
+        )
     was_training = model.training
     model.eval()
     sums: list[torch.Tensor] | None = None
