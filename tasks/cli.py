@@ -201,6 +201,24 @@ def sample_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _is_safetensors(path: Path) -> bool:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            return True
+    except (SafetensorError, OSError, ValueError):
+        return False
+
+
+def _first_non_directory_above(path: Path) -> Path | None:
+    """The nearest existing folder-to-be above ``path`` that is a file, if there is one."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
 @command
 def export_main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -219,6 +237,18 @@ def export_main(argv: list[str] | None = None) -> int:
         if output.suffix == ".pt" or (output.exists() and output.samefile(checkpoint)):
             # It would replace a checkpoint (the one read, perhaps) with a weights file.
             return _fail(ValueError(f"output {output} is a checkpoint; name a .safetensors file"))
+        if output.exists() and not _is_safetensors(output):
+            # A run's metrics.jsonl or config.yaml named by mistake: replacing it loses what
+            # the run saved (and its resume). Only an earlier export is replaced.
+            return _fail(
+                ValueError(
+                    f"output {output} exists and is not a safetensors file; it is kept "
+                    "(name a new file, or an earlier export to replace)"
+                )
+            )
+        blocker = _first_non_directory_above(output)
+        if blocker is not None:
+            return _fail(ValueError(f"could not write {output}: {blocker} is not a directory"))
         export_checkpoint(checkpoint, output)
     except EXPECTED_ERRORS as err:
         return _fail(err)

@@ -204,8 +204,38 @@ def test_export_to_a_directory_or_a_read_only_place_is_one_line(
     below_a_file = run / "config.yaml" / "weights.safetensors"
     assert export_main([str(run), str(below_a_file)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: could not write {below_a_file}: ")
-    assert len(err.splitlines()) == 1
+    blocker = run / "config.yaml"
+    assert err == f"error: could not write {below_a_file}: {blocker} is not a directory\n"
+
+
+def test_export_replaces_an_earlier_export_but_no_other_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
+    capsys.readouterr()
+    for name in ("metrics.jsonl", "config.yaml", "vocab.json"):
+        kept = (run / name).read_bytes()
+        assert export_main([str(run), str(run / name)]) == 2
+        err = capsys.readouterr().err
+        assert err == (
+            f"error: output {run / name} exists and is not a safetensors file; it is kept "
+            "(name a new file, or an earlier export to replace)\n"
+        )
+        assert (run / name).read_bytes() == kept
+    # The run still resumes from what it saved (metrics.jsonl was overwritten before).
+    assert train_main([TINY, "--run-dir", str(run), *SHORT, "--set", "train.max_steps=14"]) == 0
+    out = tmp_path / "w.safetensors"
+    out.write_bytes(b"")  # an empty file is not an export either
+    assert export_main([str(run), str(out)]) == 2
+    capsys.readouterr()
+    out.unlink()
+    assert export_main([str(run), str(out)]) == 0
+    first = load_file(out)
+    assert export_main([str(run), str(out)]) == 0  # an earlier export is replaced
+    assert load_file(out).keys() == first.keys()
 
 
 def test_export_never_replaces_a_checkpoint_and_writes_whole_files_with_the_umask_mode(
