@@ -44,14 +44,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from _checkout import use_this_checkout
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 
-import rhn
-from rhn.data.atomic_file import atomic_write_text
-from rhn.nn.rhn_graph import clear_graphs
-from rhn.tasks.cli import _device, _int_at_least
-from rhn.train.loop import RunDirError, resolve_device
+use_this_checkout()  # gpu_check.py runs this script from a plain copy, rhn not installed
+
+import rhn  # noqa: E402
+from rhn.data.atomic_file import atomic_write_text  # noqa: E402
+from rhn.nn.rhn_graph import clear_graphs  # noqa: E402
+from rhn.tasks.cli import _device, _int_at_least  # noqa: E402
+from rhn.train.loop import RunDirError, resolve_device  # noqa: E402
 
 
 @dataclass(frozen=True)

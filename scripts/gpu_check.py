@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -80,22 +79,14 @@ FAULT_ENV = "RHN_GPU_CHECK_FAULT"  # tests: "hang-after-save:SECTION" stalls tha
 
 def bootstrap() -> None:
     """Import ``rhn`` and its tasks from this checkout, installed or not (a GPU machine's
-    copy is not): ``tasks/`` is mapped to ``rhn.tasks`` as the wheel maps it."""
-    sys.path.insert(0, str(ROOT))
-    import rhn
+    copy is not), and register the tasks."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from _checkout import use_this_checkout
 
-    if importlib.util.find_spec("rhn.tasks") is None:
-        spec = importlib.util.spec_from_file_location(
-            "rhn.tasks", ROOT / "tasks" / "__init__.py",
-            submodule_search_locations=[str(ROOT / "tasks")],
-        )  # fmt: skip
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["rhn.tasks"] = module
-        spec.loader.exec_module(module)
-        rhn.tasks = module
+    use_this_checkout()
     # Without an installed package there are no entry points: register the tasks directly.
     import rhn.tasks.image_classification
-    import rhn.tasks.language_model
+    import rhn.tasks.language_model  # noqa: F401
 
 
 @dataclass
@@ -424,6 +415,9 @@ def section_bench(ctx: Context) -> dict[str, Any]:
     weights = [1 if "--inference" in args else 2 for args in runs]
     rows: list[dict[str, Any]] = []
     failures = []
+    # bench_rnn.py writes its rows only into an existing folder; no section may have saved
+    # there yet (--only bench).
+    (ctx.work / "sections").mkdir(parents=True, exist_ok=True)
     for i, args in enumerate(runs):
         json_path = ctx.work / "sections" / f"bench-{i}.json"
         json_path.unlink(missing_ok=True)

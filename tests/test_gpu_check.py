@@ -207,13 +207,16 @@ def test_it_runs_from_a_plain_copy_of_the_repository(tmp_path: Path) -> None:
     assert probe.stdout.strip() == "None"  # rhn really is not installed there
     done = subprocess.run(
         [python, str(copy / "scripts" / "gpu_check.py"), "--dry-run", "--only", "device",
-         "--out", str(tmp_path / "report")],
+         "bench", "--out", str(tmp_path / "report")],
         cwd=copy, capture_output=True, text=True, timeout=300,
         env={**os.environ, "TMPDIR": str(tmp_path)},  # where its default --work folder goes
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["device"]["ok"] and report["device"]["data"]["torch"]
+    # The bench is a script of its own, started in a new process: it finds rhn.tasks too.
+    assert report["bench"]["ok"], report["bench"]["error"]
+    assert {row["model"] for row in report["bench"]["data"]["rows"]} >= {"lstm", "rhn-fused"}
     # Without --work, the runs go to a new temporary folder.
     work = Path(report["work"])
     assert work.is_dir() and work.parent == tmp_path.resolve()
