@@ -44,6 +44,7 @@ import yaml
 from rhn.data.atomic_file import atomic_open, atomic_save_figure, atomic_write_text
 from rhn.train.config import apply_overrides, build_config, yaml_error
 from rhn.train.loop import RunDirError, TrainingDivergedError, resolve_device, train
+from rhn.train.run_dir import name_list, visible_entries
 from rhn.train.schema import (
     DEVICE_NAMES,
     ConfigError,
@@ -341,6 +342,14 @@ def prepare_study_dir(study: DepthStudyConfig, study_dir: Path) -> str | None:
     if study_dir.exists() and not study_dir.is_dir():
         raise RunDirError(f"study directory {study_dir} is a file; choose another --out")
     saved_path = study_dir / "study.yaml"
+    # study.yaml is the study's first file: a folder of files without one is someone else's
+    # (a run's, a user's), whose summary.csv and curves.csv the study would overwrite.
+    others = visible_entries(study_dir) if study_dir.is_dir() else []
+    if others and not saved_path.exists():
+        raise RunDirError(
+            f"study directory {study_dir} holds files but no study ({name_list(others)}); "
+            f"the study would overwrite them: choose a new or empty --out"
+        )
     resolved = to_dict(study)
     note = None
     if saved_path.exists():

@@ -22,6 +22,17 @@ class RunDirError(RuntimeError):
 LOCK_NAME = "lock"  # every run directory has one from its first moment: it marks a run
 
 
+def visible_entries(folder: Path) -> list[str]:
+    """The names in ``folder``, sorted, less hidden ones (a desktop's .DS_Store, our own
+    temporaries): what says a folder is someone's."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def name_list(names: list[str]) -> str:
+    """At most three of ``names``, for a one-line message."""
+    return ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+
+
 def prepare_run_dir(run_dir: Path) -> None:
     """Create ``run_dir`` (and its parents) or say in one line why it can't be used: a file,
     unwritable, or a folder of other files (no run's ``lock``, no ``checkpoints/``), which
@@ -29,12 +40,11 @@ def prepare_run_dir(run_dir: Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} is a file; choose another --run-dir")
     if run_dir.is_dir() and not (run_dir / LOCK_NAME).exists():
-        others = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+        others = visible_entries(run_dir)
         if others and "checkpoints" not in others:
-            shown = ", ".join(others[:3]) + (", …" if len(others) > 3 else "")
             raise RunDirError(
-                f"run directory {run_dir} holds files but no run ({shown}); training would "
-                f"overwrite them: choose a new or empty --run-dir"
+                f"run directory {run_dir} holds files but no run ({name_list(others)}); training "
+                f"would overwrite them: choose a new or empty --run-dir"
             )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

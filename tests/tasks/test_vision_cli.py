@@ -390,6 +390,34 @@ def test_a_study_out_that_is_a_file_is_one_line_with_exit_2(
     assert notes.read_text() == "mine"
 
 
+def test_a_study_out_of_someone_elses_files_is_refused_and_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # A user's folder, and a training run's (its lock, config and metrics): the study would
+    # have overwritten summary.csv / curves.csv there and added study.yaml and trials/.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.csv").write_text("my numbers\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("lock", "config.yaml", "metrics.jsonl", "events.out"):
+        (run / name).write_text(name)
+    for out, shown in ((mine, "summary.csv"), (run, "config.yaml, events.out, lock, …")):
+        before = {p.name: p.read_text() for p in out.iterdir()}
+        assert depth_study_main(["--out", str(out), "--set", "depths=[3]"]) == 2
+        assert capsys.readouterr().err == (
+            f"error: study directory {out} holds files but no study ({shown}); the study "
+            "would overwrite them: choose a new or empty --out\n"
+        )
+        assert {p.name: p.read_text() for p in out.iterdir()} == before
+    (tmp_path / "empty").mkdir()  # an empty folder (or one of hidden files) is taken
+    (tmp_path / "empty" / ".DS_Store").write_text("")
+    study = ["--out", str(tmp_path / "empty"), "--set", "depths=[3]", "--set", "trials=1"]
+    assert depth_study_main([*study, "--set", "data_dir=" + str(tmp_path / "nowhere")]) == 2
+    assert "MNIST: could not find" in capsys.readouterr().err
+    assert (tmp_path / "empty" / "study.yaml").is_file()
+
+
 def test_a_missing_study_config_is_one_line_with_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
