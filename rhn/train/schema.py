@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -30,6 +31,8 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
+    if tp is float:
+        return "a finite float"
     if origin in (list, tuple):
         args = typing.get_args(tp)
         return f"a list of {_describe(args[0])}" if args else "a list"
@@ -93,12 +96,17 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise bad
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
+            number = float(value)
+        elif isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
             # YAML 1.1 reads "1e-3" (no dot) as a string; it is meant as a number.
-            return float(value)
-        raise bad
+            number = float(value)
+        # No setting takes .nan or .inf (a bound that is none is null): they would reach a
+        # layer's initialiser or the optimiser and fail there, or silently train on NaN.
+        if number is None or not math.isfinite(number):
+            raise bad
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
