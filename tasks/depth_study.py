@@ -42,7 +42,7 @@ import torch
 import yaml
 
 from rhn.data.atomic_file import atomic_open, atomic_save_figure, atomic_write_text
-from rhn.train.config import apply_overrides, build_config, yaml_error
+from rhn.train.config import apply_overrides, build_config, read_yaml_mapping
 from rhn.train.loop import RunDirError, TrainingDivergedError, resolve_device, train
 from rhn.train.run_dir import name_list, visible_entries
 from rhn.train.schema import (
@@ -268,12 +268,7 @@ def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: i
 
 def load_study(path: str | Path, overrides: Sequence[str] = ()) -> DepthStudyConfig:
     """A study file with ``--set`` overrides (``trials=3``, ``search.lr=[0.01, 0.1]``)."""
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"cannot read study file {path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {yaml_error(err)}") from None
+    raw = read_yaml_mapping(path, "study")
     try:
         apply_overrides(raw, overrides, sectioned=False)
         return from_dict(DepthStudyConfig, raw, prefix="")

@@ -212,7 +212,7 @@ def parse_override(text: str, *, sectioned: bool = True) -> tuple[list[str], Any
         example = "optim.lr (or task)" if sectioned else "trials"
         raise ConfigError(f"--set {text!r}: the key must be {form}, e.g. {example}")
     try:
-        return path, yaml.safe_load(raw) if raw.strip() else ""
+        return path, parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as err:
         problem = yaml_error(err)
         raise ConfigError(f"--set {text!r}: the value is not valid YAML: {problem}") from None
@@ -235,7 +235,9 @@ def apply_overrides(
         path, value = parse_override(text, sectioned=sectioned)
         node = data
         for part in path[:-1]:
-            node = node.setdefault(part, {})
+            if node.get(part) is None:  # absent, or a section left empty ('model:')
+                node[part] = {}
+            node = node[part]
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: {part!r} is not a section")
         node[path[-1]] = value
@@ -265,6 +267,55 @@ def build_config(data: dict[str, Any], overrides: Sequence[str] = ()) -> RunConf
     )
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: PyYAML
+    keeps the last, so an ``lr:`` pasted below the section's own would silently win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' may be overridden
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # unhashable: the base loader's own error says so
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """``text`` as YAML (safe types only; a repeated key is an error)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no arbitrary objects
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """The mapping a YAML file holds (an empty file: ``{}``), or a ConfigError naming the file
+    and what is wrong with it: unreadable, not UTF-8 text, not YAML, not a mapping."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} file {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} file {path} is not text (not UTF-8); expected YAML") from None
+    try:
+        data = parse_yaml(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {yaml_error(err)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        kind = "a list" if isinstance(data, list) else repr(data)
+        raise ConfigError(f"{path}: a {what} file must hold a mapping (key: value), got {kind}")
+    return data
+
+
 def read_config_file(path: str | Path, *, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The mapping a YAML config file stands for, its ``base:`` (if any) merged in.
 
@@ -274,17 +325,8 @@ def read_config_file(path: str | Path, *, _seen: tuple[Path, ...] = ()) -> dict[
     differs from the recipe, ``optim: {schedule: {milestones: [50]}}`` included.
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not text (not UTF-8); expected YAML") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {yaml_error(err)}") from None
-    if not isinstance(data, dict) or "base" not in data:
+    data = read_yaml_mapping(path)
+    if "base" not in data:
         return data
     base_name = data.pop("base")
     if not isinstance(base_name, str) or not base_name:

@@ -428,6 +428,27 @@ def test_a_missing_study_config_is_one_line_with_exit_2(
     )
 
 
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"depths: [3]\n\xff\xfe\n", "study file {path} is not text (not UTF-8); expected YAML"),
+        (b"- depths: [3]\n", "{path}: a study file must hold a mapping (key: value), got a list"),
+        (b"trials: 1\ntrials: 2\n", "{path} is not valid YAML: key 'trials' appears twice at "
+         "line 2, column 1"),
+    ],
+)  # fmt: skip
+def test_an_unusable_study_file_is_named_in_one_line(
+    content: bytes, problem: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_bytes(content)
+    # --set as well: a list study file with an override was a traceback.
+    argv = ["--config", str(path), "--out", str(tmp_path / "s"), "--set", "trials=1"]
+    assert depth_study_main(argv) == 2
+    assert capsys.readouterr().err == f"error: {problem.format(path=path)}\n"
+    assert not (tmp_path / "s").exists()
+
+
 def test_ctrl_c_stops_the_whole_study_with_the_shells_status(
     mnist_dir: Path, tmp_path: Path
 ) -> None:

@@ -50,11 +50,14 @@ def test_a_config_starts_from_its_base_and_merges_at_every_depth(tmp_path: Path)
         ("base: loop_a.yaml\n", "leads back to itself"),
         ("base: missing.yaml\n", "missing.yaml"),
         ("base: [a.yaml]\n", "base must name another config file"),
+        # A base that is not a mapping is named (it was a ValueError from dict()).
+        ("base: a_list.yaml\n", r"a_list\.yaml: a config file must hold a mapping .*got a list"),
     ],
 )
 def test_bad_bases_are_named(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "loop_a.yaml").write_text("base: loop_b.yaml\n")
     (tmp_path / "loop_b.yaml").write_text("base: loop_a.yaml\n")
+    (tmp_path / "a_list.yaml").write_text("- task: char_lm\n")
     (tmp_path / "self.yaml").write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(tmp_path / "self.yaml")
@@ -159,6 +162,36 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     wrong.write_text("task: char_lm\noptim: {lr: zero}\n")
     with pytest.raises(ConfigError, match=r"wrong\.yaml: optim\.lr: expected a finite float"):
         load_config(wrong)
+
+
+def test_a_key_given_twice_is_refused_not_silently_the_last(tmp_path: Path) -> None:
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("task: char_lm\noptim:\n  lr: 0.1\n  momentum: 0.9\n  lr: 1.0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(twice)
+    assert str(caught.value) == (
+        f"{twice} is not valid YAML: key 'lr' appears twice at line 5, column 3"
+    )
+    twice.write_text("task: char_lm\ntrain: {max_steps: 3}\ntrain: {seed: 1}\n")
+    with pytest.raises(ConfigError, match=r"key 'train' appears twice at line 3"):
+        load_config(twice)
+    with pytest.raises(ConfigError, match=r"--set .*key 'a' appears twice"):
+        build_config({"task": "char_lm"}, ["model.gate_bias={a: 1, a: 2}"])
+    # YAML merge keys may still be overridden: '<<' is not a repeated key.
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("task: char_lm\noptim: &o {lr: 0.5}\ntrain: {<<: *o}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'train\.lr'"):  # reached the schema
+        load_config(merged)
+
+
+def test_a_section_left_empty_takes_set_overrides(tmp_path: Path) -> None:
+    empty = tmp_path / "empty_section.yaml"
+    empty.write_text("task: char_lm\nmodel:\noptim:\n")
+    config = load_config(empty, ["model.hidden_size=12", "optim.lr=0.25"])
+    assert (config.model.hidden_size, config.optim.lr) == (12, 0.25)
+    # A key that is a value, not a section, still can't take one.
+    with pytest.raises(ConfigError, match=r"'task' is not a section"):
+        build_config({"task": "char_lm"}, ["task.x=1"])
 
 
 def test_resolved_config_round_trips_through_yaml(tmp_path: Path) -> None:
