@@ -6,10 +6,12 @@ import argparse
 import functools
 import json
 import math
+import signal
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from rhn.data.text_file import DataFileError
 from rhn.tasks.language_model import sample_text
@@ -77,24 +79,41 @@ def _warning_line(
     return f"warning: {message}\n"
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line, like the commands' other errors (argparse
+    prints the whole usage first); the exit status stays 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parser_for(prog: str, description: str) -> argparse.ArgumentParser:
+    """The argument parser of console command ``prog``."""
+    return _OneLineParser(prog=prog, description=description)
+
+
 def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
     """A console command's entry point: its warnings are printed as one line each (only
-    their format changes: filters, ``-W error`` and callers recording them still apply)."""
+    their format changes: filters, ``-W error`` and callers recording them still apply), and
+    Ctrl-C is one line with the shell's status, 130, not a traceback. (rhn-train and
+    rhn-depth-study catch it themselves, to save first.)"""
 
     @functools.wraps(main)
     def run(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.formatwarning = _warning_line
-            return main(argv)
+            try:
+                return main(argv)
+            except KeyboardInterrupt:
+                print("stopped: interrupted", file=sys.stderr)
+                return 128 + signal.SIGINT
 
     return run
 
 
 @command
 def train_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="rhn-train", description="Train (or resume) a run from a YAML config."
-    )
+    parser = parser_for("rhn-train", "Train (or resume) a run from a YAML config.")
     parser.add_argument("config", help="YAML config file (see configs/)")
     parser.add_argument("--run-dir", required=True, help="directory for checkpoints and logs")
     parser.add_argument(
@@ -122,9 +141,7 @@ def train_main(argv: list[str] | None = None) -> int:
 
 @command
 def eval_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="rhn-eval", description="Evaluate a run's checkpoint; prints one JSON line."
-    )
+    parser = parser_for("rhn-eval", "Evaluate a run's checkpoint; prints one JSON line.")
     parser.add_argument("path", help="a run directory (its best.pt, else last.pt) or a .pt file")
     parser.add_argument(
         "--split", choices=["valid", "test"], default="valid", help="default: %(default)s"
@@ -174,9 +191,7 @@ def eval_main(argv: list[str] | None = None) -> int:
 
 @command
 def sample_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="rhn-sample", description="Generate text with a trained language model."
-    )
+    parser = parser_for("rhn-sample", "Generate text with a trained language model.")
     parser.add_argument("path", help="a run directory or a .pt checkpoint")
     parser.add_argument(
         "--prompt",
@@ -221,9 +236,7 @@ def _first_non_directory_above(path: Path) -> Path | None:
 
 @command
 def export_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="rhn-export", description="Write a checkpoint's weights as safetensors."
-    )
+    parser = parser_for("rhn-export", "Write a checkpoint's weights as safetensors.")
     parser.add_argument("path", help="a run directory or a .pt checkpoint")
     parser.add_argument("output", help="the .safetensors file to write")
     args = parser.parse_args(argv)

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from rhn.tasks.cli import EXPECTED_ERRORS, _device, _fail, _int_at_least, command
+from rhn.tasks.cli import EXPECTED_ERRORS, _device, _fail, _int_at_least, command, parser_for
 from rhn.tasks.depth_study import StudyInterruptedError, load_study, run_study, summary_table
 from rhn.train.checkpoint import CheckpointError
 
@@ -19,9 +19,9 @@ DEFAULT_STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "m
 
 @command
 def depth_study_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="rhn-depth-study",
-        description="Run (or continue) the plain-vs-highway depth study on MNIST (Figure 1).",
+    parser = parser_for(
+        "rhn-depth-study",
+        "Run (or continue) the plain-vs-highway depth study on MNIST (Figure 1).",
     )
     parser.add_argument(
         "--config",
@@ -60,7 +60,7 @@ def depth_study_main(argv: list[str] | None = None) -> int:
 
 
 def _analysis_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = parser_for(prog, description)
     parser.add_argument("checkpoint", help="a run directory (its best.pt, else last.pt) or a .pt")
     parser.add_argument("--out", help="output directory (default: <run>/analysis)")
     parser.add_argument(

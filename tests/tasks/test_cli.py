@@ -189,7 +189,34 @@ def test_eval_and_sample_refuse_bad_options_with_exit_2(
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path), *argv])
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # One line, as every other error (argparse printed its whole usage first).
+    assert message in err and len(err.splitlines()) == 1
+    assert err.startswith(f"rhn-{command}: error: ") and err.endswith(
+        f"(see rhn-{command} --help)\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["eval", "sample"])
+def test_ctrl_c_in_eval_or_sample_is_one_line_with_the_shells_status(
+    command: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rhn.tasks import cli
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # what Python raises on Ctrl-C, mid-evaluation or sampling
+
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
+    capsys.readouterr()
+    monkeypatch.setattr(cli, "evaluate_checkpoint" if command == "eval" else "sample_text",
+                        interrupted)  # fmt: skip
+    main = eval_main if command == "eval" else cli.sample_main
+    assert main([str(run)]) == 130  # 128 + SIGINT, as rhn-train's
+    assert capsys.readouterr().err == "stopped: interrupted\n"
 
 
 def test_export_to_a_directory_or_a_read_only_place_is_one_line(
