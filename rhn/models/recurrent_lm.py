@@ -226,7 +226,9 @@ class RecurrentLM(nn.Module):
         logits, state = self(prompt.to(device).view(-1, 1), self.initial_state(1, device))
         out = []
         for _ in range(length):
-            last = logits[-1, 0].float()
+            # float64: the temperature is a Python float, which float32 would read as 0
+            # below 1e-45 (0 / 0 is NaN).
+            last = logits[-1, 0].double()
             if temperature <= 0:
                 token = last.argmax().view(1)
             else:

@@ -174,11 +174,14 @@ def test_seeded_sampling_is_repeatable() -> None:
     assert torch.equal(greedy, model.generate(prompt, 5, temperature=0))
 
 
-def test_a_tiny_temperature_samples_the_greedy_tokens() -> None:
+# 1e-40 is below float32's normal range, 1e-300 below all of it (float32 reads it as 0,
+# and 0 / 0 made the probabilities NaN), 5e-324 float64's least.
+@pytest.mark.parametrize("temperature", [1e-40, 1e-300, 5e-324])
+def test_a_tiny_temperature_samples_the_greedy_tokens(temperature: float) -> None:
     model = LanguageModel(12, LanguageModelConfig(embed_size=8, hidden_size=8)).eval()
     prompt = torch.tensor([1, 2, 3])
     greedy = model.generate(prompt, 10, temperature=0)
-    tiny = model.generate(prompt, 10, temperature=1e-40, generator=torch.Generator())
+    tiny = model.generate(prompt, 10, temperature=temperature, generator=torch.Generator())
     assert torch.equal(tiny, greedy)  # it raised on inf/nan probabilities
 
 
