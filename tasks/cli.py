@@ -21,6 +21,7 @@ from rhn.train.config import load_config
 from rhn.train.evaluate import evaluate_checkpoint, export_checkpoint, resolve_checkpoint
 from rhn.train.loop import RunDirError, TrainingDivergedError, train
 from rhn.train.schema import DEVICE_NAMES, ConfigError, is_device_name
+from rhn.train.seeding import SEEDS, is_seed
 
 # What a user can cause and fix: reported in one line, without a traceback.
 EXPECTED_ERRORS = (
@@ -53,6 +54,14 @@ def _temperature(text: str) -> float:
         value = float("nan")
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0 = greedy), got {text!r}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed the runs can use (torch refuses one beyond 64 bits)."""
+    value = int(text) if text.isdigit() else None
+    if value is None or not is_seed(value):
+        raise argparse.ArgumentTypeError(f"must be {SEEDS}, got {text!r}")
     return value
 
 
@@ -172,7 +181,7 @@ def eval_main(argv: list[str] | None = None) -> int:
         "per window (not the paper's); default: %(default)s",
     )
     parser.add_argument(
-        "--mc-seed", type=int, default=0, help="seed of the first MC pass (default: %(default)s)"
+        "--mc-seed", type=_seed, default=0, help="seed of the first MC pass (default: %(default)s)"
     )
     args = parser.parse_args(argv)
     options: dict[str, object] = {"progress": True}
@@ -205,7 +214,7 @@ def sample_main(argv: list[str] | None = None) -> int:
         "--temperature", type=_temperature, default=1.0,
         help="0 = greedy (default: %(default)s)",
     )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    parser.add_argument("--seed", type=_seed, default=0, help="default: %(default)s")
     args = parser.parse_args(argv)
     try:
         path = resolve_checkpoint(Path(args.path))

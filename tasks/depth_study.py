@@ -53,6 +53,7 @@ from rhn.train.schema import (
     is_device_name,
     to_dict,
 )
+from rhn.train.seeding import SEEDS, is_seed
 
 
 @dataclass
@@ -118,6 +119,7 @@ class DepthStudyConfig:
         )
         check(self.trials >= 1, "trials", self.trials, "an integer >= 1")
         check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(is_seed(self.seed), "seed", self.seed, SEEDS)
         # The trials' own configs reject these too, but only once a trial starts and under
         # their names there (data.train_size, train.device); checked here under the study's.
         check(

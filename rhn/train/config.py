@@ -31,6 +31,7 @@ from rhn.train.schema import (
     is_device_name,
     to_dict,
 )
+from rhn.train.seeding import SEEDS, is_seed
 from rhn.train.task import Task, get_task
 
 SECTIONS = ("model", "data", "optim", "train")
@@ -165,6 +166,7 @@ class TrainConfig:
         for key in ("max_steps", "max_epochs"):
             value = getattr(self, key)
             check(value is None or value >= 1, f"train.{key}", value, "null or an integer >= 1")
+        check(is_seed(self.seed), "train.seed", self.seed, SEEDS)
         check(
             self.max_minutes is None or self.max_minutes > 0,
             "train.max_minutes",

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from rhn.tasks.cli import eval_main, export_main, train_main
+from rhn.train.seeding import SEEDS
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "char_lm_tiny.yaml")
 SHORT = [
@@ -174,6 +175,10 @@ def test_mc_dropout_on_an_image_classifier_is_refused(
         ("sample", ["--length", "0"], "--length: must be an integer >= 1, got '0'"),
         ("sample", ["--temperature", "-1"], "--temperature: must be a finite number >= 0"),
         ("sample", ["--temperature", "nan"], "--temperature: must be a finite number >= 0"),
+        # torch takes no seed beyond 64 bits (a traceback, or a line that named no option).
+        ("eval", ["--mc-seed", str(2**64)], f"--mc-seed: must be {SEEDS}, got '{2**64}'"),
+        ("sample", ["--seed", "-1"], f"--seed: must be {SEEDS}, got '-1'"),
+        ("sample", ["--seed", str(2**63)], f"--seed: must be {SEEDS}, got '{2**63}'"),
     ],
 )
 def test_eval_and_sample_refuse_bad_options_with_exit_2(

@@ -93,6 +93,12 @@ def test_overrides_are_parsed_and_type_checked() -> None:
         (["optim.clip_norm=.inf"], r"clip_norm: expected a finite float or null, got inf"),
         (["optim.weight_decay=-.inf"], r"weight_decay: expected a finite float, got -inf"),
         (["optim.schedule.decay=1e400"], r"decay: expected a finite float, got '1e400'"),
+        (
+            ["train.seed=18446744073709551616"],
+            r"train\.seed: 18446744073709551616 is not allowed; "
+            r"expected an integer in 0 \.\. 2\*\*63 - 1",
+        ),
+        (["train.seed=-1"], r"train\.seed: -1 is not allowed; expected an integer in 0 \.\."),
         (["train.max_steps=1.5"], r"train\.max_steps: expected int or null, got 1\.5"),
         (["optim.lr=-1"], r"optim\.lr: -1\.0 is not allowed; expected a number > 0"),
         (["optim.name=rmsprop"], r"optim\.name: expected one of 'sgd', 'adam', 'adamw'"),
