@@ -20,7 +20,10 @@ from disk. Local data files are read into a ``datasets`` cache of their own cont
 modification time, which an edited copy can keep. ``datasets`` is imported only
 here, when an ``hf`` corpus is used. ``RHN_OFFLINE=1`` puts ``datasets`` and the hub client in
 their offline mode: the hub is never contacted (a hub dataset loads from their cache, or fails
-at once), as the other corpora skip their downloads.
+at once), as the other corpora skip their downloads. Without it, one connection tells a hub
+that can't be reached (``HUB_PROBE_S``), and then only the cache is tried, not the client's
+retries; a ``data.path`` that reads as a path (``./d``, ``/d``, ``a/b/c``, ``x.parquet``) but
+doesn't exist is named as such, not looked up on the hub.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,12 +102,50 @@ def import_datasets() -> Any:
     import datasets
 
     if offline:
-        import huggingface_hub.constants
-
-        # Imported before RHN_OFFLINE was seen: both check these module flags at every
-        # request, so setting them turns the offline mode on just the same.
-        datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+        _hub_offline(datasets)
     return datasets
+
+
+def _hub_offline(datasets: Any) -> None:
+    """Put ``datasets`` and the hub client in their offline mode (cache only), even when they
+    were imported before: both check these module flags at every request."""
+    import huggingface_hub.constants
+
+    datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+
+
+HUB_PROBE_S = 3.0  # how long a connection to the hub may take before it counts as unreachable
+
+
+def hub_unreachable(timeout: float = HUB_PROBE_S) -> str | None:
+    """Why the hub (``HF_ENDPOINT``, else huggingface.co) can't be reached, found with one TCP
+    connection; None when it can, or when a proxy is set (whose reach this can't test).
+
+    Without it an unreachable hub costs ~25 s of the client's retries (12 lines of them)
+    before the error; with it, the dataset is looked up in the local cache at once."""
+    import huggingface_hub.constants
+
+    endpoint = huggingface_hub.constants.ENDPOINT
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.hostname is None or urllib.request.getproxies().get(parts.scheme):
+        return None
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        return f"could not reach the hub at {endpoint} ({err.strerror or err})"
+    return None
+
+
+def _looks_local(name: str) -> bool:
+    """Whether ``data.path`` reads as a file or folder, not a hub id (``name`` or
+    ``org/name``): absolute, ``./``, ``../`` or ``~``, deeper than ``org/name``, or a data
+    file's suffix."""
+    return (
+        name.startswith(("/", ".", "~"))
+        or name.count("/") > 1
+        or Path(name).suffix in LOCAL_BUILDERS
+    )
 
 
 def open_dataset(source: HFSource) -> Any:
@@ -142,11 +186,23 @@ def open_dataset(source: HFSource) -> Any:
             return datasets.load_dataset(builder, **options)
         except Exception as err:  # datasets raises many kinds; the user needs one line
             raise DataFileError(f"{path}: datasets could not read it ({_one_line(err)})") from None
+    if _looks_local(source.path):
+        raise DataFileError(
+            f"{source.path_key} {source.path}: no such file or folder (a hub dataset is named "
+            f"like name or org/name)"
+        )
+    unreachable = None
+    if not datasets.config.HF_HUB_OFFLINE:
+        unreachable = hub_unreachable()
+        if unreachable is not None:
+            _hub_offline(datasets)  # a copy in the cache still loads
     try:
         return datasets.load_dataset(source.path, source.config)
     except Exception as err:
         if not downloads_allowed():
             offline = " with RHN_OFFLINE set (the hub is not contacted)"
+        elif unreachable is not None:
+            offline = f" ({unreachable}; nor is it in the local cache)"
         elif datasets.config.HF_HUB_OFFLINE:
             offline = " with HF_DATASETS_OFFLINE / HF_HUB_OFFLINE set"
         else:

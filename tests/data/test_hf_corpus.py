@@ -276,6 +276,43 @@ def test_rhn_offline_keeps_the_hub_uncontacted_one_line_at_once(tmp_path: Path, 
     assert "point data.path at a save_to_disk folder or at local data files" in lines[0]
 
 
+def test_an_unreachable_hub_is_seen_at_once_and_only_the_cache_is_tried(tmp_path: Path) -> None:
+    # Neither RHN_OFFLINE nor HF_*_OFFLINE: the hub client alone retried for ~25 s, printing
+    # 12 lines. A closed local port stands for the unreachable hub.
+    env = _offline_env(tmp_path)
+    del env["RHN_OFFLINE"]
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"
+    config = tmp_path / "c.yaml"
+    config.write_text("task: word_lm\ndata: {corpus: hf, path: rhn-tests/no-such-dataset}\n")
+    command = [sys.executable, "-m", "rhn.tasks", str(config), "--run-dir", str(tmp_path / "r")]
+    run = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert "Retrying" not in run.stderr, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert lines[0].startswith(
+        "error: could not load the hub dataset 'rhn-tests/no-such-dataset' (could not reach the "
+        "hub at http://127.0.0.1:9 (Connection refused); nor is it in the local cache)"
+    )
+
+
+@pytest.mark.parametrize("name", ["./missing_dir", "/no/such/folder", "~/nowhere", "a/b/c",
+                                  "train.parquet", "corpus/train.jsonl"])  # fmt: skip
+def test_a_missing_local_path_is_named_not_looked_up_on_the_hub(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rhn.data import hf_corpus
+
+    def no_hub(*args: object) -> None:
+        raise AssertionError("the hub was asked for a local path")
+
+    monkeypatch.setattr(hf_corpus, "hub_unreachable", no_hub)
+    with pytest.raises(DataFileError) as caught:
+        open_splits(HFSource(name))
+    assert str(caught.value) == (
+        f"data.path {name}: no such file or folder (a hub dataset is named like name or org/name)"
+    )
+
+
 def test_hf_options_need_the_hf_corpus() -> None:
     with pytest.raises(ValueError, match=r"data\.hf_config applies to data\.corpus 'hf' only"):
         build_config({"task": "char_lm", "data": {"hf_config": "wikitext-2-v1"}})
