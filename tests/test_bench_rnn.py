@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+# As when run as a script: its folder first on the path (for scripts/_checkout.py).
+sys.path.insert(0, str(ROOT / "scripts"))
 spec = importlib.util.spec_from_file_location("bench_rnn", ROOT / "scripts" / "bench_rnn.py")
 bench_rnn = importlib.util.module_from_spec(spec)
 sys.modules["bench_rnn"] = bench_rnn  # its dataclasses look their module up
