@@ -4,13 +4,15 @@
                                       [--num-proc 1 2 ...]
 
 Writes a synthetic word corpus of WikiText-103's size (Zipf-distributed words, lines of about
-a paragraph, train / validation / test parquet files) unless ``DIR`` holds one, then, in a
-fresh process each, tokenises it twice with :func:`rhn.data.hf_corpus.load_tokenized_hf`
-(word level): the first run counts the vocabulary and encodes every split, the second is
-served by the caches. Prints the corpus's size beside each run's seconds and peak resident
+a paragraph, train / validation / test parquet files in ``DIR/corpus``, its sizes in
+``DIR/corpus.json``) unless ``DIR`` holds one of those sizes, then, in a fresh process each,
+tokenises it twice with :func:`rhn.data.hf_corpus.load_tokenized_hf` (word level): the first
+run counts the vocabulary and encodes every split, the second is served by the caches
+(``DIR/cache-npN``). Prints the corpus's size beside each run's seconds and peak resident
 memory, so the ratio of peak memory to text size shows that no whole-corpus string is held.
 With several ``--num-proc`` values (``data.num_proc``) each tokenises into a cache of its own,
-and the first runs' times are printed as ratios to the first value's.
+and the first runs' times are printed as ratios to the first value's. Everything it writes is
+inside ``DIR`` (default: a new temporary folder), and a ``DIR`` of other files is refused.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,8 +33,14 @@ import numpy as np
 ROW_TOKENS = 90  # about a WikiText paragraph line
 
 
-def write_corpus(folder: Path, tokens: int, vocab: int, seed: int = 0) -> None:
-    """The corpus as parquet files, a slice at a time; its text size beside it (DIR.json)."""
+HELD_OUT_SHARE = 460  # WikiText-103: 103M training tokens, 218k / 246k valid / test
+# What DIR may hold: the benchmark's own files (anything else is someone's, and kept).
+OWN_ENTRIES = ("corpus", "corpus.json")
+
+
+def write_corpus(folder: Path, info: Path, tokens: int, vocab: int, seed: int = 0) -> None:
+    """The corpus as parquet files in ``folder``, a slice at a time; its sizes in ``info``,
+    written last (a corpus without it is one a kill cut short, and is written again)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -41,7 +50,7 @@ def write_corpus(folder: Path, tokens: int, vocab: int, seed: int = 0) -> None:
     probs = 1.0 / ranks
     probs /= probs.sum()
     folder.mkdir(parents=True, exist_ok=True)
-    held_out = tokens // 460  # WikiText-103: 103M training tokens, 218k / 246k valid / test
+    held_out = tokens // HELD_OUT_SHARE
     text_bytes = 0
     for name, count in (("train", tokens), ("validation", held_out), ("test", held_out)):
         writer = None
@@ -57,9 +66,39 @@ def write_corpus(folder: Path, tokens: int, vocab: int, seed: int = 0) -> None:
             writer.write_table(table)
             done += n
         writer.close()
-    folder.with_name(folder.name + ".json").write_text(
-        json.dumps({"tokens": tokens, "text_bytes": text_bytes})
-    )
+    tmp = info.with_name(f".{info.name}.tmp")
+    tmp.write_text(json.dumps({"tokens": tokens, "vocab": vocab, "text_bytes": text_bytes}))
+    os.replace(tmp, info)
+
+
+def prepare_dir(bench_dir: Path, tokens: int, vocab: int) -> str | None:
+    """Why ``bench_dir`` can't be used (None if it can): a file, a folder of other files, or a
+    corpus of other sizes."""
+    if bench_dir.exists() and not bench_dir.is_dir():
+        return f"--dir {bench_dir} is a file; name a new or empty folder"
+    if not bench_dir.exists():
+        return None
+    others = [
+        p.name
+        for p in sorted(bench_dir.iterdir())
+        if not p.name.startswith(".") and p.name not in OWN_ENTRIES
+        and not p.name.startswith("cache-np")
+    ]  # fmt: skip
+    if others:
+        return (
+            f"--dir {bench_dir} holds files that are not the benchmark's ({', '.join(others[:3])}"
+            f"); name a new or empty folder"
+        )
+    info = bench_dir / "corpus.json"
+    if info.is_file():
+        saved = json.loads(info.read_text())
+        if (saved.get("tokens"), saved.get("vocab")) != (tokens, vocab):
+            return (
+                f"--dir {bench_dir} holds a corpus of {saved.get('tokens')} tokens and "
+                f"{saved.get('vocab')} words, not --tokens {tokens} --vocab {vocab}; name "
+                f"another --dir (or those sizes)"
+            )
+    return None
 
 
 def measure(folder: Path, num_proc: int) -> None:
@@ -80,7 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=103_000_000)
     parser.add_argument("--vocab", type=int, default=267_735)
-    parser.add_argument("--dir", type=Path, help="where the corpus is (or is written)")
+    parser.add_argument("--dir", type=Path, help="where the corpus and caches are (or go)")
     parser.add_argument("--num-proc", type=int, nargs="+", default=[1], metavar="N")
     parser.add_argument("--measure", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -89,12 +128,21 @@ def main() -> None:
     if args.measure:
         measure(args.measure, args.num_proc[0])
         return
-    folder = args.dir or Path(tempfile.mkdtemp(prefix="rhn-hf-bench-")) / "corpus"
-    if not (folder / "train.parquet").is_file():
+    if args.tokens < HELD_OUT_SHARE:  # the held-out splits get tokens // 460
+        parser.error(f"--tokens must be >= {HELD_OUT_SHARE}, got {args.tokens}")
+    if args.vocab < 1:
+        parser.error(f"--vocab must be >= 1, got {args.vocab}")
+    bench_dir = args.dir or Path(tempfile.mkdtemp(prefix="rhn-hf-bench-"))
+    problem = prepare_dir(bench_dir, args.tokens, args.vocab)
+    if problem:
+        parser.error(problem)
+    folder, info = bench_dir / "corpus", bench_dir / "corpus.json"
+    if not info.is_file():
+        shutil.rmtree(folder, ignore_errors=True)  # one a kill cut short
         start = time.perf_counter()
-        write_corpus(folder, args.tokens, args.vocab)
+        write_corpus(folder, info, args.tokens, args.vocab)
         print(f"wrote {folder} in {time.perf_counter() - start:.0f} s")
-    corpus = json.loads(folder.with_name(folder.name + ".json").read_text())
+    corpus = json.loads(info.read_text())
     parquet_mib = sum(p.stat().st_size for p in folder.glob("*.parquet")) / 2**20
     print(
         f"corpus: {corpus['tokens']:,} training tokens, text {corpus['text_bytes'] / 2**20:.0f} "
@@ -102,8 +150,7 @@ def main() -> None:
     )
     first_runs: dict[int, float] = {}
     for num_proc in args.num_proc:
-        cache = folder.parent / ("cache" if num_proc == 1 else f"cache-np{num_proc}")
-        env = {**os.environ, "RHN_CACHE_DIR": str(cache)}
+        env = {**os.environ, "RHN_CACHE_DIR": str(bench_dir / f"cache-np{num_proc}")}
         for label in ("first run (count + encode)", "second run (cached)"):
             out = subprocess.run(
                 [sys.executable, __file__, "--measure", str(folder), "--num-proc", str(num_proc)],
