@@ -412,11 +412,11 @@ def test_a_study_out_of_someone_elses_files_is_refused_and_kept(
             "would overwrite them: choose a new or empty --out\n"
         )
         assert {p.name: p.read_text() for p in out.iterdir()} == before
+    from rhn.tasks.depth_study import DepthStudyConfig, prepare_study_dir
+
     (tmp_path / "empty").mkdir()  # an empty folder (or one of hidden files) is taken
     (tmp_path / "empty" / ".DS_Store").write_text("")
-    study = ["--out", str(tmp_path / "empty"), "--set", "depths=[3]", "--set", "trials=1"]
-    assert depth_study_main([*study, "--set", "data_dir=" + str(tmp_path / "nowhere")]) == 2
-    assert "MNIST: could not find" in capsys.readouterr().err
+    assert prepare_study_dir(DepthStudyConfig(depths=[3]), tmp_path / "empty") is None
     assert (tmp_path / "empty" / "study.yaml").is_file()
 
 
