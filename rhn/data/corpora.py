@@ -78,7 +78,8 @@ def find_file(name: str, dirs: list[Path]) -> Path | None:
 
 
 def search_dirs(spec: CorpusSpec, data_dir: str | Path | None) -> list[Path]:
-    return data_dirs.search_dirs(spec.subdir, spec.name, data_dir)
+    # data_dir is what a language-model config names data.path (see locate)
+    return data_dirs.search_dirs(spec.subdir, spec.name, data_dir, key="data.path")
 
 
 def read_corpus_file(path: Path, *, as_bytes: bool) -> str:
