@@ -4,8 +4,9 @@ Every loader searches, in order: the directory a config or command line names, t
 ``RHN_DATA_DIR``, each of those with the data set's usual sub-folder (``ptb/``,
 ``mnist/``, …), and the download cache (``RHN_CACHE_DIR``, else ``~/.cache/rhn``). A data
 set's files are read from the first of these folders that holds any of them, which must
-hold them all: never from two. A folder named that does not exist is an error. The official download is tried only when the files are in
-none of them and ``RHN_OFFLINE`` is unset or ``0``.
+hold them all: never from two. A folder named that does not exist is an error. The official
+download is tried only when the files are in none of them and ``RHN_OFFLINE`` is unset or
+``0``.
 """
 
 from __future__ import annotations
