@@ -264,24 +264,30 @@ class _RHNRecurrence(torch.autograd.Function):
         state_mask: torch.Tensor | None,
         loops: StepLoops | GraphedStepLoops,
         schedule: StepSchedule,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         states, h_buf, t_buf, c_buf = loops.forward(x_proj, s0, weight_hh, bias_hh, state_mask)
         ctx.loops = loops
-        ctx.save_for_backward(states, h_buf, t_buf, c_buf, weight_hh, state_mask)
+        # An empty output, never handed to the caller: saved, it comes back in a
+        # create_graph backward joined to this node, so to every input (see _FirstOrderOnly).
+        anchor = x_proj.new_empty(0)
+        ctx.save_for_backward(states, h_buf, t_buf, c_buf, weight_hh, state_mask, anchor)
         # The state after each step's last micro-layer, its active rows, in time order: a
         # new tensor (join copies), so the saved states don't change if the caller edits
         # the outputs in place.
         outputs = schedule.join_active(states[weight_hh.shape[0] :: weight_hh.shape[0]].unbind(0))
-        return outputs, states[-1].clone()
+        return outputs, states[-1].clone(), anchor
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor, grad_last: torch.Tensor) -> tuple:
+    def backward(
+        ctx: Any, grad_out: torch.Tensor, grad_last: torch.Tensor, _grad_anchor: torch.Tensor
+    ) -> tuple:
+        *saved, anchor = ctx.saved_tensors
         # Unused outputs get zero gradients (autograd materialises them).
         with torch.no_grad():
-            grads = ctx.loops.backward(grad_out, grad_last, *ctx.saved_tensors)
+            grads = ctx.loops.backward(grad_out, grad_last, *saved)
         if torch.is_grad_enabled():  # create_graph=True: a second derivative would be asked
             grads = _FirstOrderOnly.apply(
-                *(None if g is None else g.detach().requires_grad_() for g in grads)
+                anchor, *(None if g is None else g.detach().requires_grad_() for g in grads)
             )
         return *grads, None, None, None  # none for the mask, the loops or the schedule
 
@@ -291,10 +297,15 @@ class _FirstOrderOnly(torch.autograd.Function):
     them (a gradient penalty: ``autograd.grad(..., create_graph=True)`` then backward)
     fails with the way out. Every one is made to require grad, so a penalty can't silently
     lose its terms through the recurrence (torch's ``once_differentiable`` lets them drop
-    when no incoming gradient requires grad)."""
+    when no incoming gradient requires grad). Its first input, the recurrence's saved
+    empty output, puts it on the path to every input of the recurrence: without it,
+    ``autograd.grad(penalty, [weight])`` (not ``.backward()``) never reached this node and
+    returned the penalty's gradient less its terms through the recurrence, unwarned."""
 
     @staticmethod
-    def forward(ctx: Any, *grads: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:
+    def forward(
+        ctx: Any, anchor: torch.Tensor, *grads: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, ...]:
         # Copies, not views: a caller may edit a create_graph gradient in place.
         return tuple(None if g is None else g.clone() for g in grads)
 
@@ -367,7 +378,7 @@ def rhn_recurrence_fused(
     wanted = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs)
     with torch.autocast(x_proj.device.type, enabled=False):
         if wanted:
-            outputs, last = _RHNRecurrence.apply(*inputs, loops, schedule)
+            outputs, last, _ = _RHNRecurrence.apply(*inputs, loops, schedule)
         else:  # evaluation, sampling: nothing kept for a backward
             states = loops.infer(*inputs)
             outputs, last = schedule.join_active(states[1:].unbind(0)), states[-1].clone()
