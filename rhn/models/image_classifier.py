@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rhn.models.config_fields import check_field_types
 from rhn.models.registry import ModelMeta, meta_value, register_model
 from rhn.nn.activation import INIT_GAIN, check_activation
 from rhn.nn.highway import GatedHighwayBase
@@ -58,6 +59,7 @@ class ImageClassifierConfig:
     first_conv_init_std: float | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)  # the YAML loader checks them; Python callers too
         check_activation(self.activation)
         if self.depth < 2:
             raise ValueError(

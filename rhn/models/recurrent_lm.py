@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rhn.models.config_fields import check_field_types
 from rhn.nn import RHN
 from rhn.nn.dropout import VariationalDropout
 from rhn.nn.lstm import UniformInitLSTM
@@ -76,8 +77,7 @@ class RecurrentConfig:
     rnn_backend: Literal["auto", "reference", "fused", "cuda-graph"] = "auto"
 
     def __post_init__(self) -> None:
-        if self.rnn not in ("rhn", "lstm"):  # the YAML loader checks it; Python callers too
-            raise ValueError(f"model.rnn must be 'rhn' or 'lstm', got {self.rnn!r}")
+        check_field_types(self)  # the YAML loader checks them; Python callers too
         for key in ("hidden_size", "num_layers", "depth"):
             if getattr(self, key) < 1:
                 raise ValueError(f"model.{key} must be >= 1, got {getattr(self, key)}")

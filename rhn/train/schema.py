@@ -14,6 +14,8 @@ import types
 import typing
 from typing import Any, Literal, TypeVar, Union
 
+from rhn.models.config_fields import describe_type
+
 T = TypeVar("T")
 
 _YAML11_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -24,21 +26,7 @@ class ConfigError(ValueError):
 
 
 def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if tp is float:
-        return "a finite float"
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        return f"a list of {_describe(args[0])}" if args else "a list"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return getattr(tp, "__name__", str(tp))
+    return describe_type(tp, yaml=True)
 
 
 def coerce(value: Any, tp: Any, key: str) -> Any:

@@ -55,7 +55,7 @@ def test_every_rhn_only_key_is_checked_and_defaults_pass() -> None:
 def test_language_model_configs_refuse_what_would_be_ignored() -> None:
     from rhn.models import CharAwareConfig, LanguageModelConfig
 
-    with pytest.raises(ValueError, match=r"model\.rnn must be 'rhn' or 'lstm', got 'gru'"):
+    with pytest.raises(ValueError, match=r"model\.rnn must be one of 'rhn', 'lstm', got 'gru'"):
         LanguageModelConfig(rnn="gru")
     with pytest.raises(ValueError, match=r"model\.layer_dropout \(0\.3\) acts between stacked"):
         LanguageModelConfig(layer_dropout=0.3)  # one layer

@@ -86,20 +86,20 @@ def test_overrides_are_parsed_and_type_checked() -> None:
     [
         (["optim.lrr=0.1"], r"unknown key 'optim\.lrr'; did you mean 'lr'\?"),
         (["trian.max_steps=3"], r"unknown top-level key 'trian'"),
-        (["optim.lr=fast"], r"optim\.lr: expected a finite float, got 'fast'"),
+        (["optim.lr=fast"], r"optim\.lr: expected a finite number, got 'fast'"),
         # .nan and .inf are YAML floats; no setting takes them (null is "no bound").
-        (["model.gate_bias=.nan"], r"model\.gate_bias: expected a finite float, got nan"),
-        (["model.init_range=.inf"], r"init_range: expected a finite float or null, got inf"),
-        (["optim.clip_norm=.inf"], r"clip_norm: expected a finite float or null, got inf"),
-        (["optim.weight_decay=-.inf"], r"weight_decay: expected a finite float, got -inf"),
-        (["optim.schedule.decay=1e400"], r"decay: expected a finite float, got '1e400'"),
+        (["model.gate_bias=.nan"], r"model\.gate_bias: expected a finite number, got nan"),
+        (["model.init_range=.inf"], r"init_range: expected a finite number or null, got inf"),
+        (["optim.clip_norm=.inf"], r"clip_norm: expected a finite number or null, got inf"),
+        (["optim.weight_decay=-.inf"], r"weight_decay: expected a finite number, got -inf"),
+        (["optim.schedule.decay=1e400"], r"decay: expected a finite number, got '1e400'"),
         (
             ["train.seed=18446744073709551616"],
             r"train\.seed: 18446744073709551616 is not allowed; "
             r"expected an integer in 0 \.\. 2\*\*63 - 1",
         ),
         (["train.seed=-1"], r"train\.seed: -1 is not allowed; expected an integer in 0 \.\."),
-        (["train.max_steps=1.5"], r"train\.max_steps: expected int or null, got 1\.5"),
+        (["train.max_steps=1.5"], r"train\.max_steps: expected an integer or null, got 1\.5"),
         (["optim.lr=-1"], r"optim\.lr: -1\.0 is not allowed; expected a number > 0"),
         (["optim.name=rmsprop"], r"optim\.name: expected one of 'sgd', 'adam', 'adamw'"),
         (["optim.momentum=1.5"], r"optim\.momentum: 1\.5 is not allowed"),
@@ -166,7 +166,7 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
         build_config({"task": "char_lm"}, ["optim.lr=[1,"])
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("task: char_lm\noptim: {lr: zero}\n")
-    with pytest.raises(ConfigError, match=r"wrong\.yaml: optim\.lr: expected a finite float"):
+    with pytest.raises(ConfigError, match=r"wrong\.yaml: optim\.lr: expected a finite number"):
         load_config(wrong)
 
 
