@@ -15,7 +15,7 @@ transform gate T (highway blocks) and output.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import torch
@@ -28,6 +28,10 @@ from rhn.nn.activation import INIT_GAIN, check_activation
 from rhn.nn.highway import GatedHighwayBase
 
 Arch = Literal["mlp", "mnist_conv", "highway_a", "highway_b", "highway_c"]
+
+
+def _default(cls: type, name: str) -> object:
+    return next(f.default for f in fields(cls) if f.name == name)
 
 
 @dataclass
@@ -67,6 +71,11 @@ class ImageClassifierConfig:
             )
         if self.width is not None and self.width < 1:
             raise ValueError(f"model.width must be null or >= 1, got {self.width}")
+        if self.depth != _default(type(self), "depth") and self.arch != "mlp":
+            raise ValueError(
+                f"model.depth applies to arch 'mlp' only; {self.arch!r} has its published "
+                f"layers (leave depth unset)"
+            )
         if self.width is not None and self.arch not in ("mlp", "mnist_conv"):
             raise ValueError(
                 f"model.width applies to arch 'mlp' and 'mnist_conv' only; {self.arch!r} has "

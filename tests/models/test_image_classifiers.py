@@ -128,6 +128,10 @@ def test_config_errors_name_the_key() -> None:
         ImageClassifierConfig(depth=1)
     with pytest.raises(ValueError, match=r"model\.width applies"):
         ImageClassifierConfig(arch="highway_b", width=8)
+    # The conv nets have their published layers: a depth was dropped unseen (the same net).
+    for arch in ("mnist_conv", "highway_a"):
+        with pytest.raises(ValueError, match=rf"model\.depth applies to arch 'mlp' only; '{arch}'"):
+            ImageClassifierConfig(arch=arch, depth=50)
     with pytest.raises(ValueError, match="activation"):
         ImageClassifierConfig(activation="swish")
     net = build_image_classifier(ImageClassifierConfig(depth=3), (1, 28, 28), 10)
