@@ -55,10 +55,14 @@ class CharAwareConfig(RecurrentConfig):
             )
         if self.highway_layers < 0:
             raise ValueError(f"model.highway_layers must be >= 0, got {self.highway_layers}")
-        if self.max_word_length < max(self.widths):
+        # A word is its start and end markers around at least one character: with less
+        # room every word was the same two markers.
+        least = max(*self.widths, 3)
+        if self.max_word_length < least:
             raise ValueError(
-                f"model.max_word_length ({self.max_word_length}) must be at least the widest "
-                f"filter ({max(self.widths)})"
+                f"model.max_word_length ({self.max_word_length}) must be at least {least}: the "
+                f"widest filter ({max(self.widths)}) and 3 (a word's start and end markers "
+                f"and one character)"
             )
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from rhn.models.image_classifier import ImageClassifier, Trace, he_init_
+from rhn.nn._validate import check_positive_int
 from rhn.nn.activation import get_activation
 from rhn.nn.highway import HighwayLayer
 
@@ -76,7 +77,8 @@ class HighwayMLP(ImageClassifier):
         self.block = block
         self.activation = activation
         self._act = get_activation(activation)
-        width = width or DEFAULT_WIDTH[block]
+        # None, not 0, means the default: width=0 is a mistake to name, not 50 units.
+        width = DEFAULT_WIDTH[block] if width is None else check_positive_int("width", width)
         self.gate_bias = default_gate_bias(depth - 1) if gate_bias is None else gate_bias
         factory = {"device": device, "dtype": dtype}
         self.first = nn.Linear(in_features, width, **factory)

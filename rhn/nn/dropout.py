@@ -25,7 +25,7 @@ def variational_mask(
     ``like`` gives the device and dtype. Scaling at training time (inverted dropout)
     keeps the expected value, so evaluation needs no rescaling.
     """
-    keep = 1.0 - p
+    keep = 1.0 - check_probability("p", p)  # p = 1 would scale by 1 / 0: NaN everywhere
     mask = torch.empty(batch, features, device=like.device, dtype=like.dtype)
     return mask.bernoulli_(keep).div_(keep)
 

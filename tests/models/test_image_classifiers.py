@@ -123,6 +123,14 @@ def test_trace_gates_are_the_highway_layers_gates() -> None:
         torch.testing.assert_close(y, F.relu(pre[:, :c]) * gate + x_in * (1 - gate))
 
 
+@pytest.mark.parametrize("width", [0, -3, 2.5, True])
+def test_a_highway_mlp_width_that_is_no_size_is_refused(width: object) -> None:
+    # 0 was read as "unset": a 50-unit net, unasked.
+    with pytest.raises(ValueError, match=rf"width must be an integer >= 1, got {width!r}"):
+        HighwayMLP(4, 2, width=width)  # type: ignore[arg-type]
+    assert HighwayMLP(4, 2, width=None).first.out_features == 50  # None is the default
+
+
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(ValueError, match=r"model\.depth"):
         ImageClassifierConfig(depth=1)

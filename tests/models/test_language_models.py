@@ -230,6 +230,17 @@ def test_char_aware_reads_words_through_their_characters() -> None:
     torch.testing.assert_close(x[0, 0], x[1, 1])
 
 
+@pytest.mark.parametrize("length", [1, 2])
+def test_a_max_word_length_without_room_for_a_character_is_refused(length: int) -> None:
+    # Length 2 passed (>= the widest filter) and every word became the same two markers;
+    # length 1 failed inside the table with a RuntimeError.
+    with pytest.raises(ValueError, match=rf"max_word_length \({length}\) must be at least 3"):
+        CharAwareConfig(widths=[1, 2], filters=[3, 4], max_word_length=length)
+    cfg = CharAwareConfig(widths=[1, 2], filters=[3, 4], max_word_length=3)
+    table, _ = word_char_table(["a", "b"], cfg.max_word_length)
+    assert table[0].tolist() != table[1].tolist()
+
+
 def test_rnn_backend_reaches_the_rhn_and_backends_agree() -> None:
     tokens, targets = torch.randint(0, 20, (6, 3)), torch.randint(0, 20, (6, 3))
     losses, grads = [], []

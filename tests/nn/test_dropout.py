@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from rhn.nn.dropout import VariationalDropout
+from rhn.nn.dropout import VariationalDropout, variational_mask
 
 KEEP_SCALE = 1 / (1 - 0.3)
 
@@ -66,6 +66,9 @@ def test_evaluation_and_p_zero_are_the_identity() -> None:
 def test_p_outside_zero_to_one_is_refused(p: object) -> None:
     with pytest.raises(ValueError, match=re.escape(f"p must be a number in [0, 1), got {p!r}")):
         VariationalDropout(p)  # type: ignore[arg-type]
+    # The mask function itself too: p = 1 scaled by 1 / 0, a mask of NaN.
+    with pytest.raises(ValueError, match=re.escape(f"p must be a number in [0, 1), got {p!r}")):
+        variational_mask(2, 3, p, like=torch.zeros(1))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("shape", [(3, 4), (2, 3, 4, 5), (7,)])
