@@ -16,6 +16,7 @@ the embedding), never a layer's.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -208,6 +209,14 @@ class RecurrentLM(nn.Module):
         mode is restored after."""
         if prompt.numel() == 0:
             raise ValueError("the prompt must hold at least one token")
+        if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+            raise ValueError(f"length must be an integer >= 0 (tokens to add), got {length!r}")
+        if not math.isfinite(temperature) or temperature < 0:
+            raise ValueError(
+                f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}"
+            )
+        if length == 0:
+            return torch.empty(0, dtype=torch.long)
         was_training = self.training
         self.eval()
         try:

@@ -230,6 +230,21 @@ def test_char_aware_reads_words_through_their_characters() -> None:
     torch.testing.assert_close(x[0, 0], x[1, 1])
 
 
+def test_generation_of_no_tokens_is_empty_and_bad_lengths_or_temperatures_are_named() -> None:
+    model = LanguageModel(12, LanguageModelConfig(embed_size=8, hidden_size=8)).eval()
+    prompt = torch.tensor([1, 2, 3])
+    empty = model.generate(prompt, 0)  # torch.cat of no tokens raised
+    assert empty.shape == (0,) and empty.dtype == torch.long
+    with pytest.raises(
+        ValueError, match=r"length must be an integer >= 0 \(tokens to add\), got -1"
+    ):
+        model.generate(prompt, -1)
+    with pytest.raises(ValueError, match=r"temperature must be a finite number >= 0.*got nan"):
+        model.generate(prompt, 3, temperature=float("nan"))  # was torch's "probability tensor"
+    with pytest.raises(ValueError, match=r"temperature must be a finite number >= 0.*got -1\.0"):
+        model.generate(prompt, 3, temperature=-1.0)
+
+
 @pytest.mark.parametrize("length", [1, 2])
 def test_a_max_word_length_without_room_for_a_character_is_refused(length: int) -> None:
     # Length 2 passed (>= the widest filter) and every word became the same two markers;
