@@ -91,9 +91,10 @@ class CharCNN(nn.Module):
             raise TypeError(
                 f"chars must be a torch.Tensor of character ids, got {type(chars).__name__}"
             )
-        if chars.is_floating_point() or chars.is_complex() or chars.dtype == torch.bool:
+        if chars.dtype not in (torch.long, torch.int32):  # what nn.Embedding indexes with
             raise TypeError(
-                f"chars must hold integer character ids (torch.long), got dtype {chars.dtype}"
+                f"chars must hold integer character ids (torch.long or torch.int32), got dtype "
+                f"{chars.dtype}"
             )
         if chars.dim() == 0:
             raise ValueError("chars must be (..., W): characters of each word, got a scalar")

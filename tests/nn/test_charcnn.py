@@ -61,8 +61,12 @@ def test_ids_out_of_range_or_not_integers_are_clear_errors() -> None:
         cnn(torch.tensor([[1, 2, 10]]))
     with pytest.raises(ValueError, match=r"chars holds ids in \[-1, 3\], outside \[0, 9\]"):
         cnn(torch.tensor([[-1, 2, 3]]))
-    with pytest.raises(TypeError, match=r"integer character ids \(torch\.long\), got dtype"):
-        cnn(torch.rand(2, 5))
+    # Floats, and the integer types nn.Embedding can't index with (they failed inside it).
+    for dtype in (torch.float32, torch.uint8, torch.int16, torch.bool):
+        with pytest.raises(TypeError, match=rf"\(torch\.long or torch\.int32\), got dtype {dtype}"):
+            cnn(torch.ones(2, 5, dtype=dtype))
+    ids = torch.tensor([[1, 2, 3]])
+    torch.testing.assert_close(cnn(ids.int()), cnn(ids))  # int32 ids are taken
     with pytest.raises(TypeError, match=r"chars must be a torch\.Tensor of character ids"):
         cnn([[1, 2, 3]])
     assert cnn(torch.tensor([[0, 9, 3]])).shape == (1, 6)  # the edges of the range are fine
