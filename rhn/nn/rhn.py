@@ -320,6 +320,8 @@ class RHN(nn.Module):
         *,
         return_gates: bool = False,
     ) -> tuple:
+        # A truthy 'no' would add a third return value, and unpacking two would fail.
+        return_gates = check_bool("return_gates", return_gates)
         if isinstance(input, PackedSequence):
             x, batch_sizes = self._check_packed(input)
             hx = self._check_hx(hx, batch_sizes[0], unbatched=False)

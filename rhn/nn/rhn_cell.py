@@ -264,8 +264,9 @@ class RHNCell(nn.Module):
                 raise ValueError(
                     f"RHNCell expected state s of shape {expected} for this x, got {tuple(s.shape)}"
                 )
-        _check_mask("input_mask", input_mask, tuple(x.shape))
-        _check_mask("state_mask", state_mask, expected)
+        _check_mask("input_mask", input_mask, tuple(x.shape), self.weight_ih)
+        _check_mask("state_mask", state_mask, expected, self.weight_hh)
+        return_gates = check_bool("return_gates", return_gates)
         if input_mask is not None:
             x = x * input_mask
         x_proj = F.linear(x, self.weight_ih)  # enters micro-layer 0 only
@@ -289,10 +290,14 @@ class RHNCell(nn.Module):
         )
 
 
-def _check_mask(name: str, mask: torch.Tensor | None, shape: tuple[int, ...]) -> None:
-    """A dropout mask must broadcast to ``shape`` (the tensor it scales) without growing it."""
+def _check_mask(
+    name: str, mask: torch.Tensor | None, shape: tuple[int, ...], param: torch.Tensor
+) -> None:
+    """A dropout mask must broadcast to ``shape`` (the tensor it scales) without growing it,
+    in a dtype the product can meet ``param`` in (as a state's)."""
     if mask is None:
         return
+    check_tensor_like(name, mask, param, state=True)
     try:
         fits = torch.broadcast_shapes(tuple(mask.shape), shape) == shape
     except RuntimeError:

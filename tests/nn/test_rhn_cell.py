@@ -157,3 +157,19 @@ def test_masks_of_the_wrong_shape_are_refused_naming_the_mask() -> None:
     # a per-unit mask broadcasts over the batch, as x * mask would
     ones = cell(x, s, state_mask=torch.ones(4), input_mask=torch.ones(1, 3))
     torch.testing.assert_close(ones, cell(x, s))
+    # Dtypes and types are named too (the product met the weights inside F.linear).
+    for name, shape in (("input_mask", (5, 3)), ("state_mask", (5, 4))):
+        with pytest.raises(ValueError, match=rf"^{name} has dtype torch\.float64 but the param"):
+            cell(x, s, **{name: torch.ones(shape, dtype=torch.float64)})
+        with pytest.raises(TypeError, match=rf"^{name} must be a torch\.Tensor, got list$"):
+            cell(x, s, **{name: [[1.0] * shape[1]] * shape[0]})
+
+
+@pytest.mark.parametrize("flag", ["no", 1, None])
+def test_return_gates_must_be_a_bool(flag: object) -> None:
+    # A truthy 'no' added a third return value: unpacking two then failed.
+    x = torch.randn(5, 2, 3)
+    with pytest.raises(TypeError, match=rf"^return_gates must be True or False, got {flag!r}$"):
+        rhn.RHNCell(3, 4, 2)(x[0], return_gates=flag)
+    with pytest.raises(TypeError, match=rf"^return_gates must be True or False, got {flag!r}$"):
+        rhn.RHN(3, 4, depth=2)(x, return_gates=flag)
