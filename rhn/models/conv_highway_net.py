@@ -177,8 +177,18 @@ class ConvHighwayNet(ImageClassifier):
             elif op.kind == "drop":
                 layers.append(nn.Dropout(op.p if dropout else 0.0))
         self.layers = nn.ModuleList(layers)
-        with torch.no_grad():
-            features = self._trunk(torch.zeros(1, *image_shape, **factory), None).numel()
+        self.image_shape = tuple(image_shape)
+        # Global average pooling takes any image size; without it the classifier's input
+        # size is fixed by image_shape.
+        self._any_size = any(isinstance(m, nn.AdaptiveAvgPool2d) for m in layers)
+        try:
+            with torch.no_grad():
+                features = self._trunk(torch.zeros(1, *image_shape, **factory), None).numel()
+        except RuntimeError as err:  # a kernel larger than what is left of the image
+            raise ValueError(
+                f"image_shape {self.image_shape} is too small for arch {arch!r}: "
+                f"{str(err).splitlines()[0]}"
+            ) from None
         self.classifier = nn.Linear(features, num_classes, **factory)
         self.reset_parameters()
         if channels_last:
@@ -235,11 +245,22 @@ class ConvHighwayNet(ImageClassifier):
         self, x: torch.Tensor, *, trace: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, Trace]:
         """``x`` ``(N, C, H, W)`` → logits ``(N, classes)`` (and the Trace if ``trace``)."""
+        self._check_images(x)
         record = Trace() if trace else None
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         logits = self.classifier(self._trunk(x, record))
         return (logits, record) if record is not None else logits
+
+    def _check_images(self, x: torch.Tensor) -> None:
+        c, h, w = self.image_shape
+        fits = x.dim() == 4 and x.shape[1] == c and (self._any_size or x.shape[2:] == (h, w))
+        if not fits:
+            size = "any H, W" if self._any_size else f"H, W = {h}, {w}"
+            raise ValueError(
+                f"ConvHighwayNet ({self.arch}) expects images (N, C, H, W) with C = {c}, "
+                f"{size}; got shape {tuple(x.shape)}"
+            )
 
 
 class _PlainBlock(nn.Module):

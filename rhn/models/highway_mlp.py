@@ -104,6 +104,11 @@ class HighwayMLP(ImageClassifier):
         self, x: torch.Tensor, *, trace: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, Trace]:
         """``x`` ``(N, ...)`` is flattened to ``(N, in_features)``; logits ``(N, classes)``."""
+        if x.dim() < 2 or math.prod(x.shape[1:]) != self.first.in_features:
+            raise ValueError(
+                f"HighwayMLP expects (N, ...) inputs of {self.first.in_features} values each, "
+                f"got shape {tuple(x.shape)}"
+            )
         record = Trace() if trace else None
         x = self._act(self.first(x.flatten(1)))
         for layer in self.blocks:

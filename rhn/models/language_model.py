@@ -83,4 +83,7 @@ class LanguageModel(RecurrentLM):
 
 @register_model(LanguageModelConfig)
 def _build(cfg: LanguageModelConfig, meta: ModelMeta) -> LanguageModel:
-    return LanguageModel(meta_value(meta, "vocab_size", int, cfg), cfg)
+    vocab_size = meta_value(meta, "vocab_size", int, cfg)
+    if vocab_size < 2:  # -1 failed inside nn.Embedding; 0 or 1 is no vocabulary to predict
+        raise ValueError(f"model metadata 'vocab_size' must be >= 2, got {vocab_size}")
+    return LanguageModel(vocab_size, cfg)

@@ -131,6 +131,30 @@ def test_a_highway_mlp_width_that_is_no_size_is_refused(width: object) -> None:
     assert HighwayMLP(4, 2, width=None).first.out_features == 50  # None is the default
 
 
+def test_images_of_another_shape_are_refused_naming_the_expected_one() -> None:
+    # They failed inside the classifier's matmul or the first convolution.
+    conv = ConvHighwayNet("mnist_conv", (1, 28, 28), 10, width=4)
+    for shape in [(2, 1, 20, 20), (2, 3, 28, 28), (1, 28, 28)]:
+        with pytest.raises(ValueError) as caught:
+            conv(torch.zeros(shape))
+        assert str(caught.value) == (
+            f"ConvHighwayNet (mnist_conv) expects images (N, C, H, W) with C = 1, H, W = 28, 28; "
+            f"got shape {shape}"
+        )
+    gap = ConvHighwayNet("highway_a", (3, 32, 32), 10)  # global average pooling: any H, W
+    assert gap(torch.zeros(2, 3, 24, 24)).shape == (2, 10)
+    with pytest.raises(ValueError, match=r"with C = 3, any H, W; got shape \(2, 1, 32, 32\)"):
+        gap(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(
+        ValueError, match=r"image_shape \(1, 4, 4\) is too small for arch 'mnist_conv'"
+    ):
+        ConvHighwayNet("mnist_conv", (1, 4, 4), 10, width=4)
+    mlp = HighwayMLP(784, 10, depth=3)
+    assert mlp(torch.zeros(0, 1, 28, 28)).shape == (0, 10)  # an empty batch is fine
+    with pytest.raises(ValueError, match=r"784 values each, got shape \(2, 1, 20, 20\)"):
+        mlp(torch.zeros(2, 1, 20, 20))
+
+
 def test_config_errors_name_the_key() -> None:
     with pytest.raises(ValueError, match=r"model\.depth"):
         ImageClassifierConfig(depth=1)

@@ -56,6 +56,8 @@ def test_the_char_aware_table_is_built_from_the_words_in_kims_spelling() -> None
         (LanguageModelConfig(), {}, "needs 'vocab_size', but holds nothing"),
         (LanguageModelConfig(), {"vocab_size": "12"}, "'vocab_size' .* must be int"),
         (LanguageModelConfig(), {"vocab_size": True}, "must be int"),
+        (LanguageModelConfig(), {"vocab_size": -1}, "'vocab_size' must be >= 2, got -1"),
+        (LanguageModelConfig(), {"vocab_size": 0}, "'vocab_size' must be >= 2, got 0"),
         (CharAwareConfig(), {"vocab_size": 3}, "needs 'words', but holds vocab_size"),
         (CharAwareConfig(), {"words": [1, 2]}, "list of strings"),
         (ImageClassifierConfig(), {"image_shape": [1, 28], "num_classes": 10}, r"\[C, H, W\]"),
