@@ -1,31 +1,51 @@
-"""Argument checks shared by the layer constructors: clear ``ValueError``s, never asserts."""
+"""Argument checks shared by the layer constructors: clear ``ValueError``s, never asserts.
+
+Numbers are taken in any type that is one (NumPy's ``int64`` or ``float32`` from a sweep's
+grid) and come back as Python's ``int`` / ``float``. A value that is no number at all is an
+:class:`ArgumentTypeError`: a ``TypeError``, as ``nn.LSTM`` raises for ``hidden_size="4"``,
+and a ``ValueError``, as these checks raised before.
+"""
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of a type the layer can't take (e.g. a string for a size)."""
+
+
+def _number(name: str, value: object, kind: type, wanted: str) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ArgumentTypeError(f"{name} must be {wanted}, got {value!r}")
+    return int(value) if kind is numbers.Integral else float(value)  # type: ignore[call-overload]
+
+
 def check_positive_int(name: str, value: object) -> int:
     """``value`` as an int ≥ 1, or a ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    number = _number(name, value, numbers.Integral, "an integer >= 1")
+    if number < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+    return int(number)
 
 
 def check_probability(name: str, value: object) -> float:
     """``value`` as a float in [0, 1), or a ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    number = _number(name, value, numbers.Real, "a number in [0, 1)")
+    if not 0.0 <= number < 1.0:
         raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return float(value)
+    return number
 
 
 def check_finite(name: str, value: object) -> float:
     """``value`` as a finite float, or a ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    number = _number(name, value, numbers.Real, "a finite number")
+    if not math.isfinite(number):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+    return number
 
 
 def check_init_range(value: object) -> float | None:

@@ -35,7 +35,7 @@ INIT_GAIN: dict[str, float] = {
 
 def check_activation(name: str) -> str:
     """Return ``name`` if it names a known activation, else raise a ``ValueError``."""
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:  # a list isn't even hashable
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {name!r}")
     return name
 

@@ -150,6 +150,8 @@ def test_gradient_reaches_layer_one_of_a_100_layer_highway_but_not_a_plain_tanh_
 def test_bad_arguments_are_refused_with_clear_errors() -> None:
     with pytest.raises(ValueError, match="activation must be one of"):
         rhn.Highway(4, activation="softplus")
+    with pytest.raises(ValueError, match=r"activation must be one of .*, got \['relu'\]"):
+        rhn.Highway(4, activation=["relu"])  # was "unhashable type: 'list'"
     with pytest.raises(ValueError, match="num_layers must be an integer >= 1, got 0"):
         rhn.Highway(4, num_layers=0)
     with pytest.raises(ValueError, match="features must be an integer >= 1, got -3"):

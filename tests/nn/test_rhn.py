@@ -256,6 +256,23 @@ def test_bad_arguments_and_inputs_give_clear_errors() -> None:
         model([[1.0, 2.0, 3.0]])
 
 
+def test_sizes_of_any_integer_type_are_taken_and_no_numbers_are_type_errors() -> None:
+    import numpy as np
+
+    # A sweep's grid hands out NumPy numbers: they are sizes and biases like any other.
+    model = rhn.RHN(np.int64(3), np.int64(4), depth=np.int32(2), gate_bias=np.float32(-1.0))
+    assert (model.hidden_size, model.depth) == (4, 2) and type(model.hidden_size) is int
+    assert model.gate_bias == -1.0 and type(model.gate_bias) is float
+    # nn.LSTM raises a TypeError for a size that is no integer; these are both kinds.
+    for bad in ("4", 2.5, None):
+        with pytest.raises(TypeError, match=rf"hidden_size must be an integer >= 1, got {bad!r}"):
+            rhn.RHN(3, bad)
+        with pytest.raises(ValueError, match="hidden_size must be an integer >= 1"):
+            rhn.RHN(3, bad)
+    with pytest.raises(TypeError, match=r"gate_bias must be a finite number, got '-1'"):
+        rhn.RHN(3, 4, gate_bias="-1")
+
+
 @pytest.mark.parametrize("backend", ["auto", "reference"])
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("bidirectional", [False, True])
