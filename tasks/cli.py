@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from rhn.data.text_file import DataFileError
-from rhn.tasks.language_model import sample_text
+from rhn.tasks.language_model import sample_stream
 from rhn.tasks.lm_scoring import MC_PROTOCOLS, McProtocolError, McRejectedError
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import load_config
@@ -218,10 +218,15 @@ def sample_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         path = resolve_checkpoint(Path(args.path))
-        text = sample_text(path, args.prompt, args.length, args.temperature, args.seed)
+        pieces = sample_stream(path, args.prompt, args.length, args.temperature, args.seed)
     except (*EXPECTED_ERRORS, ValueError) as err:
         return _fail(err)
-    print(text)
+    try:
+        for piece in pieces:  # shown as drawn: a long sample is read while it is made
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+    finally:
+        print()  # the line ends, Ctrl-C or not, before "stopped: ..." goes to stderr
     return 0
 
 

@@ -10,8 +10,10 @@ evaluation, ``mc_samples=k`` is MC dropout over k mask sets (``rhn.tasks.lm_scor
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -397,6 +399,15 @@ def sample_text(
     """``prompt`` (default: the start of a line, :func:`default_prompt`) continued by
     ``length`` sampled tokens of the checkpoint's model; the checkpoint alone is read, not
     its corpus."""
+    return "".join(sample_stream(path, prompt, length, temperature, seed))
+
+
+def sample_stream(
+    path: Path, prompt: str | None, length: int, temperature: float = 1.0, seed: int = 0
+) -> Iterator[str]:
+    """:func:`sample_text` in pieces as the tokens are drawn (a character, a word, or a
+    subword vocabulary's line at a time); the checkpoint and prompt are read and checked at
+    once, before the first piece."""
     loaded = load_model(path)
     if not issubclass(loaded.config.task_class, LanguageModelTask):
         raise CheckpointError(
@@ -414,11 +425,11 @@ def sample_text(
     if ids.numel() == 0:
         raise ValueError(f"the prompt {prompt!r} encodes to no tokens")
     generator = torch.Generator().manual_seed(seed)
-    out = model.generate(ids, length, temperature=temperature, generator=generator)
+    out = model.generate_stream(ids, length, temperature=temperature, generator=generator)
     if vocab.kind == "sentencepiece":  # a piece's word boundary is decoded from its neighbours
-        return vocab.decode(torch.cat([ids, out]))
+        return vocab.decode_stream(itertools.chain(ids.tolist(), out))
     sep = " " if vocab.kind == "word" else ""
-    return prompt + sep + vocab.decode(out)
+    return itertools.chain([prompt + sep], vocab.decode_stream(out))
 
 
 UNKNOWN_SHOWN = 5  # out-of-vocabulary tokens a warning names

@@ -45,6 +45,7 @@ class Vocab(Protocol):
     def __len__(self) -> int: ...
     def encode(self, text: str) -> torch.Tensor: ...
     def decode(self, ids: torch.Tensor | list[int]) -> str: ...
+    def decode_stream(self, ids: Iterable[int]) -> Iterator[str]: ...
     def unknown_tokens(self, text: str) -> list[str]: ...
     def to_json(self) -> str: ...
     def save(self, run_dir: str | Path) -> None: ...
@@ -128,15 +129,19 @@ class WordVocab:
         return torch.tensor([i for e in encoded for i in e.ids], dtype=torch.long)
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
-        pieces: list[str] = []
-        for token in (self._id_to_token[int(i)] for i in ids):
+        return "".join(self.decode_stream(ids))
+
+    def decode_stream(self, ids: Iterable[int]) -> Iterator[str]:
+        """:meth:`decode` a token at a time (as a sampler makes them): ``<eos>`` is a line
+        break, a word is spaced from the word before it on its line."""
+        line_start = True
+        for i in ids:
+            token = self._id_to_token[int(i)]
             if token == EOS:
-                pieces.append("\n")
-                continue
-            if pieces and pieces[-1] != "\n":
-                pieces.append(" ")
-            pieces.append(token)
-        return "".join(pieces)
+                yield "\n"
+            else:
+                yield token if line_start else f" {token}"
+            line_start = token == EOS
 
     def unknown_tokens(self, text: str) -> list[str]:
         """The distinct words of ``text`` this vocabulary lacks (each encodes to ``<unk>``,
@@ -200,7 +205,11 @@ class CharVocab:
         return torch.from_numpy(ids.astype(np.int64))
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
-        return "".join(self.symbols[int(i)] for i in ids)
+        return "".join(self.decode_stream(ids))
+
+    def decode_stream(self, ids: Iterable[int]) -> Iterator[str]:
+        """:meth:`decode` a character at a time."""
+        return (self.symbols[int(i)] for i in ids)
 
     def unknown_tokens(self, text: str) -> list[str]:
         """The distinct characters of ``text`` this vocabulary lacks, in order of first
@@ -269,15 +278,23 @@ class SentencePieceVocab:
         return torch.tensor(ids, dtype=torch.long)
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
+        return "".join(self.decode_stream(ids))
+
+    def decode_stream(self, ids: Iterable[int]) -> Iterator[str]:
+        """:meth:`decode` a line at a time: a piece's spacing depends on its neighbours, so
+        each line is decoded whole once its ``<eos>`` comes (lines joined by line breaks,
+        the last one's not closed by one)."""
         eos = self.processor.eos_id()
-        lines, current = [], []
+        current: list[int] = []
+        separator = ""
         for i in (int(i) for i in ids):
             if i == eos:
-                lines.append(self.processor.decode(current))
-                current = []
+                yield separator + self.processor.decode(current)
+                current, separator = [], "\n"
             else:
                 current.append(i)
-        return "\n".join([*lines, self.processor.decode(current)] if current else lines)
+        if current:
+            yield separator + self.processor.decode(current)
 
     def unknown_tokens(self, text: str) -> list[str]:
         """The distinct pieces of ``text`` that encode to the unknown piece, in order of

@@ -17,6 +17,7 @@ the embedding), never a layer's.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -195,7 +196,6 @@ class RecurrentLM(nn.Module):
             return total / targets.shape[1]
         return total / targets.numel()
 
-    @torch.no_grad()
     def generate(
         self,
         prompt: torch.Tensor,
@@ -207,6 +207,20 @@ class RecurrentLM(nn.Module):
         """Continue ``prompt`` (P,) token ids by ``length`` sampled tokens (0 = greedy), in
         eval mode whatever the model's (dropout would draw new masks at every token); the
         mode is restored after."""
+        tokens = self.generate_stream(prompt, length, temperature=temperature, generator=generator)
+        return torch.tensor(list(tokens), dtype=torch.long)
+
+    def generate_stream(
+        self,
+        prompt: torch.Tensor,
+        length: int,
+        *,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[int]:
+        """:meth:`generate` a token at a time, as each is drawn (a sampler shows them as they
+        come). The arguments are checked at once; the model is in eval mode from the first
+        token to the last (or until the iterator is closed), then back in its own mode."""
         if prompt.numel() == 0:
             raise ValueError("the prompt must hold at least one token")
         if isinstance(length, bool) or not isinstance(length, int) or length < 0:
@@ -215,14 +229,7 @@ class RecurrentLM(nn.Module):
             raise ValueError(
                 f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}"
             )
-        if length == 0:
-            return torch.empty(0, dtype=torch.long)
-        was_training = self.training
-        self.eval()
-        try:
-            return self._generate(prompt, length, temperature, generator)
-        finally:
-            self.train(was_training)
+        return self._generate(prompt, length, temperature, generator)
 
     def _generate(
         self,
@@ -230,20 +237,45 @@ class RecurrentLM(nn.Module):
         length: int,
         temperature: float,
         generator: torch.Generator | None,
-    ) -> torch.Tensor:
+    ) -> Iterator[int]:
+        if length == 0:
+            return
+        was_training = self.training
+        self.eval()
+        try:
+            yield from self._draw(prompt, length, temperature, generator)
+        finally:
+            self.train(was_training)
+
+    def _draw(
+        self,
+        prompt: torch.Tensor,
+        length: int,
+        temperature: float,
+        generator: torch.Generator | None,
+    ) -> Iterator[int]:
+        # no_grad around each step, never across a yield: the caller's code between tokens
+        # runs in its own grad mode.
         device = self.decoder.weight.device
-        logits, state = self(prompt.to(device).view(-1, 1), self.initial_state(1, device))
-        out = []
-        for _ in range(length):
-            # float64: the temperature is a Python float, which float32 would read as 0
-            # below 1e-45 (0 / 0 is NaN).
-            last = logits[-1, 0].double()
-            if temperature <= 0:
-                token = last.argmax().view(1)
-            else:
-                # Shifted by the max first: a tiny temperature would overflow to inf / inf.
-                probs = torch.softmax((last - last.max()) / temperature, dim=-1)
-                token = torch.multinomial(probs.cpu(), 1, generator=generator).to(device)
-            out.append(token)
-            logits, state = self(token.view(1, 1), state)
-        return torch.cat(out).cpu()
+        with torch.no_grad():
+            logits, state = self(prompt.to(device).view(-1, 1), self.initial_state(1, device))
+        for step in range(length):
+            with torch.no_grad():
+                token = self._next_token(logits[-1, 0], temperature, generator)
+            yield int(token)
+            if step + 1 < length:  # the last token's logits would go unused
+                with torch.no_grad():
+                    logits, state = self(token.view(1, 1), state)
+
+    @staticmethod
+    def _next_token(
+        logits: torch.Tensor, temperature: float, generator: torch.Generator | None
+    ) -> torch.Tensor:
+        # float64: the temperature is a Python float, which float32 would read as 0 below
+        # 1e-45 (0 / 0 is NaN).
+        last = logits.double()
+        if temperature <= 0:
+            return last.argmax().view(1)
+        # Shifted by the max first: a tiny temperature would overflow to inf / inf.
+        probs = torch.softmax((last - last.max()) / temperature, dim=-1)
+        return torch.multinomial(probs.cpu(), 1, generator=generator).to(logits.device)

@@ -68,6 +68,21 @@ def test_sentencepiece_round_trip() -> None:
     assert vocab.decode(vocab.encode("the lazy fox\nover the dog")) == "the lazy fox\nover the dog"
 
 
+def test_decoding_a_token_at_a_time_gives_the_pieces_a_sampler_prints() -> None:
+    words = WordVocab.from_text("the cat\nsat\n")
+    ids = [words.tokens.index(t) for t in ["the", "cat", "<eos>", "sat", "the", "<eos>", "<eos>"]]
+    assert list(words.decode_stream(ids)) == ["the", " cat", "\n", "sat", " the", "\n", "\n"]
+    assert words.decode(ids) == "the cat\nsat the\n\n"
+    chars = CharVocab.from_text("ab\n")
+    assert list(chars.decode_stream(chars.encode("ba\n").tolist())) == ["b", "a", "\n"]
+    # Subwords a line at a time (a piece's spacing depends on its neighbours): the lines
+    # joined by line breaks, as decode gives them.
+    pieces = SentencePieceVocab.train("\n".join(["the quick brown fox"] * 50), 30, "bpe")
+    ids = pieces.encode("the fox\nquick brown\nthe").tolist()[:-1]  # the last line open
+    assert list(pieces.decode_stream(ids)) == ["the fox", "\nquick brown", "\nthe"]
+    assert list(pieces.decode_stream([*ids, pieces.processor.eos_id()]))[-1] == "\nthe"
+
+
 @pytest.mark.parametrize(
     "vocab",
     [WordVocab.from_text(TEXT), CharVocab.from_text(TEXT)],

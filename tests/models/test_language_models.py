@@ -230,6 +230,23 @@ def test_char_aware_reads_words_through_their_characters() -> None:
     torch.testing.assert_close(x[0, 0], x[1, 1])
 
 
+def test_a_token_stream_is_the_generated_tokens_one_at_a_time_in_the_callers_grad_mode() -> None:
+    model = LanguageModel(12, LanguageModelConfig(embed_size=8, hidden_size=8)).train()
+    prompt = torch.tensor([1, 2, 3])
+    whole = model.generate(prompt, 6, temperature=1.0, generator=torch.Generator().manual_seed(5))
+    stream = model.generate_stream(
+        prompt, 6, temperature=1.0, generator=torch.Generator().manual_seed(5)
+    )
+    tokens = []
+    for token in stream:
+        # Between tokens the caller's code runs as it would: grad on, the model in eval.
+        assert torch.is_grad_enabled() and not model.training
+        tokens.append(token)
+    assert tokens == whole.tolist() and model.training  # its mode is back
+    with pytest.raises(ValueError, match="length must be an integer >= 0"):
+        model.generate_stream(prompt, -2)  # checked at once, not at the first token
+
+
 def test_generation_of_no_tokens_is_empty_and_bad_lengths_or_temperatures_are_named() -> None:
     model = LanguageModel(12, LanguageModelConfig(embed_size=8, hidden_size=8)).eval()
     prompt = torch.tensor([1, 2, 3])

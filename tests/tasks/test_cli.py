@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -214,14 +215,50 @@ def test_ctrl_c_in_eval_or_sample_is_one_line_with_the_shells_status(
     def interrupted(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt  # what Python raises on Ctrl-C, mid-evaluation or sampling
 
+    def interrupted_sample(*args: object, **kwargs: object) -> Iterator[str]:
+        yield "The "
+        yield "cat"
+        raise KeyboardInterrupt
+
     run = tmp_path / "run"
     assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
     capsys.readouterr()
-    monkeypatch.setattr(cli, "evaluate_checkpoint" if command == "eval" else "sample_text",
-                        interrupted)  # fmt: skip
+    if command == "eval":
+        monkeypatch.setattr(cli, "evaluate_checkpoint", interrupted)
+    else:
+        monkeypatch.setattr(cli, "sample_stream", interrupted_sample)
     main = eval_main if command == "eval" else cli.sample_main
     assert main([str(run)]) == 130  # 128 + SIGINT, as rhn-train's
-    assert capsys.readouterr().err == "stopped: interrupted\n"
+    captured = capsys.readouterr()
+    assert captured.err == "stopped: interrupted\n"
+    # What was sampled before Ctrl-C stays on the screen, its line ended.
+    assert captured.out == ("" if command == "eval" else "The cat\n")
+
+
+def test_sample_prints_the_text_as_it_is_drawn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rhn.tasks import cli
+    from rhn.tasks.language_model import sample_text
+
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
+    capsys.readouterr()
+    written: list[str] = []
+    real_stream = cli.sample_stream
+
+    def recording(*args: object, **kwargs: object) -> Iterator[str]:
+        for piece in real_stream(*args, **kwargs):
+            written.append(piece)
+            yield piece
+
+    monkeypatch.setattr(cli, "sample_stream", recording)
+    argv = [str(run), "--prompt", "The ", "--length", "30", "--seed", "3"]
+    assert cli.sample_main(argv) == 0
+    text = sample_text(run / "checkpoints" / "best.pt", "The ", 30, 1.0, 3)
+    assert capsys.readouterr().out == text + "\n"  # the same text as sample_text's
+    # The prompt, then one piece per character (a char vocabulary): 31 pieces, not 1.
+    assert written[0] == "The " and len(written) == 31 and "".join(written) == text
 
 
 def test_export_to_a_directory_or_a_read_only_place_is_one_line(
