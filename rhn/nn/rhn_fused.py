@@ -286,8 +286,13 @@ class _RHNRecurrence(torch.autograd.Function):
         with torch.no_grad():
             grads = ctx.loops.backward(grad_out, grad_last, *saved)
         if torch.is_grad_enabled():  # create_graph=True: a second derivative would be asked
+            # The incoming gradients too: a penalty reaches layers after the RHN through
+            # them (a head's weight), a path the anchor alone does not lie on.
             grads = _FirstOrderOnly.apply(
-                anchor, *(None if g is None else g.detach().requires_grad_() for g in grads)
+                anchor,
+                grad_out,
+                grad_last,
+                *(None if g is None else g.detach().requires_grad_() for g in grads),
             )
         return *grads, None, None, None  # none for the mask, the loops or the schedule
 
@@ -304,7 +309,11 @@ class _FirstOrderOnly(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, anchor: torch.Tensor, *grads: torch.Tensor | None
+        ctx: Any,
+        anchor: torch.Tensor,
+        grad_out: torch.Tensor,
+        grad_last: torch.Tensor,
+        *grads: torch.Tensor | None,
     ) -> tuple[torch.Tensor | None, ...]:
         # Copies, not views: a caller may edit a create_graph gradient in place.
         return tuple(None if g is None else g.clone() for g in grads)

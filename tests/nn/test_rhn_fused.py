@@ -265,6 +265,13 @@ def test_a_gradient_penalty_is_refused_with_the_way_out_and_reference_computes_i
         penalised = input_gradient(fused, create_graph=True)
         with pytest.raises(RuntimeError, match="first-order only"):
             torch.autograd.grad(penalised.pow(2).sum(), wanted)
+    # A layer after the RHN: the penalty reaches it through the incoming gradient (it came
+    # back 17.2 where the reference gives 12.5, unwarned).
+    head = torch.nn.Linear(4, 1, dtype=F64)
+    out, _ = fused(x)
+    (g_hh,) = torch.autograd.grad(head(out).sum(), fused.weight_hh_l0, create_graph=True)
+    with pytest.raises(RuntimeError, match="first-order only"):
+        torch.autograd.grad(g_hh.pow(2).sum(), [head.weight])
     # A create_graph gradient may be edited in place, as before (hx's is the backward's own
     # output, not one made by a later op).
     x_proj, s0, w, b = _inputs(2, True, True, F64)
