@@ -78,8 +78,7 @@ def find_file(name: str, dirs: list[Path]) -> Path | None:
 
 
 def search_dirs(spec: CorpusSpec, data_dir: str | Path | None) -> list[Path]:
-    # data_dir is what a language-model config names data.path (see locate)
-    return data_dirs.search_dirs(spec.subdir, spec.name, data_dir, key="data.path")
+    return data_dirs.search_dirs(spec.subdir, spec.name, data_dir)
 
 
 def read_corpus_file(path: Path, *, as_bytes: bool) -> str:

@@ -4,9 +4,8 @@ Every loader searches, in order: the directory a config or command line names, t
 ``RHN_DATA_DIR``, each of those with the data set's usual sub-folder (``ptb/``,
 ``mnist/``, …), and the download cache (``RHN_CACHE_DIR``, else ``~/.cache/rhn``). A data
 set's files are read from the first of these folders that holds any of them, which must
-hold them all: never from two. A folder named that does not exist is an error. The official
-download is tried only when the files are in none of them and ``RHN_OFFLINE`` is unset or
-``0``.
+hold them all: never from two. The official download is tried only when the files are in
+none of them and ``RHN_OFFLINE`` is unset or ``0``.
 """
 
 from __future__ import annotations
@@ -16,8 +15,6 @@ import os
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-
-from rhn.data.text_file import DataFileError
 
 
 def cache_dir() -> Path:
@@ -30,18 +27,8 @@ def download_dir(name: str) -> Path:
     return cache_dir() / "downloads" / name
 
 
-def search_dirs(
-    subdirs: str | Sequence[str], name: str, data_dir: str | Path | None, *, key: str
-) -> list[Path]:
-    """Directories searched for data set ``name`` (usually in a folder ``subdirs``), in order.
-
-    A ``data_dir`` (config key ``key``) that is not a folder is an error: it can only be a
-    typo, which the search would pass over for RHN_DATA_DIR's copy or a download unseen."""
-    if data_dir and not Path(data_dir).expanduser().is_dir():
-        raise DataFileError(
-            f"{name}: {key} {data_dir} is not a folder; name the folder that holds its files, "
-            f"or leave {key} unset to search RHN_DATA_DIR and the download cache"
-        )
+def search_dirs(subdirs: str | Sequence[str], name: str, data_dir: str | Path | None) -> list[Path]:
+    """Directories searched for data set ``name`` (usually in a folder ``subdirs``), in order."""
     roots = [Path(data_dir).expanduser()] if data_dir else []
     if os.environ.get("RHN_DATA_DIR"):
         roots.append(Path(os.environ["RHN_DATA_DIR"]).expanduser())

@@ -113,7 +113,7 @@ def load_mnist(
 ) -> ImageSplits:
     """MNIST's 60,000 training and 10,000 test images, uint8 ``(N, 1, 28, 28)``; with
     ``train=False`` the test images alone (the training files need not exist)."""
-    dirs = data_dirs.search_dirs("mnist", "mnist", data_dir, key="data.data_dir")
+    dirs = data_dirs.search_dirs("mnist", "mnist", data_dir)
     wanted = {split: FILES[split] for split in (("train", "test") if train else ("test",))}
 
     def locate() -> dict[str, Path | None]:

@@ -100,7 +100,7 @@ def test_mc_dropout_of_a_model_without_dropout_is_refused_in_one_line(
         (["--set", "data.path=x.txt"], "has no use with data.corpus 'builtin'"),
         (
             ["--set", "data.corpus=ptb_word", "--set", "data.path=/nowhere"],
-            "ptb_word: data.path /nowhere is not a folder; name the folder that holds its files",
+            "could not find ptb.train.txt",
         ),
     ],
 )

@@ -364,8 +364,7 @@ def test_a_study_yaml_no_trial_has_used_is_replaced_by_a_corrected_study(
         "--set", "depths=[3]", "--set", "trials=1", "--set", "epochs=1",
         "--set", "batch_size=20",
     ]  # fmt: skip
-    (tmp_path / "empty").mkdir()
-    assert depth_study_main([*args, "--set", f"data_dir={tmp_path / 'empty'}"]) == 2
+    assert depth_study_main([*args, "--set", f"data_dir={tmp_path / 'nowhere'}"]) == 2
     assert "MNIST: could not find" in capsys.readouterr().err
     assert [p.name for p in out.glob("trials/*/*")] == ["lock"]
     assert depth_study_main([*args, "--set", f"data_dir={mnist_dir}"]) == 0
