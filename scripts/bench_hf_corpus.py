@@ -89,6 +89,14 @@ def prepare_dir(bench_dir: Path, tokens: int, vocab: int) -> str | None:
             f"--dir {bench_dir} holds files that are not the benchmark's ({', '.join(others[:3])}"
             f"); name a new or empty folder"
         )
+    corpus = bench_dir / "corpus"
+    own = {f"{split}.parquet" for split in ("train", "validation", "test")}
+    if corpus.exists() and not (corpus.is_dir() and {p.name for p in corpus.iterdir()} <= own):
+        # Only a corpus of its own parquet files (one a kill cut short) is written again.
+        return (
+            f"--dir {bench_dir}: {corpus} holds files that are not the benchmark's; name a new "
+            f"or empty folder"
+        )
     info = bench_dir / "corpus.json"
     if info.is_file():
         saved = json.loads(info.read_text())

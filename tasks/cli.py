@@ -6,6 +6,7 @@ import argparse
 import functools
 import json
 import math
+import os
 import signal
 import sys
 import warnings
@@ -222,11 +223,14 @@ def sample_main(argv: list[str] | None = None) -> int:
     except (*EXPECTED_ERRORS, ValueError) as err:
         return _fail(err)
     try:
-        for piece in pieces:  # shown as drawn: a long sample is read while it is made
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-    finally:
-        print()  # the line ends, Ctrl-C or not, before "stopped: ..." goes to stderr
+        try:
+            for piece in pieces:  # shown as drawn: a long sample is read while it is made
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        finally:
+            print(flush=True)  # the line ends, Ctrl-C or not, before "stopped: ..."
+    except BrokenPipeError:  # `rhn-sample RUN | head`: the reader has what it wanted
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python's exit flush must not fail)
     return 0
 
 

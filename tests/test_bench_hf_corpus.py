@@ -61,6 +61,13 @@ def test_a_folder_of_other_files_or_another_corpus_is_refused_and_kept(tmp_path:
     assert done.returncode == 2
     assert "holds files that are not the benchmark's (notes.txt)" in done.stderr
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    # A corpus/ folder of the user's own: it was taken for one a kill cut short and deleted.
+    theirs = tmp_path / "theirs"
+    (theirs / "corpus").mkdir(parents=True)
+    (theirs / "corpus" / "notes.txt").write_text("mine")
+    done = bench("--tokens", "4600", "--vocab", "40", "--dir", str(theirs))
+    assert done.returncode == 2 and "holds files that are not the benchmark's" in done.stderr
+    assert (theirs / "corpus" / "notes.txt").read_text() == "mine"
     other = tmp_path / "other"
     other.mkdir()
     (other / "corpus.json").write_text(json.dumps({"tokens": 9200, "vocab": 40, "text_bytes": 1}))

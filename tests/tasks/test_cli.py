@@ -235,6 +235,21 @@ def test_ctrl_c_in_eval_or_sample_is_one_line_with_the_shells_status(
     assert captured.out == ("" if command == "eval" else "The cat\n")
 
 
+def test_sample_into_a_pipe_closed_early_ends_quietly(tmp_path: Path) -> None:
+    # `rhn-sample RUN | head -c 10`: two chained BrokenPipeError tracebacks, once streamed.
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
+    code = "import sys; from rhn.tasks.cli import sample_main; sys.exit(sample_main())"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(run), "--length", "5000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()  # the reader goes away mid-sample
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and err == "", err
+
+
 def test_sample_prints_the_text_as_it_is_drawn(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
