@@ -127,7 +127,8 @@ def hub_unreachable(timeout: float = HUB_PROBE_S) -> str | None:
 
     endpoint = huggingface_hub.constants.ENDPOINT
     parts = urllib.parse.urlsplit(endpoint)
-    if parts.hostname is None or urllib.request.getproxies().get(parts.scheme):
+    proxies = urllib.request.getproxies()
+    if parts.hostname is None or proxies.get(parts.scheme) or proxies.get("all"):
         return None
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from typing import Any, Literal, Union
@@ -26,10 +27,10 @@ def _matches(value: Any, tp: Any) -> bool:
         return value is None
     if tp is bool:
         return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is int:  # numbers.Integral: NumPy's int64 from a sweep's grid too
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if tp is float:
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = isinstance(value, numbers.Real) and not isinstance(value, bool)
         return number and math.isfinite(value)
     if tp is str:
         return isinstance(value, str)

@@ -271,11 +271,13 @@ class RecurrentLM(nn.Module):
     def _next_token(
         logits: torch.Tensor, temperature: float, generator: torch.Generator | None
     ) -> torch.Tensor:
-        # float64: the temperature is a Python float, which float32 would read as 0 below
-        # 1e-45 (0 / 0 is NaN).
-        last = logits.double()
+        # On the CPU in float64, whatever the device (MPS has none): the temperature is a
+        # Python float, which float32 would read as 0 below 1e-45 (0 / 0 is NaN).
+        last = logits.to("cpu", torch.float64)
         if temperature <= 0:
-            return last.argmax().view(1)
-        # Shifted by the max first: a tiny temperature would overflow to inf / inf.
-        probs = torch.softmax((last - last.max()) / temperature, dim=-1)
-        return torch.multinomial(probs.cpu(), 1, generator=generator).to(logits.device)
+            token = last.argmax().view(1)
+        else:
+            # Shifted by the max first: a tiny temperature would overflow to inf / inf.
+            probs = torch.softmax((last - last.max()) / temperature, dim=-1)
+            token = torch.multinomial(probs, 1, generator=generator)
+        return token.to(logits.device)

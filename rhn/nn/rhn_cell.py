@@ -39,6 +39,7 @@ from torch import nn
 
 from rhn.nn._parametrized import initialising
 from rhn.nn._validate import (
+    DtypeError,
     check_bool,
     check_finite,
     check_init_range,
@@ -293,11 +294,22 @@ class RHNCell(nn.Module):
 def _check_mask(
     name: str, mask: torch.Tensor | None, shape: tuple[int, ...], param: torch.Tensor
 ) -> None:
-    """A dropout mask must broadcast to ``shape`` (the tensor it scales) without growing it,
-    in a dtype the product can meet ``param`` in (as a state's)."""
+    """A dropout mask must be a tensor on ``param``'s device that broadcasts to ``shape``
+    (the tensor it scales) without growing it, and must not promote the product past the
+    parameters' dtype (a bool or float16 mask on float32 weights is fine; float64 is not,
+    outside autocast)."""
     if mask is None:
         return
-    check_tensor_like(name, mask, param, state=True)
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    if mask.device != param.device:
+        raise ValueError(f"{name} is on {mask.device} but the parameters are on {param.device}")
+    promoted = torch.promote_types(mask.dtype, param.dtype)
+    if promoted != param.dtype and not torch.is_autocast_enabled(param.device.type):
+        raise DtypeError(
+            f"{name} has dtype {mask.dtype} but the parameters have dtype {param.dtype}; "
+            f"the product would be {promoted} (cast the mask to match)"
+        )
     try:
         fits = torch.broadcast_shapes(tuple(mask.shape), shape) == shape
     except RuntimeError:

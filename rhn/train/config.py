@@ -343,6 +343,8 @@ def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """``override`` merged into ``base`` at every depth (a new mapping; neither is changed)."""
     out = dict(base)
     for key, value in override.items():
+        if value is None and isinstance(out.get(key), dict):  # 'model:' left empty
+            continue
         if isinstance(value, dict) and isinstance(out.get(key), dict):
             out[key] = _merged(out[key], value)
         else:

@@ -295,6 +295,26 @@ def test_an_unreachable_hub_is_seen_at_once_and_only_the_cache_is_tried(tmp_path
     )
 
 
+@pytest.mark.parametrize("proxy", ["HTTP_PROXY", "ALL_PROXY"])
+def test_behind_a_proxy_the_hub_is_not_probed(proxy: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rhn.data.hf_corpus import hub_unreachable
+
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.ENDPOINT", "http://127.0.0.1:9")
+    assert hub_unreachable() is not None  # a closed port, reached directly
+    # Only the proxy can say whether the hub is there: the client goes through it.
+    monkeypatch.setenv(proxy, "http://127.0.0.1:3128")
+    assert hub_unreachable() is None
+
+
 @pytest.mark.parametrize("name", ["./missing_dir", "/no/such/folder", "~/nowhere", "a/b/c",
                                   "train.parquet", "corpus/train.jsonl"])  # fmt: skip
 def test_a_missing_local_path_is_named_not_looked_up_on_the_hub(

@@ -43,6 +43,11 @@ def test_a_value_of_the_wrong_type_is_refused_by_name(build, message: str) -> No
 
 
 def test_the_defaults_and_lawful_values_pass() -> None:
+    import numpy as np
+
+    # NumPy numbers from a sweep's grid, as the layers take them (they built before).
+    assert ImageClassifierConfig(depth=np.int64(20)).depth == 20
+    RecurrentConfig(hidden_size=np.int64(32), gate_bias=np.float32(-1.0))
     RecurrentConfig()
     RecurrentConfig(init_range=1, gate_bias=-3, loss_reduction="sum_over_time")  # int for float
     CharAwareConfig(widths=(1, 2), filters=[5, 5], max_word_length=5)

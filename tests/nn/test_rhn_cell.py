@@ -159,6 +159,10 @@ def test_masks_of_the_wrong_shape_are_refused_naming_the_mask() -> None:
     torch.testing.assert_close(ones, cell(x, s))
     # Dtypes and types are named too (the product met the weights inside F.linear).
     for name, shape in (("input_mask", (5, 3)), ("state_mask", (5, 4))):
+        # Masks whose product stays float32 work, as they did: bool, float16.
+        for dtype in (torch.bool, torch.float16):
+            kept = cell(x, s, **{name: torch.ones(shape, dtype=dtype)})
+            torch.testing.assert_close(kept, cell(x, s))
         with pytest.raises(ValueError, match=rf"^{name} has dtype torch\.float64 but the param"):
             cell(x, s, **{name: torch.ones(shape, dtype=torch.float64)})
         with pytest.raises(TypeError, match=rf"^{name} must be a torch\.Tensor, got list$"):

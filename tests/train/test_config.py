@@ -190,6 +190,15 @@ def test_a_key_given_twice_is_refused_not_silently_the_last(tmp_path: Path) -> N
         load_config(merged)
 
 
+def test_an_empty_section_in_a_variant_keeps_its_bases_section(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("task: char_lm\nmodel: {hidden_size: 64}\n")
+    (tmp_path / "variant.yaml").write_text("base: base.yaml\nmodel:\n")
+    # 'model:' left empty replaced the base's section with nothing: hidden_size 128 unseen.
+    assert load_config(tmp_path / "variant.yaml").model.hidden_size == 64
+    config = load_config(tmp_path / "variant.yaml", ["model.depth=2"])
+    assert (config.model.hidden_size, config.model.depth) == (64, 2)
+
+
 def test_a_section_left_empty_takes_set_overrides(tmp_path: Path) -> None:
     empty = tmp_path / "empty_section.yaml"
     empty.write_text("task: char_lm\nmodel:\noptim:\n")
