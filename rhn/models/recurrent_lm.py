@@ -229,9 +229,9 @@ class RecurrentLM(nn.Module):
             raise ValueError(
                 f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}"
             )
-        return self._generate(prompt, length, temperature, generator)
+        return self._draw(prompt, length, temperature, generator)
 
-    def _generate(
+    def _draw(
         self,
         prompt: torch.Tensor,
         length: int,
@@ -242,30 +242,22 @@ class RecurrentLM(nn.Module):
             return
         was_training = self.training
         self.eval()
-        try:
-            yield from self._draw(prompt, length, temperature, generator)
-        finally:
-            self.train(was_training)
-
-    def _draw(
-        self,
-        prompt: torch.Tensor,
-        length: int,
-        temperature: float,
-        generator: torch.Generator | None,
-    ) -> Iterator[int]:
         # no_grad around each step, never across a yield: the caller's code between tokens
         # runs in its own grad mode.
-        device = self.decoder.weight.device
-        with torch.no_grad():
-            logits, state = self(prompt.to(device).view(-1, 1), self.initial_state(1, device))
-        for step in range(length):
+        try:
+            device = self.decoder.weight.device
             with torch.no_grad():
-                token = self._next_token(logits[-1, 0], temperature, generator)
-            yield int(token)
-            if step + 1 < length:  # the last token's logits would go unused
+                start = self.initial_state(1, device)
+                logits, state = self(prompt.to(device).view(-1, 1), start)
+            for step in range(length):
                 with torch.no_grad():
-                    logits, state = self(token.view(1, 1), state)
+                    token = self._next_token(logits[-1, 0], temperature, generator)
+                yield int(token)
+                if step + 1 < length:  # the last token's logits would go unused
+                    with torch.no_grad():
+                        logits, state = self(token.view(1, 1), state)
+        finally:
+            self.train(was_training)
 
     @staticmethod
     def _next_token(

@@ -62,6 +62,16 @@ class DtypeError(TypeError, ValueError):
     ``nn.LSTM`` raises for a dtype mismatch, so code written for either catches it."""
 
 
+def check_tensor_on(name: str, x: object, param: torch.Tensor) -> None:
+    """Refuse what is not a tensor, or one on another device than the parameters."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.device != param.device:
+        raise ValueError(
+            f"{name} is on {x.device} but the parameters are on {param.device}; move one with .to()"
+        )
+
+
 def check_tensor_like(name: str, x: object, param: torch.Tensor, *, state: bool = False) -> None:
     """Refuse a tensor whose device or dtype can't meet the parameters'.
 
@@ -69,12 +79,7 @@ def check_tensor_like(name: str, x: object, param: torch.Tensor, *, state: bool 
     recurrent ``state`` the parameters' dtype or the autocast dtype, in which it is then
     carried. Float64 parameters take float64 only: autocast leaves them alone.
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.device != param.device:
-        raise ValueError(
-            f"{name} is on {x.device} but the parameters are on {param.device}; move one with .to()"
-        )
+    check_tensor_on(name, x, param)
     if not x.is_floating_point():
         raise DtypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.dtype == param.dtype:

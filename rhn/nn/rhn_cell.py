@@ -45,6 +45,7 @@ from rhn.nn._validate import (
     check_init_range,
     check_positive_int,
     check_tensor_like,
+    check_tensor_on,
 )
 from rhn.nn.functional import highway_combine
 
@@ -300,10 +301,7 @@ def _check_mask(
     outside autocast)."""
     if mask is None:
         return
-    if not isinstance(mask, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(mask).__name__}")
-    if mask.device != param.device:
-        raise ValueError(f"{name} is on {mask.device} but the parameters are on {param.device}")
+    check_tensor_on(name, mask, param)
     promoted = torch.promote_types(mask.dtype, param.dtype)
     if promoted != param.dtype and not torch.is_autocast_enabled(param.device.type):
         raise DtypeError(
