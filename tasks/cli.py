@@ -60,7 +60,10 @@ def _temperature(text: str) -> float:
 
 def _seed(text: str) -> int:
     """An argparse type: a seed the runs can use (torch refuses one beyond 64 bits)."""
-    value = int(text) if text.isdigit() else None
+    try:
+        value: int | None = int(text)
+    except ValueError:
+        value = None
     if value is None or not is_seed(value):
         raise argparse.ArgumentTypeError(f"must be {SEEDS}, got {text!r}")
     return value

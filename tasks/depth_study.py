@@ -53,7 +53,7 @@ from rhn.train.schema import (
     is_device_name,
     to_dict,
 )
-from rhn.train.seeding import SEEDS, is_seed
+from rhn.train.seeding import MAX_SEED, SEEDS, is_seed
 
 
 @dataclass
@@ -120,6 +120,15 @@ class DepthStudyConfig:
         check(self.trials >= 1, "trials", self.trials, "an integer >= 1")
         check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         check(is_seed(self.seed), "seed", self.seed, SEEDS)
+        # Trial i trains with seed + i: every trial's seed must be one too.
+        last = MAX_SEED - (self.trials - 1)
+        check(
+            self.seed <= last,
+            "seed",
+            self.seed,
+            f"at most {last} with {self.trials} trials (trial i's seed is seed + i, at most "
+            f"{MAX_SEED})",
+        )
         # The trials' own configs reject these too, but only once a trial starts and under
         # their names there (data.train_size, train.device); checked here under the study's.
         check(

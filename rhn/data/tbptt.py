@@ -78,7 +78,9 @@ class TBPTTStream:
 
     def _variable_bounds(self, epoch: int, seed: int) -> list[int]:
         if self._bounds_key != (epoch, seed):
-            g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+            # Reduced to torch's seed range (a large run seed overflowed it); the same
+            # generator seed as before for every seed that was in range.
+            g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % 2**64)
             n, t = len(self), self.seq_len
             base = torch.where(torch.rand(n, generator=g) < 0.95, float(t), t / 2)
             lengths = (base + 5.0 * torch.randn(n, generator=g)).clamp(min=2.0)

@@ -9,16 +9,17 @@ from typing import Any
 import numpy as np
 import torch
 
-# The largest seed a user may give. torch takes up to 2**64 - 1, but the runs derive more
-# seeds by adding a count (a study's trial i: seed + i; an MC evaluation's pass i), which
-# must stay in range.
+# The seeds a user may give: torch's signed 64-bit range. torch.manual_seed takes
+# -2**63 .. 2**64 - 1, but the runs derive more seeds by adding a count (a study's trial
+# i: seed + i; an MC evaluation's pass i), which must stay in torch's range too.
+MIN_SEED = -(2**63)
 MAX_SEED = 2**63 - 1
-SEEDS = f"an integer in 0 .. 2**63 - 1 ({MAX_SEED})"
+SEEDS = f"an integer in -2**63 .. 2**63 - 1 ({MIN_SEED} .. {MAX_SEED})"
 
 
 def is_seed(value: object) -> bool:
     """Whether ``value`` is a seed a run may be given (see :data:`MAX_SEED`)."""
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_SEED
+    return isinstance(value, int) and not isinstance(value, bool) and MIN_SEED <= value <= MAX_SEED
 
 
 def seed_everything(seed: int, *, deterministic: bool = False) -> None:

@@ -178,7 +178,8 @@ def test_mc_dropout_on_an_image_classifier_is_refused(
         ("sample", ["--temperature", "nan"], "--temperature: must be a finite number >= 0"),
         # torch takes no seed beyond 64 bits (a traceback, or a line that named no option).
         ("eval", ["--mc-seed", str(2**64)], f"--mc-seed: must be {SEEDS}, got '{2**64}'"),
-        ("sample", ["--seed", "-1"], f"--seed: must be {SEEDS}, got '-1'"),
+        ("sample", ["--seed", str(-(2**63) - 1)], f"--seed: must be {SEEDS}, got '{-(2**63) - 1}'"),
+        ("sample", ["--seed", "1.5"], f"--seed: must be {SEEDS}, got '1.5'"),
         ("sample", ["--seed", str(2**63)], f"--seed: must be {SEEDS}, got '{2**63}'"),
     ],
 )

@@ -17,6 +17,7 @@ from rhn.tasks.depth_study import (
     check_trial_configs,
     plan,
     prepare_study_dir,
+    run_config,
     run_study,
 )
 from rhn.train.loop import RunDirError
@@ -32,12 +33,28 @@ from rhn.train.schema import ConfigError
         ({"batch_size": 0}, "batch_size: 0 is not allowed; expected an integer >= 1"),
         ({"depths": [3, 3]}, "depths: [3, 3] is not allowed; expected distinct depths"),
         ({"blocks": []}, "blocks: [] is not allowed; expected a non-empty list of distinct"),
+        # Trial i trains with seed + i, which torch must take too: caught before any trial.
+        (
+            {"seed": 2**63 - 2, "trials": 3},
+            f"seed: {2**63 - 2} is not allowed; expected at most {2**63 - 3} with 3 trials",
+        ),
+        ({"seed": 2**63}, f"seed: {2**63} is not allowed; expected an integer in -2**63 .."),
     ],
 )
 def test_the_study_config_names_what_it_refuses(changes: dict, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         DepthStudyConfig(**changes)
     assert message in str(info.value)
+
+
+def test_every_trial_seed_of_a_study_at_the_seed_bounds_is_one_torch_takes() -> None:
+    for seed, trials in ((2**63 - 3, 3), (-(2**63), 2)):
+        study = DepthStudyConfig(depths=[3], blocks=["plain"], trials=trials, seed=seed)
+        seeds = [run_config(study, trial)["train"]["seed"] for trial in plan(study)]
+        assert seeds == [seed + i for i in range(trials)]
+        check_trial_configs(study, plan(study))  # each a valid train.seed
+        for trial_seed in seeds:
+            torch.manual_seed(trial_seed)
 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])

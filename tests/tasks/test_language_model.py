@@ -67,6 +67,20 @@ def test_sampling_is_seeded_and_continues_the_prompt(tmp_path: Path, capsys) -> 
     assert sample_text(ckpt, text[:30], 40, temperature=0) == text[:70]
     assert sample_main([str(tmp_path / "run"), "--prompt", text[:5], "--length", "10"]) == 0
     assert capsys.readouterr().out.startswith(text[:5])
+    # Any seed torch takes in its signed range, written as Python reads an integer.
+    for seed in ("-1", "+5"):
+        assert sample_main([str(tmp_path / "run"), "--length", "20", "--seed", seed]) == 0
+        assert capsys.readouterr().out == sample_text(ckpt, None, 20, seed=int(seed)) + "\n"
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, -(2**63)])
+def test_a_run_trains_at_either_end_of_the_seed_range(tmp_path: Path, seed: int) -> None:
+    # Random-length BPTT derives its generator's seed from the run's, once beyond torch's
+    # range for any seed over ~1.8e13 (a traceback at the first step).
+    corpus = periodic_text(tmp_path / "c.txt")
+    overrides = ("train.max_steps=3", "data.variable_length=true", f"train.seed={seed}")
+    train(char_config(corpus, *overrides), tmp_path / "run")
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
 
 
 def test_resuming_with_another_vocabulary_is_refused(tmp_path: Path) -> None:
