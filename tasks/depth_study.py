@@ -42,6 +42,7 @@ import torch
 import yaml
 
 from rhn.data.atomic_file import atomic_open, atomic_save_figure, atomic_write_text
+from rhn.data.mnist import find_mnist
 from rhn.train.config import apply_overrides, build_config, read_yaml_mapping
 from rhn.train.loop import RunDirError, TrainingDivergedError, resolve_device, train
 from rhn.train.run_dir import name_list, visible_entries
@@ -460,8 +461,11 @@ def run_study(
     """Run (or continue) every trial of ``study`` and write the study's reports."""
     study_dir = Path(study_dir)
     trials = plan(study)
-    # Everything a trial would refuse is refused before anything is written.
+    # Everything a trial would refuse is refused before anything is written, data it can't
+    # find included (under the study's key; a finished study's reports need none).
     check_trial_configs(study, trials)
+    if not all((study_dir / "trials" / t.name / "result.json").exists() for t in trials):
+        find_mnist(study.data_dir, setting="data_dir")
     note = prepare_study_dir(study, study_dir)
     if note:
         log(note)

@@ -108,24 +108,25 @@ def _download(target: Path) -> None:
                 raise OSError("; ".join(errors))
 
 
-def load_mnist(
-    data_dir: str | Path | None = None, *, allow_download: bool = True, train: bool = True
-) -> ImageSplits:
-    """MNIST's 60,000 training and 10,000 test images, uint8 ``(N, 1, 28, 28)``; with
-    ``train=False`` the test images alone (the training files need not exist)."""
+def find_mnist(
+    data_dir: str | Path | None = None,
+    *,
+    allow_download: bool = True,
+    train: bool = True,
+    setting: str = "data.data_dir",
+) -> dict[str, Path]:
+    """Where MNIST's files are (each name to its path), downloading them if they are in
+    none of the folders searched and downloads are allowed. ``setting`` is the key that
+    names ``data_dir`` to the user, for the could-not-find message."""
     dirs = data_dirs.search_dirs("mnist", "mnist", data_dir)
-    wanted = {split: FILES[split] for split in (("train", "test") if train else ("test",))}
-
-    def locate() -> dict[str, Path | None]:
-        names = [name for pair in wanted.values() for name in pair]
-        return data_dirs.find_together(names, dirs, ("", ".gz"))
-
-    found = locate()
+    splits = ("train", "test") if train else ("test",)
+    names = [name for split in splits for name in FILES[split]]
+    found = data_dirs.find_together(names, dirs, ("", ".gz"))
     note = ""
     if not all(found.values()) and allow_download and data_dirs.downloads_allowed():
         try:
             _download(data_dirs.download_dir("mnist"))
-            found = locate()
+            found = data_dirs.find_together(names, dirs, ("", ".gz"))
         except (OSError, EOFError) as err:
             note = f" Downloading failed: {err}."
     missing = [name for name, path in found.items() if path is None]
@@ -134,7 +135,17 @@ def load_mnist(
             f"MNIST: could not find {', '.join(missing)} (plain or .gz) in: "
             f"{', '.join(map(str, dirs))}{data_dirs.partial_folder_note(found)}.{note} Get the "
             f"files from {MIRRORS[0]} and put them in a folder named by RHN_DATA_DIR (or its "
-            f"mnist/ sub-folder) or data.data_dir."
+            f"mnist/ sub-folder) or {setting}."
         )
-    sets = {split: _read_split(found[a], found[b]) for split, (a, b) in wanted.items()}  # type: ignore[arg-type]
+    return {name: path for name, path in found.items() if path is not None}
+
+
+def load_mnist(
+    data_dir: str | Path | None = None, *, allow_download: bool = True, train: bool = True
+) -> ImageSplits:
+    """MNIST's 60,000 training and 10,000 test images, uint8 ``(N, 1, 28, 28)``; with
+    ``train=False`` the test images alone (the training files need not exist)."""
+    found = find_mnist(data_dir, allow_download=allow_download, train=train)
+    wanted = {split: FILES[split] for split in (("train", "test") if train else ("test",))}
+    sets = {split: _read_split(found[a], found[b]) for split, (a, b) in wanted.items()}
     return ImageSplits("mnist", sets.get("train"), sets["test"])

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from rhn.data.synthetic import write_mnist
 from rhn.tasks.depth_study import (
     DepthStudyConfig,
     SearchSpace,
@@ -22,6 +23,12 @@ from rhn.tasks.depth_study import (
 )
 from rhn.train.loop import RunDirError
 from rhn.train.schema import ConfigError
+
+
+def mnist_dir(tmp_path: Path) -> str:
+    """A folder of MNIST files (a few synthetic images): what a study checks it can find."""
+    write_mnist(tmp_path / "mnist")
+    return str(tmp_path / "mnist")
 
 
 @pytest.mark.parametrize(
@@ -189,7 +196,7 @@ def test_an_interrupted_trial_stops_a_parallel_study_and_cancels_the_rest(
 
     monkeypatch.setattr(depth_study, "run_trial", fake_trial)
     monkeypatch.setattr(depth_study, "worker_pool", lambda workers: ThreadPoolExecutor(2))
-    study = DepthStudyConfig(depths=[3], trials=4, blocks=["highway"])
+    study = DepthStudyConfig(depths=[3], trials=4, blocks=["highway"], data_dir=mnist_dir(tmp_path))
     threading.Timer(1.0, release.set).start()
     with pytest.raises(StudyInterruptedError, match="highway-d003-t00 was interrupted") as info:
         run_study(study, tmp_path / "study", workers=2, log=lambda line: None)
@@ -277,7 +284,7 @@ def test_a_trials_error_stops_a_parallel_study_as_it_stops_a_serial_one(
 
     monkeypatch.setattr(depth_study, "train", fake_train)
     monkeypatch.setattr(depth_study, "worker_pool", lambda workers: ThreadPoolExecutor(1))
-    study = DepthStudyConfig(depths=[3], trials=5, blocks=["highway"])
+    study = DepthStudyConfig(depths=[3], trials=5, blocks=["highway"], data_dir=mnist_dir(tmp_path))
     with pytest.raises(RuntimeError, match="corrupt"):
         run_study(study, tmp_path / "study", workers=2, log=lambda line: None)
     # the failing trial marked the study stopping itself: no queued trial trained after it

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from rhn.data.synthetic import write_mnist
-from rhn.tasks.depth_study import DepthStudyConfig, plan, sample_params
+from rhn.tasks.depth_study import DepthStudyConfig, plan, prepare_study_dir, sample_params
 from rhn.tasks.vision_cli import analyze_gates_main, depth_study_main, lesion_main
 from rhn.train.config import build_config
 from rhn.train.loop import train
@@ -61,6 +61,11 @@ def test_depth_study_runs_resumes_and_reports(
     assert depth_study_main(args) == 0
     assert mtimes == {p: p.stat().st_mtime_ns for p in out.glob("trials/*/checkpoints/last.pt")}
     assert "8 trials, 8 already done" in capsys.readouterr().out
+    # A finished study writes its reports again without its data (moved since).
+    mnist_dir.rename(tmp_path / "moved")
+    assert depth_study_main(args) == 0
+    assert "8 trials, 8 already done" in capsys.readouterr().out
+    (tmp_path / "moved").rename(mnist_dir)
     # The device says where trials run, not what they compute: continuing elsewhere is fine.
     assert depth_study_main([*args, "--set", "device=auto"]) == 0
     assert "8 trials, 8 already done" in capsys.readouterr().out
@@ -351,22 +356,41 @@ def test_a_study_with_a_typo_writes_nothing_and_can_be_fixed_in_place(
     assert "2 trials, 0 already done" in capsys.readouterr().out
 
 
+def test_a_study_without_its_data_is_refused_under_the_study_key_before_it_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    monkeypatch.setenv("RHN_OFFLINE", "1")
+    out = tmp_path / "depth-bad"
+    argv = ["--out", str(out), "--set", "depths=[3]", "--set", f"data_dir={tmp_path / 'no'}"]
+    assert depth_study_main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: MNIST: could not find")
+    # The study's key, not the trial config's data.data_dir it would have reached.
+    assert captured.err.endswith(
+        "in a folder named by RHN_DATA_DIR (or its mnist/ sub-folder) or data_dir.\n"
+    )
+    assert not out.exists()
+
+
 def test_a_study_yaml_no_trial_has_used_is_replaced_by_a_corrected_study(
     mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("RHN_DATA_DIR", raising=False)
     monkeypatch.setenv("RHN_OFFLINE", "1")
-    # What earlier versions left behind for a typo: study.yaml, and a trial directory with
-    # nothing but its lock (the trial stopped at its missing data).
+    # What earlier versions left behind for a missing data folder: study.yaml, and a trial
+    # directory with nothing but its lock (the trial stopped at its missing data).
     out = tmp_path / "depth-bad"
     args = [
         "--out", str(out),
         "--set", "depths=[3]", "--set", "trials=1", "--set", "epochs=1",
         "--set", "batch_size=20",
     ]  # fmt: skip
-    assert depth_study_main([*args, "--set", f"data_dir={tmp_path / 'nowhere'}"]) == 2
-    assert "MNIST: could not find" in capsys.readouterr().err
-    assert [p.name for p in out.glob("trials/*/*")] == ["lock"]
+    nowhere = str(tmp_path / "nowhere")
+    study = DepthStudyConfig(depths=[3], trials=1, epochs=1, batch_size=20, data_dir=nowhere)
+    prepare_study_dir(study, out)
+    (out / "trials" / "plain-d003-t00").mkdir(parents=True)
+    (out / "trials" / "plain-d003-t00" / "lock").touch()
     assert depth_study_main([*args, "--set", f"data_dir={mnist_dir}"]) == 0
     printed = capsys.readouterr().out
     assert "replaced, no trial had started (changed: data_dir)" in printed
@@ -375,12 +399,13 @@ def test_a_study_yaml_no_trial_has_used_is_replaced_by_a_corrected_study(
 
 @pytest.mark.parametrize("where", ["file", "below a file"])
 def test_a_study_out_that_is_a_file_is_one_line_with_exit_2(
-    where: str, tmp_path: Path, capsys: pytest.CaptureFixture
+    where: str, mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     notes = tmp_path / "README.md"
     notes.write_text("mine")
     out = notes if where == "file" else notes / "study"
-    assert depth_study_main(["--out", str(out), "--set", "depths=[3]"]) == 2
+    argv = ["--out", str(out), "--set", "depths=[3]", "--set", f"data_dir={mnist_dir}"]
+    assert depth_study_main(argv) == 2
     err = capsys.readouterr().err
     expected = (
         f"error: study directory {notes} is a file; choose another --out\n"
@@ -393,7 +418,7 @@ def test_a_study_out_that_is_a_file_is_one_line_with_exit_2(
 
 
 def test_a_study_out_of_someone_elses_files_is_refused_and_kept(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     # A user's folder, and a training run's (its lock, config and metrics): the study would
     # have overwritten summary.csv / curves.csv there and added study.yaml and trials/.
@@ -406,7 +431,8 @@ def test_a_study_out_of_someone_elses_files_is_refused_and_kept(
         (run / name).write_text(name)
     for out, shown in ((mine, "summary.csv"), (run, "config.yaml, events.out, lock, …")):
         before = {p.name: p.read_text() for p in out.iterdir()}
-        assert depth_study_main(["--out", str(out), "--set", "depths=[3]"]) == 2
+        argv = ["--out", str(out), "--set", "depths=[3]", "--set", f"data_dir={mnist_dir}"]
+        assert depth_study_main(argv) == 2
         assert capsys.readouterr().err == (
             f"error: study directory {out} holds files but no study ({shown}); the study "
             "would overwrite them: choose a new or empty --out\n"
