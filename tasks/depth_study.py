@@ -43,6 +43,7 @@ import yaml
 
 from rhn.data.atomic_file import atomic_open, atomic_save_figure, atomic_write_text
 from rhn.data.mnist import find_mnist
+from rhn.models.config_fields import check_field_types
 from rhn.train.config import apply_overrides, build_config, read_yaml_mapping
 from rhn.train.loop import RunDirError, TrainingDivergedError, resolve_device, train
 from rhn.train.run_dir import name_list, visible_entries
@@ -68,6 +69,7 @@ class SearchSpace:
     gate_bias: tuple[float, float] = (-10.0, -1.0)  # uniform; highway only
 
     def __post_init__(self) -> None:
+        check_field_types(self, "search")  # Python callers' values (YAML's: coerced)
         for key in ("lr", "momentum", "lr_decay", "gate_bias"):
             low, high = getattr(self, key)
             check(low <= high, f"search.{key}", [low, high], "[low, high] with low <= high")
@@ -104,6 +106,7 @@ class DepthStudyConfig:
     search: SearchSpace = field(default_factory=SearchSpace)
 
     def __post_init__(self) -> None:
+        check_field_types(self, "")  # Python callers' values (YAML's: coerced)
         check(
             all(d >= 2 for d in self.depths) and bool(self.depths),
             "depths",

@@ -25,6 +25,7 @@ from rhn.data.image_set import ImageSet, ImageSplits
 from rhn.data.image_transforms import augment, global_contrast_normalize
 from rhn.data.mnist import load_mnist
 from rhn.data.sampling import epoch_batch_indices
+from rhn.models.config_fields import check_field_types
 from rhn.models.image_classifier import (
     ImageClassifier,
     ImageClassifierConfig,
@@ -56,6 +57,7 @@ class ImageDataConfig:
     eval_train: bool = False  # also report train_loss / train_error at each evaluation
 
     def __post_init__(self) -> None:
+        check_field_types(self, "data")  # Python callers' values (YAML's: coerced)
         for key in ("batch_size", "eval_batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"data.{key} must be >= 1, got {getattr(self, key)}")

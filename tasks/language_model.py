@@ -37,6 +37,7 @@ from rhn.data.vocab import (
     vocab_from_json,
 )
 from rhn.models import CharAwareConfig, LanguageModelConfig
+from rhn.models.config_fields import check_field_types
 from rhn.models.recurrent_lm import RecurrentLM
 from rhn.tasks.lm_scoring import (
     MC_PROTOCOLS,
@@ -89,6 +90,7 @@ class LMDataConfig:
     eval_batch_size: int = 10
 
     def __post_init__(self) -> None:
+        check_field_types(self, "data")  # Python callers' values (YAML's: coerced)
         for key in ("batch_size", "seq_len", "eval_batch_size", "vocab_size", "num_proc"):
             if getattr(self, key) < 1:
                 raise ValueError(f"data.{key} must be >= 1, got {getattr(self, key)}")

@@ -67,13 +67,34 @@ def describe_type(tp: Any, *, yaml: bool = False) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+def _builtin_numbers(value: Any) -> Any:
+    """``value`` with each NumPy (or other) number as Python's int or float (``value``
+    itself when it holds none)."""
+    if isinstance(value, bool) or type(value) in (int, float):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        items = [_builtin_numbers(v) for v in value]
+        changed = any(new is not old for new, old in zip(items, value, strict=True))
+        return type(value)(items) if changed else value
+    return value
+
+
 def check_field_types(config: Any, prefix: str = "model") -> None:
     """Raise a ValueError naming the first field of dataclass ``config`` whose value is not
-    of its annotated type (``prefix.field must be ..., got ...``)."""
+    of its annotated type (``prefix.field must be ..., got ...``; no prefix: the field's name).
+
+    A NumPy number that passes is replaced by Python's int or float: YAML can't write one,
+    nor can a checkpoint that loads with ``weights_only`` hold one (an optimiser's ``lr``)."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if not _matches(value, hints[f.name]):
-            raise ValueError(
-                f"{prefix}.{f.name} must be {describe_type(hints[f.name])}, got {value!r}"
-            )
+            name = f"{prefix}.{f.name}" if prefix else f.name
+            raise ValueError(f"{name} must be {describe_type(hints[f.name])}, got {value!r}")
+        builtin = _builtin_numbers(value)
+        if builtin is not value:
+            object.__setattr__(config, f.name, builtin)  # frozen configs too

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 
 from rhn.data.atomic_file import atomic_write_text
+from rhn.models.config_fields import check_field_types
 from rhn.train.schema import (
     DEVICE_NAMES,
     ConfigError,
@@ -61,6 +62,7 @@ class ScheduleConfig:
     warmup_steps: int = 0
 
     def __post_init__(self) -> None:
+        check_field_types(self, "optim.schedule")  # Python callers' values (YAML's: coerced)
         check(self.decay >= 1.0, "optim.schedule.decay", self.decay, "a divisor >= 1")
         check(self.start_epoch >= 0, "optim.schedule.start_epoch", self.start_epoch, ">= 0")
         check(0.0 < self.gamma <= 1.0, "optim.schedule.gamma", self.gamma, "a factor in (0, 1]")
@@ -94,6 +96,7 @@ class OptimConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
     def __post_init__(self) -> None:
+        check_field_types(self, "optim")  # Python callers' values (YAML's: coerced)
         check(self.lr > 0 and math.isfinite(self.lr), "optim.lr", self.lr, "a number > 0")
         check(0.0 <= self.momentum < 1.0, "optim.momentum", self.momentum, "a number in [0, 1)")
         check(
@@ -157,6 +160,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_field_types(self, "train")  # Python callers' values (YAML's: coerced)
         check(
             self.max_steps is not None or self.max_epochs is not None,
             "train.max_steps",

@@ -47,7 +47,13 @@ def test_the_defaults_and_lawful_values_pass() -> None:
 
     # NumPy numbers from a sweep's grid, as the layers take them (they built before).
     assert ImageClassifierConfig(depth=np.int64(20)).depth == 20
-    RecurrentConfig(hidden_size=np.int64(32), gate_bias=np.float32(-1.0))
+    config = RecurrentConfig(hidden_size=np.int64(32), gate_bias=np.float32(-1.0))
+    # ... kept as Python's numbers, which YAML and a weights_only checkpoint can hold.
+    assert (type(config.hidden_size), type(config.gate_bias)) == (int, float)
+    widths = CharAwareConfig(widths=list(np.arange(1, 3)), filters=[5, 5]).widths
+    assert widths == [1, 2] and {type(w) for w in widths} == {int}
+    filters = [5, 5]
+    assert CharAwareConfig(widths=[1, 2], filters=filters).filters is filters  # as given
     RecurrentConfig()
     RecurrentConfig(init_range=1, gate_bias=-3, loss_reduction="sum_over_time")  # int for float
     CharAwareConfig(widths=(1, 2), filters=[5, 5], max_word_length=5)

@@ -64,6 +64,17 @@ def test_every_trial_seed_of_a_study_at_the_seed_bounds_is_one_torch_takes() -> 
             torch.manual_seed(trial_seed)
 
 
+def test_a_study_built_in_python_is_type_checked_and_takes_numpy_numbers() -> None:
+    import numpy as np
+
+    with pytest.raises(ValueError, match=r"^trials must be an integer, got 2\.5$"):
+        DepthStudyConfig(trials=2.5)
+    with pytest.raises(ValueError, match=r"^search\.activations must be a list of strings"):
+        SearchSpace(activations="relu")  # would have searched 'r', 'e', 'l', 'u'
+    study = DepthStudyConfig(depths=list(np.array([3, 5])), seed=np.int64(7))
+    assert study.depths == [3, 5] and type(study.seed) is int and type(study.depths[0]) is int
+
+
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
 def test_the_study_config_takes_every_device_rhn_train_takes(device: str) -> None:
     assert DepthStudyConfig(device=device).device == device

@@ -183,6 +183,46 @@ def test_sigterm_saves_a_checkpoint_and_exits_with_128_plus_the_signal(tmp_path:
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == status["step"]
 
 
+def test_a_config_of_numpy_numbers_saves_a_run_that_loads_and_resumes(tmp_path: Path) -> None:
+    import dataclasses
+
+    import numpy as np
+    import yaml
+
+    # A sweep's grid gives NumPy numbers, which the configs take; YAML could not write them
+    # (config.yaml: a traceback) nor a weights_only checkpoint hold the optimiser's np lr.
+    config = build_config({"task": "char_lm", **_yaml(TINY)}, ["train.max_steps=4"])
+    config.model = dataclasses.replace(config.model, hidden_size=np.int64(16))
+    config.data = dataclasses.replace(config.data, seq_len=np.int32(10))
+    config.optim = dataclasses.replace(
+        config.optim, lr=np.float64(0.01), betas=(np.float64(0.8), np.float64(0.9))
+    )
+    config.train = dataclasses.replace(config.train, seed=np.uint8(3))
+    config.optim.weight_decay = np.float32(0.0)  # set after it was built: no check ran
+    run = tmp_path / "run"
+    assert train(config, run).position.step == 4
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"]["hidden_size"] == 16 and saved["optim"]["betas"] == [0.8, 0.9]
+    assert saved["train"]["seed"] == 3 and type(saved["optim"]["lr"]) is float
+    ckpt = load_checkpoint(run / "checkpoints" / "last.pt")  # weights_only
+    assert ckpt["config"]["data"]["seq_len"] == 10
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01)
+    longer = build_config(saved, ["train.max_steps=6"])
+    assert train(longer, run).position.step == 6
+
+
+def test_a_field_set_to_a_bad_value_after_the_config_was_built_is_refused(
+    tmp_path: Path,
+) -> None:
+    from rhn.train.schema import ConfigError
+
+    config = build_config({"task": "char_lm", **_yaml(TINY)}, ["train.max_steps=4"])
+    config.optim.lr = -1.0  # no __post_init__ ran: it would have trained, lr -1
+    with pytest.raises(ConfigError, match=r"optim\.lr: -1\.0 is not allowed"):
+        train(config, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
 def test_fresh_refuses_an_existing_run_and_the_run_dir_layout(tmp_path: Path) -> None:
     run = tmp_path / "run"
     config = build_config(
