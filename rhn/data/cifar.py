@@ -126,7 +126,7 @@ def load_cifar(
     if name not in CIFAR:
         raise ValueError(f"CIFAR data set must be one of {sorted(CIFAR)}, got {name!r}")
     spec = CIFAR[name]
-    roots = data_dirs.search_dirs((name, f"{name}_subset"), name, data_dir)
+    roots = data_dirs.search_dirs((name, f"{name}_subset"), name, data_dir, key="data.data_dir")
     dirs = [d for root in roots for d in (root, root / spec.folder)]
 
     def locate() -> Path | None:

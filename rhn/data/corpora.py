@@ -78,7 +78,8 @@ def find_file(name: str, dirs: list[Path]) -> Path | None:
 
 
 def search_dirs(spec: CorpusSpec, data_dir: str | Path | None) -> list[Path]:
-    return data_dirs.search_dirs(spec.subdir, spec.name, data_dir)
+    # data.path: what a language-model config names the folder (see locate's message).
+    return data_dirs.search_dirs(spec.subdir, spec.name, data_dir, key="data.path")
 
 
 def read_corpus_file(path: Path, *, as_bytes: bool) -> str:

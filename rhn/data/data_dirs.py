@@ -4,8 +4,10 @@ Every loader searches, in order: the directory a config or command line names, t
 ``RHN_DATA_DIR``, each of those with the data set's usual sub-folder (``ptb/``,
 ``mnist/``, …), and the download cache (``RHN_CACHE_DIR``, else ``~/.cache/rhn``). A data
 set's files are read from the first of these folders that holds any of them, which must
-hold them all: never from two. The official download is tried only when the files are in
-none of them and ``RHN_OFFLINE`` is unset or ``0``.
+hold them all: never from two. A named folder that does not exist is warned of, then passed
+over (a run whose data moved since is still evaluated from RHN_DATA_DIR). The official
+download is tried only when the files are in none of them and ``RHN_OFFLINE`` is unset or
+``0``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.request
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,8 +30,14 @@ def download_dir(name: str) -> Path:
     return cache_dir() / "downloads" / name
 
 
-def search_dirs(subdirs: str | Sequence[str], name: str, data_dir: str | Path | None) -> list[Path]:
-    """Directories searched for data set ``name`` (usually in a folder ``subdirs``), in order."""
+def search_dirs(
+    subdirs: str | Sequence[str], name: str, data_dir: str | Path | None, *, key: str
+) -> list[Path]:
+    """Directories searched for data set ``name`` (usually in a folder ``subdirs``), in order.
+
+    A ``data_dir`` (config key ``key``) that is not a folder is warned of: a typo would be
+    passed over for RHN_DATA_DIR's copy or a download unseen. Not an error: a run whose
+    data has moved since is still evaluated (rhn-eval reads the saved key) from those."""
     roots = [Path(data_dir).expanduser()] if data_dir else []
     if os.environ.get("RHN_DATA_DIR"):
         roots.append(Path(os.environ["RHN_DATA_DIR"]).expanduser())
@@ -37,6 +46,12 @@ def search_dirs(subdirs: str | Sequence[str], name: str, data_dir: str | Path | 
     for root in roots:
         dirs += [root, *(root / sub for sub in subdirs)]
     dirs.append(download_dir(name))
+    if data_dir and not roots[0].is_dir():
+        others = ", ".join(str(d) for d in dirs if not d.is_relative_to(roots[0]))
+        warnings.warn(
+            f"{name}: {key} {data_dir} is not a folder; {name} is looked for in {others} instead",
+            stacklevel=2,
+        )
     return dirs
 
 

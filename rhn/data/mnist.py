@@ -118,7 +118,7 @@ def find_mnist(
     """Where MNIST's files are (each name to its path), downloading them if they are in
     none of the folders searched and downloads are allowed. ``setting`` is the key that
     names ``data_dir`` to the user, for the could-not-find message."""
-    dirs = data_dirs.search_dirs("mnist", "mnist", data_dir)
+    dirs = data_dirs.search_dirs("mnist", "mnist", data_dir, key=setting)
     splits = ("train", "test") if train else ("test",)
     names = [name for split in splits for name in FILES[split]]
     found = data_dirs.find_together(names, dirs, ("", ".gz"))

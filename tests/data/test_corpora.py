@@ -118,6 +118,7 @@ def test_missing_corpus_names_the_config_key_a_language_model_config_accepts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataFileError) as err:
         load_corpus("ptb_word", tmp_path / "empty", allow_download=False)
     found = re.search(r"a folder named by RHN_DATA_DIR or (data\.\w+)\.$", str(err.value))

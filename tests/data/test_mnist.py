@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,32 @@ def test_missing_files_name_them_and_the_places_searched(
         load_mnist(tmp_path, allow_download=False)
 
 
+@pytest.mark.parametrize("where", ["missing", "a file"])
+def test_a_named_folder_that_is_not_one_is_warned_of_then_passed_over(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # RHN_DATA_DIR holds a copy: a typo in the folder named read that copy without a word.
+    # Passed over still (a run whose data moved is evaluated from the copy), but said.
+    write_mnist(tmp_path / "shared" / "mnist", n_train=7)
+    monkeypatch.setenv("RHN_DATA_DIR", str(tmp_path / "shared"))
+    monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path / "cache"))
+    named = tmp_path / "mnsit"
+    if where == "a file":
+        named.write_text("not a folder")
+    shared = tmp_path / "shared"
+    with pytest.warns(UserWarning) as caught:
+        splits = load_mnist(named, allow_download=False)
+    assert [str(w.message) for w in caught] == [
+        f"mnist: data.data_dir {named} is not a folder; mnist is looked for in {shared}, "
+        f"{shared / 'mnist'}, {tmp_path / 'cache' / 'downloads' / 'mnist'} instead"
+    ]
+    assert len(splits.train) == 7  # the copy's
+    (tmp_path / "empty").mkdir()  # a folder that exists (without the files): no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_mnist(tmp_path / "empty", allow_download=False).train) == 7
+
+
 def test_the_four_files_come_from_one_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,7 +140,7 @@ def test_download_door_fetches_the_four_files_into_the_cache(
     monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("RHN_DATA_DIR", raising=False)
     monkeypatch.delenv("RHN_OFFLINE", raising=False)
-    splits = load_mnist(tmp_path / "empty")
+    splits = load_mnist()  # in no folder: downloaded
     assert len(splits.train) == 12 and len(splits.test) == 4
     assert asked[:2] == [
         f"{MIRRORS[0]}train-images-idx3-ubyte.gz",
@@ -121,4 +148,4 @@ def test_download_door_fetches_the_four_files_into_the_cache(
     ]
     assert (tmp_path / "cache" / "downloads" / "mnist" / "t10k-labels-idx1-ubyte.gz").is_file()
     monkeypatch.setenv("RHN_OFFLINE", "1")  # offline: the cache is still found
-    assert len(load_mnist(tmp_path / "empty").train) == 12
+    assert len(load_mnist().train) == 12

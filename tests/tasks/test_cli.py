@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -89,6 +90,37 @@ def test_mc_dropout_of_a_model_without_dropout_is_refused_in_one_line(
         )
 
 
+def test_a_run_whose_data_moved_is_evaluated_from_rhn_data_dir_with_one_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rhn.data.synthetic import write_ptb
+
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    monkeypatch.setenv("RHN_OFFLINE", "1")
+    write_ptb(tmp_path / "mine", chars=True)
+    run = tmp_path / "run"
+    data = ["--set", "data.corpus=ptb_char", "--set", f"data.path={tmp_path / 'mine'}"]
+    assert train_main([TINY, "--run-dir", str(run), *SHORT, *data]) == 0
+    capsys.readouterr()
+    # rhn-eval reads the saved data.path, which it cannot override: the folder is gone, so
+    # RHN_DATA_DIR's copy is read — and said, once, as a typo in data.path would be.
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "mine").rename(tmp_path / "shared" / "ptb")
+    env = {**os.environ, "RHN_DATA_DIR": str(tmp_path / "shared")}
+    code = "import sys; from rhn.tasks.cli import eval_main; sys.exit(eval_main(sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(run), "--split", "test"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    shared, cache = tmp_path / "shared", Path(env["RHN_CACHE_DIR"]) / "downloads" / "ptb_char"
+    assert done.stderr.splitlines() == [
+        f"warning: ptb_char: data.path {tmp_path / 'mine'} is not a folder; ptb_char is looked "
+        f"for in {shared}, {shared / 'ptb'}, {cache} instead"
+    ]
+    assert json.loads(done.stdout)["split"] == "test"
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -99,7 +131,7 @@ def test_mc_dropout_of_a_model_without_dropout_is_refused_in_one_line(
         ),
         (["--set", "data.path=x.txt"], "has no use with data.corpus 'builtin'"),
         (
-            ["--set", "data.corpus=ptb_word", "--set", "data.path=/nowhere"],
+            ["--set", "data.corpus=ptb_word", "--set", "data.path=/"],  # a folder without it
             "could not find ptb.train.txt",
         ),
     ],

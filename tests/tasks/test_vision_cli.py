@@ -362,7 +362,8 @@ def test_a_study_without_its_data_is_refused_under_the_study_key_before_it_write
     monkeypatch.delenv("RHN_DATA_DIR", raising=False)
     monkeypatch.setenv("RHN_OFFLINE", "1")
     out = tmp_path / "depth-bad"
-    argv = ["--out", str(out), "--set", "depths=[3]", "--set", f"data_dir={tmp_path / 'no'}"]
+    (tmp_path / "empty").mkdir()
+    argv = ["--out", str(out), "--set", "depths=[3]", "--set", f"data_dir={tmp_path / 'empty'}"]
     assert depth_study_main(argv) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("error: MNIST: could not find")
