@@ -30,6 +30,9 @@ def download_dir(name: str) -> Path:
     return cache_dir() / "downloads" / name
 
 
+_warned_missing: set[tuple[str, Path]] = set()  # (data set, named folder) already warned of
+
+
 def search_dirs(
     subdirs: str | Sequence[str], name: str, data_dir: str | Path | None, *, key: str
 ) -> list[Path]:
@@ -46,7 +49,10 @@ def search_dirs(
     for root in roots:
         dirs += [root, *(root / sub for sub in subdirs)]
     dirs.append(download_dir(name))
-    if data_dir and not roots[0].is_dir():
+    if data_dir and not roots[0].is_dir() and (name, roots[0]) not in _warned_missing:
+        # Once per process: a loader searches more than once, and a depth study's trials
+        # (run in its process) would each say it again under their config's key.
+        _warned_missing.add((name, roots[0]))
         others = ", ".join(str(d) for d in dirs if not d.is_relative_to(roots[0]))
         warnings.warn(
             f"{name}: {key} {data_dir} is not a folder; {name} is looked for in {others} instead",

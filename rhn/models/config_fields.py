@@ -12,9 +12,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 import types
 import typing
 from typing import Any, Literal, Union
+
+import numpy as np
 
 
 def _matches(value: Any, tp: Any) -> bool:
@@ -67,17 +70,22 @@ def describe_type(tp: Any, *, yaml: bool = False) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _builtin_numbers(value: Any) -> Any:
-    """``value`` with each NumPy (or other) number as Python's int or float (``value``
-    itself when it holds none)."""
-    if isinstance(value, bool) or type(value) in (int, float):
+def builtin_value(value: Any) -> Any:
+    """``value`` with each NumPy (or other) number, bool and string as Python's int, float,
+    bool or str, in lists and tuples too (``value`` itself when it holds none): YAML can't
+    write NumPy's, nor can a checkpoint that loads with ``weights_only`` hold them."""
+    if type(value) in (bool, int, float, str):
         return value
+    if isinstance(value, np.bool_):
+        return bool(value)
     if isinstance(value, numbers.Integral):
         return int(value)
     if isinstance(value, numbers.Real):
         return float(value)
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, (list, tuple)):
-        items = [_builtin_numbers(v) for v in value]
+        items = [builtin_value(v) for v in value]
         changed = any(new is not old for new, old in zip(items, value, strict=True))
         return type(value)(items) if changed else value
     return value
@@ -87,14 +95,17 @@ def check_field_types(config: Any, prefix: str = "model") -> None:
     """Raise a ValueError naming the first field of dataclass ``config`` whose value is not
     of its annotated type (``prefix.field must be ..., got ...``; no prefix: the field's name).
 
-    A NumPy number that passes is replaced by Python's int or float: YAML can't write one,
-    nor can a checkpoint that loads with ``weights_only`` hold one (an optimiser's ``lr``)."""
+    A value that passes is kept as Python's own type (:func:`builtin_value`; a path given
+    for a string field, its string), so that the config saves to YAML and to a checkpoint
+    (an optimiser's ``lr`` of NumPy's made one that ``weights_only`` can't load)."""
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if not _matches(value, hints[f.name]):
+        builtin = builtin_value(value)
+        if isinstance(value, os.PathLike) and _matches(os.fspath(value), hints[f.name]):
+            builtin = os.fspath(value)
+        if not _matches(builtin, hints[f.name]):
             name = f"{prefix}.{f.name}" if prefix else f.name
             raise ValueError(f"{name} must be {describe_type(hints[f.name])}, got {value!r}")
-        builtin = _builtin_numbers(value)
         if builtin is not value:
             object.__setattr__(config, f.name, builtin)  # frozen configs too

@@ -13,6 +13,7 @@ The resolved config (every value, defaults included) is saved with each run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -201,6 +202,21 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
+
+
+def rechecked(config: RunConfig) -> RunConfig:
+    """``config`` with every section built again, so that its checks run once more: a caller
+    may have set a field after the config was built (``config.optim.lr = -1``, or a sweep's
+    NumPy number, which the checks turn into Python's)."""
+
+    def again(section: Any) -> Any:
+        return dataclasses.replace(section) if dataclasses.is_dataclass(section) else section
+
+    optim = dataclasses.replace(config.optim, schedule=again(config.optim.schedule))
+    return dataclasses.replace(
+        config, model=again(config.model), data=again(config.data), optim=optim,
+        train=again(config.train),
+    )  # fmt: skip
 
 
 def parse_override(text: str, *, sectioned: bool = True) -> tuple[list[str], Any]:

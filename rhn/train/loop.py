@@ -40,7 +40,7 @@ from rhn.train.checkpoint import (
     load_checkpoint,
     load_model_state,
 )
-from rhn.train.config import RunConfig, build_config, save_config
+from rhn.train.config import RunConfig, rechecked, save_config
 from rhn.train.distributed import (
     DistInfo,
     all_ranks_agree,
@@ -193,9 +193,7 @@ class Trainer:
         fresh: bool = False,
         origin: dict[str, Any] | None = None,
     ) -> None:
-        # Checked and converted again as a config file is: a caller may have set a field
-        # after the config was built (config.optim.lr = a sweep's np.float64, or -1).
-        config = build_config(config.to_dict())
+        config = rechecked(config)
         self.config = config
         self.origin = origin or {}
         self.run_dir = Path(run_dir)

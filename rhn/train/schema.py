@@ -9,13 +9,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import numbers
 import re
 import types
 import typing
 from typing import Any, Literal, TypeVar, Union
 
-from rhn.models.config_fields import describe_type
+from rhn.models.config_fields import builtin_value, describe_type
 
 T = TypeVar("T")
 
@@ -125,19 +124,13 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
 
 def to_dict(obj: Any) -> Any:
     """A dataclass as plain dicts and lists (tuples become lists), ready for YAML and for a
-    checkpoint that loads with ``weights_only``: a NumPy number a Python caller gave (which
-    the configs take) becomes Python's int or float, which both can hold."""
+    checkpoint that loads with ``weights_only``: a NumPy value a Python caller set (after
+    the config was built, say) becomes Python's (:func:`builtin_value`)."""
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
-    if isinstance(obj, bool):
-        return obj
-    if isinstance(obj, numbers.Integral):
-        return int(obj)
-    if isinstance(obj, numbers.Real):
-        return float(obj)
-    return obj
+    return builtin_value(obj)
 
 
 DEVICE_NAMES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"

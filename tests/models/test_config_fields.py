@@ -54,6 +54,10 @@ def test_the_defaults_and_lawful_values_pass() -> None:
     assert widths == [1, 2] and {type(w) for w in widths} == {int}
     filters = [5, 5]
     assert CharAwareConfig(widths=[1, 2], filters=filters).filters is filters  # as given
+    # NumPy's strings and bools too (a Literal compared as Python's), and a path for a string.
+    config = RecurrentConfig(rnn=np.str_("lstm"), output_dropout_kind=np.array(["ordinary"])[0])
+    assert (type(config.rnn), type(config.output_dropout_kind)) == (str, str)
+    assert type(LanguageModelConfig(tie_weights=np.bool_(True)).tie_weights) is bool
     RecurrentConfig()
     RecurrentConfig(init_range=1, gate_bias=-3, loss_reduction="sum_over_time")  # int for float
     CharAwareConfig(widths=(1, 2), filters=[5, 5], max_word_length=5)

@@ -73,6 +73,14 @@ def test_sampling_is_seeded_and_continues_the_prompt(tmp_path: Path, capsys) -> 
         assert capsys.readouterr().out == sample_text(ckpt, None, 20, seed=int(seed)) + "\n"
 
 
+def test_a_data_path_given_as_a_path_is_kept_as_its_string(tmp_path: Path) -> None:
+    from rhn.tasks.language_model import LMDataConfig
+
+    corpus = periodic_text(tmp_path / "c.txt")
+    data = LMDataConfig(corpus="file", path=corpus)  # a Path, as Python callers have one
+    assert data.path == str(corpus) and type(data.path) is str  # YAML writes a str
+
+
 @pytest.mark.parametrize("seed", [2**63 - 1, -(2**63)])
 def test_a_run_trains_at_either_end_of_the_seed_range(tmp_path: Path, seed: int) -> None:
     # Random-length BPTT derives its generator's seed from the run's, once beyond torch's

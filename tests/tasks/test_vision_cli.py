@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -372,6 +373,23 @@ def test_a_study_without_its_data_is_refused_under_the_study_key_before_it_write
         "in a folder named by RHN_DATA_DIR (or its mnist/ sub-folder) or data_dir.\n"
     )
     assert not out.exists()
+
+
+def test_a_typo_in_a_studys_data_dir_is_warned_of_once_under_the_study_key(
+    mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RHN_DATA_DIR", str(mnist_dir))  # a copy, which the study then reads
+    typo = tmp_path / "mnsit"
+    argv = [
+        "--out", str(tmp_path / "study"), "--set", "depths=[3]", "--set", "trials=2",
+        "--set", "blocks=[plain]", "--set", "epochs=1", "--set", "batch_size=20",
+        "--set", f"data_dir={typo}",
+    ]  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # as a fresh registry would: every warning shows
+        assert depth_study_main(argv) == 0
+    said = [str(w.message) for w in caught if "is not a folder" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith(f"mnist: data_dir {typo} is not a folder")
 
 
 def test_a_study_yaml_no_trial_has_used_is_replaced_by_a_corrected_study(

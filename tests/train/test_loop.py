@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,7 @@ def test_a_config_of_numpy_numbers_saves_a_run_that_loads_and_resumes(tmp_path: 
     )
     config.train = dataclasses.replace(config.train, seed=np.uint8(3))
     config.optim.weight_decay = np.float32(0.0)  # set after it was built: no check ran
+    config.train.device = np.str_("cpu")
     run = tmp_path / "run"
     assert train(config, run).position.step == 4
     saved = yaml.safe_load((run / "config.yaml").read_text())
@@ -332,6 +333,40 @@ class ToyRegression(Task):
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
         mse = ((model(self.x).squeeze(-1) - self.y) ** 2).mean().item()
         return {"loss": mse, "mse": mse}
+
+
+@dataclass
+class ToyDataBuiltInPython(ToyData):
+    """Fields the YAML schema doesn't take, which a task used from Python may have."""
+
+    weights: dict[str, float] = field(default_factory=dict)
+    batches: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.batches = self.samples // self.batch_size
+
+
+@register
+class ToyRegressionBuiltInPython(ToyRegression):
+    name = "toy_regression_python"
+    data_config = ToyDataBuiltInPython
+
+
+def test_a_task_whose_config_yaml_could_not_express_trains_from_python(tmp_path: Path) -> None:
+    from rhn.train.config import OptimConfig, RunConfig, TrainConfig
+
+    config = RunConfig(
+        "toy_regression_python",
+        ToyModel(),
+        ToyDataBuiltInPython(weights={"a": 1.0}),
+        OptimConfig(lr=0.05),
+        TrainConfig(max_steps=3, max_epochs=None, progress=False),
+    )
+    config.optim.lr = -1.0  # set after it was built: checked again all the same
+    with pytest.raises(ValueError, match=r"optim\.lr: -1\.0 is not allowed"):
+        train(config, tmp_path / "refused")
+    config.optim.lr = 0.05
+    assert train(config, tmp_path / "run").position.step == 3
 
 
 def toy_config(*overrides: str) -> Any:
