@@ -467,13 +467,13 @@ def run_study(
     # Everything a trial would refuse is refused before anything is written, data it can't
     # find included (under the study's key; a finished study's reports need none).
     check_trial_configs(study, trials)
-    if not all((study_dir / "trials" / t.name / "result.json").exists() for t in trials):
-        find_mnist(study.data_dir, setting="data_dir")
+    pending = [t for t in trials if not (study_dir / "trials" / t.name / "result.json").exists()]
+    if pending:
+        find_mnist(study.data_dir, key="data_dir")
     note = prepare_study_dir(study, study_dir)
     if note:
         log(note)
     (study_dir / STOPPING).unlink(missing_ok=True)  # left by a stopped run: going on now
-    pending = [t for t in trials if not (study_dir / "trials" / t.name / "result.json").exists()]
     log(f"depth study: {len(trials)} trials, {len(trials) - len(pending)} already done")
     if workers > 1 and len(pending) > 1:
         threads = max(1, (os.cpu_count() or 1) // workers)

@@ -113,12 +113,12 @@ def find_mnist(
     *,
     allow_download: bool = True,
     train: bool = True,
-    setting: str = "data.data_dir",
+    key: str = "data.data_dir",
 ) -> dict[str, Path]:
     """Where MNIST's files are (each name to its path), downloading them if they are in
-    none of the folders searched and downloads are allowed. ``setting`` is the key that
+    none of the folders searched and downloads are allowed. ``key`` is the config key that
     names ``data_dir`` to the user, for the could-not-find message."""
-    dirs = data_dirs.search_dirs("mnist", "mnist", data_dir, key=setting)
+    dirs = data_dirs.search_dirs("mnist", "mnist", data_dir, key=key)
     splits = ("train", "test") if train else ("test",)
     names = [name for split in splits for name in FILES[split]]
     found = data_dirs.find_together(names, dirs, ("", ".gz"))
@@ -135,7 +135,7 @@ def find_mnist(
             f"MNIST: could not find {', '.join(missing)} (plain or .gz) in: "
             f"{', '.join(map(str, dirs))}{data_dirs.partial_folder_note(found)}.{note} Get the "
             f"files from {MIRRORS[0]} and put them in a folder named by RHN_DATA_DIR (or its "
-            f"mnist/ sub-folder) or {setting}."
+            f"mnist/ sub-folder) or {key}."
         )
     return {name: path for name, path in found.items() if path is not None}
 
