@@ -42,6 +42,7 @@ import torch
 import yaml
 
 from rhn.data.atomic_file import atomic_open, atomic_save_figure, atomic_write_text
+from rhn.data.data_dirs import count_as_warned, missing_folders_warned
 from rhn.data.mnist import find_mnist
 from rhn.models.config_fields import check_field_types
 from rhn.train.config import apply_overrides, build_config, read_yaml_mapping
@@ -411,7 +412,8 @@ def _log_trial(log: Callable[[str], None], record: dict) -> None:
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """``workers`` spawned processes that print warnings as this one does (the commands'
-    one line: a spawned process starts with Python's two-line default)."""
+    one line: a spawned process starts with Python's two-line default), and don't repeat
+    the missing data folder it has warned of under the study's key."""
     formatwarning = warnings.formatwarning
     try:
         pickle.dumps(formatwarning)
@@ -420,14 +422,15 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         workers,
         mp_context=get_context("spawn"),
-        initializer=_format_warnings_with,
-        initargs=(formatwarning,),
+        initializer=_warn_as,
+        initargs=(formatwarning, missing_folders_warned()),
     )
 
 
-def _format_warnings_with(formatwarning: Callable[..., str] | None) -> None:
+def _warn_as(formatwarning: Callable[..., str] | None, warned: frozenset[tuple[str, Path]]) -> None:
     if formatwarning is not None:
         warnings.formatwarning = formatwarning
+    count_as_warned(warned)
 
 
 class _Terminated(KeyboardInterrupt):

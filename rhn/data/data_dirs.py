@@ -33,6 +33,17 @@ def download_dir(name: str) -> Path:
 _warned_missing: set[tuple[str, Path]] = set()  # (data set, named folder) already warned of
 
 
+def missing_folders_warned() -> frozenset[tuple[str, Path]]:
+    """The (data set, named folder) pairs this process has warned of, for
+    :func:`count_as_warned` in the processes it starts (which would say each again)."""
+    return frozenset(_warned_missing)
+
+
+def count_as_warned(pairs: frozenset[tuple[str, Path]]) -> None:
+    """Take ``pairs`` (from :func:`missing_folders_warned`) as already warned of here."""
+    _warned_missing.update(pairs)
+
+
 def search_dirs(
     subdirs: str | Sequence[str], name: str, data_dir: str | Path | None, *, key: str
 ) -> list[Path]:

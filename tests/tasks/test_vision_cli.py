@@ -375,14 +375,19 @@ def test_a_study_without_its_data_is_refused_under_the_study_key_before_it_write
     assert not out.exists()
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_typo_in_a_studys_data_dir_is_warned_of_once_under_the_study_key(
-    mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    workers: str,
+    mnist_dir: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("RHN_DATA_DIR", str(mnist_dir))  # a copy, which the study then reads
     typo = tmp_path / "mnsit"
     argv = [
-        "--out", str(tmp_path / "study"), "--set", "depths=[3]", "--set", "trials=2",
-        "--set", "blocks=[plain]", "--set", "epochs=1", "--set", "batch_size=20",
+        "--out", str(tmp_path / "study"), "--workers", workers, "--set", "depths=[3]",
+        "--set", "trials=1", "--set", "epochs=1", "--set", "batch_size=20",
         "--set", f"data_dir={typo}",
     ]  # fmt: skip
     with warnings.catch_warnings(record=True) as caught:
@@ -390,6 +395,9 @@ def test_a_typo_in_a_studys_data_dir_is_warned_of_once_under_the_study_key(
         assert depth_study_main(argv) == 0
     said = [str(w.message) for w in caught if "is not a folder" in str(w.message)]
     assert len(said) == 1 and said[0].startswith(f"mnist: data_dir {typo} is not a folder")
+    # Two trials, in this process or in spawned ones (which print theirs to stderr): neither
+    # says it again under its config's data.data_dir.
+    assert "is not a folder" not in capfd.readouterr().err
 
 
 def test_a_study_yaml_no_trial_has_used_is_replaced_by_a_corrected_study(
