@@ -60,6 +60,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
         f.write(text)
 
 
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, atomically."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
+
+
 def atomic_save_figure(figure: Any, path: str | Path, **savefig: Any) -> None:
     """A matplotlib figure saved to ``path`` (format from its suffix), atomically: a rerun
     killed mid-write keeps the previous image."""

@@ -11,6 +11,7 @@ The python-pickle versions are not read: unpickling runs arbitrary code.
 from __future__ import annotations
 
 import io
+import shutil
 import tarfile
 import warnings
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from rhn.data import data_dirs
+from rhn.data.atomic_file import atomic_open
 from rhn.data.image_set import ImageSet, ImageSplits
 from rhn.data.text_file import DataFileError, read_bytes
 
@@ -104,9 +106,9 @@ def _download(spec: CifarSpec) -> None:
             member = archive.extractfile(f"{spec.folder}/{name}")
             if member is None:
                 raise DataFileError(f"{spec.url} has no file {spec.folder}/{name}")
-            out = target / spec.folder / name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_bytes(member.read())
+            # whole or not at all: a torn file at a record's end would read as a short copy
+            with member, atomic_open(target / spec.folder / name, "wb") as out:
+                shutil.copyfileobj(member, out)
 
 
 def load_cifar(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rhn.data import data_dirs
+from rhn.data.atomic_file import atomic_open
 from rhn.data.text_file import DataFileError, read_text
 
 SPLITS = ("train", "valid", "test")
@@ -92,10 +93,13 @@ def download(spec: CorpusSpec) -> Path:
     target = data_dirs.download_dir(spec.name)
     target.mkdir(parents=True, exist_ok=True)
     payload = data_dirs.fetch(spec.url)
+    # Each file whole or not at all: a download killed or failed part-way (a full disk)
+    # must not leave a short corpus file that later runs read without a word.
     if spec.url.endswith(".zip"):
         with zipfile.ZipFile(io.BytesIO(payload)) as archive:
             for member, name in zip(spec.members, spec.files, strict=True):
-                (target / name).write_bytes(archive.read(member))
+                with archive.open(member) as source, atomic_open(target / name, "wb") as out:
+                    shutil.copyfileobj(source, out)
     else:
         import tarfile
 
@@ -104,7 +108,7 @@ def download(spec: CorpusSpec) -> Path:
                 source = archive.extractfile(member)
                 if source is None:
                     raise DataFileError(f"{spec.url} has no file {member}")
-                with source, (target / name).open("wb") as out:
+                with source, atomic_open(target / name, "wb") as out:
                     shutil.copyfileobj(source, out)
     return target
 

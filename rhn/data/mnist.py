@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from rhn.data import data_dirs
+from rhn.data.atomic_file import atomic_write_bytes
 from rhn.data.image_set import ImageSet, ImageSplits
 from rhn.data.text_file import DataFileError, read_bytes
 
@@ -102,7 +103,7 @@ def _download(target: Path) -> None:
                     errors.append(f"{mirror}: {err}")
                     continue
                 gzip.decompress(payload)  # a bad download fails here, not at training time
-                (target / f"{name}.gz").write_bytes(payload)
+                atomic_write_bytes(target / f"{name}.gz", payload)  # never a torn file
                 break
             else:
                 raise OSError("; ".join(errors))

@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from rhn.data.atomic_file import atomic_open, atomic_write_text
+from rhn.data.atomic_file import atomic_write_bytes, atomic_write_text
 
 UNK, EOS = "<unk>", "<eos>"
 CHAR_UNK = "\ufffd"  # in a character vocabulary that has one, stands for any other character
@@ -315,8 +315,7 @@ class SentencePieceVocab:
         return cls(base64.b64decode(json.loads(text)["model"]))
 
     def save(self, run_dir: str | Path) -> None:
-        with atomic_open(Path(run_dir) / "spm.model", "wb") as f:
-            f.write(self.model_proto)
+        atomic_write_bytes(Path(run_dir) / "spm.model", self.model_proto)
 
 
 def corpus_vocab(

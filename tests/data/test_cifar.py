@@ -14,6 +14,7 @@ from rhn.data import data_dirs
 from rhn.data.cifar import CIFAR, load_cifar, parse_cifar_binary
 from rhn.data.synthetic import cifar_bytes, write_cifar
 from rhn.data.text_file import DataFileError
+from tests.data.disk_full import download_with_full_disk
 
 
 def test_record_layout_hand_made() -> None:
@@ -134,3 +135,21 @@ def test_download_door_unpacks_the_official_archive(
     with pytest.warns(UserWarning, match="partial copy"):
         splits = load_cifar("cifar100")  # in no folder: downloaded
     assert len(splits.train) == 6 and len(splits.test) == 3 and splits.train.num_classes == 100
+
+
+def test_a_download_that_fails_part_way_leaves_no_torn_file(tmp_path: Path) -> None:
+    spec = CIFAR["cifar100"]
+    write_cifar(tmp_path / "unpacked", "cifar100", n_train=2, n_test=3)  # 6,148 and 9,222 B
+    (tmp_path / "server").mkdir()
+    with tarfile.open(tmp_path / "server" / spec.url.rsplit("/", 1)[1], "w:gz") as archive:
+        archive.add(tmp_path / "unpacked" / spec.folder, arcname=spec.folder)
+    err = download_with_full_disk(
+        "from rhn.data.cifar import load_cifar\nload_cifar('cifar100')",
+        server=tmp_path / "server",
+        cache=tmp_path / "cache",
+        limit=8000,
+    )
+    assert "File too large" in err.splitlines()[-1]
+    # A torn test.bin at a record's end would have loaded later as a smaller test set.
+    folder = tmp_path / "cache" / "downloads" / "cifar100" / spec.folder
+    assert [p.name for p in folder.iterdir()] == ["train.bin"]

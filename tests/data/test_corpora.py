@@ -1,5 +1,7 @@
+import io
 import os
 import re
+import tarfile
 import time
 import zipfile
 from pathlib import Path
@@ -7,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from rhn.data import corpora, lm_corpus
+from rhn.data import corpora, data_dirs, lm_corpus
 from rhn.data.corpora import load_corpus
 from rhn.data.lm_corpus import CorpusSource, load_tokenized, read_splits
 from rhn.data.synthetic import write_ptb
 from rhn.data.text_file import DataFileError
 from rhn.train.config import build_config
+from tests.data.disk_full import download_with_full_disk
 
 DATA = os.environ.get("RHN_DATA_DIR")
 needs_data = pytest.mark.skipif(
@@ -232,3 +235,53 @@ def test_a_killed_cache_write_leaves_no_file_and_its_temporary_is_removed_later(
     os.utime(dead, (old, old))
     load_tokenized(source)
     assert sorted(p.name for p in tokens.iterdir()) == sorted([key, young.name])
+
+
+def test_a_download_that_fails_part_way_leaves_no_torn_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = {split: f" {split} words \n" * n for split, n in (("train", 90), ("valid", 90))}
+    texts["test"] = " test words \n" * 400  # 5,200 bytes, the only file past the limit
+    (tmp_path / "server").mkdir()
+    with tarfile.open(tmp_path / "server" / "simple-examples.tgz", "w:gz") as archive:
+        for split, text in texts.items():
+            member = tarfile.TarInfo(f"./simple-examples/data/ptb.{split}.txt")
+            member.size = len(text.encode())
+            archive.addfile(member, io.BytesIO(text.encode()))
+    cache = tmp_path / "cache"
+    code = "from rhn.data.corpora import load_corpus\nload_corpus('ptb_word')"
+    err = download_with_full_disk(code, server=tmp_path / "server", cache=cache, limit=4000)
+    assert "File too large" in err.splitlines()[-1]
+    folder = cache / "downloads" / "ptb_word"
+    assert sorted(p.name for p in folder.iterdir()) == ["ptb.train.txt", "ptb.valid.txt"]
+    # Offline, the short copy is not taken for the corpus: its test file is named as missing.
+    monkeypatch.setenv("RHN_CACHE_DIR", str(cache))
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    monkeypatch.setenv("RHN_OFFLINE", "1")
+    with pytest.raises(DataFileError, match=r"could not find ptb\.test\.txt"):
+        load_corpus("ptb_word")
+    monkeypatch.setenv("RHN_OFFLINE", "0")
+    archive = (tmp_path / "server" / "simple-examples.tgz").read_bytes()
+    monkeypatch.setattr(data_dirs, "fetch", lambda url, timeout=60.0: archive)
+    assert load_corpus("ptb_word") == texts  # the next download completes it
+
+
+def test_the_download_door_unpacks_a_zipped_corpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    payload = b" anarchism originated as a term" * 4
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("text8", payload)
+    asked = []
+    monkeypatch.setattr(
+        data_dirs, "fetch", lambda url, timeout=60.0: asked.append(url) or archive.getvalue()
+    )
+    monkeypatch.setattr(corpora, "HUTTER_SPLIT", (100, 12, 12))
+    monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    monkeypatch.delenv("RHN_OFFLINE", raising=False)
+    splits = load_corpus("text8")
+    assert asked == ["http://mattmahoney.net/dc/text8.zip"]
+    assert "".join(splits.values()).encode() == payload
+    assert (tmp_path / "cache" / "downloads" / "text8" / "text8").read_bytes() == payload

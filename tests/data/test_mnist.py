@@ -14,6 +14,7 @@ from rhn.data import data_dirs
 from rhn.data.mnist import IMAGE_MAGIC, LABEL_MAGIC, MIRRORS, load_mnist, parse_idx, read_idx
 from rhn.data.synthetic import idx_bytes, write_mnist
 from rhn.data.text_file import DataFileError
+from tests.data.disk_full import download_with_full_disk
 
 
 def test_parse_idx_hand_made_file() -> None:
@@ -149,3 +150,20 @@ def test_download_door_fetches_the_four_files_into_the_cache(
     assert (tmp_path / "cache" / "downloads" / "mnist" / "t10k-labels-idx1-ubyte.gz").is_file()
     monkeypatch.setenv("RHN_OFFLINE", "1")  # offline: the cache is still found
     assert len(load_mnist().train) == 12
+
+
+def test_a_download_that_fails_part_way_leaves_no_torn_file(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "server", n_train=2, n_test=4)  # test images: 3,175 bytes gzipped
+    err = download_with_full_disk(
+        "from rhn.data.mnist import load_mnist\nload_mnist()",
+        server=tmp_path / "server",
+        cache=tmp_path / "cache",
+        limit=2500,
+    )
+    assert "File too large" in err.splitlines()[-1]
+    # The files written whole before the disk filled, and no part of the one it filled on.
+    folder = tmp_path / "cache" / "downloads" / "mnist"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "train-images-idx3-ubyte.gz",
+        "train-labels-idx1-ubyte.gz",
+    ]
