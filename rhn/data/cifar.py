@@ -131,23 +131,36 @@ def load_cifar(
     roots = data_dirs.search_dirs((name, f"{name}_subset"), name, data_dir, key="data.data_dir")
     dirs = [d for root in roots for d in (root, root / spec.folder)]
 
-    def locate() -> Path | None:
-        return next((d for d in dirs if (d / spec.test_file).is_file()), None)
+    def locate() -> dict[str, Path | None]:
+        # One folder, the first holding any of the files, as for every data set (and the
+        # same for a test-only read): a user's folder lacking the test file is not passed
+        # over for RHN_DATA_DIR's copy.
+        return data_dirs.find_together((*spec.train_files, spec.test_file), dirs)
 
-    folder, note = locate(), ""
-    if folder is None and allow_download and data_dirs.downloads_allowed():
+    found, note = locate(), ""
+    if not any(found.values()) and allow_download and data_dirs.downloads_allowed():
         try:
             _download(spec)
-            folder = locate()
+            found = locate()
         except (OSError, tarfile.TarError) as err:
             note = f" Downloading {spec.url} failed: {err}."
-    train_paths = [folder / f for f in spec.train_files if (folder / f).is_file()] if folder else []
-    if folder is None or (train and not train_paths):
-        what = spec.test_file if folder is None else " or ".join(spec.train_files)
+    train_paths = [path for file in spec.train_files if (path := found[file])]
+    needed = [spec.test_file] if found[spec.test_file] is None else []
+    if train and not train_paths:
+        needed.append(" or ".join(spec.train_files))
+    if needed:
+        held = [path for path in found.values() if path is not None]
+        where = (
+            f"{held[0].parent}, which holds {', '.join(p.name for p in held)} (a data set's "
+            f"files are read from one folder)"
+            if held
+            else ", ".join(map(str, dirs))
+        )
         raise DataFileError(
-            f"{name}: could not find {what} in: {', '.join(map(str, dirs))}.{note} Get "
+            f"{name}: could not find {' and '.join(needed)} in: {where}.{note} Get "
             f"{spec.url}, unpack it and point RHN_DATA_DIR or data.data_dir at the folder."
         )
+    folder = found[spec.test_file].parent
     test = read_cifar_binary(folder / spec.test_file, spec)
     train_set = _concat([read_cifar_binary(p, spec) for p in train_paths]) if train else None
     _warn_if_partial(spec, folder, train_set, test)

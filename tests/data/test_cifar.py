@@ -97,8 +97,12 @@ def test_missing_folder_says_where_it_looked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("RHN_DATA_DIR", raising=False)
-    with pytest.raises(DataFileError, match=rf"test_batch\.bin in: {tmp_path}"):
+    with pytest.raises(
+        DataFileError, match=rf"test_batch\.bin and data_batch_1\.bin or .*5\.bin in: {tmp_path}"
+    ):
         load_cifar("cifar10", tmp_path, allow_download=False)
+    with pytest.raises(DataFileError, match=rf"could not find test\.bin in: {tmp_path}"):
+        load_cifar("cifar100", tmp_path, allow_download=False, train=False)
     with pytest.raises(ValueError, match="cifar10"):
         load_cifar("cifar1000", tmp_path)
 
@@ -113,6 +117,30 @@ def test_real_cifar10_subset() -> None:
     assert splits.train.images.shape == (4000, 3, 32, 32) and len(splits.test) == 1000
     assert splits.train.labels[:10].tolist() == [6, 9, 9, 4, 1, 1, 2, 7, 8, 3]
     assert splits.test.labels[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
+
+
+def test_a_folder_holding_some_of_the_files_is_not_passed_over_for_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = CIFAR["cifar10"]
+    write_cifar(tmp_path / "shared", n_train=20, n_test=10)  # a whole copy elsewhere
+    monkeypatch.setenv("RHN_DATA_DIR", str(tmp_path / "shared"))
+    mine = tmp_path / "mine"
+    write_cifar(mine, n_train=6, n_test=3)
+    (mine / spec.folder / spec.test_file).unlink()
+    message = (
+        rf"cifar10: could not find test_batch\.bin in: {mine / spec.folder}, which holds "
+        r"data_batch_1\.bin \(a data set's files are read from one folder\)"
+    )
+    for train in (True, False):  # a test-only read (rhn-eval) looks in the same folder
+        with pytest.raises(DataFileError, match=message):
+            load_cifar("cifar10", mine, allow_download=False, train=train)
+    # Only the test file: nothing to train on, named as such.
+    (mine / spec.folder / spec.train_files[0]).rename(mine / spec.folder / spec.test_file)
+    with pytest.raises(DataFileError, match=r"could not find data_batch_1\.bin or .* in: "):
+        load_cifar("cifar10", mine, allow_download=False)
+    with pytest.warns(UserWarning, match=r"partial copy \(6 test images"):
+        assert len(load_cifar("cifar10", mine, allow_download=False, train=False).test) == 6
 
 
 def test_download_door_unpacks_the_official_archive(
