@@ -177,7 +177,11 @@ def open_dataset(source: HFSource) -> Any:
                 f"save_to_disk folder; found {found}"
             )
         builder = builders.pop()
-        options: dict[str, Any] = {"keep_linebreaks": True} if builder == "text" else {}
+        options: dict[str, Any] = {}
+        if builder == "text":
+            # utf-8-sig: a byte-order mark is not text (the text corpora drop it too); read
+            # in text mode, "\r\n" comes as "\n".
+            options.update(keep_linebreaks=True, encoding="utf-8-sig")
         options["cache_dir"] = str(cache_dir() / "hf-datasets" / content_digest(files))
         if path.is_file():
             options["data_files"] = {"train": str(path)}

@@ -109,6 +109,26 @@ def test_line_breaks_survive_and_a_char_model_learns_to_write_them(tmp_path: Pat
     assert sample == "abc\nabc\nabc\nabc\n"
 
 
+@pytest.mark.parametrize("level", ["char", "word"])
+def test_a_byte_order_mark_is_not_text(level: str, tmp_path: Path) -> None:
+    from rhn.data.lm_corpus import CorpusSource, load_tokenized
+
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for name, theirs in (("train", "train"), ("valid", "validation"), ("test", "test")):
+        text = "".join(f"{r}\n" for r in ROWS[theirs])
+        (folder / f"{name}.txt").write_text(text, encoding="utf-8-sig")  # as Notepad saves
+    hf_vocab, hf_ids = load_tokenized_hf(HFSource(str(folder), level=level))
+    assert "\ufeff" not in hf_vocab.to_json() and "\\ufeff" not in hf_vocab.to_json()
+    text_vocab, text_ids = load_tokenized(
+        CorpusSource(corpus="file", path=str(folder), level=level), use_cache=False
+    )
+    assert hf_vocab.to_json() == text_vocab.to_json()
+    assert {k: v.tolist() for k, v in hf_ids.items()} == {
+        k: v.tolist() for k, v in text_ids.items()
+    }
+
+
 def test_rows_without_a_break_are_closed_by_one() -> None:
     assert join_rows(["a b", "c\n", "", None, "d"]) == "a b\nc\n\n\nd\n"
 
