@@ -18,6 +18,7 @@ breaks; byte-level corpora (enwik8) are read as bytes and mapped one byte to one
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -230,13 +231,35 @@ def check_split_fractions(valid_fraction: float, test_fraction: float) -> None:
 
 
 def split_text(text: str, valid_fraction: float, test_fraction: float) -> dict[str, str]:
-    """Train / valid / test as the first, next and last parts of ``text`` (no shuffling)."""
+    """Train / valid / test as the first, next and last parts of ``text`` (no shuffling).
+
+    Each cut is moved forward to the next line's start, so that no line (no word) is cut in
+    two: a word's halves would be held-out words the vocabulary must give ``<unk>``. Where
+    that would leave the next part empty (lines longer than it), to the next whitespace;
+    a text without any there (a char stream) is cut at the offset itself."""
     check_split_fractions(valid_fraction, test_fraction)
     n = len(text)
-    valid_start = int(n * (1 - valid_fraction - test_fraction))
-    test_start = int(n * (1 - test_fraction))
+    test_start = _cut_after(text, int(n * (1 - test_fraction)), n)
+    valid_start = _cut_after(text, int(n * (1 - valid_fraction - test_fraction)), test_start)
     return {
         "train": text[:valid_start],
         "valid": text[valid_start:test_start],
         "test": text[test_start:],
     }
+
+
+def _cut_after(text: str, offset: int, limit: int) -> int:
+    """The first place at or after ``offset`` and before ``limit`` that begins a line, else
+    one that follows whitespace, else ``offset``."""
+    if offset == 0 or text[offset - 1] == "\n":
+        return offset
+    line = text.find("\n", offset, limit)
+    if line != -1 and line + 1 < limit:
+        return line + 1
+    space = _WHITESPACE.search(text, offset, limit)
+    if space is not None and space.end() < limit:
+        return space.end()
+    return offset
+
+
+_WHITESPACE = re.compile(r"\s")

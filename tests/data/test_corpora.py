@@ -285,3 +285,26 @@ def test_the_download_door_unpacks_a_zipped_corpus(
     assert asked == ["http://mattmahoney.net/dc/text8.zip"]
     assert "".join(splits.values()).encode() == payload
     assert (tmp_path / "cache" / "downloads" / "text8" / "text8").read_bytes() == payload
+
+
+def test_a_single_file_is_cut_between_lines_never_inside_a_word(tmp_path: Path) -> None:
+    lines = [" ".join(f"w{(i * 7 + j) % 97}" for j in range(5)) for i in range(200)]
+    single = tmp_path / "one.txt"
+    single.write_text("".join(f"{line}\n" for line in lines))
+    source = CorpusSource(
+        corpus="file", path=str(single), level="word", valid_fraction=0.1, test_fraction=0.1
+    )
+    texts = read_splits(source)
+    assert "".join(texts.values()) == single.read_text()
+    kept = {split: text.splitlines() for split, text in texts.items()}
+    # Whole lines only, about the fractions asked for: 160 / 20 / 20 of the 200.
+    assert kept["train"] + kept["valid"] + kept["test"] == lines
+    assert [len(kept[s]) for s in ("train", "valid", "test")] == [160, 20, 20]
+    vocab, _ = load_tokenized(source, use_cache=False)
+    assert not vocab.has_unknown  # every held-out word is a training word
+    # Lines longer than a part: cut at a space instead, a part never left empty.
+    long = " ".join(f"x{i}" for i in range(300))
+    cut = corpora.split_text(f"{long}\n{long}\n", 0.1, 0.1)
+    assert all(cut.values()) and "".join(cut.values()) == f"{long}\n{long}\n"
+    assert cut["valid"].startswith("x") and cut["test"].startswith("x")
+    assert all(word in long.split() for text in cut.values() for word in text.split())
