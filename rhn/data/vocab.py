@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from rhn.data.atomic_file import atomic_write_bytes, atomic_write_text
+from rhn.data.text_file import DataFileError
 
 UNK, EOS = "<unk>", "<eos>"
 CHAR_UNK = "\ufffd"  # in a character vocabulary that has one, stands for any other character
@@ -254,18 +255,21 @@ class SentencePieceVocab:
         import sentencepiece as spm
 
         buffer = io.BytesIO()
-        spm.SentencePieceTrainer.train(
-            sentence_iterator=(line for line in lines if line.strip()),
-            model_writer=buffer,
-            vocab_size=vocab_size,
-            model_type=model_type,
-            character_coverage=1.0,
-            bos_id=-1,
-            eos_id=1,
-            unk_id=0,
-            pad_id=-1,
-            minloglevel=2,
-        )
+        try:
+            spm.SentencePieceTrainer.train(
+                sentence_iterator=(line for line in lines if line.strip()),
+                model_writer=buffer,
+                vocab_size=vocab_size,
+                model_type=model_type,
+                character_coverage=1.0,
+                bos_id=-1,
+                eos_id=1,
+                unk_id=0,
+                pad_id=-1,
+                minloglevel=2,
+            )
+        except RuntimeError as err:  # sentencepiece's C++ check, with its source line
+            raise DataFileError(_spm_failure(str(err), vocab_size, model_type)) from None
         return cls(buffer.getvalue())
 
     def __len__(self) -> int:
@@ -316,6 +320,18 @@ class SentencePieceVocab:
 
     def save(self, run_dir: str | Path) -> None:
         atomic_write_bytes(Path(run_dir) / "spm.model", self.model_proto)
+
+
+def _spm_failure(message: str, vocab_size: int, model_type: str) -> str:
+    what = f"sentencepiece could not learn a {model_type} vocabulary of {vocab_size} pieces"
+    if (most := re.search(r"value <= (\d+)", message)) is not None:
+        return (
+            f"{what}: the training text has room for at most {most[1]}; set data.vocab_size "
+            f"to {most[1]} or less"
+        )
+    if "sentences_.empty()" in message:
+        return f"{what}: the training text has no non-blank line"
+    return f"{what}: {message.split('] ', 1)[-1] or message}"
 
 
 def corpus_vocab(

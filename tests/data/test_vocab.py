@@ -1,9 +1,11 @@
 import random
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
+from rhn.data.text_file import DataFileError
 from rhn.data.vocab import CharVocab, SentencePieceVocab, WordVocab, digest, vocab_from_json
 
 TEXT = "the cat sat on the mat\nthe dog sat\n"
@@ -66,6 +68,24 @@ def test_sentencepiece_round_trip() -> None:
     vocab = SentencePieceVocab.train(text, 40, "bpe")
     assert len(vocab) == 40
     assert vocab.decode(vocab.encode("the lazy fox\nover the dog")) == "the lazy fox\nover the dog"
+
+
+@pytest.mark.parametrize("model_type", ["bpe", "unigram"])
+def test_a_sentencepiece_vocabulary_the_text_cant_fill_names_the_size_it_can(
+    model_type: str,
+) -> None:
+    text = "\n".join(["the quick brown fox jumps over the lazy dog"] * 50)
+    with pytest.raises(DataFileError) as err:
+        SentencePieceVocab.train(text, 8000, model_type)  # the default data.vocab_size
+    found = re.fullmatch(
+        rf"sentencepiece could not learn a {model_type} vocabulary of 8000 pieces: the "
+        r"training text has room for at most (\d+); set data.vocab_size to \1 or less",
+        str(err.value),
+    )
+    assert found, str(err.value)
+    assert len(SentencePieceVocab.train(text, int(found[1]), model_type)) == int(found[1])
+    with pytest.raises(DataFileError, match="the training text has no non-blank line"):
+        SentencePieceVocab.train("\n \n", 40, model_type)
 
 
 def test_decoding_a_token_at_a_time_gives_the_pieces_a_sampler_prints() -> None:
