@@ -230,6 +230,12 @@ def check_split_fractions(valid_fraction: float, test_fraction: float) -> None:
         )
 
 
+def split_points(n: int, valid_fraction: float, test_fraction: float) -> tuple[int, int]:
+    """Where valid and test begin in ``n`` items cut into train / valid / test parts."""
+    check_split_fractions(valid_fraction, test_fraction)
+    return int(n * (1 - valid_fraction - test_fraction)), int(n * (1 - test_fraction))
+
+
 def split_text(text: str, valid_fraction: float, test_fraction: float) -> dict[str, str]:
     """Train / valid / test as the first, next and last parts of ``text`` (no shuffling).
 
@@ -237,10 +243,10 @@ def split_text(text: str, valid_fraction: float, test_fraction: float) -> dict[s
     two: a word's halves would be held-out words the vocabulary must give ``<unk>``. Where
     that would leave the next part empty (lines longer than it), to the next whitespace;
     a text without any there (a char stream) is cut at the offset itself."""
-    check_split_fractions(valid_fraction, test_fraction)
     n = len(text)
-    test_start = _cut_after(text, int(n * (1 - test_fraction)), n)
-    valid_start = _cut_after(text, int(n * (1 - valid_fraction - test_fraction)), test_start)
+    valid_at, test_at = split_points(n, valid_fraction, test_fraction)
+    test_start = _cut_after(text, test_at, n)
+    valid_start = _cut_after(text, valid_at, test_start)
     return {
         "train": text[:valid_start],
         "valid": text[valid_start:test_start],

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from rhn.data.atomic_file import atomic_write_text
-from rhn.data.corpora import SPLITS
+from rhn.data.corpora import SPLITS, split_points
 from rhn.data.data_dirs import cache_dir, content_digest, downloads_allowed
 from rhn.data.text_file import DataFileError
 from rhn.data.vocab import (
@@ -80,6 +80,9 @@ class HFSource:
     max_chars: int | None = None  # keep only the first rows up to this many characters
     path_key: str = "data.path"  # the config key that names ``path``, for messages
     num_proc: int = 1  # processes that tokenise a split (``Dataset.map``'s num_proc)
+    # A dataset with a train split alone is cut into its first, next and last rows by these.
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.05
 
 
 def _one_line(err: BaseException) -> str:
@@ -224,6 +227,8 @@ def open_splits(source: HFSource, wanted: tuple[str, ...] = SPLITS) -> dict[str,
     """Our ``wanted`` splits as ``Dataset`` objects holding only the text column."""
     loaded = open_dataset(source)
     named = dict(source.split_names)
+    if set(loaded) == {"train"} and not named:
+        loaded = cut_rows(loaded["train"], source)  # one file, one Dataset, a train-only hub set
     out = {}
     for split in wanted:
         candidates = (named[split],) if split in named else SPLIT_ALIASES[split]
@@ -239,9 +244,44 @@ def open_splits(source: HFSource, wanted: tuple[str, ...] = SPLITS) -> dict[str,
                 f"{source.path} split {name!r} has no column {source.text_field!r}; its "
                 f"columns are {dataset.column_names}; set data.text_field"
             )
+        _check_text_column(dataset, source, name)
         dataset = dataset.select_columns([source.text_field])
         out[split] = _first_chars(dataset, source) if source.max_chars else dataset
     return out
+
+
+def cut_rows(dataset: Any, source: HFSource) -> dict[str, Any]:
+    """A lone training split as ``train``, ``validation`` and ``test``: its first, next and
+    last rows, by ``source.valid_fraction`` and ``test_fraction`` (no shuffling, as a single
+    text file is cut; rows are lines, so no word is cut in two)."""
+    n = len(dataset)
+    valid_start, test_start = split_points(n, source.valid_fraction, source.test_fraction)
+    if not 0 < valid_start < test_start < n:
+        raise DataFileError(
+            f"{source.path} has a train split alone, which is cut into train, valid and test "
+            f"rows by data.valid_fraction and data.test_fraction ({source.valid_fraction} and "
+            f"{source.test_fraction}); its {n} rows leave one of them empty"
+        )
+    bounds = {"train": (0, valid_start), "validation": (valid_start, test_start)}
+    bounds["test"] = (test_start, n)
+    return {name: dataset.select(range(*rows)) for name, rows in bounds.items()}
+
+
+def _check_text_column(dataset: Any, source: HFSource, split: str) -> None:
+    """The text column must hold strings (an id or a list of tokens can't become text)."""
+    datasets = import_datasets()
+
+    def is_text(feature: Any) -> bool:
+        return isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string")
+
+    feature = dataset.features[source.text_field]
+    if not is_text(feature):
+        texts = [name for name, f in dataset.features.items() if is_text(f)]
+        raise DataFileError(
+            f"{source.path} split {split!r}: column {source.text_field!r} holds "
+            f"{getattr(feature, 'dtype', None) or type(feature).__name__} values, not text; "
+            f"set data.text_field to a string column (this split's: {texts or 'none'})"
+        )
 
 
 def _first_chars(dataset: Any, source: HFSource) -> Any:

@@ -63,7 +63,7 @@ class CorpusSource:
     level: str = "auto"
     vocab_size: int = 8000  # bpe / unigram only
     max_chars: int | None = None  # keep only the start of the text (smoke tests)
-    valid_fraction: float = 0.05  # for a single file or the built-in corpus
+    valid_fraction: float = 0.05  # for a single file, a train-only hf set, the built-in corpus
     test_fraction: float = 0.05
     hf_config: str | None = None
     text_field: str = "text"
@@ -82,6 +82,8 @@ class CorpusSource:
             vocab_size=self.vocab_size,
             max_chars=self.max_chars,
             num_proc=self.num_proc,
+            valid_fraction=self.valid_fraction,
+            test_fraction=self.test_fraction,
         )
 
     def resolved_level(self) -> str:

@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from rhn.data import hf_corpus
-from rhn.data.hf_corpus import HFSource, join_rows, load_tokenized_hf, open_splits
+from rhn.data.hf_corpus import (
+    HFSource,
+    join_rows,
+    load_split_hf,
+    load_tokenized_hf,
+    open_splits,
+)
 from rhn.data.text_file import DataFileError
 from rhn.data.vocab import CharVocab, WordVocab
 from rhn.train.config import build_config
@@ -149,6 +155,33 @@ def test_split_names_map_and_errors_list_what_exists(tmp_path: Path) -> None:
     assert train(config, tmp_path / "run").status == "finished"
 
 
+@pytest.mark.parametrize("kind", ["jsonl", "parquet", "lone Dataset"])
+def test_a_train_split_alone_is_cut_into_first_next_and_last_rows(
+    kind: str, tmp_path: Path
+) -> None:
+    rows = [f"row {i} of the one file" for i in range(200)]
+    data = datasets.Dataset.from_dict({"text": rows})
+    path = tmp_path / {"jsonl": "one.jsonl", "parquet": "one.parquet"}.get(kind, "saved")
+    if kind == "jsonl":
+        data.to_json(path)
+    elif kind == "parquet":
+        data.to_parquet(path)
+    else:
+        data.save_to_disk(path)
+    splits = open_splits(HFSource(str(path), valid_fraction=0.1, test_fraction=0.2))
+    assert splits["train"]["text"] == rows[:140]
+    assert splits["valid"]["text"] == rows[140:160]
+    assert splits["test"]["text"] == rows[160:]
+    vocab, ids = load_tokenized_hf(HFSource(str(path), level="word"))  # 0.05 and 0.05
+    expected = WordVocab.from_text("\n".join(rows[:180]))
+    assert ids["test"].tolist() == expected.encode("".join(f"{r}\n" for r in rows[190:])).tolist()
+    # Scoring reads the same rows as training held out.
+    assert torch.equal(load_split_hf(HFSource(str(path), level="word"), "test", vocab), ids["test"])
+    data.select(range(8)).save_to_disk(tmp_path / "few")  # 7 / 0 / 1 at 0.05 and 0.05
+    with pytest.raises(DataFileError, match=r"a train split alone, .* its 8 rows leave one of"):
+        open_splits(HFSource(str(tmp_path / "few")))
+
+
 def test_a_missing_text_column_names_the_columns(tmp_path: Path) -> None:
     dataset_dict(column="sentence").save_to_disk(tmp_path / "d")
     with pytest.raises(
@@ -159,6 +192,31 @@ def test_a_missing_text_column_names_the_columns(tmp_path: Path) -> None:
         open_splits(HFSource(str(tmp_path / "d")))
     config = lm_config("char_lm", tmp_path / "d", "data.text_field=sentence")
     assert train(config, tmp_path / "run").status == "finished"
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"), [([1, 2], "int64"), ([["a"], ["b"]], "List"), ([{"a": 1}] * 2, "dict")]
+)
+def test_a_text_column_that_holds_no_text_is_named_with_the_string_columns(
+    values: list, kind: str, tmp_path: Path
+) -> None:
+    columns = {"text": values, "body": ["a b", "c d"]}
+    data = datasets.Dataset.from_dict(columns)
+    datasets.DatasetDict({name: data for name in ("train", "validation", "test")}).save_to_disk(
+        tmp_path / "d"
+    )
+    with pytest.raises(
+        DataFileError,
+        match=rf"split 'train': column 'text' holds {kind} values, not text; set "
+        r"data.text_field to a string column \(this split's: \['body'\]\)",
+    ):
+        open_splits(HFSource(str(tmp_path / "d")))
+    with pytest.raises(DataFileError, match=rf"holds {kind} values, not text"):
+        open_splits(HFSource(str(tmp_path / "d"), max_chars=10))  # before max_chars counts
+    assert open_splits(HFSource(str(tmp_path / "d"), text_field="body"))["test"]["body"] == [
+        "a b",
+        "c d",
+    ]
 
 
 def test_the_second_run_reads_vocabulary_and_ids_from_the_cache(
