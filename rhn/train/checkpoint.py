@@ -11,7 +11,9 @@ rank); ``config`` (the resolved run config as a dict); ``model_meta`` (what the 
 built from besides its config — a vocabulary size, an image shape —, so that
 ``rhn.models.build_model(config.model, model_meta)`` rebuilds it without its data);
 ``task_state`` (what the task needs to read data as the run did: the vocabulary and its
-digest, the data set's name). Loading uses ``torch.load(weights_only=True)``: nothing in a
+digest, the data set's name); ``epoch`` (``batches`` per rank in an epoch and ``ranks``, so
+that a run resumed mid-epoch on data that cuts its epochs otherwise is refused; older
+checkpoints lack it). Loading uses ``torch.load(weights_only=True)``: nothing in a
 checkpoint can run code. Format 1 had no ``model_meta``; it is still read (the task recovers
 the metadata from ``task_state``).
 """
@@ -35,6 +37,7 @@ CHECKPOINT_KEYS = (
     *REQUIRED_KEYS,
     *("optimizer", "schedule", "position", "log_window", "hidden", "rng", "model_meta"),
     "task_state",
+    "epoch",
 )
 
 

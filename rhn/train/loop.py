@@ -304,6 +304,7 @@ class Trainer:
                 f"asks for {self.config.optim.name!r}, whose state its moments are not; resume "
                 f"with --set optim.name={saved_optim}, or start a fresh --run-dir"
             )
+        self._check_same_epoch(path, ckpt)
         load_model_state(self.model, ckpt["model"], path)
         try:
             load_optimizer_state(self.optimizer, ckpt["optimizer"])
@@ -322,6 +323,39 @@ class Trainer:
                 return s.chunk(self.dist.world_size, dim=1)[self.dist.rank].to(self.device)
 
             self.state = map_state(shard, hidden)
+
+    def _check_same_epoch(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """A run stopped mid-epoch goes on with that epoch's next batch: refused when this
+        run's data cuts its epochs otherwise (a data.train_size, batch_size or seq_len
+        changed since), whose batch of that index is other data or none at all, and when
+        too few batches are left for a step of ``grad_accum``."""
+        batch_index = ckpt["position"]["batch_index"]
+        if batch_index == 0:
+            return
+        saved = ckpt.get("epoch") or {}
+        now = self.task.batches_per_epoch()
+        accum = self.config.optim.grad_accum
+        if saved.get("ranks") == self.dist.world_size and saved.get("batches") not in (None, now):
+            before = ckpt["config"].get("data", {})
+            changed = [
+                f"data.{key} was {before[key]!r}, now {value!r}"
+                for key, value in self.config.to_dict().get("data", {}).items()
+                if key in before and before[key] != value
+            ]
+            detail = f" ({'; '.join(changed)})" if changed else ""
+            raise CheckpointError(
+                f"checkpoint {path} stopped at batch {batch_index} of an epoch of "
+                f"{saved['batches']} batches, but this run's data gives {now} per "
+                f"epoch{detail}; resume with the data settings it was trained with, or start "
+                f"a fresh --run-dir"
+            )
+        if batch_index + accum > now:  # a checkpoint without "epoch", or grad_accum raised
+            raise CheckpointError(
+                f"checkpoint {path} stopped at batch {batch_index} of an epoch; this run's "
+                f"data gives {now} batches per epoch, too few for a step of optim.grad_accum "
+                f"= {accum} more; resume with the data settings and optim.grad_accum it was "
+                f"trained with, or start a fresh --run-dir"
+            )
 
     def _reconcile_best_metric(self) -> None:
         """Take best.pt's metric when it beats the one last.pt recorded (a run killed after
@@ -368,6 +402,10 @@ class Trainer:
                 "config": self.config.to_dict(),
                 "model_meta": self.model_meta,
                 "task_state": self.task.checkpoint_state(),
+                "epoch": {
+                    "batches": self.task.batches_per_epoch(),
+                    "ranks": self.dist.world_size,
+                },
             }
             # best.pt first: a kill between the two writes leaves a best.pt newer than the
             # best metric last.pt records, which _restore reconciles; the other order would
@@ -459,7 +497,6 @@ class Trainer:
 
     def run(self) -> TrainResult:
         """Train to the step limit, the time budget or a signal; save; report."""
-        self._write_run_files()
         pos = self.position
         metrics: dict[str, float] = {}
         stopped = False
@@ -467,10 +504,19 @@ class Trainer:
         # A run that has spent its time budget is finished: running it again takes no step
         # (as one that has reached its step limit). Every rank restored the same position.
         spent = bool(budget) and pos.elapsed_s >= 60 * budget
-        if spent and self.dist.is_main:
+        if pos.step < self.total_steps and not spent:
+            self._write_run_files()
+        elif self.dist.is_main:
+            # Nothing trains under this config, so the run's files keep describing the one
+            # its checkpoints were trained with.
+            why = (
+                f"has spent its train.max_minutes = {budget:g} at step {pos.step}"
+                if spent
+                else f"is at step {pos.step}, where this config stops ({self.total_steps})"
+            )
             self.log.message(
-                f"{self.run_dir} has spent its train.max_minutes = {budget:g} at step "
-                f"{pos.step}; nothing to do (raise it to train on)"
+                f"{self.run_dir} {why}; nothing to do (raise "
+                f"{'it' if spent else 'train.max_steps or train.max_epochs'} to train on)"
             )
         with self._signals_caught(), self._progress_bar() as bar:
             while pos.step < self.total_steps and not spent:

@@ -490,6 +490,71 @@ def test_a_resume_mid_epoch_with_another_grad_accum_ends_the_epoch_in_range(
     assert (pos.step, pos.epoch, pos.batch_index) == (10, 2, 2)
 
 
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (  # 8 batches an epoch, stopped at batch 5, resumed on 3: its batch 5 doesn't exist
+            "data.samples=24",
+            r"stopped at batch 5 of an epoch of 8 batches, but this run's data gives 3 per "
+            r"epoch \(data.samples was 64, now 24\); resume with the data settings",
+        ),
+        (  # 5 of 16: a batch 5 exists, but it is other samples than the epoch's sixth
+            "data.batch_size=4",
+            r"an epoch of 8 batches, but this run's data gives 16 per epoch \(data.batch_size "
+            r"was 8, now 4\)",
+        ),
+    ],
+)
+def test_a_resume_mid_epoch_on_data_cut_into_other_epochs_is_refused_before_it_writes(
+    change: str, message: str, tmp_path: Path
+) -> None:
+    from rhn.train.checkpoint import CheckpointError
+
+    run = tmp_path / "run"
+    train(toy_config("train.max_steps=5"), run)
+    written = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(CheckpointError, match=message):
+        train(toy_config("train.max_steps=9", change), run)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == written
+    # At an epoch's end the next epoch may be cut otherwise: it starts at its batch 0.
+    train(toy_config("train.max_steps=8"), run)
+    result = train(toy_config("train.max_steps=9", change), run)
+    assert (result.position.step, result.position.epoch, result.position.batch_index) == (9, 1, 1)
+
+
+def test_a_checkpoint_without_its_epoch_length_is_refused_where_the_batch_is_gone(
+    tmp_path: Path,
+) -> None:
+    from rhn.train.checkpoint import CheckpointError, atomic_torch_save
+
+    run = tmp_path / "run"
+    train(toy_config("train.max_steps=5"), run)
+    last = run / "checkpoints" / "last.pt"
+    older = load_checkpoint(last)
+    del older["epoch"]  # as a checkpoint written before it was kept
+    atomic_torch_save(older, last)
+    with pytest.raises(CheckpointError, match=r"stopped at batch 5 of an epoch; this run's data "):
+        train(toy_config("train.max_steps=9", "data.samples=24"), run)
+    assert train(toy_config("train.max_steps=6"), run).position.batch_index == 6
+
+
+def test_a_finished_run_run_again_keeps_its_config_yaml(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    train(toy_config("train.max_steps=4", "optim.lr=0.003"), run)
+    written = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    again = train(toy_config("train.max_steps=4", "optim.lr=0.1"), run)
+    assert again.status == "finished" and again.position.step == 4
+    # No step ran at lr 0.1: config.yaml still says the 0.003 its checkpoints trained with.
+    now = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    assert {name: now[name] for name in written} == written
+    assert f"{run} is at step 4, where this config stops (4); nothing to do (raise " in (
+        capsys.readouterr().err
+    )
+
+
 def test_shuffled_epochs_visit_every_sample_once_per_epoch() -> None:
     task = ToyRegression(toy_config("train.max_steps=1"))
     seen = torch.cat([task.batch(3, i, torch.device("cpu"))[1] for i in range(8)])
