@@ -59,7 +59,10 @@ class RunDirLock:
 
     def __init__(self, run_dir: str | Path) -> None:
         self.path = Path(run_dir) / LOCK_NAME
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise RunDirError(f"cannot open {self.path}: {err.strerror or err}") from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -69,8 +72,15 @@ class RunDirLock:
                 f"{run_dir} is in use by another training process ({holder}); wait for it, "
                 f"stop it, or choose another --run-dir"
             ) from None
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError as err:  # a full disk: nothing else of the run could be written either
+            os.close(self._fd)
+            raise RunDirError(
+                f"cannot write {self.path}: {err.strerror or err}; free some space or choose "
+                f"another --run-dir"
+            ) from None
 
     def release(self) -> None:
         if self._fd >= 0:
