@@ -43,6 +43,18 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         os.close(dir_fd)
 
 
+def write_failure(err: BaseException) -> str | None:
+    """Why a write failed (a full disk, a file size limit, an I/O error), when ``err`` is
+    such a failure: an OSError, or the RuntimeError torch.save's zip writer raises for one
+    ("inline_container.cc ...", raised while handling the OSError); None for other errors."""
+    os_error = err if isinstance(err, OSError) else err.__context__
+    if isinstance(os_error, OSError):
+        return os_error.strerror or str(os_error)
+    if isinstance(err, RuntimeError) and "inline_container" in str(err):
+        return "the write failed"
+    return None
+
+
 def mode_for(path: Path) -> int:
     """The mode a file written to ``path`` should get: the file's it replaces, else the
     default open() gives under the umask."""

@@ -12,12 +12,13 @@ import hashlib
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from rhn.data.atomic_file import atomic_open
+from rhn.data.atomic_file import atomic_open, write_failure
 from rhn.data.builtin_corpus import builtin_text
 from rhn.data.corpora import (
     CORPORA,
@@ -167,9 +168,19 @@ def load_tokenized(
     vocab = build_vocab(source, splits)
     ids = {name: vocab.encode(text) for name, text in splits.items()}
     if use_cache:
-        _remove_dead_temporaries(path)
-        with atomic_open(path, "wb") as f:
-            torch.save({"vocab": vocab.to_json(), "ids": ids}, f)
+        try:
+            _remove_dead_temporaries(path)
+            with atomic_open(path, "wb") as f:
+                torch.save({"vocab": vocab.to_json(), "ids": ids}, f)
+        except (OSError, RuntimeError) as err:
+            # A cache is a saving of time, not a need: a full disk there is no reason to stop.
+            if (cause := write_failure(err)) is None:
+                raise
+            warnings.warn(
+                f"could not cache the tokenised corpus in {path}: {cause}; it is tokenised "
+                f"again next time (RHN_CACHE_DIR names another cache folder)",
+                stacklevel=2,
+            )
     return vocab, ids
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rhn.data.atomic_file import atomic_open, mode_for
+from rhn.data.atomic_file import atomic_open, mode_for, write_failure
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -58,13 +58,10 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         with atomic_open(path, "wb") as f:
             torch.save(obj, f)
     except (OSError, RuntimeError) as err:
-        # torch.save reports a failed write as a RuntimeError from its zip writer
-        # ("inline_container.cc ..."), raised while handling the OSError of the write; say
-        # what it means. Other RuntimeErrors (an object that can't be saved) pass through.
-        os_error = err if isinstance(err, OSError) else err.__context__
-        if not isinstance(os_error, OSError) and "inline_container" not in str(err):
+        # Other RuntimeErrors (an object that can't be saved) pass through.
+        cause = write_failure(err)
+        if cause is None:
             raise
-        cause = getattr(os_error, "strerror", None) or "the write failed"
         free = shutil.disk_usage(path.parent).free / 2**20
         raise CheckpointError(
             f"could not write checkpoint {path}: {cause} ({free:,.0f} MiB free on its disk); "

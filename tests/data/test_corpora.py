@@ -308,3 +308,20 @@ def test_a_single_file_is_cut_between_lines_never_inside_a_word(tmp_path: Path) 
     assert all(cut.values()) and "".join(cut.values()) == f"{long}\n{long}\n"
     assert cut["valid"].startswith("x") and cut["test"].startswith("x")
     assert all(word in long.split() for text in cut.values() for word in text.split())
+
+
+def test_a_cache_that_cant_be_written_is_warned_of_and_the_corpus_still_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path / "cache"))
+    source = CorpusSource(corpus="builtin", max_chars=5000)
+    expected = load_tokenized(source, use_cache=False)[1]
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.warns(UserWarning, match=r"could not cache the tokenised corpus in .*builtin-"):
+        _, ids = load_tokenized(source)
+    assert all(torch.equal(ids[k], expected[k]) for k in expected)
+    assert not list((tmp_path / "cache" / "tokens").iterdir())  # nor a temporary left
