@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import warnings
+import zipfile
 from dataclasses import dataclass, field
 from inspect import signature
 from pathlib import Path
@@ -25,16 +27,36 @@ from rhn.train.task import Task
 
 
 def resolve_checkpoint(path: Path) -> Path:
-    """A checkpoint file: ``path`` itself, or a run directory's best.pt (else last.pt)."""
+    """A checkpoint file: ``path`` itself, or a run directory's best.pt (else last.pt).
+
+    A best.pt that is not a whole checkpoint (torn by a copy, a full disk) while last.pt
+    is gives last.pt, with a warning, as a resume does."""
     if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            candidate = path / "checkpoints" / name
+        best, last = path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"
+        if best.is_file() and last.is_file() and not _whole(best) and _whole(last):
+            warnings.warn(
+                f"{best} is not a whole checkpoint (truncated or damaged); using {last}, the "
+                f"run's last model, instead",
+                stacklevel=2,
+            )
+            return last
+        for candidate in (best, last):
             if candidate.is_file():
                 return candidate
         raise CheckpointError(f"{path} holds no checkpoints/best.pt or checkpoints/last.pt")
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
     return path
+
+
+def _whole(path: Path) -> bool:
+    """Whether ``path`` is a whole zip archive, as torch.save writes: its directory, at the
+    end, is read (a truncated file has none) but not the tensors."""
+    try:
+        with zipfile.ZipFile(path):
+            return True
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def model_meta(ckpt: dict[str, Any], config: RunConfig) -> dict[str, Any]:

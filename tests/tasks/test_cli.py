@@ -150,6 +150,22 @@ def test_user_errors_are_one_line_with_exit_code_2(
     assert err.startswith("error: ") and message in err and "Traceback" not in err
 
 
+def test_a_damaged_best_pt_is_passed_over_for_last_pt_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
+    best, last = run / "checkpoints" / "best.pt", run / "checkpoints" / "last.pt"
+    best.write_bytes(best.read_bytes()[:1000])  # a copy cut short
+    capsys.readouterr()
+    with pytest.warns(UserWarning, match=r"best\.pt is not a whole checkpoint .* using .*last\.pt"):
+        assert eval_main([str(run), "--split", "valid"]) == 0
+    assert json.loads(capsys.readouterr().out)["checkpoint"] == str(last)
+    last.write_bytes(last.read_bytes()[:1000])  # both damaged: best.pt's error, as before
+    assert eval_main([str(run), "--split", "valid"]) == 2
+    assert "best.pt is corrupt or truncated" in capsys.readouterr().err
+
+
 def test_resume_with_another_model_config_or_a_corrupt_checkpoint(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
