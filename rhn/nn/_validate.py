@@ -65,7 +65,7 @@ class DtypeError(TypeError, ValueError):
 def check_tensor_on(name: str, x: object, param: torch.Tensor) -> None:
     """Refuse what is not a tensor, or one on another device than the parameters."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        raise ArgumentTypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.device != param.device:
         raise ValueError(
             f"{name} is on {x.device} but the parameters are on {param.device}; move one with .to()"
@@ -109,8 +109,9 @@ def check_tensor_like(name: str, x: object, param: torch.Tensor, *, state: bool 
 
 
 def check_bool(name: str, value: object, *, hint: str = "") -> bool:
-    """``value`` if it is a bool, or a ``TypeError`` naming ``name`` (and ``hint``)."""
+    """``value`` if it is a bool, or an :class:`ArgumentTypeError` naming ``name`` (and
+    ``hint``)."""
     if not isinstance(value, bool):
         extra = f"; {hint}" if hint else ""
-        raise TypeError(f"{name} must be True or False, got {value!r}{extra}")
+        raise ArgumentTypeError(f"{name} must be True or False, got {value!r}{extra}")
     return value

@@ -14,7 +14,12 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from rhn.nn._validate import check_init_range, check_positive_int
+from rhn.nn._validate import (
+    ArgumentTypeError,
+    DtypeError,
+    check_init_range,
+    check_positive_int,
+)
 from rhn.nn.activation import check_activation, get_activation
 
 
@@ -44,7 +49,7 @@ class CharCNN(nn.Module):
         check_positive_int("embed_size", embed_size)
         for name, values in (("widths", widths), ("filters", filters)):
             if not isinstance(values, (tuple, list)):
-                raise TypeError(f"{name} must be a tuple or list of ints, got {values!r}")
+                raise ArgumentTypeError(f"{name} must be a tuple or list of ints, got {values!r}")
         if padding_idx is not None and not (
             isinstance(padding_idx, int)
             and not isinstance(padding_idx, bool)
@@ -88,11 +93,11 @@ class CharCNN(nn.Module):
 
     def _check_ids(self, chars: object) -> None:
         if not isinstance(chars, torch.Tensor):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"chars must be a torch.Tensor of character ids, got {type(chars).__name__}"
             )
         if chars.dtype not in (torch.long, torch.int32):  # what nn.Embedding indexes with
-            raise TypeError(
+            raise DtypeError(
                 f"chars must hold integer character ids (torch.long or torch.int32), got dtype "
                 f"{chars.dtype}"
             )

@@ -286,9 +286,11 @@ class RHNCell(nn.Module):
         return s, gate_tensor.squeeze(0) if unbatched else gate_tensor
 
     def extra_repr(self) -> str:
+        init = f", init_range={self.init_range}" if self.init_range is not None else ""
         return (
             f"{self.input_size}, {self.hidden_size}, depth={self.depth}, "
             f"gate_bias={self.gate_bias}, coupled={self.coupled}, bias={self.bias_hh is not None}"
+            f"{init}"
         )
 
 

@@ -23,6 +23,11 @@ def test_lstm_positional_arguments_mean_the_same() -> None:
     assert model.bias and model.depth == 1
     with pytest.raises(TypeError, match=r"bias must be True or False, got 3; set the recurrence"):
         rhn.RHN(4, 5, 2, 3)
+    # ... and a ValueError, as every other bad argument is (a ported script catching those)
+    with pytest.raises(ValueError, match=r"bias must be True or False, got 3"):
+        rhn.RHN(4, 5, 2, 3)
+    with pytest.raises(ValueError, match=r"input must be a torch\.Tensor, got list"):
+        rhn.RHN(4, 5)([[0.0] * 4])
 
 
 def test_attributes_lstm_code_reads() -> None:
@@ -150,6 +155,9 @@ def test_the_repr_names_every_setting_that_differs_from_the_default() -> None:
     assert repr(rhn.RHN(4, 8, depth=2)) == "RHN(4, 8, depth=2, gate_bias=-2.0)"
     assert repr(rhn.RHN(4, 8, depth=2, init_range=0.04, backend="reference")) == (
         "RHN(4, 8, depth=2, gate_bias=-2.0, init_range=0.04, backend='reference')"
+    )
+    assert repr(rhn.RHNCell(4, 8, depth=2, init_range=0.04)) == (
+        "RHNCell(4, 8, depth=2, gate_bias=-2.0, coupled=True, bias=True, init_range=0.04)"
     )
 
 
