@@ -81,7 +81,7 @@ class LMDataConfig:
     hf_splits: HFSplitNames = field(default_factory=HFSplitNames)
     level: Literal["auto", "word", "char", "bpe", "unigram"] = "auto"
     vocab_size: int = 8000  # bpe / unigram
-    max_chars: int | None = None  # keep only the start of each split (smoke tests)
+    max_chars: int | None = None  # keep only each split's first lines (smoke tests)
     valid_fraction: float = 0.05
     test_fraction: float = 0.05
     batch_size: int = 20

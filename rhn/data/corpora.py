@@ -269,3 +269,15 @@ def _cut_after(text: str, offset: int, limit: int) -> int:
 
 
 _WHITESPACE = re.compile(r"\s")
+
+
+def head_text(text: str, max_chars: int) -> str:
+    """The first whole lines of ``text`` holding at most ``max_chars`` characters (no word
+    cut in two, as :func:`split_text`): the longest such start ending in a line break, else
+    in whitespace, else the first ``max_chars`` characters."""
+    if len(text) <= max_chars:
+        return text
+    end = text.rfind("\n", 0, max_chars)
+    if end < 0:
+        end = max((text.rfind(c, 0, max_chars) for c in " \t\r\f\v"), default=-1)
+    return text[: end + 1] if end >= 0 else text[:max_chars]

@@ -24,6 +24,7 @@ from rhn.data.corpora import (
     CORPORA,
     SPLITS,
     find_corpus_files,
+    head_text,
     load_corpus,
     load_text_corpus,
     split_text,
@@ -63,7 +64,7 @@ class CorpusSource:
     path: str | None = None
     level: str = "auto"
     vocab_size: int = 8000  # bpe / unigram only
-    max_chars: int | None = None  # keep only the start of the text (smoke tests)
+    max_chars: int | None = None  # keep only each split's first lines (smoke tests)
     valid_fraction: float = 0.05  # for a single file, a train-only hf set, the built-in corpus
     test_fraction: float = 0.05
     hf_config: str | None = None
@@ -114,7 +115,7 @@ def read_splits(
             source.corpus, source.path, allow_download=allow_download, splits=splits
         )
     if source.max_chars is not None:
-        texts = {k: v[: source.max_chars] for k, v in texts.items()}
+        texts = {k: head_text(v, source.max_chars) for k, v in texts.items()}
     return texts
 
 

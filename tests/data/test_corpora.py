@@ -325,3 +325,19 @@ def test_a_cache_that_cant_be_written_is_warned_of_and_the_corpus_still_loads(
         _, ids = load_tokenized(source)
     assert all(torch.equal(ids[k], expected[k]) for k in expected)
     assert not list((tmp_path / "cache" / "tokens").iterdir())  # nor a temporary left
+
+
+def test_max_chars_keeps_whole_lines(tmp_path: Path) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    line = " ".join(f"word{i}" for i in range(40)) + "\n"  # 309 characters
+    for split in ("train", "valid", "test"):
+        (folder / f"{split}.txt").write_text(line * 10)
+    source = CorpusSource(corpus="file", path=str(folder), level="word", max_chars=1000)
+    texts = read_splits(source)
+    assert all(text == line * 3 for text in texts.values())  # 927 of the 1,000
+    assert not load_tokenized(source, use_cache=False)[0].has_unknown
+    # One long line: cut after a space; no whitespace at all: at max_chars itself.
+    assert corpora.head_text("ab cd ef", 7) == "ab cd "
+    assert corpora.head_text("abcdefgh", 7) == "abcdefg"
+    assert corpora.head_text("abc", 7) == "abc"
