@@ -41,7 +41,7 @@ from rhn.data.vocab import (
 )
 
 LEVELS = ("auto", "word", "char", "bpe", "unigram")
-ENCODING_VERSION = 4  # bump when the way text becomes ids changes: old caches are ignored
+ENCODING_VERSION = 5  # bump when the way text becomes ids changes: old caches are ignored
 DEAD_TEMPORARY_S = 3600.0  # a cache file's temporary this old is a killed write's
 
 
