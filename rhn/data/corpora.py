@@ -241,8 +241,9 @@ def split_text(text: str, valid_fraction: float, test_fraction: float) -> dict[s
 
     Each cut is moved forward to the next line's start, so that no line (no word) is cut in
     two: a word's halves would be held-out words the vocabulary must give ``<unk>``. Where
-    that would leave the next part empty (lines longer than it), to the next whitespace;
-    a text without any there (a char stream) is cut at the offset itself."""
+    that would leave the next part without text (lines longer than it, blank lines at the
+    end), to the next whitespace; a text without any there (a char stream) is cut at the
+    offset itself."""
     n = len(text)
     valid_at, test_at = split_points(n, valid_fraction, test_fraction)
     test_start = _cut_after(text, test_at, n)
@@ -255,19 +256,18 @@ def split_text(text: str, valid_fraction: float, test_fraction: float) -> dict[s
 
 
 def _cut_after(text: str, offset: int, limit: int) -> int:
-    """The first place at or after ``offset`` and before ``limit`` that begins a line, else
-    one that follows whitespace, else ``offset``."""
-    if offset == 0 or text[offset - 1] == "\n":
-        return offset
-    line = text.find("\n", offset, limit)
-    if line != -1 and line + 1 < limit:
-        return line + 1
+    """The first place at or after ``offset`` that begins a line, else that follows
+    whitespace, with text (more than line breaks and spaces) between it and ``limit``;
+    else ``offset``."""
+    line = offset if offset == 0 or text[offset - 1] == "\n" else text.find("\n", offset) + 1
     space = _WHITESPACE.search(text, offset, limit)
-    if space is not None and space.end() < limit:
-        return space.end()
+    for cut in (line, space.end() if space else 0):
+        if offset <= cut < limit and _TEXT.search(text, cut, limit):
+            return cut
     return offset
 
 
+_TEXT = re.compile(r"\S")
 _WHITESPACE = re.compile(r"\s")
 
 

@@ -1,5 +1,6 @@
 import io
 import os
+import random
 import re
 import tarfile
 import time
@@ -308,6 +309,19 @@ def test_a_single_file_is_cut_between_lines_never_inside_a_word(tmp_path: Path) 
     assert all(cut.values()) and "".join(cut.values()) == f"{long}\n{long}\n"
     assert cut["valid"].startswith("x") and cut["test"].startswith("x")
     assert all(word in long.split() for text in cut.values() for word in text.split())
+
+
+def test_no_part_of_a_cut_file_is_left_without_a_word() -> None:
+    # Paragraphs longer than a part, between blank lines, the file ending in one: a cut at
+    # the next line's start gave a test split of "\n" alone.
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "then", "it", "ran", "from", "the", "dog"]
+    for _ in range(200):
+        paragraphs = [" ".join(rng.choices(words, k=rng.randint(30, 90))) for _ in range(12)]
+        text = "\n\n".join(paragraphs) + rng.choice(["\n", "\n\n", "\n\n\n", ""])
+        cut = corpora.split_text(text, 0.05, 0.05)
+        assert "".join(cut.values()) == text
+        assert all(part.split() and set(part.split()) <= set(words) for part in cut.values())
 
 
 def test_a_cache_that_cant_be_written_is_warned_of_and_the_corpus_still_loads(
