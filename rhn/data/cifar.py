@@ -137,17 +137,24 @@ def load_cifar(
         # over for RHN_DATA_DIR's copy.
         return data_dirs.find_together((*spec.train_files, spec.test_file), dirs)
 
+    def lacking(found: dict[str, Path | None]) -> list[str]:
+        needed = [spec.test_file] if found[spec.test_file] is None else []
+        if train and not any(found[file] for file in spec.train_files):
+            needed.append(" or ".join(spec.train_files))
+        return needed
+
     found, note = locate(), ""
-    if not any(found.values()) and allow_download and data_dirs.downloads_allowed():
+    needed = lacking(found)
+    # Also when some files are there: a download stopped part-way left the training batches
+    # (written first) without the test file.
+    if needed and allow_download and data_dirs.downloads_allowed():
         try:
             _download(spec)
             found = locate()
+            needed = lacking(found)
         except (OSError, tarfile.TarError) as err:
             note = f" Downloading {spec.url} failed: {err}."
     train_paths = [path for file in spec.train_files if (path := found[file])]
-    needed = [spec.test_file] if found[spec.test_file] is None else []
-    if train and not train_paths:
-        needed.append(" or ".join(spec.train_files))
     if needed:
         held = [path for path in found.values() if path is not None]
         where = (

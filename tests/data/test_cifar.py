@@ -165,7 +165,9 @@ def test_download_door_unpacks_the_official_archive(
     assert len(splits.train) == 6 and len(splits.test) == 3 and splits.train.num_classes == 100
 
 
-def test_a_download_that_fails_part_way_leaves_no_torn_file(tmp_path: Path) -> None:
+def test_a_download_that_fails_part_way_leaves_no_torn_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = CIFAR["cifar100"]
     write_cifar(tmp_path / "unpacked", "cifar100", n_train=2, n_test=3)  # 6,148 and 9,222 B
     (tmp_path / "server").mkdir()
@@ -181,3 +183,12 @@ def test_a_download_that_fails_part_way_leaves_no_torn_file(tmp_path: Path) -> N
     # A torn test.bin at a record's end would have loaded later as a smaller test set.
     folder = tmp_path / "cache" / "downloads" / "cifar100" / spec.folder
     assert [p.name for p in folder.iterdir()] == ["train.bin"]
+    # The next run downloads again (the training file alone is no copy to read), whole.
+    archive = (tmp_path / "server" / spec.url.rsplit("/", 1)[1]).read_bytes()
+    monkeypatch.setattr(data_dirs, "fetch", lambda url, timeout=60.0: archive)
+    monkeypatch.setenv("RHN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("RHN_DATA_DIR", raising=False)
+    monkeypatch.delenv("RHN_OFFLINE", raising=False)
+    with pytest.warns(UserWarning, match="partial copy"):
+        splits = load_cifar("cifar100")
+    assert len(splits.train) == 2 and len(splits.test) == 3
