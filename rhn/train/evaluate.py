@@ -50,13 +50,19 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def _whole(path: Path) -> bool:
-    """Whether ``path`` is a whole zip archive, as torch.save writes: its directory, at the
-    end, is read (a truncated file has none) but not the tensors."""
+    """Whether ``path`` is a whole checkpoint. torch.save's zip archive has its directory
+    at the end (a truncated file has none), read without the tensors; another file (torch's
+    legacy format) is loaded to tell."""
     try:
         with zipfile.ZipFile(path):
             return True
     except (zipfile.BadZipFile, OSError):
+        pass
+    try:
+        load_checkpoint(path)
+    except CheckpointError:
         return False
+    return True
 
 
 def model_meta(ckpt: dict[str, Any], config: RunConfig) -> dict[str, Any]:

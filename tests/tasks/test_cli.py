@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from rhn.tasks.cli import eval_main, export_main, train_main
+from rhn.train.evaluate import resolve_checkpoint
 from rhn.train.seeding import SEEDS
 
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "char_lm_tiny.yaml")
@@ -161,6 +162,12 @@ def test_a_damaged_best_pt_is_passed_over_for_last_pt_with_a_warning(
     with pytest.warns(UserWarning, match=r"best\.pt is not a whole checkpoint .* using .*last\.pt"):
         assert eval_main([str(run), "--split", "valid"]) == 0
     assert json.loads(capsys.readouterr().out)["checkpoint"] == str(last)
+    # torch's legacy (non-zip) format is a whole checkpoint too: scored, no warning.
+    legacy = tmp_path / "legacy"
+    shutil.copytree(run, legacy)
+    kept = torch.load(last, weights_only=True)
+    torch.save(kept, legacy / "checkpoints" / "best.pt", _use_new_zipfile_serialization=False)
+    assert resolve_checkpoint(legacy) == legacy / "checkpoints" / "best.pt"
     last.write_bytes(last.read_bytes()[:1000])  # both damaged: best.pt's error, as before
     assert eval_main([str(run), "--split", "valid"]) == 2
     assert "best.pt is corrupt or truncated" in capsys.readouterr().err
