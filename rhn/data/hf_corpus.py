@@ -227,7 +227,7 @@ def open_splits(source: HFSource, wanted: tuple[str, ...] = SPLITS) -> dict[str,
     """Our ``wanted`` splits as ``Dataset`` objects holding only the text column."""
     loaded = open_dataset(source)
     named = dict(source.split_names)
-    if set(loaded) == {"train"} and not named:
+    if set(loaded) == {"train"} and not {"valid", "test"} & named.keys():
         loaded = cut_rows(loaded["train"], source)  # one file, one Dataset, a train-only hub set
     out = {}
     for split in wanted:
