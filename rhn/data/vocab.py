@@ -329,6 +329,11 @@ def _spm_failure(message: str, vocab_size: int, model_type: str) -> str:
             f"{what}: the training text has room for at most {most[1]}; set data.vocab_size "
             f"to {most[1]} or less"
         )
+    if (least := re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)) is not None:
+        return (
+            f"{what}: the training text needs at least {least[1]} (each of its characters is "
+            f"a piece); set data.vocab_size to {least[1]} or more"
+        )
     if "sentences_.empty()" in message:
         return f"{what}: the training text has no non-blank line"
     return f"{what}: {message.split('] ', 1)[-1] or message}"

@@ -71,7 +71,7 @@ def test_sentencepiece_round_trip() -> None:
 
 
 @pytest.mark.parametrize("model_type", ["bpe", "unigram"])
-def test_a_sentencepiece_vocabulary_the_text_cant_fill_names_the_size_it_can(
+def test_a_sentencepiece_vocabulary_of_a_size_the_text_cant_take_names_the_size_it_can(
     model_type: str,
 ) -> None:
     text = "\n".join(["the quick brown fox jumps over the lazy dog"] * 50)
@@ -80,6 +80,16 @@ def test_a_sentencepiece_vocabulary_the_text_cant_fill_names_the_size_it_can(
     found = re.fullmatch(
         rf"sentencepiece could not learn a {model_type} vocabulary of 8000 pieces: the "
         r"training text has room for at most (\d+); set data.vocab_size to \1 or less",
+        str(err.value),
+    )
+    assert found, str(err.value)
+    assert len(SentencePieceVocab.train(text, int(found[1]), model_type)) == int(found[1])
+    with pytest.raises(DataFileError) as err:
+        SentencePieceVocab.train(text, 3, model_type)
+    found = re.fullmatch(
+        rf"sentencepiece could not learn a {model_type} vocabulary of 3 pieces: the training "
+        r"text needs at least (\d+) \(each of its characters is a piece\); set "
+        r"data.vocab_size to \1 or more",
         str(err.value),
     )
     assert found, str(err.value)
