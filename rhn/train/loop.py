@@ -304,7 +304,7 @@ class Trainer:
                 f"asks for {self.config.optim.name!r}, whose state its moments are not; resume "
                 f"with --set optim.name={saved_optim}, or start a fresh --run-dir"
             )
-        self._check_same_epoch(path, ckpt)
+        epoch_over = self._epoch_over(path, ckpt)
         load_model_state(self.model, ckpt["model"], path)
         try:
             load_optimizer_state(self.optimizer, ckpt["optimizer"])
@@ -312,6 +312,8 @@ class Trainer:
             raise CheckpointError(f"checkpoint {path}: {err}") from None
         self.schedule.load_state_dict(ckpt["schedule"])
         self.position = Position(**ckpt["position"])
+        if epoch_over:
+            self.position.epoch, self.position.batch_index = self.position.epoch + 1, 0
         self.window = _LogWindow(**ckpt.get("log_window", {}))
         rngs = ckpt["rng"]
         if len(rngs) == self.dist.world_size:
@@ -324,14 +326,15 @@ class Trainer:
 
             self.state = map_state(shard, hidden)
 
-    def _check_same_epoch(self, path: Path, ckpt: dict[str, Any]) -> None:
-        """A run stopped mid-epoch goes on with that epoch's next batch: refused when this
-        run's data cuts its epochs otherwise (a data.train_size, batch_size or seq_len
-        changed since), whose batch of that index is other data or none at all, and when
-        too few batches are left for a step of ``grad_accum``."""
+    def _epoch_over(self, path: Path, ckpt: dict[str, Any]) -> bool:
+        """Whether a run stopped mid-epoch has too few of its epoch's batches left for a
+        step of this run's ``grad_accum`` (raised since): it goes on with the next epoch,
+        as a run would that took that step. Refused when this run's data cuts its epochs
+        otherwise (a data.train_size, batch_size or seq_len changed since), whose batch of
+        the saved index is other data or none at all."""
         batch_index = ckpt["position"]["batch_index"]
         if batch_index == 0:
-            return
+            return False
         saved = ckpt.get("epoch") or {}
         now = self.task.batches_per_epoch()
         accum = self.config.optim.grad_accum
@@ -349,13 +352,16 @@ class Trainer:
                 f"epoch{detail}; resume with the data settings it was trained with, or start "
                 f"a fresh --run-dir"
             )
-        if batch_index + accum > now:  # a checkpoint without "epoch", or grad_accum raised
-            raise CheckpointError(
-                f"checkpoint {path} stopped at batch {batch_index} of an epoch; this run's "
-                f"data gives {now} batches per epoch, too few for a step of optim.grad_accum "
-                f"= {accum} more; resume with the data settings and optim.grad_accum it was "
-                f"trained with, or start a fresh --run-dir"
-            )
+        if batch_index + accum <= now:
+            return False
+        if saved.get("ranks") == self.dist.world_size and saved.get("batches") == now:
+            return True  # the same epoch, too short now for a step of a raised grad_accum
+        raise CheckpointError(
+            f"checkpoint {path} stopped at batch {batch_index} of an epoch; this run's "
+            f"data gives {now} batches per epoch, too few for a step of optim.grad_accum "
+            f"= {accum} more; resume with the data settings and optim.grad_accum it was "
+            f"trained with, or start a fresh --run-dir"
+        )
 
     def _reconcile_best_metric(self) -> None:
         """Take best.pt's metric when it beats the one last.pt recorded (a run killed after

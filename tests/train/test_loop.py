@@ -488,6 +488,11 @@ def test_a_resume_mid_epoch_with_another_grad_accum_ends_the_epoch_in_range(
     assert result.status == "finished"
     pos = result.position
     assert (pos.step, pos.epoch, pos.batch_index) == (10, 2, 2)
+    # Stopped at batch 7, whose one batch left can't make a step of 2: the next epoch's.
+    other = tmp_path / "other"
+    train(toy_config("train.max_steps=7"), other)
+    pos = train(toy_config("train.max_steps=9", "optim.grad_accum=2"), other).position
+    assert (pos.step, pos.epoch, pos.batch_index) == (9, 1, 4)
 
 
 @pytest.mark.parametrize(
