@@ -11,7 +11,9 @@ passes as the RHN code's ``evaluate_mc``, ``--no-eval`` reports the best validat
 of the training log. The ``protocol`` column says which of these each number is; ``epochs``,
 ``steps`` and ``wall time`` are those of the scored checkpoint. The published (test) number
 stands beside a run only when it is scored on the test split and was trained on the recipe
-as it is: overrides that change the run (``--set``, kept in ``origin.json``) are listed in
+as it is: overrides that change the run (``--set``, kept in ``origin.json``), and settings
+where the config it was trained with differs from the recipe's file (``--recipes``, this
+checkout's ``configs/`` by default: an edited copy, a recipe edited since), are listed in
 ``changes`` and blank the published number. A run that cannot be scored (no checkpoint yet,
 missing data) is skipped with one line on stderr.
 """
@@ -30,6 +32,7 @@ import yaml
 from rhn.tasks.cli import EXPECTED_ERRORS
 from rhn.tasks.lm_scoring import McProtocolError
 from rhn.train.checkpoint import load_checkpoint
+from rhn.train.config import load_config
 from rhn.train.evaluate import evaluate_checkpoint, resolve_checkpoint
 
 # recipe (config file stem) → (metric, published test value, source)
@@ -87,8 +90,35 @@ def protocol_options(task: str, batched: bool, mc: int) -> tuple[dict[str, objec
     return options, name
 
 
-# Overrides that leave a run's result as it is: where it ran and how much it printed.
+# Overrides that leave a run's result as it is: where it ran and how much it printed, and
+# where its data was read from (data.num_proc: the same ids in as many processes).
 NEUTRAL_OVERRIDES = ("train.progress", "train.device", "train.log_every", "train.checkpoint_every")
+NEUTRAL_KEYS = (*NEUTRAL_OVERRIDES, "data.path", "data.data_dir", "data.num_proc")
+RECIPES = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config's values by dotted key (``optim.schedule.name``)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def recipe_differences(recipe: Path, trained: dict[str, Any]) -> list[str]:
+    """Where the config a run's checkpoint was trained with differs from the recipe file
+    (its ``base:`` merged, defaults filled): a run of an edited copy, or of a recipe edited
+    since, is not a run of the recipe as published. Keys only one side has (a version of
+    this library that lacked a setting) are not compared."""
+    published, ran = _flat(load_config(recipe).to_dict()), _flat(trained)
+    return [
+        f"{key}: {published[key]!r} → {ran[key]!r} (config)"
+        for key in published
+        if key in ran and key not in NEUTRAL_KEYS and published[key] != ran[key]
+    ]
 
 
 def invocations(origin: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,7 +144,13 @@ def changes(origin: dict[str, Any]) -> list[str]:
 
 
 def run_row(
-    run: Path, split: str, *, batched: bool = False, mc: int = 0, evaluate: bool = True
+    run: Path,
+    split: str,
+    *,
+    batched: bool = False,
+    mc: int = 0,
+    evaluate: bool = True,
+    recipes: Path = RECIPES,
 ) -> dict[str, object]:
     origin = json.loads((run / "origin.json").read_text()) if (run / "origin.json").exists() else {}
     recipe = Path(invocations(origin)[0].get("config_file", "?")).stem  # what it began as
@@ -145,6 +181,13 @@ def run_row(
         top = best(logged, key=lambda r: r[metric])
         value, where, protocol, step = top[metric], "best valid", "training log", top["step"]
     changed = changes(origin)
+    if recipe in PUBLISHED and (recipes / f"{recipe}.yaml").is_file():
+        overridden = {c.split("=", 1)[0].strip() for c in changed}
+        changed += [
+            d
+            for d in recipe_differences(recipes / f"{recipe}.yaml", ckpt["config"])
+            if d.split(":", 1)[0] not in overridden
+        ]
     if changed or where != "test":
         published = float("nan")  # not the published recipe's test number
     at = next((r for r in reversed(records) if r["step"] == step), None)
@@ -175,6 +218,12 @@ def main() -> None:
     )
     parser.add_argument("--mc", type=int, default=0, metavar="K", help="MC dropout passes")
     parser.add_argument("--no-eval", action="store_true", help="report the best valid metric")
+    parser.add_argument(
+        "--recipes",
+        type=Path,
+        default=RECIPES,
+        help="the folder of the published recipes' config files (default: this checkout's)",
+    )
     args = parser.parse_args()
     if args.mc < 0:
         parser.error(f"--mc must be an integer >= 0, got {args.mc}")
@@ -191,7 +240,12 @@ def main() -> None:
     for run in runs:
         try:
             row = run_row(
-                run, args.split, batched=args.batched, mc=args.mc, evaluate=not args.no_eval
+                run,
+                args.split,
+                batched=args.batched,
+                mc=args.mc,
+                evaluate=not args.no_eval,
+                recipes=args.recipes,
             )
         except (*EXPECTED_ERRORS, OSError, ValueError, KeyError, StopIteration) as err:
             print(f"skipped {run}: {type(err).__name__}: {err}", file=sys.stderr)

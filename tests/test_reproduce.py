@@ -78,10 +78,21 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     # Diverging on purpose (Adam at lr 0.3): best.pt stays at an early evaluation.
     _train_tiny(runs / "tiny", "train.max_steps=20", "train.eval_every=5", "optim.lr=0.3")
     best_step = torch.load(runs / "tiny" / "checkpoints" / "best.pt", weights_only=True)["step"]
-    # The same run filed as the RHN paper's enwik8 recipe (bpc too), as it is and changed.
-    for name, overrides in (("as_is", ["train.progress=false"]), ("changed", ["model.depth=2"])):
+    # The same run filed as the RHN paper's enwik8 recipe (bpc too), as it is and changed,
+    # against a folder of recipes where that recipe is the config the run was trained with;
+    # and as text8's, whose recipe there differs from it in the learning rate.
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    shutil.copy(runs / "tiny" / "config.yaml", recipes / "enwik8_rhn_d10.yaml")
+    edited = (runs / "tiny" / "config.yaml").read_text().replace("lr: 0.3", "lr: 0.002")
+    (recipes / "text8_rhn_d10.yaml").write_text(edited)
+    for name, recipe, overrides in (
+        ("as_is", "enwik8_rhn_d10", ["train.progress=false"]),
+        ("changed", "enwik8_rhn_d10", ["model.depth=2"]),
+        ("edited", "text8_rhn_d10", []),
+    ):
         shutil.copytree(runs / "tiny", runs / name)
-        origin = {"config_file": "configs/enwik8_rhn_d10.yaml", "overrides": overrides}
+        origin = {"config_file": f"configs/{recipe}.yaml", "overrides": overrides}
         (runs / name / "origin.json").write_text(json.dumps(origin))
     # Started with an override, resumed without it: the run is still a changed recipe.
     shutil.copytree(runs / "tiny", runs / "resumed")
@@ -92,13 +103,18 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     (runs / "live").mkdir()
     shutil.copy(runs / "tiny" / "config.yaml", runs / "live" / "config.yaml")  # no checkpoint
 
-    table = _reproduce(str(runs))
+    table = _reproduce(str(runs), "--recipes", str(recipes))
     assert table.returncode == 0, table.stderr
     rows = _rows(table.stdout)
-    assert set(rows) == {"tiny", "as_is", "changed", "resumed"}
+    assert set(rows) == {"tiny", "as_is", "changed", "edited", "resumed"}
     assert rows["resumed"]["published"] == "-" and rows["resumed"]["changes"] == "optim.lr=0.5"
     assert rows["as_is"]["published"] == "1.270" and rows["as_is"]["changes"] == "—"
     assert rows["changed"]["published"] == "-" and rows["changed"]["changes"] == "model.depth=2"
+    assert rows["edited"]["published"] == "-"
+    assert rows["edited"]["changes"] == "optim.lr: 0.002 → 0.3 (config)"
+    # Against this checkout's recipes: a tiny char model is not the enwik8 recipe.
+    real = _rows(_reproduce(str(runs / "as_is")).stdout)["as_is"]
+    assert real["published"] == "-" and "model.hidden_size: 1500 → " in real["changes"]
     assert rows["tiny"]["changes"] == "train.max_steps=20, train.eval_every=5, optim.lr=0.3"
     assert rows["tiny"]["steps"] == str(best_step) != "20"
     assert table.stderr.strip().startswith(f"skipped {runs / 'live'}: CheckpointError: ")
