@@ -464,7 +464,9 @@ def _check_prompt_tokens(vocab: Vocab, prompt: str) -> None:
     shown = ", ".join(repr(t) for t in unknown[:UNKNOWN_SHOWN])
     more = f" and {len(unknown) - UNKNOWN_SHOWN} more" if len(unknown) > UNKNOWN_SHOWN else ""
     hint = ""
-    if _is_ptb_char(vocab):
+    # A prompt of single characters between spaces is in PTB's format already (re-spacing
+    # it would be another prompt): its unknown symbol is named, and a lower-case one held.
+    if _is_ptb_char(vocab) and any(len(t) > 1 for t in prompt.split()):
         spaced = "\n".join(
             " ".join("_" if c == " " else c for c in " ".join(line.split()))
             for line in prompt.split("\n")

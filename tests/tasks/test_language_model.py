@@ -344,6 +344,11 @@ def test_sampling_a_ptb_char_model_says_how_to_write_the_prompt(
         "'t h e _ c a t'"
     )
     assert sample_warnings(run, "t h e _ c a t") == []
+    # Already in that format: not re-spaced into another prompt; the symbol it lacks named.
+    assert sample_refusal(run, "t h e _ C a t", capsys) == (
+        "error: the prompt has 1 token(s) the model's vocabulary doesn't hold, and it has no "
+        "unknown token to read them as: 'C'; the vocabulary holds 'c'"
+    )
 
 
 def test_sampling_a_char_model_names_the_characters_it_lacks(
