@@ -202,3 +202,19 @@ def test_a_kernel_wrong_only_in_another_specialisation_is_caught(
         warnings.simplefilter("error")
         _forward_step(checked, 3 if when == "divisible" else rows)  # 24 elements; aligned
     assert sorted(checked.verdicts.values()) == [False, True]
+
+
+@requires_triton_kernels
+def test_a_strided_view_is_given_to_the_torch_ops_not_to_a_kernel_checked_on_flat_memory() -> None:
+    # A transposed state: the kernels read (N, H) memory flat, the check case is contiguous.
+    checked = SelfCheckingPointwise(TRITON)
+    g = torch.Generator().manual_seed(0)
+    s = torch.randn(8, 4, generator=g).t()  # (4, 8), column-major
+    a = torch.randn(4, 16, generator=g)
+    results = []
+    for impl in (checked, TORCH_POINTWISE):
+        h, t, s_next = (torch.empty(4, 8) for _ in range(3))
+        impl.forward(a, s, h, t, None, s_next, None, None)
+        results.append(s_next)
+    torch.testing.assert_close(*results)
+    assert checked.verdicts == {}  # no kernel ran, so none was checked
