@@ -55,6 +55,7 @@ from rhn.data.atomic_file import atomic_write_text  # noqa: E402
 from rhn.nn.rhn_graph import clear_graphs  # noqa: E402
 from rhn.tasks.cli import _device, _int_at_least  # noqa: E402
 from rhn.train.loop import RunDirError, resolve_device  # noqa: E402
+from rhn.train.precision import float32_arithmetic  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -269,7 +270,7 @@ def run_case(
             "device": str(device),
             "precision": ("bf16 weights" if name == "lstm-bf16" else "bf16 autocast")
             if bf16
-            else "fp32",
+            else ("tf32" if torch.backends.cudnn.allow_tf32 else "fp32"),
             "output_dtype": timing.output_dtype,
             "threads": torch.get_num_threads(),
             "error": timing.error,
@@ -332,6 +333,12 @@ def main() -> None:
     parser.add_argument(
         "--inference", action="store_true", help="time the forward alone under no_grad"
     )
+    parser.add_argument(
+        "--tf32",
+        action="store_true",
+        help="float32 matmuls and cuDNN on TF32 tensor cores, for every model alike (default: "
+        "IEEE float32 for all; torch's own defaults give cuDNN's LSTM TF32 alone)",
+    )
     args = parser.parse_args()
     try:
         device = resolve_device(args.device)  # one this machine lacks: one line
@@ -343,6 +350,19 @@ def main() -> None:
     if args.bf16 and device.type == "cpu":
         # oneDNN's bf16 LSTM needs AVX512-BF16 or AMX, which most CPUs (this one) lack.
         parser.error("--bf16 is for GPUs: the CPU LSTM baseline has no portable bf16 kernel")
+    float32 = "tf32" if args.tf32 else "fp32"
+    with float32_arithmetic(float32):
+        rows = run_cases(args, device)
+    precision = ("bf16 autocast, the rest " if args.bf16 else "") + float32
+    threads = torch.get_num_threads()
+    mode = "inference (no grad)" if args.inference else "training (fwd+bwd)"
+    print(f"torch {torch.__version__}, device {device}, {threads} threads, {precision}, {mode}")
+    print_table(rows)
+
+
+def run_cases(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """Every case of ``args.cases`` in each layout, its rows written to ``args.json`` as it
+    goes (a run stopped by a time limit keeps what it measured)."""
     rows: list[dict] = []
     for name in args.cases:
         for layout in args.layouts:
@@ -354,13 +374,9 @@ def main() -> None:
                 )  # fmt: skip
             except Exception as err:  # out of memory building it, say: the next case runs
                 rows += error_rows(case, layout, err)
-            if args.json:  # as it goes: a run stopped by a time limit keeps what it measured
+            if args.json:
                 atomic_write_text(args.json, json.dumps(rows, indent=2))
-    precision = "bf16 autocast" if args.bf16 else "fp32"
-    threads = torch.get_num_threads()
-    mode = "inference (no grad)" if args.inference else "training (fwd+bwd)"
-    print(f"torch {torch.__version__}, device {device}, {threads} threads, {precision}, {mode}")
-    print_table(rows)
+    return rows
 
 
 if __name__ == "__main__":

@@ -93,3 +93,17 @@ def test_inference_mode_times_the_forward_alone_without_gradients() -> None:
     assert all(p.grad is None for p in model.parameters())  # no backward ran
     bench_rnn.time_models({"lstm": (model, x, False)}, 1, 0, cuda=False)
     assert grad_modes[-1] is True and model.weight_hh_l0.grad is None  # ran, then zeroed
+
+
+def test_float32_is_one_precision_for_every_model(tmp_path: Path) -> None:
+    # torch's defaults run cuDNN's LSTM on TF32 and cuBLAS (the RHN's GEMMs) in IEEE float32.
+    for extra, precision in (([], "fp32"), (["--tf32"], "tf32")):
+        out = tmp_path / f"{precision}.json"
+        done = subprocess.run(
+            [sys.executable, "scripts/bench_rnn.py", "--cases", "a", "--repeats", "1",
+             "--warmup", "0", "--json", str(out), *extra],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert f", {precision}, training" in done.stdout.splitlines()[0]
+        assert {row["precision"] for row in json.loads(out.read_text())} == {precision}

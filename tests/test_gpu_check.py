@@ -143,30 +143,34 @@ def test_budgets_that_would_be_ignored_are_refused(
 
 
 @pytest.mark.parametrize(
-    ("remaining", "later_jobs", "later_lm", "expected"),
+    ("remaining", "later_jobs", "later_lm", "expected", "vision"),
     [
-        (600, 2, 1, 1.5),  # plenty: the cap
+        (600, 2, 1, 1.5, True),  # plenty: the cap
         # 300 s: 3 × 40 s start-ups and 45 s for the vision epoch leave 135 s, 67.5 s each
-        (300, 2, 1, 1.125),
-        # 170 s: a share would be 2.5 s, so the later LM job gives its time up: 170 − 2 × 40
-        # − 45 = 45 s for this one (the RHN run, the headline, is not the one skipped)
-        (170, 2, 1, 0.75),
-        (130, 2, 1, None),  # not even 15 s for this one alone: skipped
-        (170, 1, 0, 0.75),  # the last LM job, only the vision job after it
+        (300, 2, 1, 1.125, True),
+        # 170 s: a share would be 2.5 s, so the vision job gives its time up first: 170 − 2
+        # × 40 s leave 45 s each for the RHN and the LSTM, the comparison the section is for
+        (170, 2, 1, 0.75, False),
+        (130, 2, 1, 25 / 60, False),
+        # 90 s: even without it a share is 5 s, so the LSTM gives its up: 50 s for the RHN
+        (90, 2, 1, 50 / 60, False),
+        (50, 2, 1, None, False),  # not even 15 s for this one alone: skipped
+        (170, 1, 0, 0.75, True),  # the last LM job, only the vision job after it
     ],
 )
 def test_lm_minutes_shares_the_budget_and_the_first_job_comes_first(
-    remaining: float, later_jobs: int, later_lm: int, expected: float | None
+    remaining: float, later_jobs: int, later_lm: int, expected: float | None, vision: bool
 ) -> None:
-    minutes = gpu_check.lm_minutes(remaining, 1.5, later_jobs, later_lm, 40, 45)
+    minutes, vision_fits = gpu_check.lm_minutes(remaining, 1.5, later_jobs, later_lm, 40, 45)
     assert minutes == (None if expected is None else pytest.approx(expected))
+    assert vision_fits is vision
 
 
 def test_a_section_leaves_the_train_section_its_time() -> None:
-    # The bench may run 160 s, but not into the 210 s kept for training after it.
+    # The bench may run 160 s, but not into the 300 s kept for training after it.
     ctx = gpu_check.Context(Path("/nonexistent"), Path("/nonexistent"), False, None, 1.5, 0)
     assert gpu_check.section_timeout(ctx, "bench", ["train"], remaining=500) == 160
-    assert gpu_check.section_timeout(ctx, "bench", ["train"], remaining=300) == 300 - 10 - 210
+    assert gpu_check.section_timeout(ctx, "bench", ["train"], remaining=400) == 400 - 10 - 300
     assert gpu_check.section_timeout(ctx, "bench", [], remaining=300) == 160
     assert gpu_check.section_timeout(ctx, "train", [], remaining=300) == 290
 

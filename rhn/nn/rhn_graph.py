@@ -149,6 +149,11 @@ def clear_graphs() -> None:
     _GRAPHS.clear()
 
 
+def cached_graphs() -> int:
+    """How many captured graphs the cache holds."""
+    return len(_GRAPHS)
+
+
 class GraphedStepLoops:
     """The step loops of :class:`rhn.nn.rhn_fused.StepLoops`, each replayed from a graph.
 

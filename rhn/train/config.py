@@ -154,7 +154,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     log_every: int = 10
     device: str = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "tf32", "bf16"] = "fp32"  # rhn.train.precision
     compile: bool = False
     deterministic: bool = False
     max_bad_steps: int = 5

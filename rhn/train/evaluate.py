@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from rhn.train.checkpoint import (
 )
 from rhn.train.config import RunConfig, build_config
 from rhn.train.loop import resolve_device
+from rhn.train.precision import autocast, float32_arithmetic
 from rhn.train.schema import ConfigError
 from rhn.train.task import Task
 
@@ -132,12 +132,11 @@ def evaluate_checkpoint(
     task = task_class.for_evaluation(loaded.config, loaded.task_state, split)
     # At the run's precision, as its training evaluated: a bf16 run's logged metric again.
     precision = loaded.config.train.precision
-    autocast = (
-        torch.autocast(loaded.device.type, dtype=torch.bfloat16)
-        if precision == "bf16"
-        else contextlib.nullcontext()
-    )
-    with torch.no_grad(), autocast:
+    with (
+        torch.no_grad(),
+        float32_arithmetic(precision),
+        autocast(precision, loaded.device.type),
+    ):
         metrics = task.evaluate(loaded.model, split, loaded.device, **options)
     return {
         "checkpoint": str(path),

@@ -53,6 +53,7 @@ from rhn.train.distributed import (
 )
 from rhn.train.logging import RunLogger
 from rhn.train.optim import LRSchedule, build_optimizer, load_optimizer_state, set_lr
+from rhn.train.precision import autocast, float32_arithmetic
 from rhn.train.run_dir import (
     RunDirError,
     RunDirLock,
@@ -424,9 +425,7 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.config.train.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast(self.config.train.precision, self.device.type)
 
     def _batches(self) -> Iterator[tuple[int, Any]]:
         pos = self.position
@@ -524,7 +523,11 @@ class Trainer:
                 f"{self.run_dir} {why}; nothing to do (raise "
                 f"{'it' if spent else 'train.max_steps or train.max_epochs'} to train on)"
             )
-        with self._signals_caught(), self._progress_bar() as bar:
+        with (
+            self._signals_caught(),
+            float32_arithmetic(self.config.train.precision),
+            self._progress_bar() as bar,
+        ):
             while pos.step < self.total_steps and not spent:
                 lr = self._step(self.window)
                 bar.update(1)

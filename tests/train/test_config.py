@@ -112,7 +112,7 @@ def test_overrides_are_parsed_and_type_checked() -> None:
             ["optim.lr=0.1", "optim.schedule.name=cosine", "optim.schedule.min_lr=0.5"],
             r"optim\.schedule\.min_lr: 0\.5 is not allowed; expected a number <= optim\.lr = 0\.1",
         ),
-        (["train.precision=fp16"], r"train\.precision: expected one of 'fp32', 'bf16'"),
+        (["train.precision=fp16"], r"train\.precision: expected one of 'fp32', 'tf32', 'bf16'"),
         (["model.depth=0"], r"model\.depth must be >= 1, got 0"),
         (["model.tie_weights=true", "model.embed_size=10"], r"tie_weights needs embed_size"),
         (["train.max_steps=null", "train.max_epochs=null"], r"train\.max_steps: None"),
