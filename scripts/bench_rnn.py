@@ -270,7 +270,7 @@ def run_case(
             "device": str(device),
             "precision": ("bf16 weights" if name == "lstm-bf16" else "bf16 autocast")
             if bf16
-            else ("tf32" if torch.backends.cudnn.allow_tf32 else "fp32"),
+            else ("tf32" if device.type == "cuda" and torch.backends.cudnn.allow_tf32 else "fp32"),
             "output_dtype": timing.output_dtype,
             "threads": torch.get_num_threads(),
             "error": timing.error,
@@ -347,6 +347,8 @@ def main() -> None:
     if args.json and (Path(args.json).is_dir() or not Path(args.json).parent.is_dir()):
         # Checked before the first case is timed, not when its rows are written.
         parser.error(f"--json {args.json}: name a file in an existing folder")
+    if args.tf32 and device.type == "cpu":
+        parser.error("--tf32 is for GPUs: a CPU has no TF32 arithmetic, its float32 is IEEE")
     if args.bf16 and device.type == "cpu":
         # oneDNN's bf16 LSTM needs AVX512-BF16 or AMX, which most CPUs (this one) lack.
         parser.error("--bf16 is for GPUs: the CPU LSTM baseline has no portable bf16 kernel")

@@ -90,10 +90,11 @@ def protocol_options(task: str, batched: bool, mc: int) -> tuple[dict[str, objec
     return options, name
 
 
-# Overrides that leave a run's result as it is: where it ran and how much it printed, and
-# where its data was read from (data.num_proc: the same ids in as many processes).
-NEUTRAL_OVERRIDES = ("train.progress", "train.device", "train.log_every", "train.checkpoint_every")
-NEUTRAL_KEYS = (*NEUTRAL_OVERRIDES, "data.path", "data.data_dir", "data.num_proc")
+# Settings that leave a run's result as it is, given with --set or in a config file: where it
+# ran and how much it printed, and where its data was read from (data.num_proc: the same ids
+# in as many processes).
+NEUTRAL_KEYS = ("train.progress", "train.device", "train.log_every", "train.checkpoint_every")
+NEUTRAL_KEYS += ("data.path", "data.data_dir", "data.num_proc")
 RECIPES = Path(__file__).resolve().parents[1] / "configs"
 
 
@@ -136,11 +137,24 @@ def changes(origin: dict[str, Any]) -> list[str]:
     found: list[str] = []
     for inv in commands:
         for o in map(str, inv.get("overrides") or []):
-            if o.split("=", 1)[0].strip() not in NEUTRAL_OVERRIDES and o not in found:
+            if o.split("=", 1)[0].strip() not in NEUTRAL_KEYS and o not in found:
                 found.append(o)
         if inv.get("config_file") != first:
             found.append(f"config {inv.get('config_file')} from step {inv.get('step')}")
     return found
+
+
+def _differences_from_recipe(
+    recipe: Path, trained: dict[str, Any], overrides: list[str]
+) -> list[str]:
+    """What :func:`recipe_differences` finds beyond ``overrides`` (listed already); a recipe
+    that can't be read is itself the change (the run is scored, the number not shown)."""
+    try:
+        found = recipe_differences(recipe, trained)
+    except (OSError, *EXPECTED_ERRORS) as err:
+        return [f"recipe {recipe} not compared ({type(err).__name__}: {err})"]
+    overridden = {o.split("=", 1)[0].strip() for o in overrides}
+    return [d for d in found if d.split(":", 1)[0] not in overridden]
 
 
 def run_row(
@@ -181,13 +195,8 @@ def run_row(
         top = best(logged, key=lambda r: r[metric])
         value, where, protocol, step = top[metric], "best valid", "training log", top["step"]
     changed = changes(origin)
-    if recipe in PUBLISHED and (recipes / f"{recipe}.yaml").is_file():
-        overridden = {c.split("=", 1)[0].strip() for c in changed}
-        changed += [
-            d
-            for d in recipe_differences(recipes / f"{recipe}.yaml", ckpt["config"])
-            if d.split(":", 1)[0] not in overridden
-        ]
+    if recipe in PUBLISHED:
+        changed += _differences_from_recipe(recipes / f"{recipe}.yaml", ckpt["config"], changed)
     if changed or where != "test":
         published = float("nan")  # not the published recipe's test number
     at = next((r for r in reversed(records) if r["step"] == step), None)
@@ -225,6 +234,8 @@ def main() -> None:
         help="the folder of the published recipes' config files (default: this checkout's)",
     )
     args = parser.parse_args()
+    if not args.recipes.is_dir():  # else every run would go uncompared, in silence
+        parser.error(f"--recipes {args.recipes} is not a folder of recipe config files")
     if args.mc < 0:
         parser.error(f"--mc must be an integer >= 0, got {args.mc}")
     runs = []

@@ -166,6 +166,61 @@ def test_lm_minutes_shares_the_budget_and_the_first_job_comes_first(
     assert vision_fits is vision
 
 
+class _Clock:
+    """time.time and time.perf_counter that move only when a job 'runs'."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+    perf_counter = time
+
+
+@pytest.mark.parametrize(
+    ("remaining", "ran", "skipped"),
+    [
+        # 292 s (the 300 kept, less the report's reserve and a save margin): all three run
+        (292, ["ptb_rhn_d10", "ptb_lstm_baseline", "mnist_conv_highway_w16"], {}),
+        # 170 s: the MNIST epoch gives its time to the RHN and LSTM pair
+        (170, ["ptb_rhn_d10", "ptb_lstm_baseline"],
+         {"mnist_conv_highway_w16": "skipped: its time went to the PTB jobs"}),
+        # 50 s: nothing fits, each job says so
+        (50, [], {"ptb_rhn_d10": "skipped: no time left in the budget",
+                  "ptb_lstm_baseline": "skipped: no time left in the budget",
+                  "mnist_conv_highway_w16": "skipped: no time left in the budget"}),
+    ],
+)  # fmt: skip
+def test_a_short_train_section_runs_the_pair_before_the_mnist_epoch(
+    remaining: float,
+    ran: list[str],
+    skipped: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock()
+    calls: list[str] = []
+
+    def fake_run(cmd: list[str], ctx: object, timeout: float) -> None:
+        calls.append(Path(cmd[4]).name)
+        clock.now += min(timeout, ctx.remaining())  # each job takes all it is given
+
+    monkeypatch.setattr(gpu_check, "time", clock)
+    monkeypatch.setattr(gpu_check, "_run", fake_run)
+    monkeypatch.setattr(gpu_check, "_train_result", lambda *args: {"steps": 1})
+    monkeypatch.setattr(gpu_check.Context, "cuda", property(lambda self: False))
+    ctx = gpu_check.Context(
+        tmp_path, tmp_path, False, tmp_path, 1.5, clock.now + remaining, section="train"
+    )
+    result = gpu_check.section_train(ctx)
+    assert calls == ran
+    jobs = ["ptb_rhn_d10", "ptb_lstm_baseline", "mnist_conv_highway_w16"]
+    assert list(result["jobs"]) == jobs  # in job order, skipped ones too
+    assert {job: r["error"] for job, r in result["jobs"].items() if "error" in r} == skipped
+    assert result["failures"] == [f"train {job}: skipped" for job in skipped]
+
+
 def test_a_section_leaves_the_train_section_its_time() -> None:
     # The bench may run 160 s, but not into the 300 s kept for training after it.
     ctx = gpu_check.Context(Path("/nonexistent"), Path("/nonexistent"), False, None, 1.5, 0)

@@ -87,7 +87,7 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     edited = (runs / "tiny" / "config.yaml").read_text().replace("lr: 0.3", "lr: 0.002")
     (recipes / "text8_rhn_d10.yaml").write_text(edited)
     for name, recipe, overrides in (
-        ("as_is", "enwik8_rhn_d10", ["train.progress=false"]),
+        ("as_is", "enwik8_rhn_d10", ["train.progress=false", "data.data_dir=/moved"]),
         ("changed", "enwik8_rhn_d10", ["model.depth=2"]),
         ("edited", "text8_rhn_d10", []),
     ):
@@ -115,6 +115,12 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     # Against this checkout's recipes: a tiny char model is not the enwik8 recipe.
     real = _rows(_reproduce(str(runs / "as_is")).stdout)["as_is"]
     assert real["published"] == "-" and "model.hidden_size: 1500 → " in real["changes"]
+    # A recipe that can't be read: the run is scored, its number not shown, and said why.
+    (recipes / "enwik8_rhn_d10.yaml").write_text("base: gone.yaml\n")
+    unread = _rows(_reproduce(str(runs / "as_is"), "--recipes", str(recipes)).stdout)["as_is"]
+    assert unread["published"] == "-" and "not compared (ConfigError: " in unread["changes"]
+    typo = _reproduce(str(runs), "--recipes", str(tmp_path / "recipse"))
+    assert typo.returncode == 2 and "--recipes" in typo.stderr and "is not a folder" in typo.stderr
     assert rows["tiny"]["changes"] == "train.max_steps=20, train.eval_every=5, optim.lr=0.3"
     assert rows["tiny"]["steps"] == str(best_step) != "20"
     assert table.stderr.strip().startswith(f"skipped {runs / 'live'}: CheckpointError: ")

@@ -25,13 +25,18 @@ def float32_arithmetic(precision: str) -> Iterator[None]:
     they are put back as they were when the block ends."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
-    saved = (matmul.allow_tf32, cudnn.allow_tf32)
-    matmul.allow_tf32 = cudnn.allow_tf32 = precision == "tf32"
+    # Each through the one API that reads it back as it was set: a caller's "medium" matmul
+    # precision survives the block (its allow_tf32 flag could not say it).
+    cudnn = torch.backends.cudnn
+    saved = (torch.get_float32_matmul_precision(), cudnn.allow_tf32)
+    tf32 = precision == "tf32"
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    cudnn.allow_tf32 = tf32
     try:
         yield
     finally:
-        matmul.allow_tf32, cudnn.allow_tf32 = saved
+        torch.set_float32_matmul_precision(saved[0])
+        cudnn.allow_tf32 = saved[1]
 
 
 def autocast(precision: str, device_type: str) -> contextlib.AbstractContextManager:

@@ -26,6 +26,14 @@ def test_one_setting_for_cublas_and_cudnn_while_the_block_runs(precision: str, t
     assert _flags() == before
     with pytest.raises(ValueError, match=r"precision must be one of fp32, tf32, bf16, got 'fp16'"):
         float32_arithmetic("fp16").__enter__()
+    # A caller's own matmul precision, which no allow_tf32 flag can say, is put back too.
+    torch.set_float32_matmul_precision("medium")
+    try:
+        with float32_arithmetic(precision):
+            assert torch.get_float32_matmul_precision() == ("high" if tf32 else "highest")
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision("highest")
     with autocast(precision, "cpu"):
         low = torch.ones(2, 2) @ torch.ones(2, 2)
     assert low.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
