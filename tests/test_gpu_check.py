@@ -280,3 +280,19 @@ def test_it_runs_from_a_plain_copy_of_the_repository(tmp_path: Path) -> None:
     work = Path(report["work"])
     assert work.is_dir() and work.parent == tmp_path.resolve()
     assert work.name.startswith("rhn-gpu-check-")
+
+
+def test_a_nan_anywhere_fails_a_check() -> None:
+    import math
+
+    import torch
+
+    # Python's max passes a NaN over when it isn't first: [0.0, nan] gave 0.0, a pass.
+    assert math.isnan(gpu_check.worst([0.0, math.nan, 1e-9]))
+    assert gpu_check.worst([0.0, 2e-6, 1e-9]) == 2e-6
+    nan_grad = torch.tensor([1.0, float("nan")])
+    error = gpu_check.worst(
+        gpu_check.scaled_error(a, b)
+        for a, b in ((torch.ones(2), torch.ones(2)), (nan_grad, torch.ones(2)))
+    )
+    assert not error < gpu_check.SCALED_TOLERANCE
