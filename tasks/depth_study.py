@@ -282,14 +282,16 @@ def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: i
     return record
 
 
-def load_study(path: str | Path, overrides: Sequence[str] = ()) -> DepthStudyConfig:
-    """A study file with ``--set`` overrides (``trials=3``, ``search.lr=[0.01, 0.1]``)."""
-    raw = read_yaml_mapping(path, "study")
+def load_study(path: str | Path | None, overrides: Sequence[str] = ()) -> DepthStudyConfig:
+    """A study file (None: the paper's study, :class:`DepthStudyConfig`'s defaults, which
+    ``configs/studies/mnist_depth.yaml`` writes out) with ``--set`` overrides (``trials=3``,
+    ``search.lr=[0.01, 0.1]``)."""
+    raw = {} if path is None else read_yaml_mapping(path, "study")
     try:
         apply_overrides(raw, overrides, sectioned=False)
         return from_dict(DepthStudyConfig, raw, prefix="")
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
 
 
 # Keys of study.yaml that say where the trials run, not what they compute: a study started

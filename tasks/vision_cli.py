@@ -13,9 +13,6 @@ from rhn.tasks.cli import EXPECTED_ERRORS, _device, _fail, _int_at_least, comman
 from rhn.tasks.depth_study import StudyInterruptedError, load_study, run_study, summary_table
 from rhn.train.checkpoint import CheckpointError
 
-# The study config that ships in the repository, found from wherever the command is started.
-DEFAULT_STUDY = Path(__file__).resolve().parents[1] / "configs" / "studies" / "mnist_depth.yaml"
-
 
 @command
 def depth_study_main(argv: list[str] | None = None) -> int:
@@ -25,8 +22,9 @@ def depth_study_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--config",
-        default=str(DEFAULT_STUDY),
-        help="study YAML (default: the repository's configs/studies/mnist_depth.yaml)",
+        default=None,
+        help="study YAML (default: the paper's study, as configs/studies/mnist_depth.yaml "
+        "writes it out; an installed rhn has no configs/ folder)",
     )
     parser.add_argument("--out", required=True, help="study directory (resumed if it exists)")
     parser.add_argument(

@@ -17,6 +17,7 @@ from rhn.tasks.depth_study import DepthStudyConfig, plan, prepare_study_dir, sam
 from rhn.tasks.vision_cli import analyze_gates_main, depth_study_main, lesion_main
 from rhn.train.config import build_config
 from rhn.train.loop import train
+from rhn.train.schema import ConfigError
 
 
 @pytest.fixture
@@ -244,15 +245,15 @@ def test_parallel_trials_give_the_sequential_results(mnist_dir: Path, tmp_path: 
         assert par[trial] == pytest.approx(loss, rel=1e-4)
 
 
-def test_the_default_study_config_is_found_from_any_working_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_default_study_needs_no_file_and_is_the_one_the_repository_writes_out() -> None:
     from rhn.tasks.depth_study import load_study
-    from rhn.tasks.vision_cli import DEFAULT_STUDY
 
-    monkeypatch.chdir(tmp_path)  # started outside the repository
-    assert DEFAULT_STUDY.is_absolute() and DEFAULT_STUDY.is_file()
-    assert load_study(str(DEFAULT_STUDY), []) is not None
+    # An installed rhn has no configs/ folder: the default is the config class's defaults.
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "studies" / "mnist_depth.yaml"
+    assert load_study(None) == load_study(shipped)
+    assert load_study(None).depths == [10, 20, 50, 100] and load_study(None).trials == 5
+    with pytest.raises(ConfigError, match=r"^trials: 0 is not allowed; expected an integer >= 1"):
+        load_study(None, ["trials=0"])
 
 
 ANALYSES = {"rhn-analyze-gates": analyze_gates_main, "rhn-lesion": lesion_main}
