@@ -53,6 +53,12 @@ class CharAwareConfig(RecurrentConfig):
                 f"model.widths and model.filters must be non-empty and equally long, got "
                 f"{self.widths} and {self.filters}"
             )
+        sizes = [("char_embed_size", self.char_embed_size)]
+        sizes += [(f"widths[{i}]", w) for i, w in enumerate(self.widths)]
+        sizes += [(f"filters[{i}]", f) for i, f in enumerate(self.filters)]
+        for key, value in sizes:  # named here, not as the CharCNN's argument it becomes
+            if value < 1:
+                raise ValueError(f"model.{key} must be an integer >= 1, got {value}")
         if self.highway_layers < 0:
             raise ValueError(f"model.highway_layers must be >= 0, got {self.highway_layers}")
         # A word is its start and end markers around at least one character: with less
@@ -126,7 +132,7 @@ def word_char_table(
 
 @register_model(CharAwareConfig)
 def _build(cfg: CharAwareConfig, meta: ModelMeta) -> CharAwareLM:
-    words = meta_value(meta, "words", list, cfg)
+    words = meta_value(meta, "words", (list, tuple), cfg)
     if not words or not all(isinstance(w, str) for w in words):
         raise ValueError("model metadata 'words' for CharAwareConfig must be a list of strings")
     return CharAwareLM.from_words(words, cfg)

@@ -213,7 +213,7 @@ def build_image_classifier(
 
 @register_model(ImageClassifierConfig)
 def _build(cfg: ImageClassifierConfig, meta: ModelMeta) -> ImageClassifier:
-    shape = meta_value(meta, "image_shape", list, cfg)
+    shape = meta_value(meta, "image_shape", (list, tuple), cfg)  # a checkpoint's: a list
     if len(shape) != 3 or not all(isinstance(n, int) and n > 0 for n in shape):
         raise ValueError(f"model metadata 'image_shape' must be [C, H, W] > 0, got {shape}")
     classes = meta_value(meta, "num_classes", int, cfg)

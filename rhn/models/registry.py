@@ -44,15 +44,18 @@ def build_model(cfg: Any, meta: ModelMeta) -> nn.Module:
     return builder(cfg, meta)
 
 
-def meta_value(meta: ModelMeta, key: str, kind: type, cfg: Any) -> Any:
-    """``meta[key]``, checked to be a ``kind``; a ValueError names what is missing or wrong."""
+def meta_value(meta: ModelMeta, key: str, kind: type | tuple[type, ...], cfg: Any) -> Any:
+    """``meta[key]``, checked to be a ``kind`` (or one of them); a ValueError names what is
+    missing or wrong."""
     owner = type(cfg).__name__
     if key not in meta:
         have = ", ".join(sorted(meta)) or "nothing"
         raise ValueError(f"model metadata for {owner} needs {key!r}, but holds {have}")
     value = meta[key]
-    if isinstance(value, bool) or not isinstance(value, kind):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) or not isinstance(value, kinds):
         raise ValueError(
-            f"model metadata {key!r} for {owner} must be {kind.__name__}, got {value!r:.60}"
+            f"model metadata {key!r} for {owner} must be "
+            f"{' or '.join(k.__name__ for k in kinds)}, got {value!r:.60}"
         )
     return value

@@ -64,9 +64,9 @@ class CharCNN(nn.Module):
                 f"widths and filters must be non-empty and of equal length, got {list(widths)} "
                 f"and {list(filters)}"
             )
-        for w, f in zip(widths, filters, strict=True):
-            check_positive_int("widths[i]", w)
-            check_positive_int("filters[i]", f)
+        for i, (w, f) in enumerate(zip(widths, filters, strict=True)):
+            check_positive_int(f"widths[{i}]", w)
+            check_positive_int(f"filters[{i}]", f)
         self.widths = tuple(widths)
         self.activation = check_activation(activation)
         self._act = get_activation(activation)

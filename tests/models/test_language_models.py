@@ -262,6 +262,23 @@ def test_generation_of_no_tokens_is_empty_and_bad_lengths_or_temperatures_are_na
         model.generate(prompt, 3, temperature=-1.0)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        # Each was taken, to fail at build_model naming the CharCNN's embed_size or a
+        # literal 'widths[i]' instead of the config's key.
+        ("char_embed_size", 0, "model.char_embed_size must be an integer >= 1, got 0"),
+        ("widths", [0, 2], "model.widths[0] must be an integer >= 1, got 0"),
+        ("filters", [3, -5], "model.filters[1] must be an integer >= 1, got -5"),
+    ],
+)
+def test_a_char_cnn_size_below_one_is_refused_by_its_key(field: str, value, message: str) -> None:
+    sizes = {"widths": [1, 2], "filters": [3, 4], field: value}
+    with pytest.raises(ValueError) as caught:
+        CharAwareConfig(**sizes)
+    assert str(caught.value) == message
+
+
 @pytest.mark.parametrize("length", [1, 2])
 def test_a_max_word_length_without_room_for_a_character_is_refused(length: int) -> None:
     # Length 2 passed (>= the widest filter) and every word became the same two markers;

@@ -27,6 +27,11 @@ def test_each_config_builds_its_model_from_the_metadata() -> None:
     )
     assert isinstance(mlp, HighwayMLP)
     assert mlp(torch.zeros(2, 1, 4, 4)).shape == (2, 5)
+    # A tuple, as the task's own image_shape is, from a Python caller (a checkpoint: a list)
+    as_tuple = build_model(
+        ImageClassifierConfig(arch="mlp", depth=3), {"image_shape": (1, 4, 4), "num_classes": 5}
+    )
+    assert as_tuple(torch.zeros(2, 1, 4, 4)).shape == (2, 5)
     conv = build_model(
         ImageClassifierConfig(arch="mnist_conv", width=4),
         {"image_shape": [1, 28, 28], "num_classes": 10},
@@ -61,6 +66,11 @@ def test_the_char_aware_table_is_built_from_the_words_in_kims_spelling() -> None
         (CharAwareConfig(), {"vocab_size": 3}, "needs 'words', but holds vocab_size"),
         (CharAwareConfig(), {"words": [1, 2]}, "list of strings"),
         (ImageClassifierConfig(), {"image_shape": [1, 28], "num_classes": 10}, r"\[C, H, W\]"),
+        (
+            ImageClassifierConfig(),
+            {"image_shape": "1x28x28", "num_classes": 10},
+            "'image_shape' for ImageClassifierConfig must be list or tuple, got '1x28x28'",
+        ),
         (ImageClassifierConfig(), {"image_shape": [1, 2, 2], "num_classes": 1}, ">= 2"),
         (object(), {}, "no model is registered for object"),
     ],
