@@ -55,7 +55,7 @@ bench: $(STAMP)
 GPU_DATA := $(wildcard gpu-data)
 OUT ?= runs/gpu-check
 gpu-check:
-	$(PYTHON) scripts/gpu_check.py --out $(OUT) $(if $(GPU_DATA),--data-dir gpu-data)
+	PYTHONUNBUFFERED=1 $(PYTHON) scripts/gpu_check.py --out $(OUT) $(if $(GPU_DATA),--data-dir gpu-data)
 
 # The same check on CPU at toy sizes (part of make test, through tests/test_gpu_check.py).
 gpu-check-dry: $(STAMP)
