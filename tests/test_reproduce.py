@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +53,11 @@ def test_reproduce_table_from_a_finished_run(tmp_path: Path) -> None:
         row = lines[2].split(" | ")
         assert row[0] == "| tiny" and row[1] == "char_lm_tiny" and row[2] == "bpc"
         assert float(row[4]) > 0 and row[6] == protocol and row[7].endswith("M")
+        if "--no-eval" in extra:  # the best (lowest) logged validation bpc, and its step
+            logged = [json.loads(line) for line in (runs / "tiny" / "metrics.jsonl").open()]
+            best = min((r for r in logged if "bpc" in r), key=lambda r: r["bpc"])
+            assert float(row[4]) == pytest.approx(best["bpc"], abs=5e-4)
+            assert row[9] == str(best["step"])  # the steps column
 
 
 def _reproduce(*args: str) -> subprocess.CompletedProcess:
@@ -112,6 +118,9 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     assert rows["changed"]["published"] == "-" and rows["changed"]["changes"] == "model.depth=2"
     assert rows["edited"]["published"] == "-"
     assert rows["edited"]["changes"] == "optim.lr: 0.002 → 0.3 (config)"
+    # The published number is a test number: the same run scored on valid stands alone.
+    valid = _rows(_reproduce(str(runs), "--split", "valid", "--recipes", str(recipes)).stdout)
+    assert valid["as_is"]["published"] == "-" and valid["as_is"]["changes"] == "—"
     # Against this checkout's recipes: a tiny char model is not the enwik8 recipe.
     real = _rows(_reproduce(str(runs / "as_is")).stdout)["as_is"]
     assert real["published"] == "-" and "model.hidden_size: 1500 → " in real["changes"]
@@ -125,8 +134,6 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     assert rows["tiny"]["steps"] == str(best_step) != "20"
     assert table.stderr.strip().startswith(f"skipped {runs / 'live'}: CheckpointError: ")
     assert len(table.stderr.strip().splitlines()) == 1
-    valid = _rows(_reproduce(str(runs), "--split", "valid").stdout)
-    assert valid["as_is"]["published"] == "-"  # the published number is a test number
 
     missing = _reproduce(str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "is not a run directory" in missing.stderr
