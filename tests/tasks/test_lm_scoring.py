@@ -104,6 +104,36 @@ def test_the_window_protocol_is_seeded_and_leaves_the_random_state_alone() -> No
     assert score_mc_windows(lm, stream, CPU, 2, seed=4).loss != a
 
 
+def reference_mc_windows(lm: LanguageModel, stream: TBPTTStream, samples: int, seed: int) -> float:
+    """The window protocol by hand: fresh masks in every window (the model's forward calls
+    in train mode, window by window and sample by sample, on a generator seeded with
+    ``seed``), a state per sample carried across windows, each token's probability the mean
+    of the samples' (float64), and the loss the mean −log of it over every target."""
+    torch.manual_seed(seed)
+    lm.train()
+    states = [lm.initial_state(COLUMNS, CPU) for _ in range(samples)]
+    nll = []
+    with torch.no_grad():
+        for inputs, targets in stream.all_windows():
+            probs = []
+            for k in range(samples):
+                logits, states[k] = lm(inputs, states[k])
+                probs.append(torch.softmax(logits.double(), dim=-1))
+            mean = torch.stack(probs).mean(0).gather(-1, targets.unsqueeze(-1))
+            nll += (-mean.log()).flatten().tolist()
+    lm.eval()
+    return float(np.mean(nll))
+
+
+@pytest.mark.parametrize("samples", [1, 3])
+def test_the_window_protocol_averages_each_windows_predictive_distributions(samples: int) -> None:
+    lm, ids = tiny_lm(**DROPOUT), split_ids()
+    stream = windows_of(ids)
+    expected = reference_mc_windows(lm, stream, samples, seed=7)
+    got = score_mc_windows(lm, stream, CPU, samples, seed=7).loss
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
 def test_word_dropout_in_a_pass_drops_a_columns_whole_input() -> None:
     """evaluate_mc's noise_x is drawn once per pass at batch 1: each pass sees every
     embedding scaled by 1 / (1 − p), or none of them, never single words dropped."""
