@@ -51,3 +51,29 @@ def test_lesioning_an_already_closed_layer_changes_nothing(conv: bool) -> None:
     # an open layer's lesion does change the logits (so the test above can fail)
     with closed_transform_gate(model.highway_layers()[0]):
         assert not torch.allclose(model(x), lesioned)
+
+
+@pytest.mark.parametrize("conv", [False, True])
+def test_each_lesion_error_is_the_error_with_that_gate_shut_by_its_bias(conv: bool) -> None:
+    import copy
+
+    if conv:
+        model = ConvHighwayNet("mnist_conv", (1, 28, 28), 10, width=4, gate_bias=0.0)
+        x = torch.randn(60, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    else:
+        model = HighwayMLP(20, 10, depth=6, width=8, gate_bias=0.0)
+        x = torch.randn(60, 20, generator=torch.Generator().manual_seed(1))
+    model.eval()
+    with torch.no_grad():
+        labels = model(x).argmax(-1)  # the unlesioned model is right on every example
+    baseline, errors = lesion_errors(model, x, labels, batch_size=16)
+    assert baseline == 0.0
+    expected = []
+    for i in range(len(model.highway_layers())):
+        shut = copy.deepcopy(model)  # the gate closed another way: T's bias at −1e4, σ = 0
+        layer = shut.highway_layers()[i]
+        with torch.no_grad():
+            layer.bias[layer.features : 2 * layer.features].fill_(-1e4)
+            expected.append((shut(x).argmax(-1) != labels).float().mean().item())
+    assert errors == pytest.approx(expected)
+    assert any(e > 0 for e in expected)  # some lesion matters, so the check can fail
