@@ -44,3 +44,28 @@ def test_a_new_file_gets_the_umask_mode_and_a_replaced_one_keeps_its_mode(
         assert stat.S_IMODE(shared.stat().st_mode) == 0o664
     finally:
         os.umask(old_umask)
+
+
+def test_the_data_and_then_the_rename_are_made_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crash can't be staged here, so what makes the write survive one is watched: the
+    # temporary's bytes reach the disk before the rename, the directory entry after it.
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def watched_fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        events.append(("fsync", "dir" if Path(target).is_dir() else Path(target).name))
+        fsync(fd)
+
+    def watched_replace(src: str, dst: str) -> None:
+        events.append(("replace", Path(dst).name))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", watched_fsync)
+    monkeypatch.setattr(os, "replace", watched_replace)
+    atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"]
+    assert events[0][1].startswith(".config.yaml.") and events[0][1].endswith(".tmp")
+    assert events[1:] == [("replace", "config.yaml"), ("fsync", "dir")]
