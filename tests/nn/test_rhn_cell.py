@@ -177,3 +177,30 @@ def test_return_gates_must_be_a_bool(flag: object) -> None:
         rhn.RHNCell(3, 4, 2)(x[0], return_gates=flag)
     with pytest.raises(TypeError, match=rf"^return_gates must be True or False, got {flag!r}$"):
         rhn.RHN(3, 4, depth=2)(x, return_gates=flag)
+
+
+@pytest.mark.parametrize("with_g", [False, True])
+@pytest.mark.parametrize("coupled", [True, False])
+def test_the_pointwise_backward_is_autograd_of_the_micro_step(coupled: bool, with_g: bool) -> None:
+    # TORCH_POINTWISE's hand-written derivative (the fused backend's, on every device)
+    # against autograd of rhn_micro_step, float64: ∂a and the carried part of ∂s.
+    from rhn.nn.rhn_cell import TORCH_POINTWISE, rhn_micro_step
+
+    g = torch.Generator().manual_seed(4)
+    n, hidden, gates = 3, 5, 2 if coupled else 3
+    a = torch.randn(n, gates * hidden, dtype=torch.float64, generator=g, requires_grad=True)
+    s = torch.randn(n, hidden, dtype=torch.float64, generator=g, requires_grad=True)
+    ds = torch.randn(n, hidden, dtype=torch.float64, generator=g)
+    grad_in = torch.randn(n, hidden, dtype=torch.float64, generator=g) if with_g else None
+    mask = torch.rand(n, hidden, dtype=torch.float64, generator=g).gt(0.3).double() / 0.7
+    incoming = ds if grad_in is None else ds + grad_in * mask  # what reaches s'
+    s_next, _ = rhn_micro_step(a, s, coupled)
+    da_auto, ds_auto = torch.autograd.grad(s_next, (a, s), incoming)
+    h, t, c, out = (torch.empty(n, hidden, dtype=torch.float64) for _ in range(4))
+    TORCH_POINTWISE.forward(a.detach(), s.detach(), h, t, None if coupled else c, out)
+    da, carry = torch.empty_like(a), torch.empty_like(s)
+    TORCH_POINTWISE.backward(ds, s.detach(), h, t, None if coupled else c, da, carry,
+                             grad_in, mask if with_g else None)  # fmt: skip
+    torch.testing.assert_close(out, s_next.detach(), rtol=0, atol=1e-15)
+    torch.testing.assert_close(da, da_auto, rtol=0, atol=1e-12)
+    torch.testing.assert_close(carry, ds_auto, rtol=0, atol=1e-12)  # ∂s through the carry
