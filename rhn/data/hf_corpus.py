@@ -64,7 +64,7 @@ LOCAL_BUILDERS = {
 }
 SPLIT_ALIASES = {"train": ("train",), "valid": ("validation", "valid", "dev"), "test": ("test",)}
 BATCH_ROWS = 10_000
-ENCODING_VERSION = 3  # bump when the way rows become ids changes: old caches are ignored
+ENCODING_VERSION = 4  # bump when the way rows become ids changes: old caches are ignored
 
 
 @dataclass(frozen=True)
