@@ -53,11 +53,6 @@ def test_reproduce_table_from_a_finished_run(tmp_path: Path) -> None:
         row = lines[2].split(" | ")
         assert row[0] == "| tiny" and row[1] == "char_lm_tiny" and row[2] == "bpc"
         assert float(row[4]) > 0 and row[6] == protocol and row[7].endswith("M")
-        if "--no-eval" in extra:  # the best (lowest) logged validation bpc, and its step
-            logged = [json.loads(line) for line in (runs / "tiny" / "metrics.jsonl").open()]
-            best = min((r for r in logged if "bpc" in r), key=lambda r: r["bpc"])
-            assert float(row[4]) == pytest.approx(best["bpc"], abs=5e-4)
-            assert row[9] == str(best["step"])  # the steps column
 
 
 def _reproduce(*args: str) -> subprocess.CompletedProcess:
@@ -132,6 +127,13 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     assert typo.returncode == 2 and "--recipes" in typo.stderr and "is not a folder" in typo.stderr
     assert rows["tiny"]["changes"] == "train.max_steps=20, train.eval_every=5, optim.lr=0.3"
     assert rows["tiny"]["steps"] == str(best_step) != "20"
+    # --no-eval: the lowest logged validation bpc and its step, not the last evaluation's
+    logged = [json.loads(line) for line in (runs / "tiny" / "metrics.jsonl").open()]
+    best = min((r for r in logged if "bpc" in r), key=lambda r: r["bpc"])
+    assert best["step"] == best_step != logged[-1]["step"]
+    from_log = _rows(_reproduce(str(runs / "tiny"), "--no-eval").stdout)["tiny"]
+    assert float(from_log["ours"]) == pytest.approx(best["bpc"], abs=5e-4)
+    assert from_log["steps"] == str(best_step) and from_log["measured on"] == "best valid"
     assert table.stderr.strip().startswith(f"skipped {runs / 'live'}: CheckpointError: ")
     assert len(table.stderr.strip().splitlines()) == 1
 

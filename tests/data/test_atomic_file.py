@@ -50,22 +50,25 @@ def test_the_data_and_then_the_rename_are_made_durable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A crash can't be staged here, so what makes the write survive one is watched: the
-    # temporary's bytes reach the disk before the rename, the directory entry after it.
-    events: list[tuple[str, str]] = []
+    # temporary's bytes, all of them, reach the disk before the rename; the directory's
+    # entry after it.
+    events: list[tuple[str, os.stat_result]] = []
     fsync, replace = os.fsync, os.replace
 
     def watched_fsync(fd: int) -> None:
-        target = os.readlink(f"/proc/self/fd/{fd}")
-        events.append(("fsync", "dir" if Path(target).is_dir() else Path(target).name))
+        events.append(("fsync", os.fstat(fd)))
         fsync(fd)
 
     def watched_replace(src: str, dst: str) -> None:
-        events.append(("replace", Path(dst).name))
+        events.append(("replace", os.stat(src)))
         replace(src, dst)
 
     monkeypatch.setattr(os, "fsync", watched_fsync)
     monkeypatch.setattr(os, "replace", watched_replace)
-    atomic_write_text(tmp_path / "config.yaml", "a: 1\n")
-    assert [e[0] for e in events] == ["fsync", "replace", "fsync"]
-    assert events[0][1].startswith(".config.yaml.") and events[0][1].endswith(".tmp")
-    assert events[1:] == [("replace", "config.yaml"), ("fsync", "dir")]
+    path = tmp_path / "config.yaml"
+    atomic_write_text(path, "a: 1\n")
+    assert [what for what, _ in events] == ["fsync", "replace", "fsync"]
+    (_, data), (_, renamed), (_, folder) = events
+    assert os.path.samestat(data, renamed) and os.path.samestat(data, path.stat())
+    assert data.st_size == len("a: 1\n")  # flushed before the fsync, not at the close
+    assert os.path.samestat(folder, tmp_path.stat())  # the file's own directory
