@@ -179,3 +179,55 @@ def test_source_options_are_checked() -> None:
         build_config({"task": "image_classification", "data": {"hf_path": "x"}})
     with pytest.raises(ValueError, match=r"data\.data_dir is for data\.source: official"):
         build_config({"task": "image_classification", "data": {"source": "hf", "data_dir": "x"}})
+
+
+def _mnist_hub(tmp_path: Path) -> datasets.DatasetDict:
+    write_mnist(tmp_path / "idx", n_train=12, n_test=6)
+    return as_hub_dataset(load_mnist(tmp_path / "idx", allow_download=False), "mnist")
+
+
+def _with_images(split: datasets.Dataset, change) -> datasets.Dataset:
+    images = [change(i, image) for i, image in enumerate(split["image"])]
+    rows = {"image": images, "label": split["label"]}
+    return datasets.Dataset.from_dict(rows, features=split.features)
+
+
+def _with_labels(split: datasets.Dataset, labels: list) -> datasets.Dataset:
+    return split.remove_columns("label").add_column("label", labels)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        # a palette image decodes to its palette indices, not grey levels
+        (lambda d: {"train": _with_images(d["train"], lambda i, im: im.convert("P"))},
+         r"split 'train': column 'image' holds P images; these are L \(convert them: "
+         r"dataset.cast_column\('image', datasets.Image\(mode='L'\)\)\)"),
+        # 32 × 32 test images beside 28 × 28 training ones: the model failed naming no data
+        (lambda d: {"test": _with_images(d["test"], lambda i, im: im.resize((32, 32)))},
+         r"split 'test': column 'image' row 0 is an image of shape \(32, 32\); .* images are "
+         r"\(28, 28\) \(H, W\)"),
+        # sizes mixed within a split: numpy's "all input arrays must have the same shape"
+        (lambda d: {"train": _with_images(
+            d["train"], lambda i, im: im.resize((30, 30)) if i == 5 else im)},
+         r"split 'train': column 'image' row 5 is an image of shape \(30, 30\)"),
+        (lambda d: {"train": _with_labels(d["train"], [1.7] * 12)},
+         r"split 'train': column 'label' holds float64 values; labels are integers 0–9"),
+        (lambda d: {"train": _with_labels(d["train"], ["cat"] * 12)},
+         r"column 'label' holds string values; labels are integers 0–9 \(or a ClassLabel\)"),
+        (lambda d: {"train": _with_labels(d["train"], [None, *range(1, 12)])},
+         r"column 'label' holds float\d+ values, not integer labels \(a row without a label\?\)"),
+        # test label 6 would mean another class than training's 6
+        (lambda d: {"test": d["test"].cast_column(
+            "label", datasets.ClassLabel(names=[f"c{9 - i}" for i in range(10)]))},
+         r"column 'label' names its classes otherwise in each split \(train: \['0', '1', "),
+    ],
+)  # fmt: skip
+def test_images_and_labels_the_official_files_could_not_hold_are_refused(
+    spoil, message: str, tmp_path: Path
+) -> None:
+    data = _mnist_hub(tmp_path)
+    folder = tmp_path / "spoilt"
+    datasets.DatasetDict({**data, **spoil(data)}).save_to_disk(folder)
+    with pytest.raises(DataFileError, match=message):
+        load_hf_images("mnist", str(folder))
