@@ -158,7 +158,9 @@ def main() -> None:
     )
     first_runs: dict[int, float] = {}
     for num_proc in args.num_proc:
-        env = {**os.environ, "RHN_CACHE_DIR": str(bench_dir / f"cache-np{num_proc}")}
+        cache = bench_dir / f"cache-np{num_proc}"
+        shutil.rmtree(cache, ignore_errors=True)  # a reused --dir's: the first run counts again
+        env = {**os.environ, "RHN_CACHE_DIR": str(cache)}
         for label in ("first run (count + encode)", "second run (cached)"):
             out = subprocess.run(
                 [sys.executable, __file__, "--measure", str(folder), "--num-proc", str(num_proc)],

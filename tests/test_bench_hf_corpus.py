@@ -36,8 +36,11 @@ def test_a_tiny_corpus_is_written_inside_dir_measured_and_reused(tmp_path: Path)
     # Each split's tokens: the rows' words plus a line break each (train 4600 words in rows
     # of 90: 52 rows; held-out splits 4600 // 460 = 10 words in one row).
     assert "tokens {'train': 4652, 'valid': 11, 'test': 11}" in runs[0]
+    (out / "cache-np1" / "left by the first bench").write_text("")
     again = bench(*sizes)
     assert again.returncode == 0 and "wrote" not in again.stdout  # the corpus is reused
+    # ... but not the last bench's cache: its "first run" would have been a cache read
+    assert not (out / "cache-np1" / "left by the first bench").exists()
 
 
 @pytest.mark.parametrize(
