@@ -6,6 +6,7 @@ Every function returns the ``Figure``, for TensorBoard's ``add_figure`` and to b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -25,6 +26,8 @@ SAVEFIG = {"dpi": 120, "bbox_inches": "tight"}  # how every figure here is saved
 def depth_study_figure(curves: Mapping[tuple[int, str], Curve]) -> Figure:
     """Figure 1 of Srivastava et al. (2015): one panel per depth, the best plain and the
     best highway run's training cross-entropy (log scale) against epochs."""
+    if not curves:
+        raise ValueError("depth_study_figure needs at least one (depth, block) curve, got none")
     depths = sorted({depth for depth, _ in curves})
     fig, axes = plt.subplots(1, len(depths), figsize=(3.6 * len(depths), 3.2), squeeze=False)
     styles = {"plain": ("tab:blue", "--"), "highway": ("tab:red", "-")}
@@ -52,6 +55,8 @@ def gate_figure(panels: Mapping[str, np.ndarray], title: str = "") -> Figure:
     as the paper's, whose "highway layers (y-axis) consist of 50 blocks (x-axis)": one row
     per layer, the first (1) at the top, one column per unit (or channel) — e.g.
     transform-gate biases, mean gate activity, one example's gates and block outputs."""
+    if not panels:
+        raise ValueError("gate_figure needs at least one (units, layers) panel, got none")
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 4.0), squeeze=False)
     for ax, (name, values) in zip(axes[0], panels.items(), strict=True):
         rows = np.asarray(values).T  # (layers, units)
@@ -79,7 +84,8 @@ def lesion_figure(errors: Sequence[float], baseline: float, title: str = "") -> 
     ax.axhline(baseline, color="gray", linestyle="--", label="no lesion")
     ax.set_xlabel("lesioned layer")
     ax.set_ylabel("training-set error")
-    ax.set_ylim(0, max([baseline, *errors]) * 1.15 or 1.0)
+    finite = [e for e in (baseline, *errors) if math.isfinite(e)]  # a NaN has no height
+    ax.set_ylim(0, max(finite, default=0.0) * 1.15 or 1.0)
     ax.legend()
     if title:
         ax.set_title(title)

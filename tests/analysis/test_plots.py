@@ -32,3 +32,18 @@ def test_the_depth_figure_puts_its_legend_where_a_curve_was_drawn() -> None:
         fig = depth_study_figure(curves)
     assert fig.axes[0].get_legend() is None
     assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()] == ["highway"]
+
+
+def test_empty_inputs_are_named_and_a_nan_baseline_still_draws() -> None:
+    import math
+
+    import pytest
+
+    from rhn.analysis.plots import depth_study_figure, lesion_figure
+
+    with pytest.raises(ValueError, match=r"needs at least one .* curve, got none"):
+        depth_study_figure({})
+    with pytest.raises(ValueError, match=r"needs at least one .* panel, got none"):
+        gate_figure({})
+    figure = lesion_figure([0.1, 0.3], math.nan)  # matplotlib refused NaN axis limits
+    assert figure.axes[0].get_ylim() == pytest.approx((0.0, 0.3 * 1.15))
