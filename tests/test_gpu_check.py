@@ -291,8 +291,6 @@ def test_a_nan_anywhere_fails_a_check() -> None:
     assert math.isnan(gpu_check.worst([0.0, math.nan, 1e-9]))
     assert gpu_check.worst([0.0, 2e-6, 1e-9]) == 2e-6
     nan_grad = torch.tensor([1.0, float("nan")])
-    error = gpu_check.worst(
-        gpu_check.scaled_error(a, b)
-        for a, b in ((torch.ones(2), torch.ones(2)), (nan_grad, torch.ones(2)))
-    )
-    assert not error < gpu_check.SCALED_TOLERANCE
+    errors = gpu_check.pair_errors(((torch.ones(2), torch.ones(2)), (nan_grad, torch.ones(2))))
+    assert not errors["scaled_error"] < gpu_check.SCALED_TOLERANCE
+    assert math.isnan(errors["max_error"])
