@@ -122,6 +122,11 @@ def recipe_differences(recipe: Path, trained: dict[str, Any]) -> list[str]:
     ]
 
 
+def _override_key(override: str) -> str:
+    """The dotted key a ``--set key=value`` override sets."""
+    return override.split("=", 1)[0].strip()
+
+
 def invocations(origin: dict[str, Any]) -> list[dict[str, Any]]:
     """The commands that trained a run, first first (an origin.json from before
     ``invocations`` was recorded is one command)."""
@@ -137,7 +142,7 @@ def changes(origin: dict[str, Any]) -> list[str]:
     found: list[str] = []
     for inv in commands:
         for o in map(str, inv.get("overrides") or []):
-            if o.split("=", 1)[0].strip() not in NEUTRAL_KEYS and o not in found:
+            if _override_key(o) not in NEUTRAL_KEYS and o not in found:
                 found.append(o)
         if inv.get("config_file") != first:
             found.append(f"config {inv.get('config_file')} from step {inv.get('step')}")
@@ -153,7 +158,7 @@ def _differences_from_recipe(
         found = recipe_differences(recipe, trained)
     except (OSError, *EXPECTED_ERRORS) as err:
         return [f"recipe {recipe} not compared ({type(err).__name__}: {err})"]
-    overridden = {o.split("=", 1)[0].strip() for o in overrides}
+    overridden = {_override_key(o) for o in overrides}
     return [d for d in found if d.split(":", 1)[0] not in overridden]
 
 

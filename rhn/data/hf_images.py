@@ -56,9 +56,9 @@ def _decode(dataset: object, spec: HubImageSet, name: str, split: str) -> ImageS
     _check_columns(dataset, spec, where)
     images, labels = [], []
     numpy_rows = dataset.select_columns([spec.image, spec.label]).with_format("numpy")
+    wanted = (spec.size, spec.size) + ((spec.channels,) if spec.channels > 1 else ())
     for start, batch in enumerate(numpy_rows.iter(batch_size=BATCH_IMAGES)):
         rows = list(batch[spec.image])
-        wanted = (spec.size, spec.size) + ((spec.channels,) if spec.channels > 1 else ())
         wrong = next((i for i, a in enumerate(rows) if a.shape != wanted), None)
         if wrong is not None:  # before np.stack, which names neither the row nor the data
             raise DataFileError(

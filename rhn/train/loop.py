@@ -337,9 +337,11 @@ class Trainer:
         if batch_index == 0:
             return False
         saved = ckpt.get("epoch") or {}
+        # The saved epoch's length, where it compares (per rank, the same ranks): else None.
+        saved_batches = saved.get("batches") if saved.get("ranks") == self.dist.world_size else None
         now = self.task.batches_per_epoch()
         accum = self.config.optim.grad_accum
-        if saved.get("ranks") == self.dist.world_size and saved.get("batches") not in (None, now):
+        if saved_batches not in (None, now):
             before = ckpt["config"].get("data", {})
             changed = [
                 f"data.{key} was {before[key]!r}, now {value!r}"
@@ -349,13 +351,13 @@ class Trainer:
             detail = f" ({'; '.join(changed)})" if changed else ""
             raise CheckpointError(
                 f"checkpoint {path} stopped at batch {batch_index} of an epoch of "
-                f"{saved['batches']} batches, but this run's data gives {now} per "
+                f"{saved_batches} batches, but this run's data gives {now} per "
                 f"epoch{detail}; resume with the data settings it was trained with, or start "
                 f"a fresh --run-dir"
             )
         if batch_index + accum <= now:
             return False
-        if saved.get("ranks") == self.dist.world_size and saved.get("batches") == now:
+        if saved_batches == now:
             return True  # the same epoch, too short now for a step of a raised grad_accum
         raise CheckpointError(
             f"checkpoint {path} stopped at batch {batch_index} of an epoch; this run's "
