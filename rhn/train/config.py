@@ -91,6 +91,9 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.0
     decay_biases: bool = True  # false: weight_decay spares biases (1-D parameters)
+    # true: the decay is an L2 term of the gradient before it is clipped, as the RHN code
+    # clips the gradient of loss + weight_decay·Σw²/2; false: torch's, added after the clip
+    decay_before_clip: bool = False
     bias_lr_mult: float = 1.0  # biases learn at this × lr (Caffe's lr_mult; the Highway nets 2)
     clip_norm: float | None = None
     grad_accum: int = 1
@@ -133,6 +136,12 @@ class OptimConfig:
             "optim.momentum",
             self.momentum,
             f"0 with optim.name {self.name!r} (its moments are set by optim.betas)",
+        )
+        check(
+            not self.decay_before_clip or self.name != "adamw",
+            "optim.decay_before_clip",
+            self.decay_before_clip,
+            "false with optim.name 'adamw' (its decay is no gradient term to clip)",
         )
         check(
             self.schedule.name != "cosine" or self.schedule.min_lr <= self.lr,

@@ -52,7 +52,13 @@ from rhn.train.distributed import (
     shutdown,
 )
 from rhn.train.logging import RunLogger
-from rhn.train.optim import LRSchedule, build_optimizer, load_optimizer_state, set_lr
+from rhn.train.optim import (
+    LRSchedule,
+    add_l2_gradient,
+    build_optimizer,
+    load_optimizer_state,
+    set_lr,
+)
 from rhn.train.precision import autocast, float32_arithmetic
 from rhn.train.run_dir import (
     RunDirError,
@@ -448,6 +454,7 @@ class Trainer:
             logged = result.loss if result.logged_loss is None else result.logged_loss
             total += logged.detach().float()
             count += result.count
+        add_l2_gradient(self.optimizer)  # decay_before_clip's (no-op without)
         clip = self.config.optim.clip_norm or math.inf
         grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
         loss = float(total) / accum

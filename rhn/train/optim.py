@@ -21,6 +21,10 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     rate, as Caffe's ``lr_mult`` on a layer's bias; a norm's scale is not a bias. A module's
     ``decay_multipliers()`` scales the decay of the weights it names (Caffe's
     ``decay_mult``). Each group's ``lr_mult`` is applied by :func:`set_lr`.
+
+    With ``decay_before_clip`` a group's decay is its ``l2`` (its ``weight_decay`` 0), which
+    :func:`add_l2_gradient` adds to the gradient before the clip: the gradient of
+    ``loss + l2·Σw²/2``, the RHN code's objective.
     """
     no_decay = {id(p) for p in no_weight_decay_parameters(model)}
     biases = {id(p) for p in bias_parameters(model)}
@@ -36,20 +40,39 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     # Groups holding weights before those of no-decay parameters only: the layout checkpoints
     # were saved in (one group when nothing differs; weights, then spared biases).
     ordered = sorted(groups.items(), key=lambda kv: all(id(p) in no_decay for p in kv[1]))
+    l2 = cfg.decay_before_clip
     params: list[Any] = [
-        {"params": ps, "lr": cfg.lr * lr_mult, "lr_mult": lr_mult, "weight_decay": decay}
+        {
+            "params": ps,
+            "lr": cfg.lr * lr_mult,
+            "lr_mult": lr_mult,
+            "weight_decay": 0.0 if l2 else decay,
+            "l2": decay if l2 else 0.0,
+        }
         for (lr_mult, decay), ps in ordered
     ]
+    default_decay = 0.0 if l2 else cfg.weight_decay
     if cfg.name == "sgd":
         return torch.optim.SGD(
             params,
             lr=cfg.lr,
             momentum=cfg.momentum,
             nesterov=cfg.nesterov,
-            weight_decay=cfg.weight_decay,
+            weight_decay=default_decay,
         )
     cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
-    return cls(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return cls(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=default_decay)
+
+
+def add_l2_gradient(optimizer: torch.optim.Optimizer) -> None:
+    """Add each group's ``l2`` × weight to the gradients it holds, before they are clipped
+    (:func:`build_optimizer`'s ``decay_before_clip``); parameters without a gradient stay
+    without, as the optimiser's own decay skips them."""
+    for group in optimizer.param_groups:
+        l2 = group.get("l2", 0.0)
+        for p in group["params"] if l2 else ():
+            if p.grad is not None:
+                p.grad.add_(p.detach(), alpha=l2)
 
 
 def _declared(model: nn.Module, method: str) -> Iterator[tuple[nn.Parameter, Any]]:

@@ -477,6 +477,42 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path: Path) -> None:
         torch.testing.assert_close(a[name], b[name])
 
 
+@pytest.mark.parametrize("before_clip", [True, False])
+def test_weight_decay_is_clipped_with_the_gradient_only_before_the_clip(
+    tmp_path: Path, before_clip: bool
+) -> None:
+    """Step 2 by hand from step 1's weights: before the clip the update is
+    lr·clip(g + wd·w), the RHN code's clipped gradient of loss + wd·Σw²/2; after it (torch's
+    decay) lr·(clip(g) + wd·w). A clip at 0.5 binds on the toy's gradients of norm ~30."""
+    lr, wd, clip = 0.05, 0.5, 0.5
+    args = [f"optim.weight_decay={wd}", f"optim.clip_norm={clip}"]
+    args.append(f"optim.decay_before_clip={str(before_clip).lower()}")
+    train(toy_config("train.max_steps=1", *args), tmp_path / "one")
+    train(toy_config("train.max_steps=2", *args), tmp_path / "two")
+    one, two = final_weights(tmp_path / "one"), final_weights(tmp_path / "two")
+
+    config = toy_config("train.max_steps=2", *args)
+    x, y = ToyRegression(config).batch(0, 1, torch.device("cpu"))
+    w, b = one["weight"].double(), one["bias"].double()
+    residual = x.double() @ w.T + b - y.double().unsqueeze(1)  # (N, 1)
+    grad_w, grad_b = 2 * residual.T @ x.double() / len(x), 2 * residual.sum(0) / len(x)
+    if before_clip:
+        grad_w, grad_b = grad_w + wd * w, grad_b + wd * b
+    norm = torch.cat([grad_w.flatten(), grad_b]).norm()
+    assert norm > 10 * clip  # the clip binds
+    scale = clip / (norm + 1e-6)  # clip_grad_norm_'s
+    grad_w, grad_b = scale * grad_w, scale * grad_b
+    if not before_clip:
+        grad_w, grad_b = grad_w + wd * w, grad_b + wd * b
+    torch.testing.assert_close(two["weight"].double(), w - lr * grad_w)
+    torch.testing.assert_close(two["bias"].double(), b - lr * grad_b)
+
+
+def test_decay_before_clip_is_refused_with_adamw() -> None:
+    with pytest.raises(ValueError, match=r"optim\.decay_before_clip: True is not allowed"):
+        toy_config("optim.name=adamw", "optim.decay_before_clip=true")
+
+
 def test_a_resume_mid_epoch_with_another_grad_accum_ends_the_epoch_in_range(
     tmp_path: Path,
 ) -> None:
