@@ -9,6 +9,7 @@ Zilly et al. 2017 (arXiv 1607.03474), §5 and the official ``rhn_train.py``:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -54,9 +55,24 @@ class LanguageModel(RecurrentLM):
     def __init__(self, vocab_size: int, cfg: LanguageModelConfig) -> None:
         super().__init__(vocab_size, cfg.embed_size, cfg)
         self.embedding = nn.Embedding(vocab_size, cfg.embed_size)
-        if cfg.tie_weights:
-            self.decoder.weight = self.embedding.weight
+        self._tie()
+        # load_state_dict(assign=True) puts a parameter of its own at each key, the
+        # decoder's among them: tied again after it.
+        self.register_load_state_dict_post_hook(lambda module, _: module._tie())
         self.reset_parameters()
+
+    def _tie(self) -> None:
+        if self.cfg.tie_weights:
+            self.decoder.weight = self.embedding.weight
+
+    def _apply(
+        self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True
+    ) -> LanguageModel:
+        # Where a conversion makes new parameters (to_empty() from the meta device, a move
+        # torch can't do in place), each module gets its own: tied again after it.
+        super()._apply(fn, recurse)
+        self._tie()
+        return self
 
     def reset_parameters(self) -> None:
         """The embedding and the decoder uniform ±``init_range`` (the RHN code's init)."""

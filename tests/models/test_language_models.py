@@ -82,6 +82,26 @@ def test_tied_weights_share_storage_and_shapes() -> None:
     assert gates.shape == (1, 7, 3, 2, 16)
 
 
+def test_a_tied_model_built_on_the_meta_device_stays_tied_and_loads_a_checkpoint() -> None:
+    """torch's meta-device idiom: to_empty() and load_state_dict(assign=True) give each
+    module a parameter of its own, which untied the decoder (one more V×H matrix trained
+    apart from the embedding, in silence)."""
+    cfg = LanguageModelConfig(embed_size=16, hidden_size=16, depth=2, tie_weights=True)
+    trained = LanguageModel(30, cfg).eval()
+    with torch.device("meta"):
+        empty, assigned = LanguageModel(30, cfg), LanguageModel(30, cfg)
+    empty.to_empty(device="cpu")
+    assigned.load_state_dict(trained.state_dict(), assign=True)
+    for model in (empty, assigned):
+        assert model.decoder.weight is model.embedding.weight
+        assert n_params(model) == n_params(trained)
+    tokens = torch.randint(0, 30, (7, 3))
+    torch.testing.assert_close(assigned.eval()(tokens)[0], trained(tokens)[0], rtol=0, atol=0)
+    untied = LanguageModel(30, replace(cfg, tie_weights=False))
+    untied.to_empty(device="cpu")
+    assert untied.decoder.weight is not untied.embedding.weight
+
+
 def test_loss_reductions() -> None:
     model = LanguageModel(10, LanguageModelConfig(embed_size=8, hidden_size=8, depth=1))
     logits, targets = torch.randn(5, 4, 10), torch.randint(0, 10, (5, 4))
@@ -228,6 +248,16 @@ def test_char_aware_reads_words_through_their_characters() -> None:
     # The word vector depends only on the word's characters.
     x = model.encode(torch.tensor([[2, 3], [3, 2]]))
     torch.testing.assert_close(x[0, 0], x[1, 1])
+    # Its word table is a saved buffer: a model built on the meta device loads it.
+    words = ["<unk>", "<eos>", "cat", "cats"]
+    trained = CharAwareLM.from_words(words, cfg).eval()
+    with torch.device("meta"):
+        assigned = CharAwareLM.from_words(words, cfg)
+    assert assigned.word_chars.is_meta
+    assigned.load_state_dict(trained.state_dict(), assign=True)
+    assert torch.equal(assigned.word_chars, trained.word_chars)
+    tokens = torch.tensor([[2, 3], [3, 2]])
+    torch.testing.assert_close(assigned.eval()(tokens)[0], trained(tokens)[0], rtol=0, atol=0)
 
 
 def test_a_token_stream_is_the_generated_tokens_one_at_a_time_in_the_callers_grad_mode() -> None:
