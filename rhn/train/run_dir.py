@@ -35,8 +35,9 @@ def name_list(names: list[str]) -> str:
 
 def prepare_run_dir(run_dir: Path) -> None:
     """Create ``run_dir`` (and its parents) or say in one line why it can't be used: a file,
-    unwritable, or a folder of other files (no run's ``lock``, no ``checkpoints/``), which
-    training would overwrite (``config.yaml``) and append to (``metrics.jsonl``)."""
+    unwritable (or its ``checkpoints/``), or a folder of other files (no run's ``lock``, no
+    ``checkpoints/``), which training would overwrite (``config.yaml``) and append to
+    (``metrics.jsonl``)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} is a file; choose another --run-dir")
     if run_dir.is_dir() and not (run_dir / LOCK_NAME).exists():
@@ -50,8 +51,11 @@ def prepare_run_dir(run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise RunDirError(f"cannot create run directory {run_dir}: {err.strerror or err}") from None
-    if not os.access(run_dir, os.W_OK):
-        raise RunDirError(f"run directory {run_dir} is not writable; choose another --run-dir")
+    # checkpoints/ too: one mounted read-only would fail at the first save, after training
+    # to it and rewriting config.yaml for a run that saved nothing under it.
+    for folder in (run_dir, run_dir / "checkpoints"):
+        if folder.is_dir() and not os.access(folder, os.W_OK):
+            raise RunDirError(f"run directory {folder} is not writable; choose another --run-dir")
 
 
 class RunDirLock:

@@ -466,6 +466,34 @@ def test_a_read_only_run_dir_is_one_line_with_exit_2_and_nothing_is_lost(tmp_pat
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.skipif(not _can_mount_read_only(), reason="needs unshare -r -m (mount namespaces)")
+@pytest.mark.parametrize("stale", [False, True])
+def test_a_read_only_checkpoints_folder_is_one_line_before_any_training(
+    tmp_path: Path, stale: bool
+) -> None:
+    """It failed at the first save, after training and rewriting config.yaml (with a
+    killed save's temporary in it: a traceback, from removing that)."""
+    run = tmp_path / "run"
+    assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
+    checkpoints = run / "checkpoints"
+    if stale:
+        (checkpoints / ".last.pt.123.tmp").write_bytes(b"half")
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    train = f"{sys.executable} -m rhn.tasks {TINY} --run-dir {run} --set train.max_steps=24"
+    script = (
+        f"mount --bind {checkpoints} {checkpoints} && "
+        f"mount -o remount,bind,ro {checkpoints} && exec {train}"
+    )
+    proc = subprocess.run(
+        ["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == (
+        f"error: run directory {checkpoints} is not writable; choose another --run-dir"
+    )
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_resuming_with_another_batch_size_is_refused_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
