@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from rhn.data.atomic_file import atomic_write_text
+from rhn.data.atomic_file import atomic_write_bytes, atomic_write_text
 from rhn.models import build_model
 from rhn.train.checkpoint import (
     FORMAT_VERSION,
@@ -82,6 +82,7 @@ class Position:
     epoch: int = 0
     batch_index: int = 0  # next batch of the epoch
     best_metric: float | None = None
+    best_step: int | None = None  # the step of the model best.pt holds
     bad_steps: int = 0  # consecutive non-finite steps
     skipped_steps: int = 0  # all non-finite steps
     elapsed_s: float = 0.0  # training wall time, summed over resumes
@@ -209,9 +210,10 @@ class Trainer:
         prepare_run_dir(self.run_dir)
         self.last_path = self.run_dir / "checkpoints" / "last.pt"
         self.best_path = self.run_dir / "checkpoints" / "best.pt"
-        if fresh and self.last_path.exists():
+        held = [p for p in (self.last_path, self.best_path) if p.exists()]
+        if fresh and held:
             raise RunDirError(
-                f"{self.run_dir} already holds a run ({self.last_path}); --fresh refuses to "
+                f"{self.run_dir} already holds a run ({held[0]}); --fresh refuses to "
                 f"touch it. Choose another --run-dir, or drop --fresh to resume it."
             )
         train = config.train
@@ -223,11 +225,14 @@ class Trainer:
         self._lock = RunDirLock(self.run_dir) if self.dist.is_main else None
         try:
             self._build(config)
+            # Every rank, so all decide improvements alike; before the log is cut back to
+            # the resumed step, as it may refuse.
+            notice = self._reconcile_best_metric()
             self.log = RunLogger(
                 self.run_dir, resume_step=self.position.step, enabled=self.dist.is_main
             )
-            if self.last_path.exists():  # resumed: every rank, so all decide improvements alike
-                self._reconcile_best_metric()
+            if notice:
+                self.log.message(notice)
             if self.dist.is_main:
                 for folder in (self.run_dir, self.last_path.parent):
                     for path in remove_stale_temporaries(folder):
@@ -289,7 +294,8 @@ class Trainer:
         except CheckpointError as err:
             raise CheckpointError(
                 f"{err}; to resume from the best model instead, copy best.pt over it, or "
-                f"delete it to start the run over"
+                f"delete it to start the run over from step 0 (best.pt is kept until a "
+                f"better model replaces it; metrics.jsonl starts again)"
             ) from None
         check_same_model(self.last_path, ckpt["config"], self.config.to_dict())
         return ckpt
@@ -372,21 +378,38 @@ class Trainer:
             f"trained with, or start a fresh --run-dir"
         )
 
-    def _reconcile_best_metric(self) -> None:
-        """Take best.pt's metric when it beats the one last.pt recorded (a run killed after
-        writing best.pt, before last.pt), so later evaluations must beat the model kept."""
+    def _reconcile_best_metric(self) -> str | None:
+        """Take best.pt's metric when it beats the one this run starts with — last.pt's, or
+        none without one (a run killed after writing its first best.pt, before last.pt; or
+        last.pt deleted to start over) —, so later evaluations must beat the model kept.
+        A best.pt of another model is refused, as last.pt would be; a damaged one is
+        rewritten from last.pt where that holds the best model. Returns what to tell."""
         if not self.best_path.exists():
-            return
+            return None
+        pos = self.position
         try:
-            kept = load_checkpoint(self.best_path)["position"].get("best_metric")
+            ckpt = load_checkpoint(self.best_path)
         except CheckpointError as err:  # a damaged best.pt must not stop a good last.pt
-            self.log.message(
-                f"{err}; resuming from {self.last_path} with the best metric it recorded "
-                f"(the next improvement replaces best.pt)"
+            if self.last_path.exists() and pos.best_step == pos.step:
+                if self.dist.is_main:
+                    atomic_write_bytes(self.best_path, self.last_path.read_bytes())
+                return f"{err}; rewritten from {self.last_path}, which holds the best model"
+            if pos.best_metric is None:
+                return f"{err}; the next evaluation replaces it"
+            # An older last.pt doesn't say which step best.pt held.
+            lost = (
+                "is lost, unless last.pt holds it"
+                if pos.best_step is None
+                else f"(step {pos.best_step}) is lost"
             )
-            return
-        if kept is not None and self._improved(kept):
-            self.position.best_metric = kept
+            pos.best_metric = pos.best_step = None
+            return f"{err}: the best model it held {lost}; the next evaluation writes a new one"
+        if not self.last_path.exists():
+            check_same_model(self.best_path, ckpt["config"], self.config.to_dict())
+        kept = ckpt["position"]
+        if kept.get("best_metric") is not None and self._improved(kept["best_metric"]):
+            pos.best_metric, pos.best_step = kept["best_metric"], kept.get("best_step")
+        return None
 
     def _checkpoint(self, *, best: bool) -> None:
         """Write last.pt (and best.pt); every rank joins the gathers, rank 0 writes.
@@ -645,7 +668,7 @@ class Trainer:
             self.schedule.observe(metric, self.task.higher_is_better)
         improved = math.isfinite(metric) and self._improved(metric)
         if improved:
-            pos.best_metric = metric
+            pos.best_metric, pos.best_step = metric, pos.step
         record = {"step": pos.step, "epoch": pos.epoch, "elapsed_s": round(pos.elapsed_s, 3)}
         self.log.evaluation({**record, "lr": lr, **metrics})
         self.log.scalars({f"val/{k}": v for k, v in metrics.items()}, pos.step)

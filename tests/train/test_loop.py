@@ -20,7 +20,7 @@ from torch import nn
 
 from rhn.data.sampling import epoch_batch_indices
 from rhn.models import register_model
-from rhn.train.checkpoint import load_checkpoint
+from rhn.train.checkpoint import CheckpointError, load_checkpoint
 from rhn.train.config import build_config
 from rhn.train.loop import RunDirError, TrainingDivergedError, train
 from rhn.train.task import StepResult, Task, register
@@ -626,19 +626,62 @@ def test_non_finite_weights_never_overwrite_a_good_checkpoint(tmp_path: Path) ->
     assert (run / "checkpoints" / "best.pt").read_bytes() == good
 
 
-def test_a_damaged_best_pt_does_not_stop_a_resume_from_a_good_last_pt(
+def test_a_damaged_best_pt_is_rewritten_from_a_last_pt_that_holds_the_best_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Going on from last.pt overwrote it, the only whole copy of the best model."""
+    from rhn.train.loop import Trainer
+
+    run = tmp_path / "run"
+    first = train(toy_config("train.max_steps=10", "train.eval_every=5"), run)
+    assert first.position.best_step == 10  # the toy regression improves at every evaluation
+    best, last = run / "checkpoints" / "best.pt", run / "checkpoints" / "last.pt"
+    best.write_bytes(b"half a checkpoint")
+    capsys.readouterr()
+    with Trainer(toy_config("train.max_steps=20", "train.eval_every=5"), run):
+        pass
+    assert best.read_bytes() == last.read_bytes()
+    assert f"rewritten from {last}, which holds the best model" in capsys.readouterr().err
+    resumed = train(toy_config("train.max_steps=20", "train.eval_every=5"), run)
+    assert resumed.status == "finished" and resumed.position.step == 20
+
+
+def test_a_damaged_best_pt_whose_model_is_gone_is_named_lost_and_written_anew(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
-    first = train(toy_config("train.max_steps=10", "train.eval_every=5"), run)
-    (run / "checkpoints" / "best.pt").write_bytes(b"half a checkpoint")
+    train(toy_config("train.max_steps=10", "train.eval_every=5"), run)
+    best, last = run / "checkpoints" / "best.pt", run / "checkpoints" / "last.pt"
+    # As if step 5 had been the best: last.pt (step 10) doesn't hold best.pt's model.
+    ckpt = load_checkpoint(last)
+    ckpt["position"].update(best_step=5, best_metric=0.0)
+    torch.save(ckpt, last)
+    best.write_bytes(b"half a checkpoint")
     capsys.readouterr()
-    resumed = train(toy_config("train.max_steps=20", "train.eval_every=5"), run)
-    assert resumed.status == "finished" and resumed.position.step == 20
-    assert "best.pt" in capsys.readouterr().err
-    # The next improvement (the toy regression keeps improving) wrote a readable best.pt.
-    best = load_checkpoint(run / "checkpoints" / "best.pt")
-    assert best["position"]["best_metric"] < first.position.best_metric
+    train(toy_config("train.max_steps=15", "train.eval_every=5"), run)
+    assert "the best model it held (step 5) is lost" in capsys.readouterr().err
+    # The next evaluation wrote a whole best.pt, though it didn't beat the lost 0.0.
+    assert load_checkpoint(best)["position"]["best_step"] == 15
+
+
+def test_a_run_dir_with_best_pt_and_no_last_pt_keeps_its_best_model(tmp_path: Path) -> None:
+    """last.pt deleted (as its damage message offers) or never written (killed between a first
+    checkpoint's two writes): the run starts over, and best.pt was replaced by the first
+    evaluation, however worse; --fresh overwrote it too."""
+    run = tmp_path / "run"
+    train(toy_config("train.max_steps=10", "train.eval_every=5"), run)
+    best, last = run / "checkpoints" / "best.pt", run / "checkpoints" / "last.pt"
+    last.unlink()
+    kept = best.read_bytes()
+    with pytest.raises(RunDirError, match=r"already holds a run .*best\.pt.*--fresh refuses"):
+        train(toy_config("train.max_steps=5", "train.eval_every=5"), run, fresh=True)
+    metrics = (run / "metrics.jsonl").read_bytes()
+    with pytest.raises(CheckpointError, match=r"best\.pt was trained with another model config"):
+        train(toy_config("train.max_steps=5", "model.features=3"), run)
+    assert (run / "metrics.jsonl").read_bytes() == metrics and not last.exists()
+    again = train(toy_config("train.max_steps=5", "train.eval_every=5"), run)
+    assert again.position.step == 5 and best.read_bytes() == kept  # step 5's was worse
+    assert load_checkpoint(last)["position"]["best_step"] == 10
 
 
 def _kill_at_write(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
