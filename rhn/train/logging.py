@@ -82,6 +82,12 @@ class RunLogger:
         if self.enabled:
             print(text, file=sys.stderr, flush=True)
 
+    def flush(self) -> None:
+        """Hand every event logged so far to the file: before a checkpoint, so that a kill
+        after it can't take events at or before its step, which a resume won't log again."""
+        if self.writer is not None:
+            self.writer.flush()
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.flush()

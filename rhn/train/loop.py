@@ -445,6 +445,7 @@ class Trainer:
                     "ranks": self.dist.world_size,
                 },
             }
+            self.log.flush()
             # best.pt first: a kill between the two writes leaves a best.pt newer than the
             # best metric last.pt records, which _restore reconciles; the other order would
             # leave last.pt claiming a best model that best.pt does not hold.

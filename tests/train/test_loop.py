@@ -664,6 +664,41 @@ def test_a_damaged_best_pt_whose_model_is_gone_is_named_lost_and_written_anew(
     assert load_checkpoint(best)["position"]["best_step"] == 15
 
 
+def test_every_event_up_to_a_checkpoint_is_on_disk_before_it_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TensorBoard's writer queues events for a thread of its own: a kill after a checkpoint
+    lost those still queued at or before its step, which the resume doesn't log again. The
+    thread is slowed down here, as a loaded machine may."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.summary.writer import event_file_writer
+
+    import rhn.train.loop as loop
+
+    write = event_file_writer.RecordWriter.write
+
+    def slow_write(self: Any, data: bytes) -> None:
+        time.sleep(0.02)
+        write(self, data)
+
+    monkeypatch.setattr(event_file_writer.RecordWriter, "write", slow_write)
+    run, real, seen = tmp_path / "run", loop.atomic_torch_save, {}
+
+    def save(obj: Any, path: Any) -> None:
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        tags = acc.Tags()["scalars"]
+        seen[obj["step"]] = {t: max(e.step for e in acc.Scalars(t)) for t in tags}
+        real(obj, path)
+
+    monkeypatch.setattr(loop, "atomic_torch_save", save)
+    config = ["train.max_steps=12", "train.eval_every=6", "train.log_every=3"]
+    train(toy_config(*config, "train.checkpoint_every=6"), run)
+    assert sorted(seen) == [6, 12]
+    for step, latest in seen.items():
+        assert latest["val/mse"] == latest["train/loss"] == step, latest
+
+
 def test_a_run_dir_with_best_pt_and_no_last_pt_keeps_its_best_model(tmp_path: Path) -> None:
     """last.pt deleted (as its damage message offers) or never written (killed between a first
     checkpoint's two writes): the run starts over, and best.pt was replaced by the first
