@@ -157,7 +157,7 @@ class TrainConfig:
 
     max_steps: int | None = None
     max_epochs: int | None = 1
-    max_minutes: float | None = None  # wall-clock budget (training time, across resumes)
+    max_minutes: float | None = None  # wall-clock budget (steps, evaluations, saves; over resumes)
     seed: int = 0
     eval_every: int = 0
     checkpoint_every: int = 0

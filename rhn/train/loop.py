@@ -85,7 +85,7 @@ class Position:
     best_step: int | None = None  # the step of the model best.pt holds
     bad_steps: int = 0  # consecutive non-finite steps
     skipped_steps: int = 0  # all non-finite steps
-    elapsed_s: float = 0.0  # training wall time, summed over resumes
+    elapsed_s: float = 0.0  # the loop's wall time (steps, evaluations, saves), over resumes
 
 
 @dataclass
@@ -561,8 +561,12 @@ class Trainer:
             float32_arithmetic(self.config.train.precision),
             self._progress_bar() as bar,
         ):
+            # train.max_minutes counts what a scheduler's clock sees once the run is set
+            # up, evaluations and saves too, not the steps' time alone.
+            clock, elapsed = time.perf_counter(), pos.elapsed_s
             while pos.step < self.total_steps and not spent:
                 lr = self._step(self.window)
+                pos.elapsed_s = elapsed + time.perf_counter() - clock
                 bar.update(1)
                 if pos.step % self.config.train.log_every == 0 and self.window.steps:
                     self._log_training(self.window, lr, bar)
@@ -575,6 +579,7 @@ class Trainer:
                     metrics = self._evaluate()
                     improved = self._record_evaluation(metrics, lr, observe=due.scheduled)
                 if due.checkpoint or improved or due.stop:
+                    pos.elapsed_s = elapsed + time.perf_counter() - clock
                     self._checkpoint(best=improved)
                 if due.out_of_time or due.stop:
                     self._say_why_stopped(due)
@@ -614,7 +619,6 @@ class Trainer:
         start = time.perf_counter()
         loss, grad_norm, count, applied = self._train_step()
         seconds = time.perf_counter() - start
-        pos.elapsed_s += seconds
         pos.step += 1
         pos.batch_index += self.config.optim.grad_accum
         window.add(loss if applied else None, count, seconds, grad_norm)

@@ -286,6 +286,7 @@ class ToyData:
     samples: int = 64
     batch_size: int = 8
     nan_steps: list[int] | None = None  # batches (global index) whose loss is NaN
+    eval_seconds: float = 0.0  # how long each evaluation takes
 
 
 @register_model(ToyModel)
@@ -333,6 +334,7 @@ class ToyRegression(Task):
         return StepResult(loss, None, len(x))
 
     def evaluate(self, model: nn.Module, split: str, device: torch.device) -> dict[str, float]:
+        time.sleep(self.config.data.eval_seconds)
         mse = ((model(self.x).squeeze(-1) - self.y) ** 2).mean().item()
         return {"loss": mse, "mse": mse}
 
@@ -855,6 +857,21 @@ def test_a_run_that_spent_its_time_budget_takes_no_step_when_run_again(tmp_path:
     again = train(config, run)
     assert again.status == "finished" and again.position.step == first.position.step
     assert (run / "metrics.jsonl").read_text() == lines  # no step, no evaluation appended
+
+
+def test_the_time_budget_counts_evaluations_as_a_wall_clock_does(tmp_path: Path) -> None:
+    """It counted the steps' time alone: a budget of 0.6 s ran all 300 steps, a minute with
+    their evaluations of 0.2 s each."""
+    config = toy_config(
+        "train.max_steps=300", "train.eval_every=1", "train.max_minutes=0.01",
+        "data.eval_seconds=0.2",
+    )  # fmt: skip
+    start = time.perf_counter()
+    result = train(config, tmp_path / "run")
+    assert result.status == "finished" and 3 <= result.position.step <= 5
+    assert 0.6 <= result.position.elapsed_s <= time.perf_counter() - start
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert records[1]["elapsed_s"] >= 0.2  # step 2's clock holds step 1's evaluation
 
 
 def test_origin_json_keeps_every_command_that_trained_the_run(tmp_path: Path) -> None:
