@@ -84,10 +84,12 @@ class LoadedModel:
     device: torch.device
 
 
-def load_model(path: Path, device: str = "cpu") -> LoadedModel:
-    """The model of checkpoint ``path``, rebuilt from its config and metadata: no data set is
-    read, so it works wherever the checkpoint alone was copied."""
+def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
+    """The model of checkpoint ``path`` (or a run directory's, as :func:`resolve_checkpoint`
+    picks), rebuilt from its config and metadata: no data set is read, so it works wherever
+    the checkpoint alone was copied."""
     dev = resolve_device(device)  # before the (large) checkpoint is read
+    path = resolve_checkpoint(Path(path))
     ckpt = load_checkpoint(path)
     config = build_config(ckpt["config"])
     try:
@@ -117,10 +119,12 @@ def with_task(loaded: LoadedModel, path: Path) -> Trained:
 
 
 def evaluate_checkpoint(
-    path: Path, split: str, device: str = "auto", **options: Any
+    path: str | Path, split: str, device: str = "auto", **options: Any
 ) -> dict[str, float]:
-    """Metrics of ``path`` on ``split``; only that split's data is read. ``options`` go to the
-    task's ``evaluate`` (e.g. ``batch_size``, ``mc_samples``)."""
+    """Metrics of checkpoint ``path`` (or a run directory's) on ``split``; only that split's
+    data is read. ``options`` go to the task's ``evaluate`` (e.g. ``batch_size``,
+    ``mc_samples``)."""
+    path = resolve_checkpoint(Path(path))
     loaded = load_model(path, device)
     task_class = loaded.config.task_class
     if options.get("mc_samples") and "mc_samples" not in signature(task_class.evaluate).parameters:
@@ -147,6 +151,7 @@ def evaluate_checkpoint(
     }
 
 
-def export_checkpoint(path: Path, output: Path) -> None:
-    """The checkpoint's weights as safetensors; its data is not needed."""
+def export_checkpoint(path: str | Path, output: str | Path) -> None:
+    """The weights of checkpoint ``path`` (or a run directory's) as safetensors; its data is
+    not needed."""
     export_safetensors(load_model(path).model, output)

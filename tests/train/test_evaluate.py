@@ -24,3 +24,16 @@ def test_a_checkpoint_scores_what_its_run_logged_at_the_runs_precision(
     scored = evaluate_checkpoint(tmp_path / "run" / "checkpoints" / "best.pt", "valid", "cpu")
     # bf16 evaluated in fp32 differed in the 4th digit (4.85818 against 4.85770 logged).
     assert scored["bpc"] == logged["bpc"] and scored["precision"] == precision
+
+
+def test_the_python_api_takes_a_run_directory_as_the_commands_do(tmp_path: Path) -> None:
+    """load_model(RUN_DIR) said "checkpoint RUN_DIR does not exist" of a directory that did."""
+    from rhn.train.evaluate import export_checkpoint, load_model
+
+    run = tmp_path / "run"
+    train(load_config(TINY, ["train.max_steps=4", "train.progress=false"]), run)
+    best = run / "checkpoints" / "best.pt"
+    assert load_model(str(run)).step == load_model(best).step == 4
+    assert evaluate_checkpoint(run, "valid", "cpu")["checkpoint"] == str(best)
+    export_checkpoint(run, tmp_path / "model.safetensors")
+    assert (tmp_path / "model.safetensors").stat().st_size > 0
