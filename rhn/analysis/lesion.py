@@ -28,7 +28,7 @@ def closed_transform_gate(layer: GatedHighwayBase) -> Iterator[None]:
         else:
             c_pre = module._project(x).chunk(3, dim=module._channel_dim)[2]
             y = x * torch.sigmoid(c_pre)
-        if isinstance(output, tuple):  # called with return_gate=True
+        if isinstance(output, tuple):  # called with return_gates=True
             return y, torch.zeros_like(output[1])
         return y
 

@@ -229,7 +229,7 @@ class ConvHighwayNet(ImageClassifier):
     def _trunk(self, x: torch.Tensor, record: Trace | None) -> torch.Tensor:
         for layer in self.layers:
             if isinstance(layer, HighwayConv2d):
-                x, t = layer(x, return_gate=True)
+                x, t = layer(x, return_gates=True)
                 if record is not None:
                     record.gates.append(t)
                     record.outputs.append(x)

@@ -113,7 +113,7 @@ class HighwayMLP(ImageClassifier):
         x = self._act(self.first(x.flatten(1)))
         for layer in self.blocks:
             if isinstance(layer, HighwayLayer):
-                x, t = layer(x, return_gate=True)
+                x, t = layer(x, return_gates=True)
                 if record is not None:
                     record.gates.append(t)
             else:

@@ -127,16 +127,16 @@ class GatedHighwayBase(nn.Module):
             )
 
     def forward(
-        self, x: torch.Tensor, *, return_gate: bool = False
+        self, x: torch.Tensor, *, return_gates: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """``y`` (same shape as ``x``), and the transform gate T if ``return_gate``."""
+        """``y`` (same shape as ``x``), and the transform gate T if ``return_gates``."""
         self._check_input(x)
         pre = self._project(x)
         parts = pre.chunk(2 if self.coupled else 3, dim=self._channel_dim)
         h, t = self._act(parts[0]), torch.sigmoid(parts[1])
         c = None if self.coupled else torch.sigmoid(parts[2])
         y = highway_combine(h, t, x, c)
-        return (y, t) if return_gate else y
+        return (y, t) if return_gates else y
 
     def extra_repr(self) -> str:
         init = f", gate_init={self.gate_init!r}" if self.gate_init != "uniform" else ""
@@ -233,7 +233,7 @@ class Highway(nn.Module):
         gates: list[torch.Tensor] = []
         for layer in self.layers:
             if return_gates:
-                x, t = layer(x, return_gate=True)
+                x, t = layer(x, return_gates=True)
                 gates.append(t)
             else:
                 x = layer(x)

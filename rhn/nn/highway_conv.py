@@ -21,7 +21,10 @@ from rhn.nn.highway import GatedHighwayBase
 class _HighwayConvNd(GatedHighwayBase):
     """Args: ``channels``, an odd ``kernel_size``, H's ``activation``, the T-gate's
     ``gate_bias``; ``coupled`` (C = 1 − T) or a free carry; ``gate_init`` ``uniform`` or
-    ``he_normal`` (the authors' Caffe nets); ``device``, ``dtype`` as for ``torch.nn``."""
+    ``he_normal`` (the authors' Caffe nets); ``device``, ``dtype`` as for ``torch.nn``.
+
+    ``forward(x (N, C, *spatial), *, return_gates=False) → y`` (same shape), and the
+    transform gate T (same shape) if ``return_gates``."""
 
     _spatial_dims: int
 

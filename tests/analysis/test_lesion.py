@@ -16,7 +16,7 @@ def test_closed_gate_makes_the_layer_the_identity() -> None:
     x = torch.randn(7, 5)
     with closed_transform_gate(layer):
         assert torch.equal(layer(x), x)
-        y, t = layer(x, return_gate=True)
+        y, t = layer(x, return_gates=True)
         assert torch.equal(y, x) and torch.equal(t, torch.zeros_like(t))
     assert not torch.equal(layer(x), x)  # the hook is gone afterwards
 

@@ -194,3 +194,26 @@ def test_reset_parameters_reaches_a_parametrized_weight() -> None:
         layer.parametrizations.bias.original1.fill_(5.0)
     layer.reset_parameters()
     assert torch.allclose(layer.bias[4:8], torch.full((4,), -3.0))  # the gate's bias again
+
+
+def test_every_gated_module_takes_return_gates() -> None:
+    """HighwayLayer and the conv layers took `return_gate`, the stack and the RHN
+    `return_gates`: one keyword of the public API was spelled two ways."""
+    torch.manual_seed(0)
+    layers = [
+        (rhn.HighwayLayer(4), torch.randn(3, 4)),
+        (rhn.HighwayConv1d(4), torch.randn(3, 4, 9)),
+        (rhn.HighwayConv2d(4), torch.randn(3, 4, 5, 5)),
+    ]
+    for layer, x in layers:
+        y, t = layer(x, return_gates=True)
+        torch.testing.assert_close(y, layer(x))
+        assert t.shape == x.shape and bool(((t > 0) & (t < 1)).all())
+    stack, x = rhn.Highway(4, 2), torch.randn(3, 4)
+    y, gates = stack(x, return_gates=True)
+    torch.testing.assert_close(y, stack(x))
+    assert [g.shape for g in gates] == [x.shape, x.shape]
+    recurrent, seq = rhn.RHN(4, 4, depth=2), torch.randn(5, 3, 4)
+    output, h, gates = recurrent(seq, return_gates=True)
+    torch.testing.assert_close((output, h), recurrent(seq))
+    assert gates.shape == (1, 5, 3, 2, 4)  # (layers, T, N, depth, H): the output's layout

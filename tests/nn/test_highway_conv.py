@@ -61,7 +61,7 @@ def test_shapes_are_kept_batched_and_unbatched(
 ) -> None:
     layer = cls(4, kernel_size)
     x = torch.randn(shape)
-    y, t = layer(x, return_gate=True)
+    y, t = layer(x, return_gates=True)
     assert y.shape == x.shape and t.shape == x.shape
 
 
