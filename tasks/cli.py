@@ -155,7 +155,11 @@ def train_main(argv: list[str] | None = None) -> int:
 @command
 def eval_main(argv: list[str] | None = None) -> int:
     parser = parser_for("rhn-eval", "Evaluate a run's checkpoint; prints one JSON line.")
-    parser.add_argument("path", help="a run directory (its best.pt, else last.pt) or a .pt file")
+    parser.add_argument(
+        "path",
+        help="a run directory (its best.pt, else last.pt), a .pt file or an rhn-export "
+        ".safetensors file",
+    )
     parser.add_argument(
         "--split", choices=["valid", "test"], default="valid", help="default: %(default)s"
     )
@@ -205,7 +209,9 @@ def eval_main(argv: list[str] | None = None) -> int:
 @command
 def sample_main(argv: list[str] | None = None) -> int:
     parser = parser_for("rhn-sample", "Generate text with a trained language model.")
-    parser.add_argument("path", help="a run directory or a .pt checkpoint")
+    parser.add_argument(
+        "path", help="a run directory, a .pt checkpoint or an rhn-export .safetensors file"
+    )
     parser.add_argument(
         "--prompt",
         help="text to continue (default: a line break; a space for characters without one)",
@@ -257,8 +263,14 @@ def _first_non_directory_above(path: Path) -> Path | None:
 
 @command
 def export_main(argv: list[str] | None = None) -> int:
-    parser = parser_for("rhn-export", "Write a checkpoint's weights as safetensors.")
-    parser.add_argument("path", help="a run directory or a .pt checkpoint")
+    parser = parser_for(
+        "rhn-export",
+        "Write a checkpoint's weights as safetensors, with the config, vocabulary and step "
+        "in its header: rhn-eval, rhn-sample and rhn.train.evaluate.load_model read it alone.",
+    )
+    parser.add_argument(
+        "path", help="a run directory, a .pt checkpoint or an rhn-export .safetensors file"
+    )
     parser.add_argument("output", help="the .safetensors file to write")
     args = parser.parse_args(argv)
     output = Path(args.output)

@@ -132,8 +132,11 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: str
         ) from None
 
 
-def export_safetensors(model: nn.Module, path: str | Path) -> None:
-    """Write the model's weights as safetensors; tied (shared) weights are stored once."""
+def export_safetensors(
+    model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """Write the model's weights as safetensors, with ``metadata`` in its header; tied
+    (shared) weights are stored once."""
     from safetensors.torch import save_model
 
     path = Path(path)
@@ -144,7 +147,7 @@ def export_safetensors(model: nn.Module, path: str | Path) -> None:
     try:
         # force_contiguous: channels-last conv weights are not contiguous; safetensors
         # stores plain row-major tensors (older versions refuse the others).
-        save_model(unwrap(model), str(tmp), force_contiguous=True)
+        save_model(unwrap(model), str(tmp), metadata=metadata, force_contiguous=True)
         os.chmod(tmp, mode_for(path))
         os.replace(tmp, path)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -82,24 +83,28 @@ class LoadedModel:
     step: int
     task_state: dict[str, Any]
     device: torch.device
+    model_meta: dict[str, Any] = field(default_factory=dict)
 
 
 def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
     """The model of checkpoint ``path`` (or a run directory's, as :func:`resolve_checkpoint`
-    picks), rebuilt from its config and metadata: no data set is read, so it works wherever
-    the checkpoint alone was copied."""
+    picks, or an ``rhn-export`` file), rebuilt from its config and metadata: no data set is
+    read, so it works wherever the checkpoint alone was copied."""
     dev = resolve_device(device)  # before the (large) checkpoint is read
     path = resolve_checkpoint(Path(path))
-    ckpt = load_checkpoint(path)
+    ckpt = read_export(path) if path.suffix == ".safetensors" else load_checkpoint(path)
     config = build_config(ckpt["config"])
+    meta = model_meta(ckpt, config)
     try:
-        model = build_model(config.model, model_meta(ckpt, config))
+        model = build_model(config.model, meta)
     except ValueError as err:
         raise CheckpointError(f"checkpoint {path}: {err}") from None
-    load_model_state(model, ckpt["model"], path)
-    return LoadedModel(
-        config, model.to(dev).eval(), ckpt["step"], ckpt.get("task_state") or {}, dev
-    )
+    if path.suffix == ".safetensors":
+        _load_exported_weights(model, path)
+    else:
+        load_model_state(model, ckpt["model"], path)
+    task_state = ckpt.get("task_state") or {}
+    return LoadedModel(config, model.to(dev).eval(), ckpt["step"], task_state, dev, meta)
 
 
 @dataclass
@@ -151,7 +156,76 @@ def evaluate_checkpoint(
     }
 
 
+# An export's header: what load_model needs besides the weights, as JSON strings (a
+# safetensors header holds strings only). Tensors of the task state (an image classifier's
+# mean image) are written as {TENSOR: dtype, "shape": [...], "values": [...]}.
+EXPORT_KEYS = ("rhn.config", "rhn.model_meta", "rhn.task_state", "rhn.step")
+TENSOR = "rhn.tensor"
+
+
 def export_checkpoint(path: str | Path, output: str | Path) -> None:
-    """The weights of checkpoint ``path`` (or a run directory's) as safetensors; its data is
-    not needed."""
-    export_safetensors(load_model(path).model, output)
+    """The weights of checkpoint ``path`` (or a run directory's) as safetensors, whose header
+    holds the config, model metadata, task state (the vocabulary, say) and step, so that
+    :func:`load_model` (and so ``rhn-eval``, ``rhn-sample``) rebuild the model from the file
+    alone; its data is not needed. The tensors are the model's state dict, by name."""
+    loaded = load_model(path)
+    values = {
+        "rhn.config": loaded.config.to_dict(),
+        "rhn.model_meta": loaded.model_meta,
+        "rhn.task_state": loaded.task_state,
+        "rhn.step": loaded.step,
+    }
+    header = {key: json.dumps(value, default=_tensor_to_json) for key, value in values.items()}
+    export_safetensors(loaded.model, output, header)
+
+
+def read_export(path: Path) -> dict[str, Any]:
+    """An ``rhn-export`` file's header as a checkpoint's keys (config, model_meta,
+    task_state, step); a safetensors file without one is refused, saying why."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+    missing = [key for key in EXPORT_KEYS if key not in header]
+    if missing:
+        raise CheckpointError(
+            f"{path} holds weights without the config to rebuild their model (no "
+            f"{', '.join(missing)} in its header): export it again from its checkpoint"
+        )
+    try:
+        values = {k: json.loads(header[k], object_hook=_tensor_from_json) for k in EXPORT_KEYS}
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: its rhn header does not read ({err})") from None
+    return {key.removeprefix("rhn."): value for key, value in values.items()}
+
+
+def _load_exported_weights(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_model as load_safetensors
+
+    try:  # safetensors' own loader restores tied weights from the one copy stored
+        load_safetensors(model, str(path), strict=True)
+    except RuntimeError as err:
+        first = " ".join(str(err).splitlines()[:3])
+        raise CheckpointError(
+            f"{path} does not fit the model its header describes: {first}"
+        ) from None
+
+
+def _tensor_to_json(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        cpu = value.detach().cpu()
+        dtype = str(cpu.dtype).removeprefix("torch.")
+        return {TENSOR: dtype, "shape": list(cpu.shape), "values": cpu.flatten().tolist()}
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _tensor_from_json(obj: dict[str, Any]) -> Any:
+    if TENSOR not in obj:
+        return obj
+    dtype = getattr(torch, obj[TENSOR], None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown tensor dtype {obj[TENSOR]!r}")
+    return torch.tensor(obj["values"], dtype=dtype).reshape(obj["shape"])

@@ -16,7 +16,7 @@ from rhn.models import build_model
 from rhn.tasks.image_classification import ImageClassificationTask
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import build_config
-from rhn.train.evaluate import evaluate_checkpoint
+from rhn.train.evaluate import evaluate_checkpoint, export_checkpoint
 from rhn.train.loop import train
 from tests.data.cifar_by_hand import cifar_records
 
@@ -204,9 +204,16 @@ def test_scoring_the_test_set_reads_no_training_file(
         assert "mean_image" not in state  # pixels / 255 take nothing from the training set
     before = {s: evaluate_checkpoint(checkpoint, s, "cpu") for s in ("test", "valid", "train")}
 
+    exported = tmp_path / "w.safetensors"
+    export_checkpoint(checkpoint, exported)
     for path in train_files:
         path.unlink()
     assert evaluate_checkpoint(checkpoint, "test", "cpu") == before["test"]
+    # The export's header carries the mean image: it scores the test set alone, alike.
+    assert evaluate_checkpoint(exported, "test", "cpu") == {
+        **before["test"],
+        "checkpoint": str(exported),
+    }
     assert evaluate_checkpoint(checkpoint, "valid", "cpu") == before["valid"]  # = the test set
     with pytest.raises(DataFileError):  # the training split still needs its files
         evaluate_checkpoint(checkpoint, "train", "cpu")

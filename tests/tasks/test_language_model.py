@@ -233,7 +233,17 @@ def test_a_trained_model_needs_no_corpus_and_eval_reads_only_its_split(
     torch.testing.assert_close(again.model(prompt)[0], expected, rtol=0, atol=0)
     assert sample_main([str(run), "--prompt", "the cat", "--length", "5"]) == 0
     assert capsys.readouterr().out.startswith("the cat ")
-    assert export_main([str(run), str(tmp_path / "w.safetensors")]) == 0
+    exported = tmp_path / "w.safetensors"
+    assert export_main([str(run), str(exported)]) == 0
+    # The export alone rebuilds the model, with its vocabulary: it held the weights only.
+    from_file = load_model(exported)
+    assert (from_file.step, from_file.task_state) == (again.step, again.task_state)
+    torch.testing.assert_close(from_file.model(prompt)[0], expected, rtol=0, atol=0)
+    samples = []
+    for path in (exported, run):
+        assert sample_main([str(path), "--prompt", "the", "--length", "5", "--seed", "3"]) == 0
+        samples.append(capsys.readouterr().out)
+    assert samples[0] == samples[1] and samples[0].startswith("the ")
     if task == "char_aware_lm":
         # The character table is rebuilt from the saved words, equal to the trained one.
         saved = torch.load(checkpoint, weights_only=True)

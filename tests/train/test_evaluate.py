@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from rhn.train.config import load_config
 from rhn.train.evaluate import evaluate_checkpoint
@@ -37,3 +38,30 @@ def test_the_python_api_takes_a_run_directory_as_the_commands_do(tmp_path: Path)
     assert evaluate_checkpoint(run, "valid", "cpu")["checkpoint"] == str(best)
     export_checkpoint(run, tmp_path / "model.safetensors")
     assert (tmp_path / "model.safetensors").stat().st_size > 0
+
+
+def test_an_export_of_a_tied_model_loads_tied_and_a_bare_safetensors_file_is_refused(
+    tmp_path: Path,
+) -> None:
+    from safetensors.torch import save_file
+
+    from rhn.train.checkpoint import CheckpointError
+    from rhn.train.evaluate import export_checkpoint, load_model
+
+    run = tmp_path / "run"
+    tied = ["model.embed_size=48", "model.tie_weights=true"]
+    train(load_config(TINY, ["train.max_steps=4", "train.progress=false", *tied]), run)
+    export_checkpoint(run, tmp_path / "w.safetensors")
+    loaded, exported = load_model(run), load_model(tmp_path / "w.safetensors")
+    model = exported.model
+    assert model.decoder.weight is model.embedding.weight
+    for name, tensor in loaded.model.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+    assert exported.config.to_dict() == loaded.config.to_dict()
+
+    save_file({"weight": torch.zeros(2)}, str(tmp_path / "bare.safetensors"))
+    with pytest.raises(CheckpointError, match=r"holds weights without the config .* export it"):
+        load_model(tmp_path / "bare.safetensors")
+    (tmp_path / "torn.safetensors").write_bytes(b"\x08\x00\x00")
+    with pytest.raises(CheckpointError, match=r"is not a readable safetensors file"):
+        load_model(tmp_path / "torn.safetensors")
