@@ -74,10 +74,12 @@ def reset_rhn_parameters(
 ) -> None:
     """Initialise one RHN layer's parameters in place.
 
-    Weights: uniform ±``init_range``, by default ±1/√H (torch's convention for recurrent
-    layers; the RHN paper's language models use ±0.04). Biases: 0 for H, ``gate_bias``
-    (negative: carry) for T, and −``gate_bias`` for a free carry gate C, so C ≈ 1 − T at
-    initialisation — as the official code's ``linear(..., bias_start)``.
+    Weights and H's bias: uniform ±``init_range``, by default ±1/√H (torch's convention for
+    recurrent layers, biases included; the RHN paper's language models use ±0.04, and its
+    code's H bias, a ``get_variable`` without initialiser, takes the model scope's uniform
+    one). Biases ``gate_bias`` (negative: carry) for T, and −``gate_bias`` for a free carry
+    gate C, so C ≈ 1 − T at initialisation — as the official code's
+    ``linear(..., bias_start)``.
     """
     hidden = weight_hh.shape[-1]
     bound = init_range if init_range is not None else 1.0 / math.sqrt(hidden)
@@ -86,7 +88,7 @@ def reset_rhn_parameters(
         weight_hh.uniform_(-bound, bound)
         if bias_hh is not None:
             b_h, b_t, b_c = split_gates(bias_hh, hidden)
-            b_h.zero_()
+            b_h.uniform_(-bound, bound)
             b_t.fill_(gate_bias)
             if b_c is not None:
                 b_c.fill_(-gate_bias)

@@ -353,12 +353,13 @@ def test_each_layer_keeps_its_own_initialisation_in_the_char_aware_model() -> No
     he = default.highway[0]
     assert he.weight[:f].std().item() == pytest.approx((2 / 525) ** 0.5, rel=0.03)
     assert torch.all(he.bias[:f] == 0) and torch.all(he.bias[f:] == -2.0)
-    # The RHN: weights uniform ±init_range, H biases 0 and T biases gate_bias (the official
+    # The RHN: weights and H biases uniform ±init_range, T biases gate_bias (the official
     # code's bias_start); the decoder uniform ±init_range.
-    for weight in (model.rnn.weight_ih_l0, model.rnn.weight_hh_l0, model.decoder.weight):
-        assert 0.049 < weight.abs().max().item() <= 0.05
     bias = model.rnn.bias_hh_l0
-    assert torch.all(bias[:, :300] == 0) and torch.all(bias[:, 300:] == cfg.gate_bias)
+    rnn = (model.rnn.weight_ih_l0, model.rnn.weight_hh_l0, bias[:, :300])
+    for weight in (*rnn, model.decoder.weight):
+        assert 0.049 < weight.abs().max().item() <= 0.05
+    assert torch.all(bias[:, 300:] == cfg.gate_bias)
     # The padding character's embedding is zero and stays zero through training.
     pad = model.char_cnn.embedding.weight[0]
     assert torch.all(pad == 0)
