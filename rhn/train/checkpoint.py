@@ -2,7 +2,8 @@
 
 Format (``FORMAT_VERSION``), the keys of :data:`CHECKPOINT_KEYS`: ``model``, ``optimizer`` and
 ``schedule`` state dicts; ``position`` (the trainer's ``Position``: ``step``, ``epoch``,
-``batch_index`` — the next batch of the epoch —, ``best_metric``, ``bad_steps``,
+``batch_index`` — the next batch of the epoch —, ``best_metric`` and ``best_step`` (the
+step of best.pt's model; older checkpoints lack it), ``bad_steps``,
 ``skipped_steps``, ``elapsed_s``); ``log_window`` (the training statistics gathered since
 the last ``train/loss`` point, so a resumed run logs the curve an uninterrupted one would;
 older checkpoints lack it); ``step`` (the same step, for readers that need only it);
@@ -13,7 +14,9 @@ built from besides its config — a vocabulary size, an image shape —, so that
 ``task_state`` (what the task needs to read data as the run did: the vocabulary and its
 digest, the data set's name); ``epoch`` (``batches`` per rank in an epoch and ``ranks``, so
 that a run resumed mid-epoch on data that cuts its epochs otherwise is refused; older
-checkpoints lack it). Loading uses ``torch.load(weights_only=True)``: nothing in a
+checkpoints lack it); ``is_best`` (whether the save that wrote it wrote best.pt too, so that
+a damaged best.pt is rewritten from a last.pt holding its model; older checkpoints lack
+it). Loading uses ``torch.load(weights_only=True)``: nothing in a
 checkpoint can run code. Format 1 had no ``model_meta``; it is still read (the task recovers
 the metadata from ``task_state``).
 """
@@ -38,6 +41,7 @@ CHECKPOINT_KEYS = (
     *("optimizer", "schedule", "position", "log_window", "hidden", "rng", "model_meta"),
     "task_state",
     "epoch",
+    "is_best",
 )
 
 
@@ -120,6 +124,17 @@ def check_same_model(path: str | Path, saved: dict[str, Any], current: dict[str,
             f"checkpoint {path} was trained with another model config ({'; '.join(diffs)}); "
             f"use a fresh run directory or the config it was trained with"
         )
+
+
+def same_state(a: Any, b: Any) -> bool:
+    """Whether two task states (or checkpoint values) are equal, tensors by value."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and torch.equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_state(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(map(same_state, a, b))
+    return a == b
 
 
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:

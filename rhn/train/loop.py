@@ -39,6 +39,7 @@ from rhn.train.checkpoint import (
     check_same_model,
     load_checkpoint,
     load_model_state,
+    same_state,
 )
 from rhn.train.config import RunConfig, rechecked, save_config
 from rhn.train.distributed import (
@@ -246,6 +247,9 @@ class Trainer:
         train = config.train
         seed_everything(train.seed + self.dist.rank, deterministic=train.deterministic)
         resumed = self._read_last() if self.last_path.exists() else None
+        # Whether last.pt was written in the save that wrote best.pt, so holds its model
+        # (checkpoints from before the flag: unknown, None).
+        self._last_is_best = None if resumed is None else resumed.get("is_best")
 
         self.task: Task = config.task_class(
             config, rank=self.dist.rank, world_size=self.dist.world_size
@@ -390,22 +394,32 @@ class Trainer:
         try:
             ckpt = load_checkpoint(self.best_path)
         except CheckpointError as err:  # a damaged best.pt must not stop a good last.pt
-            if self.last_path.exists() and pos.best_step == pos.step:
+            if self._last_is_best:
                 if self.dist.is_main:
                     atomic_write_bytes(self.best_path, self.last_path.read_bytes())
                 return f"{err}; rewritten from {self.last_path}, which holds the best model"
             if pos.best_metric is None:
                 return f"{err}; the next evaluation replaces it"
-            # An older last.pt doesn't say which step best.pt held.
+            # An older last.pt doesn't say whether it holds best.pt's model.
             lost = (
                 "is lost, unless last.pt holds it"
+                if self._last_is_best is None
+                else "is lost"
                 if pos.best_step is None
                 else f"(step {pos.best_step}) is lost"
             )
             pos.best_metric = pos.best_step = None
             return f"{err}: the best model it held {lost}; the next evaluation writes a new one"
         if not self.last_path.exists():
+            # What a resume from it would check: the model, and that it saw this data.
             check_same_model(self.best_path, ckpt["config"], self.config.to_dict())
+            saved = (ckpt.get("model_meta"), ckpt.get("task_state") or {})
+            if not same_state(saved, (self.model_meta, self.task.checkpoint_state())):
+                raise CheckpointError(
+                    f"{self.best_path} is a model of other data (its vocabulary or "
+                    f"preprocessing differs), and there is no last.pt to resume: move it "
+                    f"away to start over here, or choose another --run-dir"
+                )
         kept = ckpt["position"]
         if kept.get("best_metric") is not None and self._improved(kept["best_metric"]):
             pos.best_metric, pos.best_step = kept["best_metric"], kept.get("best_step")
@@ -444,6 +458,7 @@ class Trainer:
                     "batches": self.task.batches_per_epoch(),
                     "ranks": self.dist.world_size,
                 },
+                "is_best": best,
             }
             self.log.flush()
             # best.pt first: a kill between the two writes leaves a best.pt newer than the

@@ -657,7 +657,7 @@ def test_a_damaged_best_pt_whose_model_is_gone_is_named_lost_and_written_anew(
     # As if step 5 had been the best: last.pt (step 10) doesn't hold best.pt's model.
     ckpt = load_checkpoint(last)
     ckpt["position"].update(best_step=5, best_metric=0.0)
-    torch.save(ckpt, last)
+    torch.save({**ckpt, "is_best": False}, last)
     best.write_bytes(b"half a checkpoint")
     capsys.readouterr()
     train(toy_config("train.max_steps=15", "train.eval_every=5"), run)
@@ -705,6 +705,8 @@ def test_a_run_dir_with_best_pt_and_no_last_pt_keeps_its_best_model(tmp_path: Pa
     """last.pt deleted (as its damage message offers) or never written (killed between a first
     checkpoint's two writes): the run starts over, and best.pt was replaced by the first
     evaluation, however worse; --fresh overwrote it too."""
+    from rhn.train.loop import Trainer
+
     run = tmp_path / "run"
     train(toy_config("train.max_steps=10", "train.eval_every=5"), run)
     best, last = run / "checkpoints" / "best.pt", run / "checkpoints" / "last.pt"
@@ -719,6 +721,28 @@ def test_a_run_dir_with_best_pt_and_no_last_pt_keeps_its_best_model(tmp_path: Pa
     again = train(toy_config("train.max_steps=5", "train.eval_every=5"), run)
     assert again.position.step == 5 and best.read_bytes() == kept  # step 5's was worse
     assert load_checkpoint(last)["position"]["best_step"] == 10
+    # At step 10 again, last.pt ties the kept best without beating it: it isn't best.pt's
+    # model (a step-10 best_step at step 10 made it look so), and a damaged best.pt is lost.
+    train(toy_config("train.max_steps=10", "train.eval_every=5"), run)
+    assert not load_checkpoint(last)["is_best"] and best.read_bytes() == kept
+    best.write_bytes(b"half a checkpoint")
+    with Trainer(toy_config("train.max_steps=10", "train.eval_every=5"), run):
+        pass
+    assert best.read_bytes() == b"half a checkpoint"
+
+
+def test_a_best_pt_of_other_data_with_no_last_pt_is_refused(tmp_path: Path) -> None:
+    """It was kept, its metric (on other data) the bar every evaluation of this run had to
+    beat, and rhn-eval scored that model."""
+    run = tmp_path / "run"
+    base = {"task": "char_lm", **_yaml(TINY)}
+    short = ["train.max_steps=4", "train.eval_every=4", "train.progress=false"]
+    train(build_config(base, short), run)
+    (run / "checkpoints" / "last.pt").unlink()
+    other = build_config(base, [*short, "data.max_chars=1000"])  # a vocabulary of fewer symbols
+    with pytest.raises(CheckpointError, match=r"best\.pt is a model of other data"):
+        train(other, run)
+    assert train(build_config(base, short), run).position.step == 4  # the same data: kept
 
 
 def _kill_at_write(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
