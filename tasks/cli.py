@@ -19,7 +19,12 @@ from rhn.tasks.language_model import sample_stream
 from rhn.tasks.lm_scoring import MC_PROTOCOLS, McProtocolError, McRejectedError
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import load_config
-from rhn.train.evaluate import evaluate_checkpoint, export_checkpoint, resolve_checkpoint
+from rhn.train.evaluate import (
+    evaluate_checkpoint,
+    export_checkpoint,
+    is_export,
+    resolve_checkpoint,
+)
 from rhn.train.loop import RunDirError, TrainingDivergedError, train
 from rhn.train.schema import DEVICE_NAMES, ConfigError, is_device_name
 from rhn.train.seeding import SEEDS, is_seed
@@ -280,7 +285,8 @@ def export_main(argv: list[str] | None = None) -> int:
 
     try:
         checkpoint = resolve_checkpoint(Path(args.path))
-        if output.suffix == ".pt" or (output.exists() and output.samefile(checkpoint)):
+        same = output.exists() and output.samefile(checkpoint) and not is_export(checkpoint)
+        if output.suffix == ".pt" or same:
             # It would replace a checkpoint (the one read, perhaps) with a weights file.
             return _fail(ValueError(f"output {output} is a checkpoint; name a .safetensors file"))
         if output.exists() and not _is_safetensors(output):

@@ -59,7 +59,10 @@ def depth_study_main(argv: list[str] | None = None) -> int:
 
 def _analysis_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = parser_for(prog, description)
-    parser.add_argument("checkpoint", help="a run directory (its best.pt, else last.pt) or a .pt")
+    parser.add_argument(
+        "checkpoint",
+        help="a run directory (its best.pt, else last.pt), a .pt or an rhn-export .safetensors",
+    )
     parser.add_argument("--out", help="output directory (default: <run>/analysis)")
     parser.add_argument(
         "--examples",

@@ -92,14 +92,15 @@ def load_model(path: str | Path, device: str = "cpu") -> LoadedModel:
     read, so it works wherever the checkpoint alone was copied."""
     dev = resolve_device(device)  # before the (large) checkpoint is read
     path = resolve_checkpoint(Path(path))
-    ckpt = read_export(path) if path.suffix == ".safetensors" else load_checkpoint(path)
+    exported = is_export(path)
+    ckpt = read_export(path) if exported else load_checkpoint(path)
     config = build_config(ckpt["config"])
     meta = model_meta(ckpt, config)
     try:
         model = build_model(config.model, meta)
     except ValueError as err:
         raise CheckpointError(f"checkpoint {path}: {err}") from None
-    if path.suffix == ".safetensors":
+    if exported:
         _load_exported_weights(model, path)
     else:
         load_model_state(model, ckpt["model"], path)
@@ -175,8 +176,52 @@ def export_checkpoint(path: str | Path, output: str | Path) -> None:
         "rhn.task_state": loaded.task_state,
         "rhn.step": loaded.step,
     }
+    # The config and metadata are read back through build_config and meta_value, which take
+    # lists for tuples; the task state goes back to the task as it is read.
+    unsafe = _not_json(loaded.task_state, "task state")
+    if unsafe is not None:
+        # A task of its own may keep what JSON can't hold (bytes, tuples, int keys): the
+        # weights alone, as before exports had a header, not a state read back otherwise.
+        warnings.warn(
+            f"{path}: its {unsafe}, which an export's JSON header can't hold as it is: "
+            f"{output} holds the weights alone (load them with safetensors.torch.load_model)",
+            stacklevel=2,
+        )
+        export_safetensors(loaded.model, output)
+        return
     header = {key: json.dumps(value, default=_tensor_to_json) for key, value in values.items()}
     export_safetensors(loaded.model, output, header)
+
+
+def is_export(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file (by name, or by its first bytes: an 8-byte
+    header length, then the JSON header's ``{``), not a torch checkpoint (a zip archive)."""
+    if path.suffix == ".safetensors":
+        return True
+    try:
+        with path.open("rb") as f:
+            start = f.read(9)
+    except OSError:
+        return False
+    return len(start) == 9 and start[8:9] == b"{"
+
+
+def _not_json(value: Any, where: str = "") -> str | None:
+    """Where ``value`` holds what JSON (with tensors as :func:`_tensor_to_json` writes them)
+    would not give back as it is, or None."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where}[{key!r}] has a key of type {type(key).__name__}"
+            if (found := _not_json(item, f"{where}[{key!r}]")) is not None:
+                return found
+        return None
+    if isinstance(value, list):
+        found = (_not_json(item, f"{where}[{i}]") for i, item in enumerate(value))
+        return next((f for f in found if f is not None), None)
+    if value is None or isinstance(value, (str, int, float, bool, torch.Tensor)):
+        return None
+    return f"{where or 'the value'} is a {type(value).__name__}"
 
 
 def read_export(path: Path) -> dict[str, Any]:

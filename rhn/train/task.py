@@ -110,7 +110,9 @@ class Task:
         """Write what a run needs besides weights (a tokenizer, say) into ``run_dir``."""
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """What checkpoints must record about the data (e.g. the vocabulary)."""
+        """What checkpoints must record about the data (e.g. the vocabulary). An export's
+        header holds it as JSON: keep to str keys, lists, str, numbers, bools, None and
+        tensors, or ``rhn-export`` writes the weights alone (and warns)."""
         return {}
 
     def check_checkpoint_state(self, state: dict[str, Any], path: str) -> None:

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from rhn.train.config import load_config
+from rhn.train.config import build_config, load_config
 from rhn.train.evaluate import evaluate_checkpoint
 from rhn.train.loop import train
+from rhn.train.task import register
+from tests.train.test_loop import ToyRegression
 
 TINY = Path(__file__).resolve().parents[2] / "configs" / "char_lm_tiny.yaml"
 
@@ -43,7 +46,7 @@ def test_the_python_api_takes_a_run_directory_as_the_commands_do(tmp_path: Path)
 def test_an_export_of_a_tied_model_loads_tied_and_a_bare_safetensors_file_is_refused(
     tmp_path: Path,
 ) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import load_file, save_file
 
     from rhn.train.checkpoint import CheckpointError
     from rhn.train.evaluate import export_checkpoint, load_model
@@ -53,9 +56,10 @@ def test_an_export_of_a_tied_model_loads_tied_and_a_bare_safetensors_file_is_ref
     train(load_config(TINY, ["train.max_steps=4", "train.progress=false", *tied]), run)
     export_checkpoint(run, tmp_path / "w.safetensors")
     loaded, exported = load_model(run), load_model(tmp_path / "w.safetensors")
-    model = exported.model
-    assert model.decoder.weight is model.embedding.weight
-    for name, tensor in loaded.model.state_dict().items():
+    model, state = exported.model, loaded.model.state_dict()
+    stored = set(load_file(str(tmp_path / "w.safetensors")))
+    assert len(stored) == len(state) - 1  # the tied pair once, both names loaded from it
+    for name, tensor in state.items():
         assert torch.equal(model.state_dict()[name], tensor), name
     assert exported.config.to_dict() == loaded.config.to_dict()
 
@@ -65,3 +69,49 @@ def test_an_export_of_a_tied_model_loads_tied_and_a_bare_safetensors_file_is_ref
     (tmp_path / "torn.safetensors").write_bytes(b"\x08\x00\x00")
     with pytest.raises(CheckpointError, match=r"is not a readable safetensors file"):
         load_model(tmp_path / "torn.safetensors")
+
+
+def test_an_export_is_read_by_its_content_whatever_its_name_and_replaces_itself(
+    tmp_path: Path,
+) -> None:
+    """Exports were told by the .safetensors suffix: rhn-export RUN m.bin wrote one that
+    rhn-eval then called a corrupt checkpoint; re-exporting onto it was 'a checkpoint'."""
+    from rhn.tasks.cli import export_main
+    from rhn.train.evaluate import load_model
+
+    run, renamed = tmp_path / "run", tmp_path / "model.bin"
+    train(load_config(TINY, ["train.max_steps=4", "train.progress=false"]), run)
+    assert export_main([str(run), str(renamed)]) == 0
+    assert load_model(renamed).step == 4
+    assert export_main([str(renamed), str(renamed)]) == 0
+    assert load_model(renamed).step == 4
+
+
+@register
+class ToyTupleState(ToyRegression):
+    """A task of its own whose state JSON would give back otherwise (a tuple)."""
+
+    name = "toy_tuple_state"
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {"pair": (1, 2)}
+
+
+def test_a_task_state_json_cannot_hold_exports_the_weights_alone_and_says_so(
+    tmp_path: Path,
+) -> None:
+    """It was a TypeError traceback (bytes), or a header the task refused on reading (the
+    tuple came back a list)."""
+    from safetensors.torch import load_file
+
+    from rhn.train.checkpoint import CheckpointError
+    from rhn.train.evaluate import export_checkpoint, load_model
+
+    run, out = tmp_path / "run", tmp_path / "w.safetensors"
+    config = {"task": "toy_tuple_state", "optim": {"lr": 0.05}}
+    train(build_config(config, ["train.max_steps=2", "train.max_epochs=null"]), run)
+    with pytest.warns(UserWarning, match=r"task state\['pair'\] is a tuple.*weights alone"):
+        export_checkpoint(run, out)
+    assert set(load_file(str(out))) == {"weight", "bias"}
+    with pytest.raises(CheckpointError, match="holds weights without the config"):
+        load_model(out)
