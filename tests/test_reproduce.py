@@ -76,8 +76,8 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     step columns are the scored checkpoint's; a run without a checkpoint is skipped in one
     line; a path that is not there is refused with exit 2."""
     runs = tmp_path / "runs"
-    # Diverging on purpose (Adam at lr 0.3): best.pt stays at an early evaluation.
-    _train_tiny(runs / "tiny", "train.max_steps=20", "train.eval_every=5", "optim.lr=0.3")
+    # Diverging on purpose (Adam at lr 2, bpc rising from step 5): best.pt stays early.
+    _train_tiny(runs / "tiny", "train.max_steps=20", "train.eval_every=5", "optim.lr=2.0")
     best_step = torch.load(runs / "tiny" / "checkpoints" / "best.pt", weights_only=True)["step"]
     # The same run filed as the RHN paper's enwik8 recipe (bpc too), as it is and changed,
     # against a folder of recipes where that recipe is the config the run was trained with;
@@ -85,7 +85,7 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     recipes = tmp_path / "recipes"
     recipes.mkdir()
     shutil.copy(runs / "tiny" / "config.yaml", recipes / "enwik8_rhn_d10.yaml")
-    edited = (runs / "tiny" / "config.yaml").read_text().replace("lr: 0.3", "lr: 0.002")
+    edited = (runs / "tiny" / "config.yaml").read_text().replace("lr: 2.0", "lr: 0.002")
     (recipes / "text8_rhn_d10.yaml").write_text(edited)
     for name, recipe, overrides in (
         ("as_is", "enwik8_rhn_d10", ["train.progress=false", "data.data_dir=/moved"]),
@@ -112,7 +112,7 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     assert rows["as_is"]["published"] == "1.270" and rows["as_is"]["changes"] == "—"
     assert rows["changed"]["published"] == "-" and rows["changed"]["changes"] == "model.depth=2"
     assert rows["edited"]["published"] == "-"
-    assert rows["edited"]["changes"] == "optim.lr: 0.002 → 0.3 (config)"
+    assert rows["edited"]["changes"] == "optim.lr: 0.002 → 2.0 (config)"
     # The published number is a test number: the same run scored on valid stands alone.
     valid = _rows(_reproduce(str(runs), "--split", "valid", "--recipes", str(recipes)).stdout)
     assert valid["as_is"]["published"] == "-" and valid["as_is"]["changes"] == "—"
@@ -125,7 +125,7 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     assert unread["published"] == "-" and "not compared (ConfigError: " in unread["changes"]
     typo = _reproduce(str(runs), "--recipes", str(tmp_path / "recipse"))
     assert typo.returncode == 2 and "--recipes" in typo.stderr and "is not a folder" in typo.stderr
-    assert rows["tiny"]["changes"] == "train.max_steps=20, train.eval_every=5, optim.lr=0.3"
+    assert rows["tiny"]["changes"] == "train.max_steps=20, train.eval_every=5, optim.lr=2.0"
     assert rows["tiny"]["steps"] == str(best_step) != "20"
     # --no-eval: the lowest logged validation bpc and its step, not the last evaluation's
     logged = [json.loads(line) for line in (runs / "tiny" / "metrics.jsonl").open()]
