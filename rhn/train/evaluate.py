@@ -221,7 +221,7 @@ def _not_json(value: Any, where: str = "") -> str | None:
         return next((f for f in found if f is not None), None)
     if value is None or isinstance(value, (str, int, float, bool, torch.Tensor)):
         return None
-    return f"{where or 'the value'} is a {type(value).__name__}"
+    return f"{where or 'the value'} is of type {type(value).__name__}"
 
 
 def read_export(path: Path) -> dict[str, Any]:

@@ -413,8 +413,11 @@ class Trainer:
         if not self.last_path.exists():
             # What a resume from it would check: the model, and that it saw this data.
             check_same_model(self.best_path, ckpt["config"], self.config.to_dict())
-            saved = (ckpt.get("model_meta"), ckpt.get("task_state") or {})
-            if not same_state(saved, (self.model_meta, self.task.checkpoint_state())):
+            state = ckpt.get("task_state") or {}
+            meta = ckpt.get("model_meta")
+            if meta is None:  # format 1: the task recovers it from the state
+                meta = self.config.task_class.legacy_model_meta(self.config, state)
+            if not same_state((meta, state), (self.model_meta, self.task.checkpoint_state())):
                 raise CheckpointError(
                     f"{self.best_path} is a model of other data (its vocabulary or "
                     f"preprocessing differs), and there is no last.pt to resume: move it "

@@ -148,3 +148,16 @@ def test_a_training_checkpoint_holds_exactly_the_documented_keys(tmp_path: Path)
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert sorted(ckpt) == sorted(CHECKPOINT_KEYS)
     assert ckpt["step"] == ckpt["position"]["step"] == 2
+
+
+def test_same_state_compares_tensors_by_value_and_lists_as_tuples() -> None:
+    from rhn.train.checkpoint import same_state
+
+    mean = torch.linspace(0, 1, 6).reshape(2, 3)
+    assert same_state({"a": [1, (2, 3)], "m": mean}, {"a": (1, [2, 3]), "m": mean + 4e-6})
+    assert not same_state({"m": mean}, {"m": mean + 1e-3})
+    assert not same_state({"m": mean}, {"m": mean.double()})
+    assert not same_state({"m": mean}, {"m": mean.flatten()})
+    assert not same_state(torch.tensor([1, 2]), torch.tensor([1, 3]))
+    assert not same_state({"a": 1}, {"a": 1, "b": 2}) and not same_state({"m": mean}, {"m": 1})
+    assert not same_state([1, 2], [1, 2, 3]) and same_state(None, None)

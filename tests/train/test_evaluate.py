@@ -110,7 +110,7 @@ def test_a_task_state_json_cannot_hold_exports_the_weights_alone_and_says_so(
     run, out = tmp_path / "run", tmp_path / "w.safetensors"
     config = {"task": "toy_tuple_state", "optim": {"lr": 0.05}}
     train(build_config(config, ["train.max_steps=2", "train.max_epochs=null"]), run)
-    with pytest.warns(UserWarning, match=r"task state\['pair'\] is a tuple.*weights alone"):
+    with pytest.warns(UserWarning, match=r"task state\['pair'\] is of type tuple.*weights alone"):
         export_checkpoint(run, out)
     assert set(load_file(str(out))) == {"weight", "bias"}
     with pytest.raises(CheckpointError, match="holds weights without the config"):

@@ -743,6 +743,13 @@ def test_a_best_pt_of_other_data_with_no_last_pt_is_refused(tmp_path: Path) -> N
     with pytest.raises(CheckpointError, match=r"best\.pt is a model of other data"):
         train(other, run)
     assert train(build_config(base, short), run).position.step == 4  # the same data: kept
+    # A format-1 best.pt (no model_meta: the task recovers it) of the same data is kept too.
+    best = run / "checkpoints" / "best.pt"
+    ckpt = load_checkpoint(best)
+    del ckpt["model_meta"]
+    torch.save({**ckpt, "format_version": 1}, best)
+    (run / "checkpoints" / "last.pt").unlink()
+    assert train(build_config(base, short), run).position.step == 4
 
 
 def _kill_at_write(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
