@@ -447,23 +447,32 @@ def _can_mount_read_only() -> bool:
     return probe.returncode == 0
 
 
+def _files(run: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+def _train_with_read_only(folder: Path, run: Path) -> subprocess.CompletedProcess:
+    """rhn-train resuming ``run`` with ``folder`` bind-mounted read-only over itself, in a
+    namespace of its own: chmod would not do, root (as CI runs) writes through permissions
+    but not a read-only mount."""
+    train = f"{sys.executable} -m rhn.tasks {TINY} --run-dir {run} --set train.max_steps=24"
+    script = f"mount --bind {folder} {folder} && mount -o remount,bind,ro {folder} && exec {train}"
+    return subprocess.run(
+        ["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, check=False
+    )
+
+
 @pytest.mark.skipif(not _can_mount_read_only(), reason="needs unshare -r -m (mount namespaces)")
 def test_a_read_only_run_dir_is_one_line_with_exit_2_and_nothing_is_lost(tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert train_main([TINY, "--run-dir", str(run), *SHORT]) == 0
-    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    # The run directory bind-mounted read-only over itself, in a namespace of its own: chmod
-    # would not do, root (as CI runs) writes through permissions but not a read-only mount.
-    train = f"{sys.executable} -m rhn.tasks {TINY} --run-dir {run} --set train.max_steps=24"
-    script = f"mount --bind {run} {run} && mount -o remount,bind,ro {run} && exec {train}"
-    proc = subprocess.run(
-        ["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, check=False
-    )
+    before = _files(run)
+    proc = _train_with_read_only(run, run)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == (
         f"error: run directory {run} is not writable; choose another --run-dir"
     )
-    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert _files(run) == before
 
 
 @pytest.mark.skipif(not _can_mount_read_only(), reason="needs unshare -r -m (mount namespaces)")
@@ -478,20 +487,13 @@ def test_a_read_only_checkpoints_folder_is_one_line_before_any_training(
     checkpoints = run / "checkpoints"
     if stale:
         (checkpoints / ".last.pt.123.tmp").write_bytes(b"half")
-    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    train = f"{sys.executable} -m rhn.tasks {TINY} --run-dir {run} --set train.max_steps=24"
-    script = (
-        f"mount --bind {checkpoints} {checkpoints} && "
-        f"mount -o remount,bind,ro {checkpoints} && exec {train}"
-    )
-    proc = subprocess.run(
-        ["unshare", "-r", "-m", "sh", "-c", script], capture_output=True, text=True, check=False
-    )
+    before = _files(run)
+    proc = _train_with_read_only(checkpoints, run)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == (
         f"error: run directory {checkpoints} is not writable; choose another --run-dir"
     )
-    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    assert _files(run) == before
 
 
 def test_resuming_with_another_batch_size_is_refused_in_one_line(
