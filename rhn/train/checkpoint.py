@@ -145,6 +145,14 @@ def same_state(a: Any, b: Any) -> bool:
     return a == b
 
 
+def model_meta(ckpt: dict[str, Any], config: Any) -> dict[str, Any]:
+    """What the checkpoint's model was built from besides its config (``config``, a
+    RunConfig; format 1: recovered by the task from its saved state)."""
+    if ckpt.get("model_meta") is not None:
+        return ckpt["model_meta"]
+    return config.task_class.legacy_model_meta(config, ckpt.get("task_state") or {})
+
+
 def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
     try:
         model.load_state_dict(state)

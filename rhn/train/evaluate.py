@@ -19,6 +19,7 @@ from rhn.train.checkpoint import (
     export_safetensors,
     load_checkpoint,
     load_model_state,
+    model_meta,
 )
 from rhn.train.config import RunConfig, build_config
 from rhn.train.loop import resolve_device
@@ -64,14 +65,6 @@ def _whole(path: Path) -> bool:
     except CheckpointError:
         return False
     return True
-
-
-def model_meta(ckpt: dict[str, Any], config: RunConfig) -> dict[str, Any]:
-    """What the checkpoint's model was built from besides its config (format 1: recovered
-    from the task's saved state)."""
-    if ckpt.get("model_meta") is not None:
-        return ckpt["model_meta"]
-    return config.task_class.legacy_model_meta(config, ckpt.get("task_state") or {})
 
 
 @dataclass

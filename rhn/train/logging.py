@@ -89,6 +89,6 @@ class RunLogger:
             self.writer.flush()
 
     def close(self) -> None:
+        self.flush()
         if self.writer is not None:
-            self.writer.flush()
             self.writer.close()

@@ -39,6 +39,7 @@ from rhn.train.checkpoint import (
     check_same_model,
     load_checkpoint,
     load_model_state,
+    model_meta,
     same_state,
 )
 from rhn.train.config import RunConfig, rechecked, save_config
@@ -413,11 +414,8 @@ class Trainer:
         if not self.last_path.exists():
             # What a resume from it would check: the model, and that it saw this data.
             check_same_model(self.best_path, ckpt["config"], self.config.to_dict())
-            state = ckpt.get("task_state") or {}
-            meta = ckpt.get("model_meta")
-            if meta is None:  # format 1: the task recovers it from the state
-                meta = self.config.task_class.legacy_model_meta(self.config, state)
-            if not same_state((meta, state), (self.model_meta, self.task.checkpoint_state())):
+            saved = (model_meta(ckpt, self.config), ckpt.get("task_state") or {})
+            if not same_state(saved, (self.model_meta, self.task.checkpoint_state())):
                 raise CheckpointError(
                     f"{self.best_path} is a model of other data (its vocabulary or "
                     f"preprocessing differs), and there is no last.pt to resume: move it "
@@ -581,10 +579,10 @@ class Trainer:
         ):
             # train.max_minutes counts what a scheduler's clock sees once the run is set
             # up, evaluations and saves too, not the steps' time alone.
-            clock, elapsed = time.perf_counter(), pos.elapsed_s
+            start = time.perf_counter() - pos.elapsed_s  # when it began, had it never stopped
             while pos.step < self.total_steps and not spent:
                 lr = self._step(self.window)
-                pos.elapsed_s = elapsed + time.perf_counter() - clock
+                pos.elapsed_s = time.perf_counter() - start
                 bar.update(1)
                 if pos.step % self.config.train.log_every == 0 and self.window.steps:
                     self._log_training(self.window, lr, bar)
@@ -597,7 +595,7 @@ class Trainer:
                     metrics = self._evaluate()
                     improved = self._record_evaluation(metrics, lr, observe=due.scheduled)
                 if due.checkpoint or improved or due.stop:
-                    pos.elapsed_s = elapsed + time.perf_counter() - clock
+                    pos.elapsed_s = time.perf_counter() - start
                     self._checkpoint(best=improved)
                 if due.out_of_time or due.stop:
                     self._say_why_stopped(due)
