@@ -29,6 +29,12 @@ from rhn.train.loop import RunDirError, TrainingDivergedError, train
 from rhn.train.schema import DEVICE_NAMES, ConfigError, is_device_name
 from rhn.train.seeding import SEEDS, is_seed
 
+# What every command that reads a model takes, as resolve_checkpoint and load_model read it.
+CHECKPOINT_HELP = (
+    "a run directory (its best.pt, else last.pt), a .pt checkpoint or an rhn-export "
+    ".safetensors file"
+)
+
 # What a user can cause and fix: reported in one line, without a traceback.
 EXPECTED_ERRORS = (
     ConfigError,
@@ -160,11 +166,7 @@ def train_main(argv: list[str] | None = None) -> int:
 @command
 def eval_main(argv: list[str] | None = None) -> int:
     parser = parser_for("rhn-eval", "Evaluate a run's checkpoint; prints one JSON line.")
-    parser.add_argument(
-        "path",
-        help="a run directory (its best.pt, else last.pt), a .pt file or an rhn-export "
-        ".safetensors file",
-    )
+    parser.add_argument("path", help=CHECKPOINT_HELP)
     parser.add_argument(
         "--split", choices=["valid", "test"], default="valid", help="default: %(default)s"
     )
@@ -214,9 +216,7 @@ def eval_main(argv: list[str] | None = None) -> int:
 @command
 def sample_main(argv: list[str] | None = None) -> int:
     parser = parser_for("rhn-sample", "Generate text with a trained language model.")
-    parser.add_argument(
-        "path", help="a run directory, a .pt checkpoint or an rhn-export .safetensors file"
-    )
+    parser.add_argument("path", help=CHECKPOINT_HELP)
     parser.add_argument(
         "--prompt",
         help="text to continue (default: a line break; a space for characters without one)",
@@ -273,9 +273,7 @@ def export_main(argv: list[str] | None = None) -> int:
         "Write a checkpoint's weights as safetensors, with the config, vocabulary and step "
         "in its header: rhn-eval, rhn-sample and rhn.train.evaluate.load_model read it alone.",
     )
-    parser.add_argument(
-        "path", help="a run directory, a .pt checkpoint or an rhn-export .safetensors file"
-    )
+    parser.add_argument("path", help=CHECKPOINT_HELP)
     parser.add_argument("output", help="the .safetensors file to write")
     args = parser.parse_args(argv)
     output = Path(args.output)

@@ -9,7 +9,15 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from rhn.tasks.cli import EXPECTED_ERRORS, _device, _fail, _int_at_least, command, parser_for
+from rhn.tasks.cli import (
+    CHECKPOINT_HELP,
+    EXPECTED_ERRORS,
+    _device,
+    _fail,
+    _int_at_least,
+    command,
+    parser_for,
+)
 from rhn.tasks.depth_study import StudyInterruptedError, load_study, run_study, summary_table
 from rhn.train.checkpoint import CheckpointError
 
@@ -59,10 +67,7 @@ def depth_study_main(argv: list[str] | None = None) -> int:
 
 def _analysis_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser = parser_for(prog, description)
-    parser.add_argument(
-        "checkpoint",
-        help="a run directory (its best.pt, else last.pt), a .pt or an rhn-export .safetensors",
-    )
+    parser.add_argument("checkpoint", help=CHECKPOINT_HELP)
     parser.add_argument("--out", help="output directory (default: <run>/analysis)")
     parser.add_argument(
         "--examples",
