@@ -69,6 +69,16 @@ def _temperature(text: str) -> float:
     return value
 
 
+def _top_p(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= 1:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
+    return value
+
+
 def _seed(text: str) -> int:
     """An argparse type: a seed the runs can use (torch refuses one beyond 64 bits)."""
     try:
@@ -229,11 +239,23 @@ def sample_main(argv: list[str] | None = None) -> int:
         "--temperature", type=_temperature, default=1.0,
         help="0 = greedy (default: %(default)s)",
     )  # fmt: skip
+    parser.add_argument(
+        "--top-k", type=_int_at_least(1), default=None,
+        help="draw from the K most probable tokens only (default: all)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--top-p", type=_top_p, default=None,
+        help="nucleus sampling: from the most probable tokens that hold this much of the "
+        "probability (default: all)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=_seed, default=0, help="default: %(default)s")
     args = parser.parse_args(argv)
     try:
         path = resolve_checkpoint(Path(args.path))
-        pieces = sample_stream(path, args.prompt, args.length, args.temperature, args.seed)
+        pieces = sample_stream(
+            path, args.prompt, args.length, args.temperature, args.seed,
+            top_k=args.top_k, top_p=args.top_p,
+        )  # fmt: skip
     except (*EXPECTED_ERRORS, ValueError) as err:
         return _fail(err)
     try:

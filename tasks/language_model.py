@@ -396,16 +396,31 @@ class CharAwareLMTask(WordLMTask):
 
 
 def sample_text(
-    path: Path, prompt: str | None, length: int, temperature: float = 1.0, seed: int = 0
+    path: Path,
+    prompt: str | None,
+    length: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    *,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> str:
     """``prompt`` (default: the start of a line, :func:`default_prompt`) continued by
-    ``length`` sampled tokens of the checkpoint's model; the checkpoint alone is read, not
-    its corpus."""
-    return "".join(sample_stream(path, prompt, length, temperature, seed))
+    ``length`` sampled tokens of the checkpoint's model (``temperature``, ``top_k`` and
+    ``top_p`` as :meth:`~rhn.models.RecurrentLM.generate` takes them); the checkpoint alone
+    is read, not its corpus."""
+    return "".join(sample_stream(path, prompt, length, temperature, seed, top_k=top_k, top_p=top_p))
 
 
 def sample_stream(
-    path: Path, prompt: str | None, length: int, temperature: float = 1.0, seed: int = 0
+    path: Path,
+    prompt: str | None,
+    length: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    *,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> Iterator[str]:
     """:func:`sample_text` in pieces as the tokens are drawn (a character, a word, or a
     subword vocabulary's line at a time); the checkpoint and prompt are read and checked at
@@ -427,7 +442,9 @@ def sample_stream(
     if ids.numel() == 0:
         raise ValueError(f"the prompt {prompt!r} encodes to no tokens")
     generator = torch.Generator().manual_seed(seed)
-    out = model.generate_stream(ids, length, temperature=temperature, generator=generator)
+    out = model.generate_stream(
+        ids, length, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+    )
     if vocab.kind == "sentencepiece":  # a piece's word boundary is decoded from its neighbours
         return vocab.decode_stream(itertools.chain(ids.tolist(), out))
     sep = " " if vocab.kind == "word" else ""

@@ -16,8 +16,8 @@ the embedding), never a layer's.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
+import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Literal
 
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rhn.models.config_fields import check_field_types
+from rhn.models.token_sampling import check_sampling, draw_token
 from rhn.nn import RHN
 from rhn.nn.dropout import VariationalDropout
 from rhn.nn.lstm import UniformInitLSTM
@@ -202,12 +203,18 @@ class RecurrentLM(nn.Module):
         length: int,
         *,
         temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Continue ``prompt`` (P,) token ids by ``length`` sampled tokens (0 = greedy), in
-        eval mode whatever the model's (dropout would draw new masks at every token); the
-        mode is restored after."""
-        tokens = self.generate_stream(prompt, length, temperature=temperature, generator=generator)
+        """Continue ``prompt`` (P,) token ids by ``length`` sampled tokens, in eval mode
+        whatever the model's (dropout would draw new masks at every token); the mode is
+        restored after. Each token is drawn from the softmax at ``temperature`` (0 = greedy),
+        cut to the ``top_k`` most probable tokens and to the nucleus of mass ``top_p``
+        (:mod:`rhn.models.token_sampling`)."""
+        tokens = self.generate_stream(
+            prompt, length, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+        )
         return torch.tensor(list(tokens), dtype=torch.long)
 
     def generate_stream(
@@ -216,6 +223,8 @@ class RecurrentLM(nn.Module):
         length: int,
         *,
         temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
         generator: torch.Generator | None = None,
     ) -> Iterator[int]:
         """:meth:`generate` a token at a time, as each is drawn (a sampler shows them as they
@@ -225,18 +234,17 @@ class RecurrentLM(nn.Module):
             raise ValueError("the prompt must hold at least one token")
         if isinstance(length, bool) or not isinstance(length, int) or length < 0:
             raise ValueError(f"length must be an integer >= 0 (tokens to add), got {length!r}")
-        if not math.isfinite(temperature) or temperature < 0:
-            raise ValueError(
-                f"temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}"
-            )
-        return self._draw(prompt, length, temperature, generator)
+        check_sampling(temperature, top_k, top_p)
+        draw = functools.partial(
+            draw_token, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+        )
+        return self._draw(prompt, length, draw)
 
     def _draw(
         self,
         prompt: torch.Tensor,
         length: int,
-        temperature: float,
-        generator: torch.Generator | None,
+        draw: Callable[[torch.Tensor], torch.Tensor],
     ) -> Iterator[int]:
         if length == 0:
             return
@@ -251,25 +259,10 @@ class RecurrentLM(nn.Module):
                 logits, state = self(prompt.to(device).view(-1, 1), start)
             for step in range(length):
                 with torch.no_grad():
-                    token = self._next_token(logits[-1, 0], temperature, generator)
+                    token = draw(logits[-1, 0])
                 yield int(token)
                 if step + 1 < length:  # the last token's logits would go unused
                     with torch.no_grad():
                         logits, state = self(token.view(1, 1), state)
         finally:
             self.train(was_training)
-
-    @staticmethod
-    def _next_token(
-        logits: torch.Tensor, temperature: float, generator: torch.Generator | None
-    ) -> torch.Tensor:
-        # On the CPU in float64, whatever the device (MPS has none): the temperature is a
-        # Python float, which float32 would read as 0 below 1e-45 (0 / 0 is NaN).
-        last = logits.to("cpu", torch.float64)
-        if temperature <= 0:
-            token = last.argmax().view(1)
-        else:
-            # Shifted by the max first: a tiny temperature would overflow to inf / inf.
-            probs = torch.softmax((last - last.max()) / temperature, dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator)
-        return token.to(logits.device)

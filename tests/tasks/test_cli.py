@@ -231,6 +231,10 @@ def test_mc_dropout_on_an_image_classifier_is_refused(
         ("sample", ["--length", "0"], "--length: must be an integer >= 1, got '0'"),
         ("sample", ["--temperature", "-1"], "--temperature: must be a finite number >= 0"),
         ("sample", ["--temperature", "nan"], "--temperature: must be a finite number >= 0"),
+        ("sample", ["--top-k", "0"], "--top-k: must be an integer >= 1, got '0'"),
+        ("sample", ["--top-p", "0"], "--top-p: must be a number in (0, 1], got '0'"),
+        ("sample", ["--top-p", "1.5"], "--top-p: must be a number in (0, 1], got '1.5'"),
+        ("sample", ["--top-p", "nan"], "--top-p: must be a number in (0, 1], got 'nan'"),
         # torch takes no seed beyond 64 bits (a traceback, or a line that named no option).
         ("eval", ["--mc-seed", str(2**64)], f"--mc-seed: must be {SEEDS}, got '{2**64}'"),
         ("sample", ["--seed", str(-(2**63) - 1)], f"--seed: must be {SEEDS}, got '{-(2**63) - 1}'"),
@@ -330,6 +334,13 @@ def test_sample_prints_the_text_as_it_is_drawn(
     assert capsys.readouterr().out == text + "\n"  # the same text as sample_text's
     # The prompt, then one piece per character (a char vocabulary): 31 pieces, not 1.
     assert written[0] == "The " and len(written) == 31 and "".join(written) == text
+    # --top-k 1 keeps the most probable character alone: greedy at any temperature.
+    assert cli.sample_main([*argv, "--top-k", "1", "--temperature", "3"]) == 0
+    greedy = sample_text(run / "checkpoints" / "best.pt", "The ", 30, 0.0)
+    assert capsys.readouterr().out == greedy + "\n" != text + "\n"
+    assert cli.sample_main([*argv, "--top-p", "0.5", "--top-k", "3"]) == 0
+    nucleus = sample_text(run / "checkpoints" / "best.pt", "The ", 30, 1.0, 3, top_k=3, top_p=0.5)
+    assert capsys.readouterr().out == nucleus + "\n"
 
 
 def test_export_to_a_directory_or_a_read_only_place_is_one_line(
