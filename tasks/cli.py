@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from rhn.data.text_file import DataFileError
-from rhn.tasks.language_model import sample_stream
+from rhn.tasks.language_model import evaluate_text, sample_stream
 from rhn.tasks.lm_scoring import MC_PROTOCOLS, McProtocolError, McRejectedError
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import load_config
@@ -177,9 +177,13 @@ def train_main(argv: list[str] | None = None) -> int:
 def eval_main(argv: list[str] | None = None) -> int:
     parser = parser_for("rhn-eval", "Evaluate a run's checkpoint; prints one JSON line.")
     parser.add_argument("path", help=CHECKPOINT_HELP)
-    parser.add_argument(
-        "--split", choices=["valid", "test"], default="valid", help="default: %(default)s"
-    )
+    scored = parser.add_mutually_exclusive_group()
+    scored.add_argument("--split", choices=["valid", "test"], help="default: valid")
+    scored.add_argument(
+        "--text", metavar="FILE", type=Path,
+        help="score a language model on this text file instead (read as its corpus's "
+        "files, batch size 1 unless given)",
+    )  # fmt: skip
     parser.add_argument(
         "--device", type=_device, default="auto", help="auto, cpu, cuda, cuda:N or mps "
         "(default: %(default)s)"
@@ -216,7 +220,10 @@ def eval_main(argv: list[str] | None = None) -> int:
         options.update(mc_samples=args.mc, mc_protocol=args.mc_protocol, mc_seed=args.mc_seed)
     try:
         path = resolve_checkpoint(Path(args.path))
-        metrics = evaluate_checkpoint(path, args.split, args.device, **options)
+        if args.text is None:
+            metrics = evaluate_checkpoint(path, args.split or "valid", args.device, **options)
+        else:
+            metrics = evaluate_text(path, args.text, args.device, **options)
     except EXPECTED_ERRORS as err:
         return _fail(err)
     print(json.dumps(metrics))

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from rhn.data.corpora import SPLITS, check_split_fractions
-from rhn.data.lm_corpus import CorpusSource, load_split, load_tokenized
+from rhn.data.lm_corpus import CorpusSource, load_split, load_tokenized, read_text_as
 from rhn.data.tbptt import TBPTTStream
 from rhn.data.text_file import DataFileError
 from rhn.data.vocab import (
@@ -47,7 +47,7 @@ from rhn.tasks.lm_scoring import (
     score_mc_windows,
 )
 from rhn.train.checkpoint import CheckpointError, unwrap
-from rhn.train.evaluate import load_model
+from rhn.train.evaluate import evaluate_loaded, load_model, resolve_checkpoint
 from rhn.train.schema import ConfigError
 from rhn.train.task import State, StepResult, Task, register
 
@@ -217,6 +217,20 @@ class LanguageModelTask(Task):
     @classmethod
     def for_evaluation(cls, config: Any, task_state: dict[str, Any], split: str) -> Task:
         return cls(config, vocab=_saved_vocab(task_state), splits=(split,))
+
+    @classmethod
+    def for_text(cls, config: Any, task_state: dict[str, Any], path: Path) -> LanguageModelTask:
+        """A task that scores the text file ``path`` as its split :data:`TEXT_SPLIT`, read
+        as the run's corpus files are and encoded in the saved vocabulary (no corpus read)."""
+        vocab = _saved_vocab(task_state)
+        task = cls(config, vocab=vocab, splits=())
+        text = read_text_as(config.data.source(cls.default_level), path)
+        try:
+            _check_known_tokens(vocab, text, f"text file {path}")
+        except ValueError as err:  # a symbol the vocabulary can't read: the data's fault
+            raise DataFileError(str(err)) from None
+        task.ids[TEXT_SPLIT] = vocab.encode(text)
+        return task
 
     def _ids_in_earlier(self, earlier: Vocab) -> torch.Tensor | None:
         """Each symbol's id in ``earlier`` if it is this data's vocabulary as it was built
@@ -395,6 +409,39 @@ class CharAwareLMTask(WordLMTask):
         return {"words": vocab.tokens}
 
 
+TEXT_SPLIT = "text"  # the split name of a text file scored by evaluate_text
+
+
+def evaluate_text(
+    path: str | Path, text_path: str | Path, device: str = "auto", **options: Any
+) -> dict[str, Any]:
+    """Metrics of checkpoint ``path`` (or a run directory's) on the text file ``text_path``
+    (not a corpus split: a document of one's own), read as the run's corpus files are and
+    encoded in the model's vocabulary; a symbol it lacks is its unknown token (with a
+    warning naming it) or, without one, refused. ``options`` are the task's ``evaluate``'s:
+    ``batch_size`` (default 1, every token scored after the whole text before it),
+    ``mc_samples``, ``mc_protocol``, ``mc_seed``."""
+    path = resolve_checkpoint(Path(path))
+    loaded = load_model(path, device)
+    task_class = loaded.config.task_class
+    if not issubclass(task_class, LanguageModelTask):
+        raise CheckpointError(
+            f"checkpoint {path} is a {loaded.config.task!r} run; a text file is scored by "
+            f"language models"
+        )
+    task = task_class.for_text(loaded.config, loaded.task_state, Path(text_path))
+    options = {"batch_size": 1, **{k: v for k, v in options.items() if v is not None}}
+    metrics = evaluate_loaded(loaded, task, TEXT_SPLIT, **options)
+    return {
+        "checkpoint": str(path),
+        "text": str(text_path),
+        "tokens": task.ids[TEXT_SPLIT].numel(),
+        "step": loaded.step,
+        "precision": loaded.config.train.precision,
+        **metrics,
+    }
+
+
 def sample_text(
     path: Path,
     prompt: str | None,
@@ -433,7 +480,7 @@ def sample_stream(
     model: RecurrentLM = loaded.model  # type: ignore[assignment]
     vocab = _saved_vocab(loaded.task_state)
     prompt = default_prompt(vocab) if prompt is None else prompt
-    _check_prompt_tokens(vocab, prompt)
+    _check_known_tokens(vocab, prompt)
     ids = vocab.encode(prompt)
     if isinstance(vocab, SentencePieceVocab) and ids.numel() == 0 and "\n" in prompt:
         ids = torch.tensor([vocab.processor.eos_id()])  # its encoder skips blank lines
@@ -471,34 +518,37 @@ def _is_ptb_char(vocab: Vocab) -> bool:
     return "_" in tokens and all(len(t) == 1 for t in tokens)
 
 
-def _check_prompt_tokens(vocab: Vocab, prompt: str) -> None:
-    """Name the prompt's first out-of-vocabulary tokens: a warning where the model would
-    see them all as one unknown symbol, which a user reading the sample can't tell; an error
-    where the vocabulary has no unknown symbol (PTB char, text8, enwik8)."""
-    unknown = vocab.unknown_tokens(prompt)
+def _check_known_tokens(vocab: Vocab, text: str, what: str = "the prompt") -> None:
+    """Name the first tokens of ``text`` (``what``: the prompt, or a text file) the
+    vocabulary lacks: a warning where the model would see them all as one unknown symbol,
+    which a user reading the sample or the score can't tell; an error where the vocabulary
+    has no unknown symbol (PTB char, text8, enwik8)."""
+    unknown = vocab.unknown_tokens(text)
     if not unknown:
         return
     shown = ", ".join(repr(t) for t in unknown[:UNKNOWN_SHOWN])
     more = f" and {len(unknown) - UNKNOWN_SHOWN} more" if len(unknown) > UNKNOWN_SHOWN else ""
     hint = ""
-    # A prompt of single characters between spaces is in PTB's format already (re-spacing
-    # it would be another prompt): its unknown symbol is named, and a lower-case one held.
-    if _is_ptb_char(vocab) and any(len(t) > 1 for t in prompt.split()):
-        spaced = "\n".join(
-            " ".join("_" if c == " " else c for c in " ".join(line.split()))
-            for line in prompt.split("\n")
-        )
+    # Text of single characters between spaces is in PTB's format already (re-spacing it
+    # would be other text): its unknown symbol is named, and a lower-case one held.
+    if _is_ptb_char(vocab) and any(len(t) > 1 for t in text.split()):
         hint = (
-            f"; this model reads PTB's character format (characters separated by spaces, "
-            f"'_' between words): write the prompt as {spaced!r}"
+            "; this model reads PTB's character format (characters separated by spaces, "
+            "'_' between words)"
         )
+        if what == "the prompt":
+            spaced = "\n".join(
+                " ".join("_" if c == " " else c for c in " ".join(line.split()))
+                for line in text.split("\n")
+            )
+            hint += f": write the prompt as {spaced!r}"
     elif isinstance(vocab, WordVocab | CharVocab):
         lowered = [
             t.lower() for t in unknown if t.lower() != t and not vocab.unknown_tokens(t.lower())
         ]
         if lowered:  # PTB's words and text8's letters are lower-case: "The" is unknown
             hint = f"; the vocabulary holds {', '.join(map(repr, dict.fromkeys(lowered)))}"
-    found = f"the prompt has {len(unknown)} token(s) the model's vocabulary doesn't hold"
+    found = f"{what} has {len(unknown)} token(s) the model's vocabulary doesn't hold"
     if not vocab.has_unknown:
         raise ValueError(
             f"{found}, and it has no unknown token to read them as: {shown}{more}{hint}"

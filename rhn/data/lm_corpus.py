@@ -27,6 +27,7 @@ from rhn.data.corpora import (
     head_text,
     load_corpus,
     load_text_corpus,
+    read_corpus_file,
     split_text,
     text_corpus_files,
 )
@@ -196,6 +197,17 @@ def _remove_dead_temporaries(path: Path) -> None:
                 tmp.unlink()
         except FileNotFoundError:  # another process removed or renamed it meanwhile
             pass
+
+
+def read_text_as(source: CorpusSource, path: str | Path) -> str:
+    """A text file of one's own (to score a model on) read as ``source``'s files are: a byte
+    corpus's (enwik8) one byte to a character, a Hugging Face set's as Python's text mode
+    reads it (``\\r\\n`` and ``\\r`` as ``\\n``), any other as UTF-8; a byte-order mark dropped."""
+    spec = CORPORA.get(source.corpus)
+    text = read_corpus_file(Path(path), as_bytes=spec is not None and spec.level == "byte")
+    if source.corpus == "hf":
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
 
 
 def load_split(source: CorpusSource, split: str, vocab: Vocab) -> torch.Tensor:

@@ -133,21 +133,27 @@ def evaluate_checkpoint(
             f"{loaded.config.task!r} run"
         )
     task = task_class.for_evaluation(loaded.config, loaded.task_state, split)
-    # At the run's precision, as its training evaluated: a bf16 run's logged metric again.
+    return {
+        "checkpoint": str(path),
+        "split": split,
+        "step": loaded.step,
+        "precision": loaded.config.train.precision,
+        **evaluate_loaded(loaded, task, split, **options),
+    }
+
+
+def evaluate_loaded(
+    loaded: LoadedModel, task: Task, split: str, **options: Any
+) -> dict[str, float]:
+    """``task.evaluate`` of a loaded model on ``split`` without gradients, at the run's
+    precision, as its training evaluated (a bf16 run's logged metric again)."""
     precision = loaded.config.train.precision
     with (
         torch.no_grad(),
         float32_arithmetic(precision),
         autocast(precision, loaded.device.type),
     ):
-        metrics = task.evaluate(loaded.model, split, loaded.device, **options)
-    return {
-        "checkpoint": str(path),
-        "split": split,
-        "step": loaded.step,
-        "precision": precision,
-        **metrics,
-    }
+        return task.evaluate(loaded.model, split, loaded.device, **options)
 
 
 # An export's header: what load_model needs besides the weights, as JSON strings (a

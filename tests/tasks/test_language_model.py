@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import shutil
@@ -540,3 +541,99 @@ def test_scoring_a_split_with_symbols_the_saved_vocabulary_lacks_is_one_line(
         f"doesn't hold: 'f', 'é' (it has no unknown symbol: its training data had no use for "
         f"one); the vocabulary saved with the model was built from other data"
     )
+
+
+def test_a_text_file_is_scored_as_the_split_it_holds_and_as_one_pass_of_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rhn.data.lm_corpus import read_splits
+    from rhn.tasks.cli import eval_main
+    from rhn.tasks.language_model import evaluate_text
+
+    corpus = periodic_text(tmp_path / "c.txt", period=31)
+    train(char_config(corpus, "train.max_steps=40"), tmp_path / "run")
+    run = tmp_path / "run"
+    loaded = load_model(run)
+    valid = read_splits(loaded.config.data.source("char"), splits=("valid",))["valid"]
+    (tmp_path / "valid.txt").write_text(valid)
+    scored = evaluate_text(run, tmp_path / "valid.txt", "cpu")
+    split = evaluate_checkpoint(run, "valid", "cpu", batch_size=1)
+    assert scored["loss"] == pytest.approx(split["loss"], rel=1e-6)
+    assert scored["tokens"] == len(valid) and scored["text"] == str(tmp_path / "valid.txt")
+    # Any text: the mean NLL of each character after all before it, from one pass.
+    text = "a bad egg\nhe fed a cage\n"
+    (tmp_path / "mine.txt").write_text(text)
+    symbols = vocab_from_json(loaded.task_state["vocab"]).symbols
+    ids = torch.tensor([symbols.index(c) for c in text])  # a character's id is its place
+    with torch.no_grad():
+        logits, _ = loaded.model.eval()(
+            ids.view(-1, 1), loaded.model.initial_state(1, torch.device("cpu"))
+        )
+    expected = torch.nn.functional.cross_entropy(logits[:-1, 0].double(), ids[1:]).item()
+    mine = evaluate_text(run, tmp_path / "mine.txt", "cpu")
+    assert mine["loss"] == pytest.approx(expected, rel=1e-5) and mine["tokens"] == len(text)
+    assert mine["bpc"] == pytest.approx(expected / math.log(2), rel=1e-5)
+    # The same through rhn-eval --text: one JSON line.
+    assert eval_main([str(run), "--text", str(tmp_path / "mine.txt"), "--device", "cpu"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (
+        printed["loss"] == pytest.approx(mine["loss"], rel=1e-9) and printed["text"] == mine["text"]
+    )
+
+
+def test_a_text_file_the_model_cannot_read_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rhn.tasks.cli import eval_main
+    from rhn.tasks.language_model import evaluate_text
+
+    corpus = periodic_text(tmp_path / "c.txt")
+    train(char_config(corpus, "train.max_steps=2"), tmp_path / "run")
+    capsys.readouterr()
+    run = tmp_path / "run"
+    (tmp_path / "odd.txt").write_text("a bad\N{SNOWMAN}egg\n")  # the vocabulary has no unknown
+    with pytest.raises(
+        DataFileError,
+        match=r"text file .*odd.txt has 1 token\(s\) the model's vocabulary doesn't hold, "
+        r"and it has no unknown token to read them as: '☃'$",
+    ):
+        evaluate_text(run, tmp_path / "odd.txt", "cpu")
+    with pytest.raises(DataFileError, match="does not exist"):
+        evaluate_text(run, tmp_path / "missing.txt", "cpu")
+    (tmp_path / "one.txt").write_text("a")
+    with pytest.raises(DataFileError, match="has 1 tokens, too few"):
+        evaluate_text(run, tmp_path / "one.txt", "cpu")
+    for argv, message in [
+        (["--text", str(tmp_path / "odd.txt")], "has no unknown token to read them as"),
+        (["--text", str(tmp_path / "missing.txt")], "missing.txt does not exist"),
+    ]:
+        assert eval_main([str(run), *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(SystemExit) as exit_info:  # a split or a file, not both
+        eval_main([str(run), "--text", str(tmp_path / "odd.txt"), "--split", "test"])
+    assert exit_info.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_a_word_models_text_file_reads_unknown_words_as_unk_with_a_warning(tmp_path: Path) -> None:
+    from rhn.tasks.language_model import evaluate_text
+
+    words = "the cat sat on the mat\na dog ate the cat\n"
+    (tmp_path / "w.txt").write_text(words * 300 + "the <unk> sat\n" * 20)
+    config = build_config(
+        {
+            "task": "word_lm",
+            "model": {"embed_size": 8, "hidden_size": 8},
+            "data": {"corpus": "file", "path": str(tmp_path / "w.txt"), "batch_size": 4},
+            "train": {"max_steps": 2, "progress": False},
+        }
+    )
+    train(config, tmp_path / "run")
+    (tmp_path / "mine.txt").write_text("the cow sat on the mat\n")
+    with pytest.warns(
+        UserWarning,
+        match=r"text file .*mine.txt has 1 token\(s\).*read as the unknown token: 'cow'",
+    ):
+        scored = evaluate_text(tmp_path / "run", tmp_path / "mine.txt", "cpu")
+    assert scored["tokens"] == 7 and math.isfinite(scored["ppl"])  # six words and <eos>
