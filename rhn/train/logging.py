@@ -1,8 +1,11 @@
 """Run monitoring: TensorBoard scalars and histograms, ``metrics.jsonl``, console lines.
 
-Only rank 0 writes. Steps are optimiser steps, from 1; on resume, events and metrics
-recorded after the checkpoint's step are dropped (TensorBoard's ``purge_step``; a run
-restarted from scratch drops all of them), so every curve stays monotonic.
+The resolved config goes to TensorBoard too: as YAML in the Text tab, and flattened
+(``model.depth``, ``optim.lr``, ...) as the run's hyperparameters in the HParams tab, beside
+the validation metrics, so the runs of a sweep compare in one table. Only rank 0 writes.
+Steps are optimiser steps, from 1; on resume, events and metrics recorded after the
+checkpoint's step are dropped (TensorBoard's ``purge_step``; a run restarted from scratch
+drops all of them), so every curve stays monotonic.
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ from __future__ import annotations
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 
 from rhn.data.atomic_file import atomic_write_text
 
@@ -43,6 +49,22 @@ class RunLogger:
                     kept.append(line)
             # Atomic: a kill during this rewrite must not cost the run its history.
             atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
+
+    def run_config(self, config: dict[str, Any], metrics: Sequence[str], step: int) -> None:
+        """The resolved ``config`` (a nested dict, as config.yaml holds it) of the process
+        that starts at ``step``: its YAML as text at that step, and, at a run's first start,
+        its values as hyperparameters whose ``metrics`` are scalar tags the evaluations log
+        (``val/ppl``). The HParams tab reads a run's first hyperparameters only (a tag's
+        metadata is its first event's), so a resume writes none."""
+        if self.writer is None:
+            return
+        text = yaml.safe_dump(config, sort_keys=False)
+        # Indented four spaces: a Markdown code block, so TensorBoard keeps the YAML's layout.
+        self.writer.add_text("config", "".join(f"    {line}\n" for line in text.splitlines()), step)
+        if step == 0:
+            summaries = hparams(flat_hparams(config), dict.fromkeys(metrics, 0.0))
+            for summary in summaries:  # the experiment, the session's values, its end
+                self.writer.file_writer.add_summary(summary, step)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is None:
@@ -92,3 +114,21 @@ class RunLogger:
         self.flush()
         if self.writer is not None:
             self.writer.close()
+
+
+def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, float | int | str]:
+    """``config``'s leaves by dotted name (``model.depth``): numbers as numbers, booleans as
+    ``true``/``false`` (the HParams tab would show 1/0) and lists as their JSON; ``None``
+    (an unset option) left out, as the HParams tab has no such value."""
+    flat: dict[str, float | int | str] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flat_hparams(value, f"{name}."))
+        elif isinstance(value, bool):
+            flat[name] = "true" if value else "false"
+        elif isinstance(value, int | float | str):
+            flat[name] = value
+        elif value is not None:
+            flat[name] = json.dumps(value)
+    return flat

@@ -51,3 +51,67 @@ def test_a_resume_keeps_the_checkpoints_step_and_drops_what_came_after(
     assert _scalars(tmp_path, "train/loss") == kept + new
     lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [s for s, _ in kept + new]
+
+
+def test_flat_hparams_names_each_leaf_by_its_path() -> None:
+    from rhn.train.logging import flat_hparams
+
+    config = {
+        "task": "char_lm",
+        "model": {"depth": 2, "widths": [1, 2], "init_range": None, "cnn": {"act": "tanh"}},
+        "optim": {"lr": 0.5},
+        "train": {"compile": False},
+    }
+    assert flat_hparams(config) == {
+        "task": "char_lm",
+        "model.depth": 2,
+        "model.widths": "[1, 2]",
+        "model.cnn.act": "tanh",
+        "optim.lr": 0.5,
+        "train.compile": "false",
+    }
+
+
+def test_a_run_shows_its_config_as_text_and_hyperparameters_in_tensorboard(
+    tmp_path: Path,
+) -> None:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    from rhn.train.config import build_config
+    from rhn.train.loop import train
+
+    raw = {
+        "task": "char_lm",
+        "model": {"embed_size": 8, "hidden_size": 8, "depth": 3},
+        "data": {"max_chars": 3000, "batch_size": 4, "seq_len": 10},
+        "optim": {"lr": 0.003},
+        "train": {"max_steps": 2, "progress": False},
+    }
+    train(build_config(raw), tmp_path / "run")
+    first_yaml = (tmp_path / "run" / "config.yaml").read_text()
+    raw["train"] = {**raw["train"], "max_steps": 4, "max_epochs": None}
+    train(build_config(raw), tmp_path / "run")  # a resume at step 2
+    values, steps = {}, {}
+    for path in sorted((tmp_path / "run").glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                values.setdefault(value.tag, value)
+                steps.setdefault(value.tag, []).append(event.step)
+    # Each start's config as text; the hyperparameters once, at the first (the HParams tab
+    # reads only a tag's first metadata).
+    assert steps["config/text_summary"] == [0, 2] and steps["_hparams_/session_start_info"] == [0]
+    text = values["config/text_summary"].tensor.string_val[0].decode()
+    assert "    depth: 3\n" in text and "    task: char_lm\n" in text  # config.yaml, indented
+    assert text.replace("\n    ", "\n").strip() == first_yaml.strip()
+    start = HParamsPluginData.FromString(
+        values["_hparams_/session_start_info"].metadata.plugin_data.content
+    ).session_start_info.hparams
+    assert start["model.depth"].number_value == 3 and start["optim.lr"].number_value == 0.003
+    assert start["train.max_steps"].number_value == 2
+    assert start["task"].string_value == "char_lm"
+    assert start["train.deterministic"].string_value in ("true", "false")
+    experiment = HParamsPluginData.FromString(
+        values["_hparams_/experiment"].metadata.plugin_data.content
+    ).experiment
+    assert [m.name.tag for m in experiment.metric_infos] == ["val/bpc", "val/loss"]
