@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ class RunLogger:
             return
         # TensorBoard hides every event at a step >= purge_step: the checkpoint's own step
         # (its evaluation, its loss) is kept, what a killed run logged after it is not.
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=resume_step + 1)
+        self.writer = open_events_writer(self.run_dir, purge_step=resume_step + 1)
         if self.metrics_path.exists():
             kept = []
             for number, line in enumerate(self.metrics_path.read_text().splitlines(), 1):
@@ -132,3 +133,30 @@ def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, float | 
         elif value is not None:
             flat[name] = json.dumps(value)
     return flat
+
+
+EVENTS_PREFIX = "events.out.tfevents."
+
+
+def open_events_writer(run_dir: Path, purge_step: int) -> SummaryWriter:
+    """A writer whose events file sorts after every earlier one of the run.
+
+    TensorBoard reads a run's events files in name order, and a name is the second the file
+    was opened in, then host, process and a counter: a writer opened in the same second as
+    an earlier one (``train()`` twice in one process) can sort before it (``….10`` before
+    ``….9``), and TensorBoard would then read the resumed events as the older ones and drop
+    them as orphans. Such a file, still empty, is removed and opened again the next second."""
+
+    def names() -> set[str]:
+        return {p.name for p in run_dir.glob(f"{EVENTS_PREFIX}*")}
+
+    earlier = names()
+    writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+    opened = names() - earlier
+    if earlier and opened and max(opened) < max(earlier):
+        writer.close()
+        for name in opened:
+            (run_dir / name).unlink()
+        time.sleep(1 - time.time() % 1)
+        writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+    return writer

@@ -115,3 +115,23 @@ def test_a_run_shows_its_config_as_text_and_hyperparameters_in_tensorboard(
         values["_hparams_/experiment"].metadata.plugin_data.content
     ).experiment
     assert [m.name.tag for m in experiment.metric_infos] == ["val/bpc", "val/loss"]
+
+
+def test_a_new_events_file_sorts_after_the_runs_earlier_ones(tmp_path: Path) -> None:
+    import time
+
+    from rhn.train.logging import EVENTS_PREFIX, open_events_writer
+
+    # An earlier file of this very second whose name sorts after anything this process
+    # would open now: TensorBoard, reading in name order, would take it as the newer.
+    earlier = tmp_path / f"{EVENTS_PREFIX}{int(time.time())}.zzzz.99999.99"
+    earlier.write_bytes(b"")
+    writer = open_events_writer(tmp_path, purge_step=3)
+    writer.add_scalar("x", 1.0, 3)
+    writer.close()
+    names = sorted(p.name for p in tmp_path.glob(f"{EVENTS_PREFIX}*"))
+    assert len(names) == 2 and names[0] == earlier.name  # the misplaced one removed, not kept
+    # Without an earlier file, or with one of a past second, no wait and no second file.
+    logger = RunLogger(tmp_path / "fresh")
+    logger.close()
+    assert len(list((tmp_path / "fresh").glob(f"{EVENTS_PREFIX}*"))) == 1
