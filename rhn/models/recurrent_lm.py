@@ -234,7 +234,7 @@ class RecurrentLM(nn.Module):
             raise ValueError("the prompt must hold at least one token")
         if isinstance(length, bool) or not isinstance(length, int) or length < 0:
             raise ValueError(f"length must be an integer >= 0 (tokens to add), got {length!r}")
-        check_sampling(temperature, top_k, top_p)
+        temperature, top_k, top_p = check_sampling(temperature, top_k, top_p)
         draw = functools.partial(
             draw_token, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
         )

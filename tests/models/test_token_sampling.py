@@ -42,8 +42,10 @@ def test_top_p_keeps_the_most_probable_tokens_until_their_mass_reaches_p() -> No
     assert dist(top_p=0.6) == pytest.approx([5 / 7, 2 / 7, 0.0, 0.0], abs=1e-12)
     assert dist(top_p=0.8) == pytest.approx([0.5 / 0.9, 0.2 / 0.9, 0.2 / 0.9, 0.0], abs=1e-12)
     assert dist(top_p=1.0) == dist()
-    # After top-k (0.556, 0.222, 0.222): the mass before the second is 0.556 < 0.6.
+    # After top-k (0.556, 0.222, 0.222): the mass before the second is 0.556, of the mass
+    # top-k kept (0.5 of the whole): below 0.6, above 0.55.
     assert dist(top_k=2, top_p=0.6) == pytest.approx([5 / 7, 2 / 7, 0.0, 0.0], abs=1e-12)
+    assert dist(top_k=2, top_p=0.55) == [1.0, 0.0, 0.0, 0.0]
     # The temperature comes first: at τ = 4 the top token holds 0.34, so p = 0.4 takes two.
     flat = next_token_distribution(LOGITS, 4.0).tolist()
     assert flat[0] < 0.4 < flat[0] + flat[1]
@@ -63,6 +65,14 @@ def test_draws_come_from_the_kept_tokens_in_their_proportions() -> None:
     assert torch.equal(generator.get_state(), state)
 
 
+def test_numpy_and_tensor_numbers_are_taken_as_python_numbers() -> None:
+    import numpy as np
+
+    settings = check_sampling(np.float32(0.5), np.int64(2), torch.tensor(0.75))
+    assert settings == (0.5, 2, 0.75) and type(settings[1]) is int
+    assert dist(temperature=np.float64(2.0), top_k=np.int32(2)) == dist(temperature=2.0, top_k=2)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -71,6 +81,9 @@ def test_draws_come_from_the_kept_tokens_in_their_proportions() -> None:
         ({"top_k": 0}, r"top_k must be an integer >= 1 or None \(no limit\), got 0"),
         ({"top_k": 2.0}, "top_k must be an integer >= 1 or None"),
         ({"top_k": True}, "top_k must be an integer >= 1 or None"),
+        ({"top_k": "3"}, "top_k must be an integer >= 1 or None"),
+        ({"temperature": "1"}, "temperature must be a finite number >= 0"),
+        ({"top_p": torch.tensor([0.5, 0.6])}, r"top_p must be a number in \(0, 1\]"),
         ({"top_p": 0.0}, r"top_p must be a number in \(0, 1\] or None \(no limit\), got 0.0"),
         ({"top_p": 1.5}, r"top_p must be a number in \(0, 1\]"),
         ({"top_p": float("nan")}, r"top_p must be a number in \(0, 1\]"),
