@@ -184,6 +184,9 @@ class LanguageModelTask(Task):
         else:
             self.vocab = vocab
             self.ids = {split: load_split(source, split, vocab) for split in splits}
+        # How messages name a split that isn't the corpus's (a text file scored): its name
+        # and the remedy for too few tokens.
+        self.split_labels: dict[str, tuple[str, str]] = {}
         self.train_stream: TBPTTStream | None = None
         if "train" not in self.ids:
             return
@@ -209,9 +212,10 @@ class LanguageModelTask(Task):
         """``split`` must fill ``columns`` columns of at least 2 tokens each."""
         tokens = self.ids[split].numel()
         if tokens // columns < 2:
+            what, larger = self.split_labels.get(split, (f"the {split} split", "a larger corpus"))
             raise DataFileError(
-                f"the {split} split has {tokens} tokens, too few for {setting} = {columns} "
-                f"columns of at least 2 tokens; use a larger corpus or a smaller {setting}"
+                f"{what} has {tokens} tokens, too few for {setting} = {columns} "
+                f"columns of at least 2 tokens; use {larger} or a smaller {setting}"
             )
 
     @classmethod
@@ -226,10 +230,11 @@ class LanguageModelTask(Task):
         task = cls(config, vocab=vocab, splits=())
         text = read_text_as(config.data.source(cls.default_level), path)
         try:
-            _check_known_tokens(vocab, text, f"text file {path}")
+            _check_known_tokens(vocab, text, f"text file {path}", spell_out=False, stacklevel=4)
         except ValueError as err:  # a symbol the vocabulary can't read: the data's fault
             raise DataFileError(str(err)) from None
         task.ids[TEXT_SPLIT] = vocab.encode(text)
+        task.split_labels[TEXT_SPLIT] = (f"text file {path}", "a longer text")
         return task
 
     def _ids_in_earlier(self, earlier: Vocab) -> torch.Tensor | None:
@@ -420,7 +425,9 @@ def evaluate_text(
     encoded in the model's vocabulary; a symbol it lacks is its unknown token (with a
     warning naming it) or, without one, refused. ``options`` are the task's ``evaluate``'s:
     ``batch_size`` (default 1, every token scored after the whole text before it),
-    ``mc_samples``, ``mc_protocol``, ``mc_seed``."""
+    ``mc_samples``, ``mc_protocol``, ``mc_seed``. Besides the metrics: the file's ``tokens``
+    and the ``scored_tokens`` (each column's first token is context, and at batch B the
+    last ``tokens mod B`` don't fill a column)."""
     path = resolve_checkpoint(Path(path))
     loaded = load_model(path, device)
     task_class = loaded.config.task_class
@@ -432,10 +439,13 @@ def evaluate_text(
     task = task_class.for_text(loaded.config, loaded.task_state, Path(text_path))
     options = {"batch_size": 1, **{k: v for k, v in options.items() if v is not None}}
     metrics = evaluate_loaded(loaded, task, TEXT_SPLIT, **options)
+    ids = task.ids[TEXT_SPLIT]
+    stream = TBPTTStream.for_rank(ids, options["batch_size"], loaded.config.data.seq_len, 0, 1)
     return {
         "checkpoint": str(path),
         "text": str(text_path),
-        "tokens": task.ids[TEXT_SPLIT].numel(),
+        "tokens": ids.numel(),
+        "scored_tokens": stream.num_targets,
         "step": loaded.step,
         "precision": loaded.config.train.precision,
         **metrics,
@@ -518,11 +528,20 @@ def _is_ptb_char(vocab: Vocab) -> bool:
     return "_" in tokens and all(len(t) == 1 for t in tokens)
 
 
-def _check_known_tokens(vocab: Vocab, text: str, what: str = "the prompt") -> None:
+def _check_known_tokens(
+    vocab: Vocab,
+    text: str,
+    what: str = "the prompt",
+    *,
+    spell_out: bool = True,
+    stacklevel: int = 3,
+) -> None:
     """Name the first tokens of ``text`` (``what``: the prompt, or a text file) the
-    vocabulary lacks: a warning where the model would see them all as one unknown symbol,
-    which a user reading the sample or the score can't tell; an error where the vocabulary
-    has no unknown symbol (PTB char, text8, enwik8)."""
+    vocabulary lacks: a warning (at the caller ``stacklevel`` frames up) where the model
+    would see them all as one unknown symbol, which a user reading the sample or the score
+    can't tell; an error where the vocabulary has no unknown symbol (PTB char, text8,
+    enwik8). ``spell_out``: show text in the wrong format as a PTB-char model reads it (a
+    prompt; not a whole file)."""
     unknown = vocab.unknown_tokens(text)
     if not unknown:
         return
@@ -536,21 +555,25 @@ def _check_known_tokens(vocab: Vocab, text: str, what: str = "the prompt") -> No
             "; this model reads PTB's character format (characters separated by spaces, "
             "'_' between words)"
         )
-        if what == "the prompt":
+        if spell_out:
             spaced = "\n".join(
                 " ".join("_" if c == " " else c for c in " ".join(line.split()))
                 for line in text.split("\n")
             )
-            hint += f": write the prompt as {spaced!r}"
+            hint += f": write {what} as {spaced!r}"
     elif isinstance(vocab, WordVocab | CharVocab):
         lowered = [
             t.lower() for t in unknown if t.lower() != t and not vocab.unknown_tokens(t.lower())
         ]
         if lowered:  # PTB's words and text8's letters are lower-case: "The" is unknown
             hint = f"; the vocabulary holds {', '.join(map(repr, dict.fromkeys(lowered)))}"
+        elif "\r" in unknown and "\r\n" in text:
+            hint = "; the text has Windows line breaks (\\r\\n), which the training text had not"
     found = f"{what} has {len(unknown)} token(s) the model's vocabulary doesn't hold"
     if not vocab.has_unknown:
         raise ValueError(
             f"{found}, and it has no unknown token to read them as: {shown}{more}{hint}"
         )
-    warnings.warn(f"{found}, each read as the unknown token: {shown}{more}{hint}", stacklevel=3)
+    warnings.warn(
+        f"{found}, each read as the unknown token: {shown}{more}{hint}", stacklevel=stacklevel
+    )

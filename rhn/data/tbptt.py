@@ -48,6 +48,11 @@ class TBPTTStream:
         columns = batchify(ids, batch_size).chunk(world_size, dim=1)[rank]
         return cls(columns, seq_len)
 
+    @property
+    def num_targets(self) -> int:
+        """Every token a pass over the columns predicts (each column's first is context)."""
+        return (self.columns.shape[0] - 1) * self.columns.shape[1]
+
     def __len__(self) -> int:
         """Full windows (the last partial window is dropped so every step has T steps)."""
         return (self.columns.shape[0] - 1) // self.seq_len

@@ -23,6 +23,8 @@ class DataFileError(FileNotFoundError):
 def read_bytes(path: str | Path) -> bytes:
     """The file's content, decompressed according to its suffix."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise DataFileError(f"data file {path} is a directory, not a file")
     if not path.is_file():
         raise DataFileError(
             f"data file {path} does not exist (looked for it as given"

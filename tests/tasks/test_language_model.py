@@ -572,6 +572,9 @@ def test_a_text_file_is_scored_as_the_split_it_holds_and_as_one_pass_of_the_mode
     expected = torch.nn.functional.cross_entropy(logits[:-1, 0].double(), ids[1:]).item()
     mine = evaluate_text(run, tmp_path / "mine.txt", "cpu")
     assert mine["loss"] == pytest.approx(expected, rel=1e-5) and mine["tokens"] == len(text)
+    assert mine["scored_tokens"] == len(text) - 1  # the first character is context only
+    # At batch 4: 24 characters in 4 columns of 6, each column's first unscored.
+    assert evaluate_text(run, tmp_path / "mine.txt", "cpu", batch_size=4)["scored_tokens"] == 20
     assert mine["bpc"] == pytest.approx(expected / math.log(2), rel=1e-5)
     # The same through rhn-eval --text: one JSON line.
     assert eval_main([str(run), "--text", str(tmp_path / "mine.txt"), "--device", "cpu"]) == 0
@@ -601,8 +604,16 @@ def test_a_text_file_the_model_cannot_read_is_one_line(
     with pytest.raises(DataFileError, match="does not exist"):
         evaluate_text(run, tmp_path / "missing.txt", "cpu")
     (tmp_path / "one.txt").write_text("a")
-    with pytest.raises(DataFileError, match="has 1 tokens, too few"):
+    with pytest.raises(
+        DataFileError, match=r"text file .*one.txt has 1 tokens, too few .* use a longer text or"
+    ):
         evaluate_text(run, tmp_path / "one.txt", "cpu")
+    with pytest.raises(DataFileError, match=r"data file .* is a directory, not a file"):
+        evaluate_text(run, tmp_path, "cpu")
+    # A char model trained on '\n' line breaks, given Windows's: the hint says so.
+    (tmp_path / "crlf.txt").write_bytes(b"a bad egg\r\nhe fed\r\n")
+    with pytest.raises(DataFileError, match=r"'\\r'; the text has Windows line breaks"):
+        evaluate_text(run, tmp_path / "crlf.txt", "cpu")
     for argv, message in [
         (["--text", str(tmp_path / "odd.txt")], "has no unknown token to read them as"),
         (["--text", str(tmp_path / "missing.txt")], "missing.txt does not exist"),
@@ -637,3 +648,7 @@ def test_a_word_models_text_file_reads_unknown_words_as_unk_with_a_warning(tmp_p
     ):
         scored = evaluate_text(tmp_path / "run", tmp_path / "mine.txt", "cpu")
     assert scored["tokens"] == 7 and math.isfinite(scored["ppl"])  # six words and <eos>
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        evaluate_text(tmp_path / "run", tmp_path / "mine.txt", "cpu")
+    assert [Path(w.filename).name for w in caught] == [Path(__file__).name]  # the caller's line
