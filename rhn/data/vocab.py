@@ -32,6 +32,10 @@ from rhn.data.atomic_file import atomic_write_bytes, atomic_write_text
 from rhn.data.text_file import DataFileError
 
 UNK, EOS = "<unk>", "<eos>"
+# Lines a tokenizer encodes at once: the encodings of a whole corpus (tokenizers' Encoding
+# objects, Python ints) take ~60 times the text's size, a tensor of a chunk's ids 8 bytes a
+# token.
+ENCODE_LINES = 10_000
 CHAR_UNK = "\ufffd"  # in a character vocabulary that has one, stands for any other character
 
 
@@ -121,13 +125,17 @@ class WordVocab:
         lines = text.split("\n")
         if lines and lines[-1].strip() == "":
             lines.pop()  # a final line break closes the last line; it doesn't open a new one
-        try:
-            encoded = self.tokenizer.encode_batch([f"{line} {EOS}" for line in lines])
-        except Exception:  # tokenizers' "Missing [UNK] token": a word this vocabulary lacks
-            if self.has_unknown:
-                raise
-            raise _no_unknown_error(self.unknown_tokens(text)) from None
-        return torch.tensor([i for e in encoded for i in e.ids], dtype=torch.long)
+        pieces = []
+        for start in range(0, len(lines), ENCODE_LINES):
+            batch = [f"{line} {EOS}" for line in lines[start : start + ENCODE_LINES]]
+            try:
+                encoded = self.tokenizer.encode_batch(batch)
+            except Exception:  # tokenizers' "Missing [UNK] token": a word this vocabulary lacks
+                if self.has_unknown:
+                    raise
+                raise _no_unknown_error(self.unknown_tokens(text)) from None
+            pieces.append(torch.tensor([i for e in encoded for i in e.ids], dtype=torch.long))
+        return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         return "".join(self.decode_stream(ids))
@@ -278,8 +286,12 @@ class SentencePieceVocab:
     def encode(self, text: str) -> torch.Tensor:
         lines = [line for line in text.split("\n") if line.strip()]
         eos = self.processor.eos_id()
-        ids = [i for pieces in self.processor.encode(lines) for i in [*pieces, eos]]
-        return torch.tensor(ids, dtype=torch.long)
+        chunks = []
+        for start in range(0, len(lines), ENCODE_LINES):
+            encoded = self.processor.encode(lines[start : start + ENCODE_LINES])
+            ids = [i for pieces in encoded for i in [*pieces, eos]]
+            chunks.append(torch.tensor(ids, dtype=torch.long))
+        return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.long)
 
     def decode(self, ids: torch.Tensor | list[int]) -> str:
         return "".join(self.decode_stream(ids))

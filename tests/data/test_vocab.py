@@ -176,3 +176,25 @@ def test_words_are_counted_as_the_tokenizer_cuts_them() -> None:
     for _ in range(200):
         text = "".join(rng.choice(pieces) for _ in range(30))
         assert split_words(text) == [word for word, _ in cut.pre_tokenize_str(text)], repr(text)
+
+
+@pytest.mark.parametrize("kind", ["word", "sentencepiece"])
+def test_a_long_text_is_encoded_in_chunks_of_lines_to_the_same_ids_as_line_by_line(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import rhn.data.vocab as vocab_module
+
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran"]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 6))) for _ in range(23)]
+    text = "\n".join(lines) + "\n"
+    if kind == "word":
+        vocab = WordVocab.from_text(text)
+    else:
+        vocab = SentencePieceVocab.train(text * 20, 30, "bpe")
+    # The reference: one line at a time, concatenated (a blank line is <eos> alone for words
+    # and nothing for sentencepiece, which skips it).
+    expected = torch.cat([vocab.encode(line + "\n") for line in lines])
+    monkeypatch.setattr(vocab_module, "ENCODE_LINES", 5)  # 23 lines: 5 chunks, the last of 3
+    assert torch.equal(vocab.encode(text), expected)
+    assert vocab.encode("").tolist() == [] and vocab.encode("").dtype == torch.long
