@@ -136,15 +136,16 @@ def invocations(origin: dict[str, Any]) -> list[dict[str, Any]]:
 def changes(origin: dict[str, Any]) -> list[str]:
     """The ``--set`` overrides of a run that may change its result, given to any of the
     commands that trained it (``origin.json``'s ``invocations``), and a config file other
-    than the one it was started from."""
+    than the one it was started from (told by its stem: ``rhn-train ptb_rhn_d10`` names the
+    recipe ``configs/ptb_rhn_d10.yaml`` is)."""
     commands = invocations(origin)
-    first = commands[0].get("config_file")
+    first = Path(str(commands[0].get("config_file"))).stem
     found: list[str] = []
     for inv in commands:
         for o in map(str, inv.get("overrides") or []):
             if _override_key(o) not in NEUTRAL_KEYS and o not in found:
                 found.append(o)
-        if inv.get("config_file") != first:
+        if Path(str(inv.get("config_file"))).stem != first:
             found.append(f"config {inv.get('config_file')} from step {inv.get('step')}")
     return found
 

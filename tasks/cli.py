@@ -26,6 +26,7 @@ from rhn.train.evaluate import (
     resolve_checkpoint,
 )
 from rhn.train.loop import RunDirError, TrainingDivergedError, train
+from rhn.train.recipes import recipe_names
 from rhn.train.schema import DEVICE_NAMES, ConfigError, is_device_name
 from rhn.train.seeding import SEEDS, is_seed
 
@@ -148,7 +149,11 @@ def command(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | No
 @command
 def train_main(argv: list[str] | None = None) -> int:
     parser = parser_for("rhn-train", "Train (or resume) a run from a YAML config.")
-    parser.add_argument("config", help="YAML config file (see configs/)")
+    parser.epilog = "recipes installed with rhn (a CONFIG by name): " + ", ".join(recipe_names())
+    parser.add_argument(
+        "config", metavar="CONFIG",
+        help="a YAML config file, or a recipe's name (ptb_rhn_d10): the files of configs/",
+    )  # fmt: skip
     parser.add_argument("--run-dir", required=True, help="directory for checkpoints and logs")
     parser.add_argument(
         "--set",

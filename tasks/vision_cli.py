@@ -31,8 +31,8 @@ def depth_study_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config",
         default=None,
-        help="study YAML (default: the paper's study, as configs/studies/mnist_depth.yaml "
-        "writes it out; an installed rhn has no configs/ folder)",
+        help="study YAML (default: the paper's study, built in; "
+        "configs/studies/mnist_depth.yaml writes it out)",
     )
     parser.add_argument("--out", required=True, help="study directory (resumed if it exists)")
     parser.add_argument(

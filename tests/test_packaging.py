@@ -4,6 +4,7 @@ repository's ``tasks/`` as ``rhn.tasks``) and its console commands, nothing else
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -25,8 +26,17 @@ def test_the_package_list_names_every_package_folder() -> None:
     folders = {
         ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "rhn").rglob("__init__.py")
     }
-    assert set(setuptools["packages"]) == folders | {"rhn.tasks"}
-    assert setuptools["package-dir"] == {"rhn.tasks": "tasks"}
+    # configs/ (YAML only, folders without __init__.py) installs as rhn.recipes.
+    recipes = {
+        ".".join(("rhn.recipes", *p.relative_to(ROOT / "configs").parts))
+        for p in [ROOT / "configs", *(ROOT / "configs").rglob("*")]
+        if p.is_dir() and any(p.glob("*.yaml"))
+    }
+    assert set(setuptools["packages"]) == folders | {"rhn.tasks"} | {
+        r.removesuffix(".") for r in recipes
+    }
+    assert setuptools["package-dir"] == {"rhn.tasks": "tasks", "rhn.recipes": "configs"}
+    assert set(setuptools["package-data"]) == recipes
 
 
 @pytest.mark.skipif(
@@ -36,7 +46,7 @@ def test_the_wheel_holds_one_top_level_name(tmp_path: Path) -> None:
     # Built from a copy: setuptools writes build/ and *.egg-info into the source tree.
     source = tmp_path / "source"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
-    for name in ("rhn", "tasks"):
+    for name in ("rhn", "tasks", "configs"):
         shutil.copytree(ROOT / name, source / name, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
@@ -50,6 +60,23 @@ def test_the_wheel_holds_one_top_level_name(tmp_path: Path) -> None:
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"rhn"}
     assert "rhn/tasks/language_model.py" in names
+    # Every recipe, the depth study's included, and nothing else of configs/.
+    recipes = {
+        f"rhn/recipes/{p.relative_to(ROOT / 'configs')}" for p in (ROOT / "configs").rglob("*.yaml")
+    }
+    assert {n for n in names if n.startswith("rhn/recipes/")} == recipes
+    # Installed (the wheel unpacked, first on the path): a recipe loads by name, its base too.
+    installed = tmp_path / "installed"
+    zipfile.ZipFile(wheel).extractall(installed)
+    code = (
+        "from rhn.train.config import load_config; from rhn.train.recipes import recipes_dir; "
+        "print(recipes_dir()); print(load_config('ptb_rhn_depth03').model.hidden_size)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(installed)},
+    ).stdout.split()  # fmt: skip
+    assert out == [str(installed / "rhn" / "recipes"), "1110"]
     assert not any(n.startswith("tasks/") for n in names)
 
 

@@ -101,13 +101,21 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     resumed = {"config_file": "configs/enwik8_rhn_d10.yaml", "overrides": []}
     origin = {**resumed, "invocations": [started | {"step": 0}, resumed | {"step": 10}]}
     (runs / "resumed" / "origin.json").write_text(json.dumps(origin))
+    # Started from the recipe's file, resumed by its name (rhn-train enwik8_rhn_d10): one
+    # recipe, unchanged.
+    shutil.copytree(runs / "tiny", runs / "by_name")
+    by_path = {"config_file": "configs/enwik8_rhn_d10.yaml", "overrides": []}
+    by_name = {"config_file": "enwik8_rhn_d10", "overrides": []}
+    origin = {**by_name, "invocations": [by_path | {"step": 0}, by_name | {"step": 10}]}
+    (runs / "by_name" / "origin.json").write_text(json.dumps(origin))
     (runs / "live").mkdir()
     shutil.copy(runs / "tiny" / "config.yaml", runs / "live" / "config.yaml")  # no checkpoint
 
     table = _reproduce(str(runs), "--recipes", str(recipes))
     assert table.returncode == 0, table.stderr
     rows = _rows(table.stdout)
-    assert set(rows) == {"tiny", "as_is", "changed", "edited", "resumed"}
+    assert set(rows) == {"tiny", "as_is", "changed", "edited", "resumed", "by_name"}
+    assert rows["by_name"]["published"] == "1.270" and rows["by_name"]["changes"] == "—"
     assert rows["resumed"]["published"] == "-" and rows["resumed"]["changes"] == "optim.lr=0.5"
     assert rows["as_is"]["published"] == "1.270" and rows["as_is"]["changes"] == "—"
     assert rows["changed"]["published"] == "-" and rows["changed"]["changes"] == "model.depth=2"

@@ -24,6 +24,7 @@ import yaml
 
 from rhn.data.atomic_file import atomic_write_text
 from rhn.models.config_fields import check_field_types
+from rhn.train.recipes import recipe_path, resolve_config_path
 from rhn.train.schema import (
     DEVICE_NAMES,
     ConfigError,
@@ -383,8 +384,20 @@ def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     """Read a YAML config file (and its ``base:``), apply ``--set`` overrides
-    (``section.key=value``)."""
-    path = Path(path)
+    (``section.key=value``). A bare name that is no file is one of the recipes installed
+    with rhn (``ptb_rhn_d10``: :mod:`rhn.train.recipes`)."""
+    path = resolve_config_path(path)
+    if not path.exists():
+        if (recipe := recipe_path(path.name)) is not None:
+            raise ConfigError(
+                f"config file {path} does not exist; rhn installs a recipe of that name: "
+                f"{recipe.stem!r} (rhn-train {recipe.stem} ...)"
+            )
+        if path.parent == Path(".") and not path.suffix:
+            raise ConfigError(
+                f"no config file or recipe named {str(path)!r} (rhn-train --help lists the "
+                f"recipes)"
+            )
     data = read_config_file(path)
     try:
         return build_config(data, overrides)
