@@ -136,18 +136,26 @@ def invocations(origin: dict[str, Any]) -> list[dict[str, Any]]:
 def changes(origin: dict[str, Any]) -> list[str]:
     """The ``--set`` overrides of a run that may change its result, given to any of the
     commands that trained it (``origin.json``'s ``invocations``), and a config file other
-    than the one it was started from (told by its stem: ``rhn-train ptb_rhn_d10`` names the
-    recipe ``configs/ptb_rhn_d10.yaml`` is)."""
+    than the one it was started from (a recipe's name, ``rhn-train ptb_rhn_d10``, and its
+    file ``configs/ptb_rhn_d10.yaml`` are one; any other file is told by its path)."""
     commands = invocations(origin)
-    first = Path(str(commands[0].get("config_file"))).stem
+    first = _config_identity(commands[0].get("config_file"))
     found: list[str] = []
     for inv in commands:
         for o in map(str, inv.get("overrides") or []):
             if _override_key(o) not in NEUTRAL_KEYS and o not in found:
                 found.append(o)
-        if Path(str(inv.get("config_file"))).stem != first:
+        if _config_identity(inv.get("config_file")) != first:
             found.append(f"config {inv.get('config_file')} from step {inv.get('step')}")
     return found
+
+
+def _config_identity(config_file: object) -> str:
+    """A recipe's name for ``X``, ``X.yaml`` and ``configs/X.yaml``; any other path as given."""
+    path = Path(str(config_file))
+    if path.parent in (Path("."), Path("configs")) and path.suffix in ("", ".yaml"):
+        return path.stem
+    return str(path)
 
 
 def _differences_from_recipe(

@@ -108,13 +108,20 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     by_name = {"config_file": "enwik8_rhn_d10", "overrides": []}
     origin = {**by_name, "invocations": [by_path | {"step": 0}, by_name | {"step": 10}]}
     (runs / "by_name" / "origin.json").write_text(json.dumps(origin))
+    # Resumed under an edited copy of the same name elsewhere: another file.
+    shutil.copytree(runs / "tiny", runs / "elsewhere")
+    mine = {"config_file": "my_edits/enwik8_rhn_d10.yaml", "overrides": []}
+    origin = {**mine, "invocations": [by_path | {"step": 0}, mine | {"step": 10}]}
+    (runs / "elsewhere" / "origin.json").write_text(json.dumps(origin))
     (runs / "live").mkdir()
     shutil.copy(runs / "tiny" / "config.yaml", runs / "live" / "config.yaml")  # no checkpoint
 
     table = _reproduce(str(runs), "--recipes", str(recipes))
     assert table.returncode == 0, table.stderr
     rows = _rows(table.stdout)
-    assert set(rows) == {"tiny", "as_is", "changed", "edited", "resumed", "by_name"}
+    assert set(rows) == {"tiny", "as_is", "changed", "edited", "resumed", "by_name", "elsewhere"}
+    assert rows["elsewhere"]["published"] == "-"
+    assert rows["elsewhere"]["changes"] == "config my_edits/enwik8_rhn_d10.yaml from step 10"
     assert rows["by_name"]["published"] == "1.270" and rows["by_name"]["changes"] == "—"
     assert rows["resumed"]["published"] == "-" and rows["resumed"]["changes"] == "optim.lr=0.5"
     assert rows["as_is"]["published"] == "1.270" and rows["as_is"]["changes"] == "—"

@@ -387,7 +387,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     (``section.key=value``). A bare name that is no file is one of the recipes installed
     with rhn (``ptb_rhn_d10``: :mod:`rhn.train.recipes`)."""
     path = resolve_config_path(path)
-    if not path.exists():
+    if not path.is_file():
         if (recipe := recipe_path(path.name)) is not None:
             raise ConfigError(
                 f"config file {path} does not exist; rhn installs a recipe of that name: "
@@ -395,8 +395,7 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> RunConfig:
             )
         if path.parent == Path(".") and not path.suffix:
             raise ConfigError(
-                f"no config file or recipe named {str(path)!r} (rhn-train --help lists the "
-                f"recipes)"
+                f"no config file or recipe named {str(path)!r} (rhn-train --help lists the recipes)"
             )
     data = read_config_file(path)
     try:

@@ -14,7 +14,6 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +50,11 @@ class RunLogger:
             # Atomic: a kill during this rewrite must not cost the run its history.
             atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
 
-    def run_config(self, config: dict[str, Any], metrics: Sequence[str], step: int) -> None:
+    def run_config(self, config: dict[str, Any], step: int) -> None:
         """The resolved ``config`` (a nested dict, as config.yaml holds it) of the process
         that starts at ``step``: its YAML as text at that step, and, at a run's first start,
-        its values as hyperparameters whose ``metrics`` are scalar tags the evaluations log
-        (``val/ppl``). The HParams tab reads a run's first hyperparameters only (a tag's
+        its values as hyperparameters (TensorBoard finds the metrics beside them among the
+        run's scalars). The HParams tab reads a run's first hyperparameters only (a tag's
         metadata is its first event's), so a resume writes none."""
         if self.writer is None:
             return
@@ -63,8 +62,11 @@ class RunLogger:
         # Indented four spaces: a Markdown code block, so TensorBoard keeps the YAML's layout.
         self.writer.add_text("config", "".join(f"    {line}\n" for line in text.splitlines()), step)
         if step == 0:
-            summaries = hparams(flat_hparams(config), dict.fromkeys(metrics, 0.0))
-            for summary in summaries:  # the experiment, the session's values, its end
+            _, start, end = hparams(flat_hparams(config), {})
+            # The session's values alone, not an experiment summary: TensorBoard takes one
+            # run's experiment for the whole logdir (other tasks' keys and metrics missing)
+            # but, without any, the union of every run's values and scalar tags.
+            for summary in (start, end):
                 self.writer.file_writer.add_summary(summary, step)
 
     def scalars(self, values: dict[str, float], step: int) -> None:

@@ -614,8 +614,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         save_config(self.config, self.run_dir / "config.yaml")
-        metrics = [f"val/{self.task.metric}", "val/loss"]
-        self.log.run_config(self.config.to_dict(), metrics, self.position.step)
+        self.log.run_config(self.config.to_dict(), self.position.step)
         if self.origin:
             path = self.run_dir / "origin.json"
             step = self.position.step

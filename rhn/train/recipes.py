@@ -44,9 +44,10 @@ def recipe_path(name: str | Path) -> Path | None:
 
 
 def resolve_config_path(config: str | Path) -> Path:
-    """``config`` itself if it exists, else the recipe a bare name names, else ``config``
-    (for the reader to report as missing)."""
+    """``config`` itself if it is a file, else the recipe a bare name names, else ``config``
+    (for the reader to report). A folder of the name (``--run-dir ptb_rhn_d10``, a run
+    named after its recipe) is not a config: the recipe is."""
     path = Path(config)
-    if path.exists():
+    if path.is_file():
         return path
     return recipe_path(path) or path

@@ -248,7 +248,7 @@ def test_parallel_trials_give_the_sequential_results(mnist_dir: Path, tmp_path: 
 def test_the_default_study_needs_no_file_and_is_the_one_the_repository_writes_out() -> None:
     from rhn.tasks.depth_study import load_study
 
-    # An installed rhn has no configs/ folder: the default is the config class's defaults.
+    # The default needs no file (a study YAML is a path): the config class's defaults.
     shipped = Path(__file__).resolve().parents[2] / "configs" / "studies" / "mnist_depth.yaml"
     assert load_study(None) == load_study(shipped)
     assert load_study(None).depths == [10, 20, 50, 100] and load_study(None).trials == 5

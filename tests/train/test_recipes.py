@@ -29,6 +29,9 @@ def test_a_recipe_loads_by_name_from_anywhere_and_a_file_of_that_name_comes_firs
     by_path = load_config(ROOT / "configs" / "ptb_rhn_depth03.yaml")  # base: ptb_rhn_d10.yaml
     assert load_config("ptb_rhn_depth03").to_dict() == by_path.to_dict()
     assert by_path.model.depth == 3 and by_path.model.hidden_size == 1110
+    (tmp_path / "ptb_rhn_depth03").mkdir()  # a run dir named after its recipe: not a config
+    assert load_config("ptb_rhn_depth03").model.depth == 3
+    (tmp_path / "ptb_rhn_depth03").rmdir()
     (tmp_path / "ptb_rhn_depth03").write_text("task: char_lm\nmodel: {depth: 2}\n")
     assert load_config("ptb_rhn_depth03").model.depth == 2  # the user's own file
 
