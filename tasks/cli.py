@@ -60,24 +60,26 @@ def _int_at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def _temperature(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0 (0 = greedy), got {text!r}")
-    return value
+def _number_where(accepts: Callable[[float], bool], allowed: str) -> Callable[[str], float]:
+    """An argparse type: a number that ``accepts`` (never NaN), else the one-line usage error
+    naming what is ``allowed``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if math.isnan(value) or not accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _top_p(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value <= 1:  # NaN fails this too
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], got {text!r}")
-    return value
+_temperature = _number_where(
+    lambda t: math.isfinite(t) and t >= 0, "a finite number >= 0 (0 = greedy)"
+)
+_top_p = _number_where(lambda p: 0 < p <= 1, "a number in (0, 1]")
 
 
 def _seed(text: str) -> int:
