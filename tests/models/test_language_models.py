@@ -260,6 +260,45 @@ def test_char_aware_reads_words_through_their_characters() -> None:
     torch.testing.assert_close(assigned.eval()(tokens)[0], trained(tokens)[0], rtol=0, atol=0)
 
 
+def test_char_aware_encoding_reads_each_distinct_word_once_with_the_same_values_and_gradients() -> (
+    None
+):
+    # Naive reference: every token through the CNN and highway layers on its own.
+    words = ["<unk>", "<eos>", "a", "cat", "cats", "dog"]
+    cfg = CharAwareConfig(
+        hidden_size=8, num_layers=1, widths=[1, 2, 3], filters=[2, 3, 4], max_word_length=7
+    )
+    model = CharAwareLM.from_words(words, cfg).double()
+    tokens = torch.tensor([[3, 3, 5], [1, 3, 2], [5, 5, 5], [0, 4, 3]])  # repeats, across columns
+
+    def per_token() -> torch.Tensor:
+        rows = [
+            model.highway(model.char_cnn(model.word_chars[t].unsqueeze(0)))
+            for t in tokens.flatten()
+        ]
+        return torch.cat(rows).view(*tokens.shape, -1)
+
+    weights = torch.randn(*tokens.shape, model.char_cnn.output_size, dtype=torch.float64)
+    grads = []
+    for encode in (model.encode, lambda _: per_token()):
+        model.zero_grad()
+        out = encode(tokens)
+        (out * weights).sum().backward()
+        grads.append(
+            (
+                out.detach(),
+                {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None},
+            )
+        )
+    (fast, fast_grads), (naive, naive_grads) = grads
+    torch.testing.assert_close(fast, naive, rtol=1e-12, atol=1e-12)
+    assert fast_grads.keys() == naive_grads.keys() and len(fast_grads) > 4
+    for name in naive_grads:
+        torch.testing.assert_close(
+            fast_grads[name], naive_grads[name], rtol=1e-10, atol=1e-12, msg=name
+        )
+
+
 def test_a_token_stream_is_the_generated_tokens_one_at_a_time_in_the_callers_grad_mode() -> None:
     model = LanguageModel(12, LanguageModelConfig(embed_size=8, hidden_size=8)).train()
     prompt = torch.tensor([1, 2, 3])
