@@ -34,12 +34,22 @@ def model_and_tokens() -> tuple[Tagger, torch.Tensor]:
     return Tagger().eval(), torch.randint(0, 20, (7, 3))
 
 
-def test_torch_export_in_grad_mode(model_and_tokens) -> None:
+@pytest.mark.parametrize("grad", [True, False])
+def test_torch_export_with_grad_mode_on_or_off(model_and_tokens, grad: bool) -> None:
+    # On: the case the fused backend's out= buffers broke; off: where it keeps no micro-states.
     model, tokens = model_and_tokens
-    assert torch.is_grad_enabled()  # the case the fused backend's out= buffers broke
-    exported = torch.export.export(model, (tokens,))
+    with torch.set_grad_enabled(grad):
+        exported = torch.export.export(model, (tokens,))
     for got, expected in zip(exported.module()(tokens), model(tokens), strict=True):
         torch.testing.assert_close(got, expected)  # the graph holds the reference's ops
+
+
+def test_jit_script_does_not_compile_the_rhn_as_the_readme_says() -> None:
+    # If a torch release learns to script it, the README's export section should say so.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(Exception):  # noqa: B017 - TorchScript's frontend errors vary by release
+            torch.jit.script(rhn.RHN(8, 6, 2, depth=2))
 
 
 def test_jit_trace(model_and_tokens) -> None:
