@@ -9,9 +9,10 @@ Subclasses say how token ids become vectors (``encode``): a word embedding
 (:class:`~rhn.models.char_aware.CharAwareLM`).
 
 Initialisation: every layer initialises itself (``reset_parameters``) from its constructor
-arguments — the recurrent stack from ``init_range``, the highway layers with He's rule — and a
-model's own ``reset_parameters`` touches only the parameters it holds directly (the decoder,
-the embedding), never a layer's.
+arguments — the recurrent stack and the char-aware model's CNN and highway layers from
+``init_range`` (U(±r)), or, where it is null, each from its own rule (He's for highway H
+weights) — and a model's own ``reset_parameters`` touches only the parameters it holds
+directly (the decoder, the embedding), never a layer's.
 """
 
 from __future__ import annotations

@@ -148,7 +148,8 @@ class GatedHighwayBase(nn.Module):
 
 
 class HighwayLayer(GatedHighwayBase):
-    """One dense highway layer: ``(..., F) → (..., F)``, weight ``(2F, F)``, bias ``(2F,)``."""
+    """One dense highway layer: ``(..., F) → (..., F)``, weight ``(2F, F)``, bias ``(2F,)``
+    (``(3F, F)`` and ``(3F,)`` with ``coupled=False``: the carry gate's rows follow)."""
 
     def __init__(
         self,

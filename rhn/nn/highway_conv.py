@@ -72,8 +72,8 @@ class _HighwayConvNd(GatedHighwayBase):
 class HighwayConv1d(_HighwayConvNd):
     """Highway layer over sequences: ``(N, C, L) → (N, C, L)`` (or unbatched ``(C, L)``).
 
-    Used by the character-aware encoder (Kim et al. 2016) and anywhere a 1-D conv stack
-    needs to be deep.
+    For a 1-D conv stack that needs to be deep (over characters, audio frames, …). Kim et
+    al.'s character-aware encoder uses dense highway layers instead (:class:`Highway`).
     """
 
     _spatial_dims = 1

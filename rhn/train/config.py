@@ -91,7 +91,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     weight_decay: float = 0.0
-    decay_biases: bool = True  # false: weight_decay spares biases (1-D parameters)
+    decay_biases: bool = True  # false: spares optim.no_weight_decay_parameters (biases, …)
     # true: the decay is an L2 term of the gradient before it is clipped, as the RHN code
     # clips the gradient of loss + weight_decay·Σw²/2; false: torch's, added after the clip
     decay_before_clip: bool = False

@@ -463,8 +463,8 @@ class Trainer:
             }
             self.log.flush()
             # best.pt first: a kill between the two writes leaves a best.pt newer than the
-            # best metric last.pt records, which _restore reconciles; the other order would
-            # leave last.pt claiming a best model that best.pt does not hold.
+            # best metric last.pt records, which _reconcile_best_metric reconciles; the other
+            # order would leave last.pt claiming a best model that best.pt does not hold.
             if best:
                 atomic_torch_save(ckpt, self.best_path)
             atomic_torch_save(ckpt, self.last_path)
