@@ -6,7 +6,8 @@ a ratio to the LSTM's time, so the numbers compare across machines. Rows: ``rhn-
 (the hand-written backward, ``rhn.nn.rhn_fused``), ``rhn-reference`` (autograd through the
 step loop, ``rhn.nn.rhn_reference``), on CUDA ``rhn-cuda-graph`` (the fused step loops replayed
 from CUDA graphs, ``rhn.nn.rhn_graph``) and, with ``--naive``, an RHN written the straightforward
-way (the input projected step by step, stacked weights indexed inside the loop).
+way (the input projected step by step, stacked weights indexed inside the loop; padded
+layout only).
 
 Layouts (``--layouts``, each a row per model): ``padded`` (the default), ``packed`` (a
 ``PackedSequence`` of lengths drawn uniformly from 1..seq, the longest = seq, unsorted),
@@ -326,7 +327,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=_int_at_least(1), default=5)
     parser.add_argument("--warmup", type=_int_at_least(0), default=2)
     parser.add_argument("--json", help="also write the rows to this JSON file")
-    parser.add_argument("--naive", action="store_true", help="also time the naive port (slow)")
+    parser.add_argument(
+        "--naive", action="store_true", help="also time the naive port (slow; padded layout only)"
+    )
     parser.add_argument(
         "--bf16", action="store_true", help="run every model under bfloat16 autocast"
     )

@@ -366,8 +366,8 @@ def section_kernels(ctx: Context) -> dict[str, Any]:
 def section_cuda_graphs(ctx: Context) -> dict[str, Any]:
     """Two same-shape layers interleaved (A, B, A), captured on the first call and replayed on
     the second, against the same calls of the eager fused backend; without dropout, then
-    with the PTB recipe's input and state dropout (the RNG reseeded before each model's
-    calls, so that both draw the same masks)."""
+    with input and state dropout 0.25 (the PTB recipe's state dropout; the RNG reseeded
+    before each model's calls, so that both draw the same masks)."""
     import torch
 
     import rhn
@@ -477,7 +477,7 @@ def section_bench(ctx: Context) -> dict[str, Any]:
         toy = ["--cases", "a", "--repeats", "1", "--warmup", "0", "--device", "cpu"]
         runs += [toy, [*toy, "--inference"]]
     else:
-        # ptb first: case c's training step is the target, and a short share keeps it
+        # ptb first: its training step is the target, and a short share keeps it
         cases = ["--cases", "ptb", "a", "b", "enwik8", "--repeats", "5", "--device", "cuda"]
         inference = ["--cases", "ptb", "enwik8", "--repeats", "5", "--device", "cuda"]
         runs += [cases, [*cases, "--bf16"], [*inference, "--inference"]]

@@ -6,7 +6,8 @@ rate (log-uniform), momentum, per-epoch learning-rate decay, activation (relu / 
 for highway nets, the transform-gate bias (uniform in [−10, −1]). The metric is the
 training set's cross-entropy after each epoch. Layout of a study directory:
 
-    study.yaml               the resolved study (a rerun must match it, ``device`` aside)
+    study.yaml               the resolved study (a rerun must match it, ``device`` aside, or
+                             extend it: more trials, depths or blocks)
     trials/<trial>/          each trial's run: checkpoints, metrics.jsonl, TensorBoard
     trials/<trial>/result.json   written when the trial ends (finished or diverged)
     trials.jsonl             every ended trial: hyperparameters, final CE, curve
@@ -350,8 +351,9 @@ def _extends(new: dict, saved: dict, changed: list[str]) -> bool:
 
 def prepare_study_dir(study: DepthStudyConfig, study_dir: Path) -> str | None:
     """Create ``study_dir`` with the resolved study in study.yaml, or check that it holds this
-    study. A study.yaml whose study no trial has started is replaced (a corrected typo must
-    not need a new directory); returns a line saying so, else None."""
+    study, or one it extends (more trials, depths or blocks: study.yaml is rewritten, the
+    trials kept). A study.yaml whose study no trial has started is replaced (a corrected typo
+    must not need a new directory). Returns a line saying which of the two it did, else None."""
     if study_dir.exists() and not study_dir.is_dir():
         raise RunDirError(f"study directory {study_dir} is a file; choose another --out")
     saved_path = study_dir / "study.yaml"

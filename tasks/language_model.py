@@ -425,8 +425,9 @@ def evaluate_text(
     encoded in the model's vocabulary; a symbol it lacks is its unknown token (with a
     warning naming it) or, without one, refused. ``options`` are the task's ``evaluate``'s:
     ``batch_size`` (default 1, every token scored after the whole text before it),
-    ``mc_samples``, ``mc_protocol``, ``mc_seed``. Besides the metrics: the file's ``tokens``
-    and the ``scored_tokens`` (each column's first token is context, and at batch B the
+    ``mc_samples``, ``mc_protocol``, ``mc_seed``. Besides the metrics: the ``checkpoint``
+    and ``text`` paths, the ``step`` and ``precision``, the file's ``tokens`` and the
+    ``scored_tokens`` (each column's first token is context, and at batch B the
     last ``tokens mod B`` don't fill a column)."""
     path = resolve_checkpoint(Path(path))
     loaded = load_model(path, device)
