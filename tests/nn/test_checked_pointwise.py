@@ -143,6 +143,7 @@ def test_the_default_on_cuda_is_the_checked_triton_kernel() -> None:
     assert isinstance(checked, SelfCheckingPointwise) and checked.kernels is TRITON
     assert rhn_fused._checked_triton() is checked  # one per process: each variant once
     assert default_pointwise(torch.device("cpu")) is TORCH_POINTWISE
+    assert default_pointwise(torch.device("cuda")) is checked  # a device needs no GPU
 
 
 def test_kernel_error_is_the_largest_difference_within_the_dtypes_tolerance() -> None:

@@ -67,3 +67,5 @@ def test_choice_by_size_dtype_and_device() -> None:
     expected = OneDNNMatmul if onednn_available() else TorchMatmul
     assert type(recurrent_matmul(big, 20)) is expected
     assert type(recurrent_matmul(big.double(), 20)) is TorchMatmul  # oneDNN: float32 only
+    # oneDNN is the CPU's: a weight elsewhere (meta here, as a CUDA one) takes torch's matmul
+    assert type(recurrent_matmul(big.to("meta"), 20)) is TorchMatmul

@@ -88,15 +88,26 @@ def test_each_sequence_gets_what_running_it_alone_gives(
 def test_sorted_input_and_enforce_sorted_agree_with_unsorted() -> None:
     model = rhn.RHN(3, 4, 2, bidirectional=True, depth=2, dtype=F64)
     lengths = sorted(LENGTHS, reverse=True)
-    case = _packed_case(model, lengths, seed=3)
+    padded, hx, out_weight, h_weight = _packed_case(model, lengths, seed=3)
     out_sorted, h_sorted, grads_sorted = _packed_run(
-        model, *case[:2], lengths, *case[2:], enforce_sorted=True
+        model, padded, hx, lengths, out_weight, h_weight, enforce_sorted=True
     )
-    out, h_n, grads = _packed_run(model, *case[:2], lengths, *case[2:], enforce_sorted=False)
-    torch.testing.assert_close(out, out_sorted, rtol=0, atol=0)
-    torch.testing.assert_close(h_n, h_sorted, rtol=0, atol=0)
-    for a, b in zip(grads, grads_sorted, strict=True):
+    # The same sequences in another column order: the module sorts them (hx with them), runs
+    # the sorted batch and puts outputs, h_n and the gradients back in the caller's order.
+    perm = torch.tensor([2, 0, 3, 1])
+    out, h_n, grads = _packed_run(
+        model, padded[:, perm], hx[:, perm], [lengths[i] for i in perm], out_weight[:, perm],
+        h_weight[:, perm], enforce_sorted=False,
+    )  # fmt: skip
+    back = perm.argsort()
+    torch.testing.assert_close(out[:, back], out_sorted, rtol=0, atol=0)
+    torch.testing.assert_close(h_n[:, back], h_sorted, rtol=0, atol=0)
+    *param_grads, x_grad, h0_grad = grads
+    *param_grads_sorted, x_grad_sorted, h0_grad_sorted = grads_sorted
+    for a, b in zip(param_grads, param_grads_sorted, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(x_grad[:, back], x_grad_sorted, rtol=0, atol=0)
+    torch.testing.assert_close(h0_grad[:, back], h0_grad_sorted, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])

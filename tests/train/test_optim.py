@@ -195,16 +195,17 @@ def test_groups_keep_the_layout_older_checkpoints_were_saved_in(
 
 def test_a_loaded_state_keeps_this_runs_multipliers_and_refuses_another_grouping() -> None:
     model = _CaffeLike()
-    old = build_optimizer(model, OptimConfig(lr=0.1))
+    old = build_optimizer(model, OptimConfig(lr=0.1, bias_lr_mult=2.0))
     saved = old.state_dict()
     for group in saved["param_groups"]:
         group.pop("lr_mult")  # as a checkpoint written before multipliers existed
-    new = build_optimizer(model, OptimConfig(lr=0.1, bias_lr_mult=1.0))
+    new = build_optimizer(model, OptimConfig(lr=0.1, bias_lr_mult=2.0))
     load_optimizer_state(new, saved)
     set_lr(new, 0.1)
-    assert [g["lr"] for g in new.param_groups] == [0.1]
+    # The biases' group learns at 2x: this run's multiplier, not the saved groups' absent one.
+    assert [g["lr"] for g in new.param_groups] == [0.1, 0.2]
     spared = build_optimizer(model, OptimConfig(lr=0.1, weight_decay=0.1, decay_biases=False))
     with pytest.raises(
-        ValueError, match=r"parameter groups of sizes \[4\], this run's \[1, 1, 2\]"
+        ValueError, match=r"parameter groups of sizes \[2, 2\], this run's \[1, 1, 2\]"
     ):
         load_optimizer_state(spared, saved)
