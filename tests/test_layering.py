@@ -27,14 +27,41 @@ ALLOWED = {
 }
 
 
-def project_imports(path: Path) -> set[str]:
+def module_of(path: Path) -> str:
+    """The dotted module name of a file of the repository (``tasks/`` is ``rhn.tasks``)."""
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    if parts[0] in MODULE:
+        parts[:1] = MODULE[parts[0]].split(".")
+    return ".".join(parts)
+
+
+def project_imports(path: Path, source: str | None = None) -> set[str]:
+    """The project modules file ``path`` imports (``source``: its text, if not the file's)."""
     names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    package = module_of(path) if path.name == "__init__.py" else module_of(path).rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text() if source is None else source)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):  # relative: from the file's own package up
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            if node.module:
+                names.add(f"{base}.{node.module}")
+            else:
+                names.update(f"{base}.{alias.name}" for alias in node.names)
     return {n for n in names if n.split(".")[0] in ("rhn", "tasks", "scripts")}
+
+
+def test_relative_imports_are_resolved_against_the_files_package() -> None:
+    for source, expected in (
+        ("from ..train.loop import train", "rhn.train.loop"),
+        ("from . import rhn_cell", "rhn.nn.rhn_cell"),
+        ("from .rhn_cell import RHNCell", "rhn.nn.rhn_cell"),
+    ):
+        assert project_imports(ROOT / "rhn" / "nn" / "x.py", source) == {expected}
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rhn.analysis.gates import gate_statistics
 from rhn.data.synthetic import write_cifar, write_mnist
 from rhn.data.text_file import DataFileError
 from rhn.models import build_model
@@ -39,8 +40,9 @@ def test_batches_are_a_pure_function_of_epoch_and_index(tmp_path: Path) -> None:
     write_cifar(tmp_path, "cifar10", n_train=20)
     task = make_task(tmp_path, dataset="cifar10", crop_padding=4, flip=True)
     assert task.batches_per_epoch() == 5
+    task.batch(0, 0, torch.device("cpu"))  # other batches drawn first: no stream to advance
+    task.batch(0, 1, torch.device("cpu"))
     a = task.batch(1, 2, torch.device("cpu"))
-    task.batch(0, 0, torch.device("cpu"))  # another epoch in between
     b = make_task(tmp_path, dataset="cifar10", crop_padding=4, flip=True).batch(1, 2, "cpu")
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     # every epoch visits each training image once (4 × 5 = 20)
@@ -156,6 +158,12 @@ def test_gate_summaries_for_tensorboard(tmp_path: Path) -> None:
     model = build_model(task.config.model, task.model_meta())
     summaries = task.summaries(model)
     assert summaries["gates/mean_transform_gate"].shape == (8, 2)  # 8 units × 2 highway layers
+    # The mean over the (30) training images of each image's own gates.
+    images = task.train_set.images
+    per_image = [gate_statistics(model, images, example=i).example_gate for i in range(len(images))]
+    torch.testing.assert_close(
+        summaries["gates/mean_transform_gate"], torch.stack(per_image).mean(0)
+    )
     assert torch.equal(
         summaries["gates/transform_gate_bias"],
         model.blocks[0].bias.new_full((8, 2), model.gate_bias),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 import yaml
 
 from rhn.data.synthetic import write_mnist
+from rhn.tasks import depth_study
 from rhn.tasks.depth_study import DepthStudyConfig, plan, prepare_study_dir, sample_params
 from rhn.tasks.vision_cli import analyze_gates_main, depth_study_main, lesion_main
 from rhn.train.config import build_config
@@ -227,13 +229,25 @@ def test_a_language_model_is_refused_without_reading_its_corpus(
     assert "is a 'char_lm' run; gate analyses need an image_classification run" in err
 
 
-def test_parallel_trials_give_the_sequential_results(mnist_dir: Path, tmp_path: Path) -> None:
+def test_parallel_trials_give_the_sequential_results(
+    mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = [
         "--set", "depths=[3]", "--set", "trials=1", "--set", "epochs=1",
         "--set", "batch_size=20", "--set", f"data_dir={mnist_dir}",
     ]  # fmt: skip
+    pools = []
+    spawned = depth_study.worker_pool
+
+    def counted_pool(workers: int) -> ProcessPoolExecutor:
+        pools.append(workers)
+        return spawned(workers)
+
+    monkeypatch.setattr(depth_study, "worker_pool", counted_pool)
     assert depth_study_main(["--out", str(tmp_path / "seq"), *args]) == 0
+    assert pools == []
     assert depth_study_main(["--out", str(tmp_path / "par"), "--workers", "2", *args]) == 0
+    assert pools == [2]  # the trials did run in the spawned workers
 
     def finals(name: str) -> dict[str, float]:
         lines = (tmp_path / name / "trials.jsonl").read_text().splitlines()
