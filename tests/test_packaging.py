@@ -3,6 +3,7 @@ repository's ``tasks/`` as ``rhn.tasks``) and its console commands, nothing else
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import shutil
@@ -25,6 +26,9 @@ def test_the_package_list_names_every_package_folder() -> None:
     setuptools = PYPROJECT["tool"]["setuptools"]
     folders = {
         ".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "rhn").rglob("__init__.py")
+    } | {  # tasks/ and any folder below it install as rhn.tasks.*
+        ".".join(("rhn", *p.parent.relative_to(ROOT).parts))
+        for p in (ROOT / "tasks").rglob("__init__.py")
     }
     # configs/ (YAML only, folders without __init__.py) installs as rhn.recipes.
     recipes = {
@@ -86,6 +90,10 @@ def test_console_commands_resolve() -> None:
     assert set(ours) == set(PYPROJECT["project"]["scripts"])
     for ep in ours.values():
         assert callable(ep.load()), ep
+    # The targets pyproject.toml names themselves (installed metadata can be older than it).
+    for name, target in PYPROJECT["project"]["scripts"].items():
+        module, _, function = target.partition(":")
+        assert callable(getattr(importlib.import_module(module), function, None)), (name, target)
 
 
 def test_the_task_registry_fills_itself_in_a_fresh_process(tmp_path: Path) -> None:

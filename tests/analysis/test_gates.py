@@ -46,8 +46,9 @@ def test_conv_channels_are_averaged_and_stages_padded() -> None:
     assert stats.mean_gate[:16, 0].sub(1 / (1 + math.exp(2))).abs().max() < 0.1
 
 
-def test_plain_nets_and_bad_examples_are_refused() -> None:
+@pytest.mark.parametrize("example", [2, 5, -1, True, 1.0])
+def test_plain_nets_and_bad_examples_are_refused(example: object) -> None:
     with pytest.raises(ValueError, match="no highway layers"):
         gate_statistics(HighwayMLP(4, 2, depth=3, block="plain"), torch.randn(2, 4))
-    with pytest.raises(ValueError, match="example must index"):
-        gate_statistics(HighwayMLP(4, 2, depth=3), torch.randn(2, 4), example=5)
+    with pytest.raises(ValueError, match=r"example must index one of the 2 analysed images"):
+        gate_statistics(HighwayMLP(4, 2, depth=3), torch.randn(2, 4), example=example)
