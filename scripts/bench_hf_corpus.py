@@ -123,6 +123,13 @@ def measure(folder: Path, num_proc: int) -> None:
     print(json.dumps(report))
 
 
+def _files(folder: Path) -> set[Path]:
+    """The data files under ``folder``: not the ``.lock`` files a cached read takes too."""
+    if not folder.is_dir():
+        return set()
+    return {p for p in folder.rglob("*") if p.is_file() and p.suffix != ".lock"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=103_000_000)
@@ -162,16 +169,19 @@ def main() -> None:
         shutil.rmtree(cache, ignore_errors=True)  # a reused --dir's: the first run counts again
         env = {**os.environ, "RHN_CACHE_DIR": str(cache)}
         for label in ("first run (count + encode)", "second run (cached)"):
+            before = _files(cache)
             out = subprocess.run(
                 [sys.executable, __file__, "--measure", str(folder), "--num-proc", str(num_proc)],
                 env=env, capture_output=True, text=True, check=True,
             )  # fmt: skip
             report = json.loads(out.stdout.strip().splitlines()[-1])
             first_runs.setdefault(num_proc, report["seconds"])
+            # A run served by the cache writes nothing to it: the count shows which one was.
             print(f"num_proc {num_proc}, {label}: {report['seconds']:.1f} s, peak RSS "
                   f"{report['peak_rss_mib']:.0f} MiB (largest worker "
                   f"{report['worker_peak_rss_mib']:.0f} MiB), vocab {report['vocab']:,}, "
-                  f"tokens {report['tokens']}")  # fmt: skip
+                  f"tokens {report['tokens']}, "
+                  f"{len(_files(cache) - before)} new cache files")  # fmt: skip
     base = args.num_proc[0]
     for num_proc, seconds in first_runs.items():
         if num_proc != base:

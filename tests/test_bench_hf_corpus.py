@@ -33,6 +33,8 @@ def test_a_tiny_corpus_is_written_inside_dir_measured_and_reused(tmp_path: Path)
     assert (info["tokens"], info["vocab"]) == (4600, 40)
     runs = [line for line in done.stdout.splitlines() if line.startswith("num_proc 1")]
     assert len(runs) == 2 and "second run (cached)" in runs[1]
+    # The first run filled the cache; the second read it and wrote nothing.
+    assert not runs[0].endswith(", 0 new cache files") and runs[1].endswith(", 0 new cache files")
     # Each split's tokens: the rows' words plus a line break each (train 4600 words in rows
     # of 90: 52 rows; held-out splits 4600 // 460 = 10 words in one row).
     assert "tokens {'train': 4652, 'valid': 11, 'test': 11}" in runs[0]
