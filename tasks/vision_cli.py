@@ -31,8 +31,8 @@ def depth_study_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config",
         default=None,
-        help="study YAML (default: the paper's study, built in; "
-        "configs/studies/mnist_depth.yaml writes it out)",
+        help="study YAML, or an installed study's name (mnist_depth; default: the paper's "
+        "study, built in, which configs/studies/mnist_depth.yaml writes out)",
     )
     parser.add_argument("--out", required=True, help="study directory (resumed if it exists)")
     parser.add_argument(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 RECIPE_PACKAGE = "rhn.recipes"  # pyproject.toml: package-dir maps it to configs/
 SUFFIX = ".yaml"
+STUDIES = "studies"  # the depth studies, a folder among the recipes
 
 
 def recipes_dir() -> Path | None:
@@ -35,8 +36,23 @@ def recipe_names() -> list[str]:
 
 def recipe_path(name: str | Path) -> Path | None:
     """The recipe file ``name`` (``ptb_rhn_d10`` or ``ptb_rhn_d10.yaml``) names, if any."""
-    name = Path(name)
+    return _named_file(recipes_dir(), name)
+
+
+def study_names() -> list[str]:
+    """Every installed depth study (``configs/studies/``), by the name its file's stem gives."""
     folder = recipes_dir()
+    return sorted(p.stem for p in (folder / STUDIES).glob(f"*{SUFFIX}")) if folder else []
+
+
+def study_path(name: str | Path) -> Path | None:
+    """The installed study file ``name`` (``mnist_depth`` or ``mnist_depth.yaml``) names."""
+    folder = recipes_dir()
+    return _named_file(folder / STUDIES if folder else None, name)
+
+
+def _named_file(folder: Path | None, name: str | Path) -> Path | None:
+    name = Path(name)
     if folder is None or name.parent != Path("."):
         return None
     path = folder / (name.name if name.suffix == SUFFIX else f"{name.name}{SUFFIX}")

@@ -270,6 +270,19 @@ def test_the_default_study_needs_no_file_and_is_the_one_the_repository_writes_ou
         load_study(None, ["trials=0"])
 
 
+def test_an_installed_study_is_named_by_its_stem_and_an_unknown_name_lists_them() -> None:
+    from rhn.tasks.depth_study import load_study
+
+    assert load_study("mnist_depth") == load_study("mnist_depth.yaml") == load_study(None)
+    assert load_study("mnist_depth", ["trials=2"]).trials == 2
+    with pytest.raises(
+        ConfigError,
+        match=r"^no study file mnist_dpeth, and no installed study of that name "
+        r"\(installed: mnist_depth\)$",
+    ):
+        load_study("mnist_dpeth")
+
+
 ANALYSES = {"rhn-analyze-gates": analyze_gates_main, "rhn-lesion": lesion_main}
 
 
