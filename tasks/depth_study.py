@@ -287,17 +287,14 @@ def run_trial(study: DepthStudyConfig, trial: Trial, study_dir: Path, threads: i
 def load_study(path: str | Path | None, overrides: Sequence[str] = ()) -> DepthStudyConfig:
     """A study file, or an installed study's name (``mnist_depth``; None: the paper's
     study, :class:`DepthStudyConfig`'s defaults, which ``configs/studies/mnist_depth.yaml``
-    writes out) with ``--set`` overrides (``trials=3``,
-    ``search.lr=[0.01, 0.1]``)."""
-    if path is not None and not Path(path).is_file():
-        installed = study_path(path)
-        bare = Path(path).parent == Path(".")  # a name, not a path to a missing file
-        if installed is None and bare and not Path(path).exists():
+    writes out) with ``--set`` overrides (``trials=3``, ``search.lr=[0.01, 0.1]``)."""
+    if path is not None:
+        path = Path(path) if Path(path).is_file() else study_path(path) or Path(path)
+        if not path.exists() and path.parent == Path("."):  # a name, not a missing file's path
             names = ", ".join(study_names()) or "none"
             raise ConfigError(
                 f"no study file {path}, and no installed study of that name (installed: {names})"
             )
-        path = installed or path
     raw = {} if path is None else read_yaml_mapping(path, "study")
     try:
         apply_overrides(raw, overrides, sectioned=False)
