@@ -5,7 +5,8 @@ The resolved config goes to TensorBoard too: as YAML in the Text tab, and flatte
 the validation metrics, so the runs of a sweep compare in one table. Only rank 0 writes.
 Steps are optimiser steps, from 1; on resume, events and metrics recorded after the
 checkpoint's step are dropped (TensorBoard's ``purge_step``; a run restarted from scratch
-drops all of them), so every curve stays monotonic.
+removes the earlier start's events files, as its step-0 config would stand in the HParams
+tab), so every curve stays monotonic.
 """
 
 from __future__ import annotations
@@ -33,6 +34,18 @@ class RunLogger:
         self.writer: SummaryWriter | None = None
         if not enabled:
             return
+        if resume_step == 0:
+            # A start from scratch: earlier events are of a start that saved no checkpoint.
+            # purge_step would hide their steps >= 1 but not their step 0, and the HParams
+            # tab reads a tag's first metadata, so it would show that start's config.
+            earlier = sorted(self.run_dir.glob(f"{EVENTS_PREFIX}*"))
+            for path in earlier:
+                path.unlink()
+            if earlier:
+                self.message(
+                    f"{self.run_dir}: removed {len(earlier)} events file(s) of an earlier start "
+                    f"that saved no checkpoint; this run starts from step 0"
+                )
         # TensorBoard hides every event at a step >= purge_step: the checkpoint's own step
         # (its evaluation, its loss) is kept, what a killed run logged after it is not.
         self.writer = open_events_writer(self.run_dir, purge_step=resume_step + 1)

@@ -115,6 +115,37 @@ def test_a_run_shows_its_config_as_text_and_hyperparameters_in_tensorboard(
     assert "_hparams_/experiment" not in values and "_hparams_/session_end_info" in values
 
 
+def test_a_start_from_scratch_shows_its_own_config_not_an_abandoned_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    abandoned = RunLogger(tmp_path)  # a start killed before its first checkpoint
+    abandoned.run_config({"optim": {"lr": 0.5}}, 0)
+    abandoned.scalars({"train/loss": 9.0}, 1)
+    abandoned.close()
+    restart = RunLogger(tmp_path, resume_step=0)  # no checkpoint: from scratch, lr lowered
+    restart.run_config({"optim": {"lr": 0.01}}, 0)
+    restart.scalars({"train/loss": 4.0}, 1)
+    restart.close()
+    assert "removed 1 events file(s) of an earlier start" in capsys.readouterr().err
+    first: dict[str, object] = {}  # what TensorBoard takes: each tag's first value, name order
+    for path in sorted(tmp_path.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            for value in event.summary.value:
+                first.setdefault(value.tag, value)
+    start = HParamsPluginData.FromString(
+        first["_hparams_/session_start_info"].metadata.plugin_data.content
+    ).session_start_info.hparams
+    assert start["optim.lr"].number_value == 0.01
+    assert "lr: 0.01" in first["config/text_summary"].tensor.string_val[0].decode()
+    assert _scalars(tmp_path, "train/loss") == [(1, 4.0)]
+    # A resume from a checkpoint keeps every earlier file: its steps up to the checkpoint's.
+    RunLogger(tmp_path, resume_step=1).close()
+    assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
+
+
 def test_a_new_events_file_sorts_after_the_runs_earlier_ones(tmp_path: Path) -> None:
     import time
 
