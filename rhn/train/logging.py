@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +50,7 @@ class RunLogger:
                 )
         # TensorBoard hides every event at a step >= purge_step: the checkpoint's own step
         # (its evaluation, its loss) is kept, what a killed run logged after it is not.
-        self.writer = open_events_writer(self.run_dir, purge_step=resume_step + 1)
+        self.writer = open_events_writer(self.run_dir, resume_step + 1, self.message)
         if self.metrics_path.exists():
             kept = []
             for number, line in enumerate(self.metrics_path.read_text().splitlines(), 1):
@@ -153,25 +155,38 @@ def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, float | 
 EVENTS_PREFIX = "events.out.tfevents."
 
 
-def open_events_writer(run_dir: Path, purge_step: int) -> SummaryWriter:
+def open_events_writer(
+    run_dir: Path, purge_step: int, notice: Callable[[str], None] | None = None
+) -> SummaryWriter:
     """A writer whose events file sorts after every earlier one of the run.
 
     TensorBoard reads a run's events files in name order, and a name is the second the file
-    was opened in, then host, process and a counter: a writer opened in the same second as
-    an earlier one (``train()`` twice in one process) can sort before it (``….10`` before
-    ``….9``), and TensorBoard would then read the resumed events as the older ones and drop
-    them as orphans. Such a file, still empty, is removed and opened again the next second."""
+    was opened in, then host, process and a counter. A file opened in the same second as an
+    earlier one (``train()`` twice in one process) can sort before it (``….10`` before
+    ``….9``), and so can every file of a resume on a machine whose clock is behind the one
+    that began the run; TensorBoard would then read the resumed events as the older ones and
+    drop them as orphans. So where an earlier name is of this second or later, the earlier
+    files take, in their order, the seconds just before the earliest of them and of now (a
+    name's second is only an ordering key: the events keep their own times). Renamed first
+    to last, they keep their order at every moment, should the process be killed midway."""
+    now = int(time.time())
+    earlier = sorted(
+        (int(match[1]), path)
+        for path in run_dir.glob(f"{EVENTS_PREFIX}*")
+        if (match := _EVENTS_SECOND.fullmatch(path.name))
+    )
+    if earlier and earlier[-1][0] >= now:
+        base = min(earlier[0][0], now) - len(earlier)
+        for offset, (second, path) in enumerate(earlier):
+            rest = path.name[len(f"{EVENTS_PREFIX}{second:010d}") :]
+            path.rename(path.with_name(f"{EVENTS_PREFIX}{base + offset:010d}{rest}"))
+        if notice is not None and earlier[-1][0] > now:
+            notice(
+                f"{run_dir}: an events file is dated {earlier[-1][0] - now} s ahead of this "
+                f"machine's clock; renamed the run's {len(earlier)} earlier events file(s) "
+                f"so that TensorBoard reads this start's after them"
+            )
+    return SummaryWriter(str(run_dir), purge_step=purge_step)
 
-    def names() -> set[str]:
-        return {p.name for p in run_dir.glob(f"{EVENTS_PREFIX}*")}
 
-    earlier = names()
-    writer = SummaryWriter(str(run_dir), purge_step=purge_step)
-    opened = names() - earlier
-    if earlier and opened and max(opened) < max(earlier):
-        writer.close()
-        for name in opened:
-            (run_dir / name).unlink()
-        time.sleep(1 - time.time() % 1)
-        writer = SummaryWriter(str(run_dir), purge_step=purge_step)
-    return writer
+_EVENTS_SECOND = re.compile(re.escape(EVENTS_PREFIX) + r"(\d{10})\..*")

@@ -146,21 +146,38 @@ def test_a_start_from_scratch_shows_its_own_config_not_an_abandoned_starts(
     assert len(list(tmp_path.glob("events.out.tfevents.*"))) == 2
 
 
-def test_a_new_events_file_sorts_after_the_runs_earlier_ones(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ahead_s", [0, 3600])
+def test_a_new_events_file_sorts_after_the_runs_earlier_ones(
+    tmp_path: Path, ahead_s: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     import time
 
     from rhn.train.logging import EVENTS_PREFIX, open_events_writer
 
-    # An earlier file of this very second whose name sorts after anything this process
-    # would open now: TensorBoard, reading in name order, would take it as the newer.
-    earlier = tmp_path / f"{EVENTS_PREFIX}{int(time.time())}.zzzz.99999.99"
-    earlier.write_bytes(b"")
-    writer = open_events_writer(tmp_path, purge_step=3)
+    # Earlier files whose names sort after anything this process would open now: one of
+    # this very second (0) or a clock an hour ahead of this machine's (3600), and an older
+    # one before them. TensorBoard, reading in name order, would take them as the newer.
+    now = int(time.time())
+    older = tmp_path / f"{EVENTS_PREFIX}{now - 50:010d}.host.1.0"
+    later = tmp_path / f"{EVENTS_PREFIX}{now + ahead_s:010d}.zzzz.99999.99"
+    older.write_bytes(b"older events")
+    later.write_bytes(b"later events")
+    writer = open_events_writer(tmp_path, purge_step=3, notice=print)
     writer.add_scalar("x", 1.0, 3)
     writer.close()
     names = sorted(p.name for p in tmp_path.glob(f"{EVENTS_PREFIX}*"))
-    assert len(names) == 2 and names[0] == earlier.name  # the misplaced one removed, not kept
-    # Without an earlier file, or with one of a past second, no wait and no second file.
+    assert (
+        len(names) == 3 and names[0].endswith(".host.1.0") and names[1].endswith(".zzzz.99999.99")
+    )
+    assert int(names[1].split(".")[3]) < now <= int(names[2].split(".")[3])  # this start's last
+    assert (tmp_path / names[0]).read_bytes() == b"older events"  # renamed, not rewritten
+    assert (tmp_path / names[1]).read_bytes() == b"later events"
+    said = capsys.readouterr().out
+    assert ("3600 s ahead of this machine's clock" in said) == (ahead_s > 0)
+    # Files that already sort before now (the next second) are left as they are.
+    time.sleep(1 - time.time() % 1)
+    open_events_writer(tmp_path, purge_step=4).close()
+    assert sorted(p.name for p in tmp_path.glob(f"{EVENTS_PREFIX}*"))[:3] == names
     logger = RunLogger(tmp_path / "fresh")
     logger.close()
     assert len(list((tmp_path / "fresh").glob(f"{EVENTS_PREFIX}*"))) == 1
