@@ -57,6 +57,12 @@ def check_init_range(value: object) -> float | None:
     return float(value)
 
 
+class ShapeError(ValueError, RuntimeError):
+    """A tensor of a shape the layer can't take: a ``ValueError``, and a ``RuntimeError`` as
+    ``nn.LSTM`` raises for a wrong input or ``hx`` shape, so code written for either catches
+    it."""
+
+
 class DtypeError(TypeError, ValueError):
     """A tensor of a dtype the layer can't take: a ``TypeError``, and a ``ValueError`` as
     ``nn.LSTM`` raises for a dtype mismatch, so code written for either catches it."""

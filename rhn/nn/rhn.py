@@ -29,6 +29,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from rhn.nn._parametrized import initialising
 from rhn.nn._validate import (
+    ShapeError,
     check_bool,
     check_finite,
     check_init_range,
@@ -243,7 +244,7 @@ class RHN(nn.Module):
         check_tensor_like("input", input, self.weight_ih_l0)
         if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
             layout = "(N, T, I)" if self.batch_first else "(T, N, I)"
-            raise ValueError(
+            raise ShapeError(
                 f"RHN expected input of shape {layout}, unbatched (T, I) or a PackedSequence "
                 f"with I = input_size = {self.input_size}, got {tuple(input.shape)}"
             )
@@ -254,14 +255,14 @@ class RHN(nn.Module):
             input = input.transpose(0, 1)
         steps, batch = input.shape[0], input.shape[1]
         if steps == 0:
-            raise ValueError("RHN got an input with 0 time steps; sequences need length >= 1")
+            raise ShapeError("RHN got an input with 0 time steps; sequences need length >= 1")
         return input.reshape(steps * batch, self.input_size), (batch,) * steps, unbatched
 
     def _check_packed(self, input: PackedSequence) -> tuple[torch.Tensor, tuple[int, ...]]:
         data = input.data
         check_tensor_like("input.data", data, self.weight_ih_l0)
         if data.dim() != 2 or data.shape[-1] != self.input_size:
-            raise ValueError(
+            raise ShapeError(
                 f"RHN expected PackedSequence data of shape (P, I) with I = input_size = "
                 f"{self.input_size}, got {tuple(data.shape)}"
             )
@@ -282,7 +283,7 @@ class RHN(nn.Module):
         states = self.num_layers * self.num_directions
         expected = (states, self.hidden_size) if unbatched else (states, batch, self.hidden_size)
         if tuple(hx.shape) != expected:
-            raise ValueError(
+            raise ShapeError(
                 f"RHN expected hx of shape {expected} (num_layers * num_directions, "
                 f"{'' if unbatched else 'batch, '}hidden_size), got {tuple(hx.shape)}"
             )

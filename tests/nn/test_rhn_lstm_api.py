@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pack_sequence, pad_packed_sequence
 
 import rhn
 
@@ -196,3 +196,20 @@ def test_reset_parameters_refuses_a_parametrization_it_cannot_invert_before_writ
         model.reset_parameters()
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # nothing half-initialised
+
+
+def test_a_wrong_shape_is_caught_as_lstm_codes_catch_it() -> None:
+    packed = pack_sequence([torch.randn(4, 7), torch.randn(2, 7)])
+    calls = {  # what LSTM code may hand over: each, to nn.LSTM, a RuntimeError
+        "input size": (torch.randn(5, 2, 7),),
+        "hx shape": (torch.randn(5, 2, 3), torch.randn(1, 2, 4)),
+        "no time steps": (torch.randn(0, 2, 3),),
+        "packed size": (packed,),
+    }
+    lstm, model = nn.LSTM(3, 4, num_layers=2), rhn.RHN(3, 4, num_layers=2)
+    for name, args in calls.items():
+        with pytest.raises(RuntimeError):
+            lstm(*args) if name != "hx shape" else lstm(args[0], (args[1], args[1]))
+        for error in (RuntimeError, ValueError):  # ours is both: a ValueError as ours are
+            with pytest.raises(error, match=r"RHN (expected|got)"):
+                model(*args)
