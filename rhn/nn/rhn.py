@@ -42,6 +42,7 @@ from rhn.nn.rhn_cell import gate_blocks, reset_rhn_parameters
 from rhn.nn.rhn_fused import fused_supports, rhn_recurrence_fused
 from rhn.nn.rhn_graph import CudaGraphRunner
 from rhn.nn.rhn_reference import rhn_recurrence
+from rhn.nn.rhn_scan import rhn_recurrence_scan, scan
 from rhn.nn.rhn_schedule import StepSchedule
 
 # "reference": autograd through the step loop (rhn.nn.rhn_reference); "fused": the
@@ -55,12 +56,22 @@ _is_exporting = getattr(torch.compiler, "is_exporting", None)  # torch >= 2.6
 
 def _tracing() -> bool:
     """Whether a graph is being recorded for export (``torch.export``, the ONNX exporters,
-    ``torch.jit.trace``). Those record the reference's plain ops: the fused backward's
-    ``out=`` buffers and custom autograd function do not trace. Before torch 2.6 export
-    can't be told from ``torch.compile``, so both take the reference there."""
+    ``torch.jit.trace``). Those record plain ops (the reference's, or a scan of its step,
+    :func:`_scanned`): the fused backward's ``out=`` buffers and custom autograd function
+    do not trace. Before torch 2.6 export can't be told from ``torch.compile``, so both take
+    the reference there."""
     if torch.jit.is_tracing():
         return True
     return _is_exporting() if _is_exporting is not None else torch.compiler.is_compiling()
+
+
+def _scanned() -> bool:
+    """Whether a padded batch runs its recurrence as one ``scan`` over time
+    (:mod:`rhn.nn.rhn_scan`): under ``torch.export`` (and so the dynamo ONNX exporter), whose
+    graph then takes any length where the time axis is declared dynamic. ``jit.trace``
+    records ops, not higher-order ones: it and ``torch.compile`` keep the unrolled
+    reference."""
+    return scan is not None and _is_exporting is not None and _is_exporting()
 
 
 def _functorch_active() -> bool:
@@ -239,8 +250,8 @@ class RHN(nn.Module):
                     init_range=self.init_range,
                 )
 
-    def _check_input(self, input: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...], bool]:
-        """A padded input → flat step-major ``(T·N, I)`` data, batch sizes, unbatched."""
+    def _check_input(self, input: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """A padded input → ``(T, N, I)`` (a view), unbatched."""
         check_tensor_like("input", input, self.weight_ih_l0)
         if input.dim() not in (2, 3) or input.shape[-1] != self.input_size:
             layout = "(N, T, I)" if self.batch_first else "(T, N, I)"
@@ -253,10 +264,9 @@ class RHN(nn.Module):
             input = input.unsqueeze(1)
         elif self.batch_first:
             input = input.transpose(0, 1)
-        steps, batch = input.shape[0], input.shape[1]
-        if steps == 0:
+        if input.shape[0] == 0:
             raise ShapeError("RHN got an input with 0 time steps; sequences need length >= 1")
-        return input.reshape(steps * batch, self.input_size), (batch,) * steps, unbatched
+        return input, unbatched
 
     def _check_packed(self, input: PackedSequence) -> tuple[torch.Tensor, tuple[int, ...]]:
         data = input.data
@@ -328,30 +338,34 @@ class RHN(nn.Module):
             hx = self._check_hx(hx, batch_sizes[0], unbatched=False)
             if hx is not None and input.sorted_indices is not None:
                 hx = hx.index_select(1, input.sorted_indices)  # the caller's order → sorted
-            out, h_n, gates = self._run(x, batch_sizes, hx, return_gates)
+            out, h_n, gates = self._run(x, batch_sizes[0], batch_sizes, hx, return_gates)
             if input.unsorted_indices is not None:
                 h_n = h_n.index_select(1, input.unsorted_indices)
             output = input._replace(data=out)
             if not return_gates:
                 return output, h_n
             return output, h_n, input._replace(data=gates)
-        x, batch_sizes, unbatched = self._check_input(input)
-        hx = self._check_hx(hx, batch_sizes[0], unbatched)
-        out, h_n, gates = self._run(x, batch_sizes, hx, return_gates)
-        # The input's own time size, not len(batch_sizes): under a tracer it is recorded, so
-        # an exported graph (its time loop unrolled) run on another length fails here
-        # instead of returning the traced length's first steps. -1 would be ambiguous for
-        # a batch of 0.
-        steps = input.shape[1 if self.batch_first and not unbatched else 0]
-        batch = batch_sizes[0]
-        output = out.view(steps, batch, out.shape[-1])
+        x, unbatched = self._check_input(input)
+        steps, batch = x.shape[:2]
+        hx = self._check_hx(hx, batch, unbatched)
+        if _scanned():  # (T, N, ·) throughout: no step count, which would fix T
+            output, h_n, gates = self._run(x, batch, None, hx, return_gates)
+        else:
+            flat = x.reshape(steps * batch, self.input_size)
+            out, h_n, gates = self._run(flat, batch, (batch,) * steps, hx, return_gates)
+            # The input's own time size: under jit.trace it is recorded, so a traced graph
+            # (its time loop unrolled) run on another length fails here instead of
+            # returning the traced length's first steps. -1 would be ambiguous for batch 0.
+            output = out.view(steps, batch, out.shape[-1])
+            if return_gates:
+                gates = gates.view(steps, batch, *gates.shape[1:])
         if unbatched:
             output, h_n = output.squeeze(1), h_n.squeeze(1)
         elif self.batch_first:
             output = output.transpose(0, 1)
         if not return_gates:
             return output, h_n
-        gate_tensor = gates.view(steps, batch, *gates.shape[1:]).permute(2, 0, 1, 3, 4)
+        gate_tensor = gates.permute(2, 0, 1, 3, 4)
         if unbatched:
             gate_tensor = gate_tensor.squeeze(2)
         elif self.batch_first:
@@ -361,13 +375,14 @@ class RHN(nn.Module):
     def _run(
         self,
         x: torch.Tensor,
-        batch_sizes: tuple[int, ...],
+        batch: int,
+        batch_sizes: tuple[int, ...] | None,
         hx: torch.Tensor | None,
         return_gates: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Every layer over flat step-major data: ``x (P, I)``, ``hx (K·D, N, H)`` in
-        sorted batch order → ``(output (P, D·H), h_n (K·D, N, H), gates (P, K·D, L, H))``."""
-        batch = batch_sizes[0]
+        sorted batch order → ``(output (P, D·H), h_n (K·D, N, H), gates (P, K·D, L, H))``.
+        ``batch_sizes`` None: a padded ``x (T, N, I)`` run as a scan, ``(T, N, ·)`` out."""
         if hx is None:
             hx = x.new_zeros(
                 self.num_layers * self.num_directions,
@@ -380,7 +395,8 @@ class RHN(nn.Module):
         for k in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
-                schedule = StepSchedule(batch_sizes, reverse=direction == 1)
+                reverse = direction == 1
+                schedule = None if batch_sizes is None else StepSchedule(batch_sizes, reverse)
                 out, s_n, layer_gates = self._run_direction(
                     x, hx[len(finals)], k, direction, schedule, return_gates
                 )
@@ -391,7 +407,7 @@ class RHN(nn.Module):
             x = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
             if self.training and self.dropout > 0.0 and k < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
-        return x, torch.stack(finals), torch.stack(gates, 1) if return_gates else None
+        return x, torch.stack(finals), torch.stack(gates, -3) if return_gates else None
 
     def _run_direction(
         self,
@@ -399,22 +415,34 @@ class RHN(nn.Module):
         s0: torch.Tensor,
         k: int,
         direction: int,
-        schedule: StepSchedule,
+        schedule: StepSchedule | None,
         return_gates: bool,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One layer and direction: ``x (P, I_k)``, ``s0 (N, H)`` → ``(P, H)``, ``(N, H)``,
-        gates ``(P, L, H)`` or None."""
+        gates ``(P, L, H)`` or None; ``schedule`` None: ``x (T, N, I_k)``, ``P`` is ``T, N``
+        (a scan)."""
         weight_ih, weight_hh, bias_hh = self.layer_parameters(k, direction)
-        batch = schedule.batch
+        batch = s0.shape[0]
         if self.training and self.input_dropout > 0.0:
             mask = variational_mask(batch, x.shape[-1], self.input_dropout, like=x)
-            x = x * schedule.per_row(mask)
+            x = x * (mask if schedule is None else schedule.per_row(mask))
         state_mask = None
         if self.training and self.state_dropout > 0.0:
             state_mask = variational_mask(batch, self.hidden_size, self.state_dropout, like=s0)
         biases = None if bias_hh is None else bias_hh.unbind(0)
         # One matmul projects every time step's input (bias of micro-layer 0 folded in).
         x_proj = F.linear(x, weight_ih, None if biases is None else biases[0])
+        if schedule is None:
+            return rhn_recurrence_scan(
+                x_proj,
+                s0,
+                weight_hh,
+                bias_hh,
+                coupled=self.coupled,
+                state_mask=state_mask,
+                return_gates=return_gates,
+                reverse=direction == 1,
+            )
         if self._use_fused(return_gates, (x_proj, s0, weight_hh)):
             out, s_n = rhn_recurrence_fused(
                 x_proj,

@@ -61,17 +61,9 @@ def rhn_recurrence(
         active = x_t.shape[0]
         s_active = s if active == batch else s[:active]
         mask = None if state_mask is None else state_mask[:active]
-        for layer, w_t in enumerate(weight_hh_t):
-            s_in = s_active if mask is None else s_active * mask
-            if layer == 0:
-                a = torch.addmm(x_t, s_in, w_t)
-            elif bias_hh is not None:
-                a = torch.addmm(bias_hh[layer], s_in, w_t)
-            else:
-                a = torch.mm(s_in, w_t)
-            s_active, t = rhn_micro_step(a, s_active, coupled)
-            if return_gates:
-                gates.append(t)
+        s_active, step_gates = rhn_time_step(x_t, s_active, weight_hh_t, bias_hh, coupled, mask)
+        if return_gates:
+            gates.extend(step_gates)
         s = s_active if active == batch else torch.cat([s_active, s[active:]])
         outputs.append(s_active)
     out = schedule.join(outputs)
@@ -84,3 +76,28 @@ def rhn_recurrence(
         if gate_tensor is not None:
             gate_tensor = rearrange(gate_tensor, "(t n) l h -> t n l h", n=batch)
     return out, s, gate_tensor
+
+
+def rhn_time_step(
+    x_t: torch.Tensor,
+    s: torch.Tensor,
+    weight_hh_t: Sequence[torch.Tensor],
+    bias_hh: Sequence[torch.Tensor] | None,
+    coupled: bool,
+    state_mask: torch.Tensor | None,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One time step through the L micro-layers: ``x_t (n, G·H)`` (the input's projection
+    with micro-layer 0's bias), ``s (n, H)`` → the new state ``(n, H)`` and the L transform
+    gates ``(n, H)``; arguments as :func:`rhn_recurrence`'s, for the n rows given."""
+    gates = []
+    for layer, w_t in enumerate(weight_hh_t):
+        s_in = s if state_mask is None else s * state_mask
+        if layer == 0:
+            a = torch.addmm(x_t, s_in, w_t)
+        elif bias_hh is not None:
+            a = torch.addmm(bias_hh[layer], s_in, w_t)
+        else:
+            a = torch.mm(s_in, w_t)
+        s, t = rhn_micro_step(a, s, coupled)
+        gates.append(t)
+    return s, gates

@@ -44,6 +44,57 @@ def test_torch_export_with_grad_mode_on_or_off(model_and_tokens, grad: bool) -> 
         torch.testing.assert_close(got, expected)  # the graph holds the reference's ops
 
 
+def _scans(exported: torch.export.ExportedProgram) -> int:
+    return sum(node.target is torch.ops.higher_order.scan for node in exported.graph.nodes)
+
+
+def test_torch_export_records_each_time_loop_once_and_takes_any_length_and_batch(
+    model_and_tokens,
+) -> None:
+    model, tokens = model_and_tokens
+    time, batch = torch.export.Dim("time", max=4096), torch.export.Dim("batch", max=1024)
+    # Exports of a fixed length first: their traces must not be reused by the one below
+    # (they were, and fixed its time axis to 7).
+    fixed = torch.export.export(model, (tokens,))
+    torch.export.export(model, (tokens,), dynamic_shapes={"tokens": {1: batch}})
+    exported = torch.export.export(model, (tokens,), dynamic_shapes={"tokens": {0: time, 1: batch}})
+    # Two layers × two directions, each a scan: the step is recorded once, not T times.
+    assert _scans(fixed) == _scans(exported) == 4 and len(exported.graph.nodes) < 150
+    for steps, n in ((7, 3), (1, 1), (2, 5), (60, 4)):
+        t = torch.randint(0, 20, (steps, n))
+        for got, expected in zip(exported.module()(t), model(t), strict=True):
+            torch.testing.assert_close(got, expected)
+
+
+class GatedEncoder(nn.Module):
+    """batch_first, free carry, no biases, an initial state and the gates: the other paths
+    through the RHN's forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = rhn.RHN(5, 4, depth=3, batch_first=True, coupled=False, bias=False)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.rnn(x, h0, return_gates=True)
+
+
+def test_an_exported_batch_first_encoder_returns_its_gates_at_any_length() -> None:
+    torch.manual_seed(0)
+    model = GatedEncoder().eval()
+    x, h0 = torch.randn(3, 6, 5), torch.randn(1, 3, 4)
+    time, batch = torch.export.Dim("time", max=512), torch.export.Dim("batch", max=64)
+    exported = torch.export.export(
+        model, (x, h0), dynamic_shapes={"x": {0: batch, 1: time}, "h0": {1: batch}}
+    )
+    assert _scans(exported) == 1
+    for n, steps in ((3, 6), (2, 11)):
+        args = (torch.randn(n, steps, 5), torch.randn(1, n, 4))
+        got, expected = exported.module()(*args), model(*args)
+        assert got[2].shape == (1, n, steps, 3, 4)  # (layers, N, T, depth, H)
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(g, e)
+
+
 def test_jit_script_does_not_compile_the_rhn_as_the_readme_says() -> None:
     # If a torch release learns to script it, the README's export section should say so.
     with warnings.catch_warnings():
@@ -70,18 +121,23 @@ def test_onnx_export_runs_in_onnxruntime(model_and_tokens, tmp_path: Path, dynam
         pytest.skip("this torch's dynamo ONNX exporter predates the options used (torch < 2.6)")
     model, tokens = model_and_tokens
     path = tmp_path / "tagger.onnx"
-    options = {"external_data": False, "optimize": False} if dynamo else {}
+    options = {}
+    if dynamo:  # the time loop an ONNX Scan: any length and batch, with the optimizer
+        dims = {0: torch.export.Dim("time", max=4096), 1: torch.export.Dim("batch", max=512)}
+        options = {"external_data": False, "dynamic_shapes": {"tokens": dims}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model, (tokens,), str(path), dynamo=dynamo, input_names=["tokens"], **options
         )
     session = ort.InferenceSession(str(path))
-    got = session.run(None, {"tokens": tokens.numpy()})
-    with torch.no_grad():
-        expected = model(tokens)
-    for g, e in zip(got, expected, strict=True):
-        torch.testing.assert_close(torch.from_numpy(g), e, rtol=1e-5, atol=1e-6)
+    for shape in [(7, 3), (20, 5)] if dynamo else [(7, 3)]:
+        t = tokens if shape == (7, 3) else torch.randint(0, 20, shape)
+        got = session.run(None, {"tokens": t.numpy()})
+        with torch.no_grad():
+            expected = model(t)
+        for g, e in zip(got, expected, strict=True):
+            torch.testing.assert_close(torch.from_numpy(g), e, rtol=1e-5, atol=1e-6)
 
 
 def test_an_onnx_graph_run_on_another_length_fails_rather_than_truncating(
