@@ -27,7 +27,19 @@ def _train_tiny(run: Path, *overrides: str) -> None:
     assert train.returncode == 0, train.stderr
 
 
+def _reproduce_module():
+    """scripts/reproduce.py imported, for its rows' exact values."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reproduce", ROOT / "scripts" / "reproduce.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_reproduce_table_from_a_finished_run(tmp_path: Path) -> None:
+    from rhn.train.evaluate import evaluate_checkpoint, load_model
+
     runs = tmp_path / "runs"
     _train_tiny(
         runs / "tiny", "train.max_steps=10", "train.eval_every=5", "model.output_dropout=0.2"
@@ -53,6 +65,28 @@ def test_reproduce_table_from_a_finished_run(tmp_path: Path) -> None:
         row = lines[2].split(" | ")
         assert row[0] == "| tiny" and row[1] == "char_lm_tiny" and row[2] == "bpc"
         assert float(row[4]) > 0 and row[6] == protocol and row[7].endswith("M")
+    # Each protocol's number is that evaluation of the best checkpoint, scored here apart.
+    reproduce, run = _reproduce_module(), runs / "tiny"
+    best = run / "checkpoints" / "best.pt"
+
+    def scored(split: str, **options: object) -> float:
+        return evaluate_checkpoint(best, split, "cpu", **options)["bpc"]
+
+    one = reproduce.run_row(run, "test")
+    assert one["ours"] == scored("test", batch_size=1) != scored("valid", batch_size=1)
+    assert reproduce.run_row(run, "valid")["ours"] == scored("valid", batch_size=1)
+    batched = reproduce.run_row(run, "test", batched=True)["ours"]
+    assert batched == scored("test") != one["ours"]
+    mc = reproduce.run_row(run, "test", mc=2)["ours"]
+    mc_options = {"batch_size": 1, "mc_protocol": "pass"}
+    assert (
+        mc
+        == scored("test", mc_samples=2, **mc_options)
+        != scored("test", mc_samples=1, **mc_options)
+    )
+    # Parameters as the model counts them (a tied tensor once), not the state dict's sum.
+    model = load_model(best).model
+    assert one["params"] == sum(p.numel() for p in model.parameters())
 
 
 def _reproduce(*args: str) -> subprocess.CompletedProcess:
@@ -91,6 +125,7 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
         ("as_is", "enwik8_rhn_d10", ["train.progress=false", "data.data_dir=/moved"]),
         ("changed", "enwik8_rhn_d10", ["model.depth=2"]),
         ("edited", "text8_rhn_d10", []),
+        ("edited_and_set", "text8_rhn_d10", ["optim.lr=2.0"]),  # the lr listed once
     ):
         shutil.copytree(runs / "tiny", runs / name)
         origin = {"config_file": f"configs/{recipe}.yaml", "overrides": overrides}
@@ -119,7 +154,10 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     table = _reproduce(str(runs), "--recipes", str(recipes))
     assert table.returncode == 0, table.stderr
     rows = _rows(table.stdout)
-    assert set(rows) == {"tiny", "as_is", "changed", "edited", "resumed", "by_name", "elsewhere"}
+    assert set(rows) == {
+        "tiny", "as_is", "changed", "edited", "edited_and_set", "resumed", "by_name", "elsewhere"
+    }  # fmt: skip
+    assert rows["edited_and_set"]["changes"] == "optim.lr=2.0"
     assert rows["elsewhere"]["published"] == "-"
     assert rows["elsewhere"]["changes"] == "config my_edits/enwik8_rhn_d10.yaml from step 10"
     assert rows["by_name"]["published"] == "1.270" and rows["by_name"]["changes"] == "—"
@@ -142,8 +180,8 @@ def test_published_numbers_stand_only_beside_the_recipe_as_published(tmp_path: P
     assert typo.returncode == 2 and "--recipes" in typo.stderr and "is not a folder" in typo.stderr
     assert rows["tiny"]["changes"] == "train.max_steps=20, train.eval_every=5, optim.lr=2.0"
     assert rows["tiny"]["steps"] == str(best_step) != "20"
-    # --no-eval: the lowest logged validation bpc and its step, not the last evaluation's
     logged = [json.loads(line) for line in (runs / "tiny" / "metrics.jsonl").open()]
+    # --no-eval: the lowest logged validation bpc and its step, not the last evaluation's
     best = min((r for r in logged if "bpc" in r), key=lambda r: r["bpc"])
     assert best["step"] == best_step != logged[-1]["step"]
     from_log = _rows(_reproduce(str(runs / "tiny"), "--no-eval").stdout)["tiny"]
@@ -165,3 +203,22 @@ def test_a_run_with_no_evaluation_yet_is_skipped_not_fatal(tmp_path: Path) -> No
     assert table.returncode == 0, table.stderr
     assert set(_rows(table.stdout)) == {"scored"}
     assert "skipped" in table.stderr and "no evaluation logged yet" in table.stderr
+
+
+def test_a_rows_epoch_and_wall_time_are_its_scored_steps(tmp_path: Path) -> None:
+    from rhn.train.evaluate import resolve_checkpoint
+
+    reproduce, run = _reproduce_module(), tmp_path / "tiny"
+    _train_tiny(run, "train.max_steps=4", "train.eval_every=2")
+    step = torch.load(resolve_checkpoint(run), weights_only=True)["step"]
+    # A log whose every evaluation has its own epoch and time (a tiny run's are all 0.0 min),
+    # and an image run's accuracy, whose best is the highest.
+    accuracies = {step - 2: 0.5, step: 0.7, step + 2: 0.6}
+    records = [
+        {"step": s, "epoch": s, "acc": a, "elapsed_s": 60.0 * s} for s, a in accuracies.items()
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    row = reproduce.run_row(run, "test")
+    assert (row["steps"], row["epochs"], row["wall time"]) == (step, step, f"{step:.1f} min")
+    logged = reproduce.run_row(run, "test", evaluate=False)
+    assert (logged["metric"], logged["ours"], logged["steps"]) == ("acc", 0.7, step)
