@@ -36,13 +36,16 @@ def name_list(names: list[str]) -> str:
 def prepare_run_dir(run_dir: Path) -> None:
     """Create ``run_dir`` (and its parents) or say in one line why it can't be used: a file,
     unwritable (or its ``checkpoints/``), or a folder of other files (no run's ``lock``, no
-    ``checkpoints/``), which training would overwrite (``config.yaml``) and append to
-    (``metrics.jsonl``)."""
+    ``checkpoints/last.pt`` or ``best.pt``), which training would overwrite (``config.yaml``)
+    and append to (``metrics.jsonl``)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} is a file; choose another --run-dir")
-    if run_dir.is_dir() and not (run_dir / LOCK_NAME).exists():
+    # A run is a folder with our lock, or one with our checkpoints (a run copied without
+    # its lock): a checkpoints/ folder alone is not ours (PyTorch Lightning writes one).
+    ours = [run_dir / LOCK_NAME, run_dir / "checkpoints/last.pt", run_dir / "checkpoints/best.pt"]
+    if run_dir.is_dir() and not any(path.exists() for path in ours):
         others = visible_entries(run_dir)
-        if others and "checkpoints" not in others:
+        if others:
             raise RunDirError(
                 f"run directory {run_dir} holds files but no run ({name_list(others)}); training "
                 f"would overwrite them: choose a new or empty --run-dir"

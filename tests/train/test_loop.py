@@ -939,6 +939,20 @@ def test_a_folder_of_other_files_is_refused_as_a_run_dir(tmp_path: Path) -> None
     assert (mine / "config.yaml").read_text() == "my notes\n"
     assert (mine / "metrics.jsonl").read_text() == '{"mine": 1}\n'
     assert sorted(p.name for p in mine.iterdir()) == ["config.yaml", "metrics.jsonl"]
+    # Another library's run folder (PyTorch Lightning's version_0/ has a checkpoints/ and
+    # an events file) is not ours either: its events file must not be taken as a start's.
+    lightning = tmp_path / "version_0"
+    (lightning / "checkpoints").mkdir(parents=True)
+    (lightning / "checkpoints" / "epoch=0.ckpt").write_bytes(b"theirs")
+    (lightning / "events.out.tfevents.1.host.1.0").write_bytes(b"their events")
+    with pytest.raises(RunDirError, match=r"holds files but no run \(checkpoints, events"):
+        train(toy_config("train.max_steps=2"), lightning)
+    assert (lightning / "events.out.tfevents.1.host.1.0").read_bytes() == b"their events"
+    # A run copied without its lock is still a run: it resumes.
+    copied = tmp_path / "copied"
+    train(toy_config("train.max_steps=2"), copied)
+    (copied / "lock").unlink()
+    assert train(toy_config("train.max_steps=4"), copied).position.step == 4
     # An empty folder, or one holding only hidden files, is a new run.
     hidden = tmp_path / "hidden"
     hidden.mkdir()
