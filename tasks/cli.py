@@ -20,6 +20,7 @@ from rhn.tasks.lm_scoring import MC_PROTOCOLS, McProtocolError, McRejectedError
 from rhn.train.checkpoint import CheckpointError
 from rhn.train.config import load_config
 from rhn.train.evaluate import (
+    EXPORT_KEYS,
     evaluate_checkpoint,
     export_checkpoint,
     is_export,
@@ -284,12 +285,14 @@ def sample_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _is_safetensors(path: Path) -> bool:
+def _is_rhn_export(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file written by rhn-export (its header holds the
+    run's config): another safetensors file is someone's model."""
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), framework="pt"):
-            return True
+        with safe_open(str(path), framework="pt") as f:
+            return EXPORT_KEYS[0] in (f.metadata() or {})
     except (SafetensorError, OSError, ValueError):
         return False
 
@@ -323,12 +326,12 @@ def export_main(argv: list[str] | None = None) -> int:
         if output.suffix == ".pt" or same:
             # It would replace a checkpoint (the one read, perhaps) with a weights file.
             return _fail(ValueError(f"output {output} is a checkpoint; name a .safetensors file"))
-        if output.exists() and not _is_safetensors(output):
-            # A run's metrics.jsonl or config.yaml named by mistake: replacing it loses what
-            # the run saved (and its resume). Only an earlier export is replaced.
+        if output.exists() and not _is_rhn_export(output):
+            # A run's metrics.jsonl or config.yaml named by mistake, or a downloaded model:
+            # replacing it loses what was saved (a run's resume). Only an export is replaced.
             return _fail(
                 ValueError(
-                    f"output {output} exists and is not a safetensors file; it is kept "
+                    f"output {output} exists and is not an rhn-export file; it is kept "
                     "(name a new file, or an earlier export to replace)"
                 )
             )

@@ -373,7 +373,7 @@ def test_export_replaces_an_earlier_export_but_no_other_file(
         assert export_main([str(run), str(run / name)]) == 2
         err = capsys.readouterr().err
         assert err == (
-            f"error: output {run / name} exists and is not a safetensors file; it is kept "
+            f"error: output {run / name} exists and is not an rhn-export file; it is kept "
             "(name a new file, or an earlier export to replace)\n"
         )
         assert (run / name).read_bytes() == kept
@@ -383,6 +383,14 @@ def test_export_replaces_an_earlier_export_but_no_other_file(
     out.write_bytes(b"")  # an empty file is not an export either
     assert export_main([str(run), str(out)]) == 2
     capsys.readouterr()
+    from safetensors.torch import save_file
+
+    theirs = tmp_path / "model.safetensors"  # a safetensors file of someone else's model
+    save_file({"w": torch.ones(2)}, str(theirs), metadata={"format": "pt"})
+    kept = theirs.read_bytes()
+    assert export_main([str(run), str(theirs)]) == 2
+    assert "is not an rhn-export file; it is kept" in capsys.readouterr().err
+    assert theirs.read_bytes() == kept
     out.unlink()
     assert export_main([str(run), str(out)]) == 0
     first = load_file(out)
