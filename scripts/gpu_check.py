@@ -528,7 +528,9 @@ def _synthetic_data(root: Path) -> Path:
 
 
 def _train_result(name: str, run_dir: Path, started: float) -> dict[str, Any]:
-    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").open() if x.strip()]
+    from rhn.train.logging import read_metrics
+
+    records = read_metrics(run_dir / "metrics.jsonl")
     unit = "samples" if name.startswith("mnist") else "tokens"
     rates = [v for _, v in _scalars(run_dir, f"throughput/{unit}_per_s")]
     return {

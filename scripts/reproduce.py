@@ -34,6 +34,7 @@ from rhn.tasks.lm_scoring import McProtocolError
 from rhn.train.checkpoint import load_checkpoint
 from rhn.train.config import load_config
 from rhn.train.evaluate import evaluate_checkpoint, resolve_checkpoint
+from rhn.train.logging import read_metrics
 
 # recipe (config file stem) → (metric, published test value, source)
 PUBLISHED: dict[str, tuple[str, float, str]] = {
@@ -183,10 +184,7 @@ def run_row(
     origin = json.loads((run / "origin.json").read_text()) if (run / "origin.json").exists() else {}
     recipe = Path(invocations(origin)[0].get("config_file", "?")).stem  # what it began as
     config = yaml.safe_load((run / "config.yaml").read_text())
-    metrics = run / "metrics.jsonl"
-    records = (
-        [json.loads(line) for line in metrics.open() if line.strip()] if metrics.exists() else []
-    )
+    records = read_metrics(run / "metrics.jsonl")
     checkpoint = resolve_checkpoint(run)
     ckpt = load_checkpoint(checkpoint)
     metric, published, source = PUBLISHED.get(recipe, ("", float("nan"), "—"))

@@ -47,6 +47,7 @@ from rhn.data.data_dirs import count_as_warned, missing_folders_warned
 from rhn.data.mnist import find_mnist
 from rhn.models.config_fields import check_field_types
 from rhn.train.config import apply_overrides, build_config, read_yaml_mapping
+from rhn.train.logging import read_metrics
 from rhn.train.loop import RunDirError, TrainingDivergedError, resolve_device, train
 from rhn.train.recipes import study_names, study_path
 from rhn.train.run_dir import name_list, visible_entries
@@ -225,10 +226,7 @@ def run_config(study: DepthStudyConfig, trial: Trial) -> dict[str, Any]:
 
 
 def read_curve(run_dir: Path) -> list[dict[str, float]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = read_metrics(run_dir / "metrics.jsonl")
     return [
         {"epoch": r["epoch"], "train_loss": r["train_loss"], "train_error": r["train_error"]}
         for r in records

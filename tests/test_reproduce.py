@@ -217,7 +217,8 @@ def test_a_rows_epoch_and_wall_time_are_its_scored_steps(tmp_path: Path) -> None
     records = [
         {"step": s, "epoch": s, "acc": a, "elapsed_s": 60.0 * s} for s, a in accuracies.items()
     ]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    torn = '{"step": 99, "epoch": 99, "acc": 0.9'  # a run killed mid-append: passed over
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + torn)
     row = reproduce.run_row(run, "test")
     assert (row["steps"], row["epochs"], row["wall time"]) == (step, step, f"{step:.1f} min")
     logged = reproduce.run_row(run, "test", evaluate=False)

@@ -134,6 +134,23 @@ class RunLogger:
             self.writer.close()
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The evaluations of a run's ``metrics.jsonl`` (none if it is missing), a line that is
+    not a JSON object skipped: the torn last line of a run killed mid-append, which the
+    run's next start drops too."""
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, float | int | str]:
     """``config``'s leaves by dotted name (``model.depth``): numbers as numbers, booleans as
     ``true``/``false`` (the HParams tab would show 1/0) and lists as their JSON; ``None``

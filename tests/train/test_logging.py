@@ -181,3 +181,12 @@ def test_a_new_events_file_sorts_after_the_runs_earlier_ones(
     logger = RunLogger(tmp_path / "fresh")
     logger.close()
     assert len(list((tmp_path / "fresh").glob(f"{EVENTS_PREFIX}*"))) == 1
+
+
+def test_read_metrics_passes_over_a_torn_line(tmp_path: Path) -> None:
+    from rhn.train.logging import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    assert read_metrics(path) == []  # no file yet
+    path.write_text('{"step": 1, "loss": 2.5}\n\n[1, 2]\n{"step": 2, "loss": 2.1}\n{"step": 3, "lo')
+    assert read_metrics(path) == [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.1}]
