@@ -90,6 +90,9 @@ def _run_analysis(action: Callable[[], str]) -> int:
         report = action()
     except (*EXPECTED_ERRORS, CheckpointError, ValueError) as err:
         return _fail(err)
+    except OSError as err:  # an output that can't be written: a full disk, a folder there
+        where = f" {err.filename}" if err.filename else ""
+        return _fail(ValueError(f"could not write{where}: {err.strerror or err}"))
     print(report)
     return 0
 

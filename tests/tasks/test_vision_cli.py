@@ -125,6 +125,13 @@ def test_gate_analysis_and_lesion_of_a_trained_checkpoint(
         acc = EventAccumulator(str(tmp_path / "run" / "analysis" / "tensorboard" / name))
         acc.Reload()
         assert len(acc.Images(name)) == 1, name
+    # An output that can't be written (a folder where the figure goes): one line, exit 2.
+    blocked = tmp_path / "blocked"
+    (blocked / "gates.png").mkdir(parents=True)
+    assert analyze_gates_main([str(tmp_path / "run"), "--out", str(blocked)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not write ") and "gates.png" in err
+    assert len(err.splitlines()) == 1 and (blocked / "gates.png").is_dir()
     # --out naming a file: one line, before the analysis runs (a traceback after it before).
     a_file = tmp_path / "a_file"
     a_file.write_text("mine")
