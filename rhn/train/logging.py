@@ -11,6 +11,7 @@ tab), so every curve stays monotonic.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -71,25 +72,28 @@ class RunLogger:
         its values as hyperparameters (TensorBoard finds the metrics beside them among the
         run's scalars). The HParams tab reads a run's first hyperparameters only (a tag's
         metadata is its first event's), so a resume writes none."""
-        if self.writer is None:
-            return
         text = yaml.safe_dump(config, sort_keys=False)
-        # Indented four spaces: a Markdown code block, so TensorBoard keeps the YAML's layout.
-        self.writer.add_text("config", "".join(f"    {line}\n" for line in text.splitlines()), step)
-        if step == 0:
-            _, start, end = hparams(flat_hparams(config), {})
-            # The session's values alone, not an experiment summary: TensorBoard takes one
-            # run's experiment for the whole logdir (other tasks' keys and metrics missing)
-            # but, without any, the union of every run's values and scalar tags.
-            for summary in (start, end):
-                self.writer.file_writer.add_summary(summary, step)
+
+        def write(writer: SummaryWriter) -> None:
+            # Indented four spaces: a Markdown code block, so TensorBoard keeps the layout.
+            writer.add_text("config", "".join(f"    {line}\n" for line in text.splitlines()), step)
+            if step == 0:
+                _, start, end = hparams(flat_hparams(config), {})
+                # The session's values alone, not an experiment summary: TensorBoard takes
+                # one run's experiment for the whole logdir (other tasks' keys and metrics
+                # missing) but, without any, the union of every run's values and scalar tags.
+                for summary in (start, end):
+                    writer.file_writer.add_summary(summary, step)
+
+        self._write_events(write)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
-        if self.writer is None:
-            return
-        for key, value in values.items():
-            if value is not None and math.isfinite(value):
-                self.writer.add_scalar(key, value, step)
+        def write(writer: SummaryWriter) -> None:
+            for key, value in values.items():
+                if value is not None and math.isfinite(value):
+                    writer.add_scalar(key, value, step)
+
+        self._write_events(write)
 
     def histograms(self, values: dict[str, torch.Tensor], step: int) -> None:
         if self.writer is None:
@@ -102,7 +106,7 @@ class RunLogger:
                 self.message(f"step {step}: histogram {key} skipped (non-finite or huge values)")
                 continue
             try:
-                self.writer.add_histogram(key, values64, step)
+                self._write_events(lambda w, k=key, v=values64: w.add_histogram(k, v, step))
             except ValueError as err:
                 self.message(f"step {step}: histogram {key} skipped ({err})")
 
@@ -125,13 +129,28 @@ class RunLogger:
     def flush(self) -> None:
         """Hand every event logged so far to the file: before a checkpoint, so that a kill
         after it can't take events at or before its step, which a resume won't log again."""
-        if self.writer is not None:
-            self.writer.flush()
+        self._write_events(lambda writer: writer.flush())
 
     def close(self) -> None:
         self.flush()
-        if self.writer is not None:
-            self.writer.close()
+        self._write_events(lambda writer: writer.close())
+
+    def _write_events(self, write: Callable[[SummaryWriter], None]) -> None:
+        """``write(writer)``; where the events file can't be written (a full disk, a file
+        size limit), said once, and this start goes on without TensorBoard events: its
+        checkpoints and metrics.jsonl are what a resume needs."""
+        if self.writer is None:
+            return
+        try:
+            write(self.writer)
+        except OSError as err:
+            writer, self.writer = self.writer, None
+            self.message(
+                f"{self.run_dir}: TensorBoard events could not be written "
+                f"({err.strerror or err}); this start logs no more of them"
+            )
+            with contextlib.suppress(OSError):
+                writer.close()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -190,3 +190,25 @@ def test_read_metrics_passes_over_a_torn_line(tmp_path: Path) -> None:
     assert read_metrics(path) == []  # no file yet
     path.write_text('{"step": 1, "loss": 2.5}\n\n[1, 2]\n{"step": 2, "loss": 2.1}\n{"step": 3, "lo')
     assert read_metrics(path) == [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.1}]
+
+
+def test_events_that_cannot_be_written_are_said_once_and_the_run_goes_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    logger = RunLogger(tmp_path)
+    logger.scalars({"train/loss": 1.0}, 1)
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(logger.writer, "flush", full)  # what the writer thread raises again
+    logger.flush()  # before a checkpoint: the checkpoint is still attempted
+    logger.scalars({"train/loss": 2.0}, 2)
+    logger.histograms({"w": torch.ones(3)}, 2)
+    logger.evaluation({"step": 2, "epoch": 0, "loss": 2.0})
+    logger.close()
+    err = capsys.readouterr().err
+    assert err.count("TensorBoard events could not be written (No space left on device)") == 1
+    assert json.loads((tmp_path / "metrics.jsonl").read_text())["step"] == 2
