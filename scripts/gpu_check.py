@@ -76,7 +76,38 @@ RESERVE_S = 10  # kept back from the budget for writing the report
 MIN_SECTION_S = 20  # a section with less time than this left is skipped, and says so
 SAVE_MARGIN_S = 8  # a section's own deadline comes this long before it is killed: time to
 # read a stopped job's logs (tensorboard's reader) and save
-FAULT_ENV = "RHN_GPU_CHECK_FAULT"  # tests: "hang-after-save:SECTION" stalls that section
+# Tests: "hang-after-save:SECTION" stalls that section; "nan" puts a NaN into every answer
+# the checks judge (each kernel's, the fused recurrence's, the graphed layers'), which all
+# must then fail.
+FAULT_ENV = "RHN_GPU_CHECK_FAULT"
+
+
+def _nan_fault() -> bool:
+    return os.environ.get(FAULT_ENV) == "nan"
+
+
+def _poisoned(tensor: Any) -> Any:
+    """``tensor`` with a NaN in its first element, under the "nan" fault; else itself."""
+    if not _nan_fault() or tensor is None or not tensor.numel():
+        return tensor
+    tensor = tensor.detach().clone()
+    tensor.view(-1)[0] = float("nan")
+    return tensor
+
+
+class _PoisonedPointwise:
+    """A Triton pointwise whose every output gets a NaN (the "nan" fault)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def forward(self, a: Any, s: Any, h: Any, t: Any, c: Any, *rest: Any) -> None:
+        self.inner.forward(a, s, h, t, c, *rest)
+        h.view(-1)[0] = float("nan")
+
+    def backward(self, ds: Any, s: Any, h: Any, t: Any, c: Any, da: Any, *rest: Any) -> None:
+        self.inner.backward(ds, s, h, t, c, da, *rest)
+        da.view(-1)[0] = float("nan")
 
 
 def bootstrap() -> None:
@@ -252,6 +283,7 @@ def kernel_variants(ctx: Context) -> list[dict[str, Any]]:
 
     rows, hidden = (4, 37) if ctx.dry_run else (20, 830)
     gen = torch.Generator().manual_seed(0)
+    kernels = _PoisonedPointwise(TRITON_POINTWISE) if _nan_fault() else TRITON_POINTWISE
 
     def rand(*shape: int, dtype: Any = torch.float32, scale: float = 1.0) -> Any:
         return (torch.randn(*shape, generator=gen) * scale).to(ctx.device, dtype)
@@ -276,8 +308,8 @@ def kernel_variants(ctx: Context) -> list[dict[str, Any]]:
         expected = _forward(TORCH_POINTWISE, a, s, variant, mask)
         expected |= _backward(TORCH_POINTWISE, ds, s, expected, a, mask, g)
         try:
-            ours = _forward(TRITON_POINTWISE, a, s, variant, mask)
-            ours |= _backward(TRITON_POINTWISE, ds, s, expected, a, mask, g)
+            ours = _forward(kernels, a, s, variant, mask)
+            ours |= _backward(kernels, ds, s, expected, a, mask, g)
         except Exception as err:  # this variant failed to build or launch; the rest go on
             results.append(variant | {"passed": False, "error": repr(err)[:300]})
             continue
@@ -286,7 +318,7 @@ def kernel_variants(ctx: Context) -> list[dict[str, Any]]:
             if out is not None:
                 errors[name], within = kernel_error(out, expected[name])
                 passed &= within
-        checker = SelfCheckingPointwise(TRITON_POINTWISE)  # what training would decide
+        checker = SelfCheckingPointwise(kernels)  # what training would decide
         _backward(checker, ds, s, _forward(checker, a, s, variant, mask), a, mask, g)
         results.append(
             variant
@@ -338,6 +370,7 @@ def _recurrence_check(ctx: Context, layout: str) -> dict[str, Any]:
         loss = y.pow(2).sum() + state.sum()
         grads = torch.autograd.grad(loss, [inputs, *model.parameters()])
         results.append([y, state, *grads])
+    results[0] = [_poisoned(results[0][0]), *results[0][1:]]  # the fused output, if faulted
     errors = pair_errors(zip(*results, strict=True))
     return {**errors, "passed": errors["scaled_error"] < SCALED_TOLERANCE}  # a NaN never is
 
@@ -404,6 +437,7 @@ def section_cuda_graphs(ctx: Context) -> dict[str, Any]:
                 params = [*a.parameters(), *b.parameters()]
                 grads = torch.autograd.grad(loss, [*inputs, *params])
                 results.append([ya, yb, ya2, *grads])
+            results[0] = [_poisoned(results[0][0]), *results[0][1:]]  # the graphed, if faulted
             rounds.append(
                 {
                     "round": "capture" if round_ == 0 else "replay",

@@ -79,6 +79,24 @@ def test_the_dry_run_measures_every_section(tmp_path: Path) -> None:
     assert md in done.stdout  # the tables also come back where only the output does
 
 
+@requires_triton_kernels
+def test_wrong_answers_fail_every_check_that_judges_them(tmp_path: Path) -> None:
+    """Under the "nan" fault every kernel output, the fused recurrence's and the graphed
+    layers' carry a NaN: each verdict must be a failure, the self-check's too (the dry run
+    shows only passes)."""
+    done = dry_run(tmp_path / "report", tmp_path, "--only", "kernels", "cuda_graphs",
+                   fault="nan")  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    kernels, graphs = report["kernels"], report["cuda_graphs"]
+    assert kernels["ok"] is False and graphs["ok"] is False
+    variants = kernels["data"]["variants"]
+    assert variants and not any(v["passed"] or v["self_check_passed"] for v in variants)
+    assert not any(r["passed"] for r in kernels["data"]["recurrence"])
+    assert all("differs from eager" in f for f in graphs["data"]["failures"])
+    assert len(graphs["data"]["failures"]) == len(graphs["data"]["rounds"]) == 4
+
+
 def test_a_failing_job_is_a_row_and_the_rest_still_run(tmp_path: Path) -> None:
     from rhn.data.synthetic import write_mnist
 
@@ -127,6 +145,7 @@ def test_a_work_folder_in_use_is_refused(tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["--budget-minutes", "nan"], "--budget-minutes must be a number > 0, got nan"),
+        (["--budget-minutes", "inf"], "--budget-minutes must be a number > 0, got inf"),
         (["--train-minutes", "0"], "--train-minutes must be a number > 0, got 0.0"),
     ],
 )
