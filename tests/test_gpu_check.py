@@ -313,3 +313,26 @@ def test_a_nan_anywhere_fails_a_check() -> None:
     errors = gpu_check.pair_errors(((torch.ones(2), torch.ones(2)), (nan_grad, torch.ones(2))))
     assert not errors["scaled_error"] < gpu_check.SCALED_TOLERANCE
     assert math.isnan(errors["max_error"])
+
+
+def test_a_section_out_of_time_is_killed_with_the_jobs_it_started(tmp_path: Path) -> None:
+    import time
+
+    pid_file = tmp_path / "job.pid"
+    # A section that starts a job, then hangs: both must go when its time is up.
+    script = f"sleep 120 >/dev/null 2>&1 & echo $! > {pid_file}; exec sleep 120 2>/dev/null"
+    status, _ = gpu_check.run_limited(["sh", "-c", script], dict(os.environ), 1.0)
+    assert status is None  # out of time
+    job = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{job}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            break  # gone
+        if state == "Z":  # killed, waiting for init to reap it
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(job, 9)
+        raise AssertionError(f"the section's job {job} outlived it")
