@@ -23,14 +23,23 @@ sys.modules["gpu_check"] = gpu_check  # its dataclasses look their module up
 spec.loader.exec_module(gpu_check)
 
 
+DATASETS_TRIED = "datasets_tried"  # in a dry run's folder, once something imports datasets
+
+
 def dry_run(
     out: Path, tmp: Path, *extra: str, fault: str = "", dry: bool = True
 ) -> subprocess.CompletedProcess:
     # A `datasets` that cannot be imported, first on the path: the GPU machine has none.
     blocker = tmp / "no_datasets" / "datasets"
     blocker.mkdir(parents=True, exist_ok=True)
-    (blocker / "__init__.py").write_text("raise ImportError('datasets is not on a GPU machine')\n")
+    # It leaves a mark when tried, so that an import a caller catches is seen too.
+    (blocker / "__init__.py").write_text(
+        "import os, pathlib\n"
+        "pathlib.Path(os.environ['RHN_TEST_DATASETS_TRIED']).touch()\n"
+        "raise ImportError('datasets is not on a GPU machine')\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(blocker.parent), "RHN_DATA_DIR": ""}
+    env["RHN_TEST_DATASETS_TRIED"] = str(tmp / DATASETS_TRIED)
     env["RHN_GPU_CHECK_FAULT"] = fault
     # The run folders in the test's own folder, not a new temporary one left behind.
     work = () if "--work" in extra else ("--work", str(tmp / "work"))
@@ -54,6 +63,7 @@ def test_the_dry_run_measures_every_section(tmp_path: Path) -> None:
     assert {"device", "kernels", "cuda_graphs", "bench", "train"} <= set(report)
     assert all(report[s]["ok"] for s in ("device", "kernels", "cuda_graphs", "bench", "train"))
     assert report["device"]["data"]["datasets_imported"] is False
+    assert not (tmp_path / DATASETS_TRIED).exists()  # by no section, caught or not
     variants = report["kernels"]["data"]["variants"]
     # 3 GEMM dtypes × carry × dropout × fused GEMM input/gradient × full / length-masked rows.
     assert len(variants) == 3 * 2 * 2 * 2 * 2 and all(v["passed"] for v in variants)
