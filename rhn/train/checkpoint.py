@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rhn.data.atomic_file import atomic_open, mode_for, write_failure
+from rhn.data.atomic_file import atomic_open, fsync_directory, mode_for, write_failure
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -180,6 +180,9 @@ def export_safetensors(
         # stores plain row-major tensors (older versions refuse the others).
         save_model(unwrap(model), str(tmp), metadata=metadata, force_contiguous=True)
         os.chmod(tmp, mode_for(path))
+        with tmp.open("rb") as f:  # on disk before it replaces anything
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    fsync_directory(path.parent)

@@ -161,3 +161,28 @@ def test_same_state_compares_tensors_by_value_and_lists_as_tuples() -> None:
     assert not same_state(torch.tensor([1, 2]), torch.tensor([1, 3]))
     assert not same_state({"a": 1}, {"a": 1, "b": 2}) and not same_state({"m": mean}, {"m": 1})
     assert not same_state([1, 2], [1, 2, 3]) and same_state(None, None)
+
+
+def test_an_export_is_on_disk_before_it_replaces_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    synced: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    def replace(src: object, dst: object) -> None:
+        synced.append("replace")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    export_safetensors(torch.nn.Linear(2, 2), tmp_path / "w.safetensors")
+    # The temporary's data, then the rename, then the folder's entry.
+    assert [Path(s).name if s != "replace" else s for s in synced] == [
+        f".w.safetensors.{os.getpid()}.tmp", "replace", tmp_path.name
+    ]  # fmt: skip
