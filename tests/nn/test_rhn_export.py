@@ -95,6 +95,20 @@ def test_an_exported_batch_first_encoder_returns_its_gates_at_any_length() -> No
             torch.testing.assert_close(g, e)
 
 
+def test_a_model_exported_in_training_mode_draws_fresh_dropout_masks() -> None:
+    torch.manual_seed(0)
+    model = rhn.RHN(5, 4, num_layers=2, depth=2, dropout=0.2, state_dropout=0.3).train()
+    x = torch.randn(7, 3, 5)
+    exported = torch.export.export(model, (x,)).module()
+    first, second = exported(x)[0], exported(x)[0]
+    assert not torch.equal(first, second)
+    # The masks are drawn as the eager model draws them: the same seed, the same output.
+    torch.manual_seed(1)
+    drawn = exported(x)[0]
+    torch.manual_seed(1)
+    torch.testing.assert_close(drawn, model(x)[0])
+
+
 def test_jit_script_does_not_compile_the_rhn_as_the_readme_says() -> None:
     # If a torch release learns to script it, the README's export section should say so.
     with warnings.catch_warnings():
