@@ -16,6 +16,7 @@ import json
 import math
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,6 +36,7 @@ class RunLogger:
         self.run_dir = Path(run_dir)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.writer: SummaryWriter | None = None
+        self._restore_thread_hook: Callable[[], None] = lambda: None
         if not enabled:
             return
         if resume_step == 0:
@@ -52,6 +54,7 @@ class RunLogger:
         # TensorBoard hides every event at a step >= purge_step: the checkpoint's own step
         # (its evaluation, its loss) is kept, what a killed run logged after it is not.
         self.writer = open_events_writer(self.run_dir, resume_step + 1, self.message)
+        self._restore_thread_hook = _quiet_events_thread()
         if self.metrics_path.exists():
             kept = []
             for number, line in enumerate(self.metrics_path.read_text().splitlines(), 1):
@@ -134,6 +137,7 @@ class RunLogger:
     def close(self) -> None:
         self.flush()
         self._write_events(lambda writer: writer.close())
+        self._restore_thread_hook()
 
     def _write_events(self, write: Callable[[SummaryWriter], None]) -> None:
         """``write(writer)``; where the events file can't be written (a full disk, a file
@@ -151,6 +155,32 @@ class RunLogger:
             )
             with contextlib.suppress(OSError):
                 writer.close()
+
+
+def _quiet_events_thread() -> Callable[[], None]:
+    """Until the returned function is called: an OSError in TensorBoard's events writer
+    thread (a full disk) prints no traceback of its own, since the writer raises it again in
+    the thread that next logs, where :meth:`RunLogger._write_events` says it in one line.
+    Every other thread's exception goes to the hook there was."""
+    try:
+        from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+    except ImportError:  # another TensorBoard: its thread's traceback is printed as before
+        return lambda: None
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (
+            isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError)
+        ):
+            previous(args)
+
+    threading.excepthook = hook
+
+    def restore() -> None:
+        if threading.excepthook is hook:  # not if another hook was put over it since
+            threading.excepthook = previous
+
+    return restore
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

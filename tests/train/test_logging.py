@@ -212,3 +212,32 @@ def test_events_that_cannot_be_written_are_said_once_and_the_run_goes_on(
     err = capsys.readouterr().err
     assert err.count("TensorBoard events could not be written (No space left on device)") == 1
     assert json.loads((tmp_path / "metrics.jsonl").read_text())["step"] == 2
+
+
+def test_a_full_disk_in_the_events_thread_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import errno
+    import threading
+
+    printed: list[BaseException] = []  # what would be printed as a thread's traceback
+    hook = threading.excepthook
+    threading.excepthook = mine = lambda args: printed.append(args.exc_value)
+    try:
+        logger = RunLogger(tmp_path)
+        record_writer = logger.writer.file_writer.event_writer._async_writer._writer
+
+        def full(data: bytes) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        record_writer.write = full  # what the writer thread hits on a full disk
+        logger.scalars({"train/loss": 1.0}, 1)
+        logger.flush()
+        logger.scalars({"train/loss": 2.0}, 2)
+        logger.close()
+        assert threading.excepthook is mine  # the hook before the logger's, put back
+    finally:
+        threading.excepthook = hook
+    err = capsys.readouterr().err
+    assert err.count("TensorBoard events could not be written (No space left on device)") == 1
+    assert printed == []
