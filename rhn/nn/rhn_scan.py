@@ -69,6 +69,8 @@ def _forget_earlier_scan_traces() -> None:
     ``run_flattened_scan``). The cache outlives an export, and a later export in the process
     whose example has the same sizes reuses that trace, fixing the axes it declares dynamic
     to the earlier export's static sizes ("specialized it to be a constant")."""
+    if torch.compiler.is_dynamo_compiling():  # strict export: dynamo traces scan itself
+        return
     for const in scan.__code__.co_consts:
         if isinstance(const, types.CodeType) and const.co_name == "run_flattened_scan":
             torch._dynamo.reset_code(const)

@@ -40,7 +40,7 @@ class RunLogger:
         if not enabled:
             return
         if resume_step == 0:
-            # A start from scratch: earlier events are of a start that saved no checkpoint.
+            # A start from scratch: earlier events are of a start with no last.pt to resume.
             # purge_step would hide their steps >= 1 but not their step 0, and the HParams
             # tab reads a tag's first metadata, so it would show that start's config.
             earlier = sorted(self.run_dir.glob(f"{EVENTS_PREFIX}*"))
@@ -49,12 +49,11 @@ class RunLogger:
             if earlier:
                 self.message(
                     f"{self.run_dir}: removed {len(earlier)} events file(s) of an earlier start "
-                    f"that saved no checkpoint; this run starts from step 0"
+                    f"(no last.pt to resume it from); this run starts from step 0"
                 )
         # TensorBoard hides every event at a step >= purge_step: the checkpoint's own step
         # (its evaluation, its loss) is kept, what a killed run logged after it is not.
         self.writer = open_events_writer(self.run_dir, resume_step + 1, self.message)
-        self._restore_thread_hook = _quiet_events_thread()
         if self.metrics_path.exists():
             kept = []
             for number, line in enumerate(self.metrics_path.read_text().splitlines(), 1):
@@ -68,6 +67,7 @@ class RunLogger:
                     kept.append(line)
             # Atomic: a kill during this rewrite must not cost the run its history.
             atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
+        self._restore_thread_hook = _quiet_events_thread()  # last: close() puts it back
 
     def run_config(self, config: dict[str, Any], step: int) -> None:
         """The resolved ``config`` (a nested dict, as config.yaml holds it) of the process

@@ -66,6 +66,21 @@ def test_torch_export_records_each_time_loop_once_and_takes_any_length_and_batch
             torch.testing.assert_close(got, expected)
 
 
+def test_a_strict_export_records_the_scans_too(model_and_tokens) -> None:
+    # Dynamo traces the forward there: nothing in it may be a call dynamo refuses.
+    model, tokens = model_and_tokens
+    time, batch = torch.export.Dim("time", max=4096), torch.export.Dim("batch", max=1024)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # torch's own, of scan's compile
+        exported = torch.export.export(
+            model, (tokens,), dynamic_shapes={"tokens": {0: time, 1: batch}}, strict=True
+        )
+    assert _scans(exported) == 4
+    t = torch.randint(0, 20, (12, 2))
+    for got, expected in zip(exported.module()(t), model(t), strict=True):
+        torch.testing.assert_close(got, expected)
+
+
 class GatedEncoder(nn.Module):
     """batch_first, free carry, no biases, an initial state and the gates: the other paths
     through the RHN's forward."""
@@ -97,7 +112,9 @@ def test_an_exported_batch_first_encoder_returns_its_gates_at_any_length() -> No
 
 def test_a_model_exported_in_training_mode_draws_fresh_dropout_masks() -> None:
     torch.manual_seed(0)
-    model = rhn.RHN(5, 4, num_layers=2, depth=2, dropout=0.2, state_dropout=0.3).train()
+    model = rhn.RHN(
+        5, 4, num_layers=2, depth=2, dropout=0.2, input_dropout=0.25, state_dropout=0.3
+    ).train()
     x = torch.randn(7, 3, 5)
     exported = torch.export.export(model, (x,)).module()
     first, second = exported(x)[0], exported(x)[0]

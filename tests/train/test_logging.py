@@ -157,6 +157,7 @@ def test_a_new_events_file_sorts_after_the_runs_earlier_ones(
     # Earlier files whose names sort after anything this process would open now: one of
     # this very second (0) or a clock an hour ahead of this machine's (3600), and an older
     # one before them. TensorBoard, reading in name order, would take them as the newer.
+    time.sleep(1 - time.time() % 1)  # at a second's start: the writer sees this second too
     now = int(time.time())
     older = tmp_path / f"{EVENTS_PREFIX}{now - 50:010d}.host.1.0"
     later = tmp_path / f"{EVENTS_PREFIX}{now + ahead_s:010d}.zzzz.99999.99"
