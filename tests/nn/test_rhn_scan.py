@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rhn.nn import rhn_scan
 from rhn.nn.rhn_reference import rhn_recurrence
 from rhn.nn.rhn_scan import rhn_recurrence_scan
 from rhn.nn.rhn_schedule import StepSchedule
 
 F64 = torch.float64
+pytestmark = pytest.mark.skipif(
+    rhn_scan.scan is None, reason="this torch has no torch._higher_order_ops.scan"
+)
 
 
 @pytest.mark.parametrize("coupled", [True, False])
