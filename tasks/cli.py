@@ -24,6 +24,7 @@ from rhn.train.evaluate import (
     evaluate_checkpoint,
     export_checkpoint,
     is_export,
+    read_export_header,
     resolve_checkpoint,
 )
 from rhn.train.loop import RunDirError, TrainingDivergedError, train
@@ -288,12 +289,9 @@ def sample_main(argv: list[str] | None = None) -> int:
 def _is_rhn_export(path: Path) -> bool:
     """Whether ``path`` is a safetensors file written by rhn-export (its header holds the
     run's config): another safetensors file is someone's model."""
-    from safetensors import SafetensorError, safe_open
-
     try:
-        with safe_open(str(path), framework="pt") as f:
-            return EXPORT_KEYS[0] in (f.metadata() or {})
-    except (SafetensorError, OSError, ValueError):
+        return EXPORT_KEYS[0] in read_export_header(path)
+    except (CheckpointError, ValueError):
         return False
 
 

@@ -338,7 +338,7 @@ class RHN(nn.Module):
             hx = self._check_hx(hx, batch_sizes[0], unbatched=False)
             if hx is not None and input.sorted_indices is not None:
                 hx = hx.index_select(1, input.sorted_indices)  # the caller's order → sorted
-            out, h_n, gates = self._run(x, batch_sizes[0], batch_sizes, hx, return_gates)
+            out, h_n, gates = self._run(x, batch_sizes, hx, return_gates)
             if input.unsorted_indices is not None:
                 h_n = h_n.index_select(1, input.unsorted_indices)
             output = input._replace(data=out)
@@ -349,10 +349,10 @@ class RHN(nn.Module):
         steps, batch = x.shape[:2]
         hx = self._check_hx(hx, batch, unbatched)
         if _scanned():  # (T, N, ·) throughout: no step count, which would fix T
-            output, h_n, gates = self._run(x, batch, None, hx, return_gates)
+            output, h_n, gates = self._run(x, None, hx, return_gates)
         else:
             flat = x.reshape(steps * batch, self.input_size)
-            out, h_n, gates = self._run(flat, batch, (batch,) * steps, hx, return_gates)
+            out, h_n, gates = self._run(flat, (batch,) * steps, hx, return_gates)
             # The input's own time size: under jit.trace it is recorded, so a traced graph
             # (its time loop unrolled) run on another length fails here instead of
             # returning the traced length's first steps. -1 would be ambiguous for batch 0.
@@ -375,7 +375,6 @@ class RHN(nn.Module):
     def _run(
         self,
         x: torch.Tensor,
-        batch: int,
         batch_sizes: tuple[int, ...] | None,
         hx: torch.Tensor | None,
         return_gates: bool,
@@ -383,6 +382,7 @@ class RHN(nn.Module):
         """Every layer over flat step-major data: ``x (P, I)``, ``hx (K·D, N, H)`` in
         sorted batch order → ``(output (P, D·H), h_n (K·D, N, H), gates (P, K·D, L, H))``.
         ``batch_sizes`` None: a padded ``x (T, N, I)`` run as a scan, ``(T, N, ·)`` out."""
+        batch = x.shape[1] if batch_sizes is None else batch_sizes[0]
         if hx is None:
             hx = x.new_zeros(
                 self.num_layers * self.num_directions,
@@ -395,8 +395,9 @@ class RHN(nn.Module):
         for k in range(self.num_layers):
             outputs = []
             for direction in range(self.num_directions):
-                reverse = direction == 1
-                schedule = None if batch_sizes is None else StepSchedule(batch_sizes, reverse)
+                schedule = (
+                    None if batch_sizes is None else StepSchedule(batch_sizes, direction == 1)
+                )
                 out, s_n, layer_gates = self._run_direction(
                     x, hx[len(finals)], k, direction, schedule, return_gates
                 )

@@ -223,16 +223,22 @@ def _not_json(value: Any, where: str = "") -> str | None:
     return f"{where or 'the value'} is of type {type(value).__name__}"
 
 
-def read_export(path: Path) -> dict[str, Any]:
-    """An ``rhn-export`` file's header as a checkpoint's keys (config, model_meta,
-    task_state, step); a safetensors file without one is refused, saying why."""
+def read_export_header(path: Path) -> dict[str, str]:
+    """A safetensors file's header metadata (an ``rhn-export`` file's holds EXPORT_KEYS);
+    a file that is not a readable safetensors file is refused, saying why."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+            return f.metadata() or {}
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path} is not a readable safetensors file ({err})") from None
+
+
+def read_export(path: Path) -> dict[str, Any]:
+    """An ``rhn-export`` file's header as a checkpoint's keys (config, model_meta,
+    task_state, step); a safetensors file without one is refused, saying why."""
+    header = read_export_header(path)
     missing = [key for key in EXPORT_KEYS if key not in header]
     if missing:
         raise CheckpointError(
